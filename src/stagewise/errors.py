@@ -1,0 +1,87 @@
+"""The exceptions stagewise raises, as one small tree.
+
+StagewiseError                 base: the CLI prints its message on one line, exit code 2
+├── StudyError                 study.toml / matrix invalid (names file, key and expectation)
+├── LedgerError                the ledger cannot be opened, migrated or written
+├── ImportRejected             a results file was refused as a whole; nothing was recorded
+├── FrozenRuleMismatch         a gate changed after it was frozen, or is not frozen
+├── DecisionError              a gate decision conflicts with one already recorded
+├── DataError                  corpus, shards or tokenizer unusable
+├── RunnerError                bad training configuration
+├── CheckpointError            a checkpoint fails verification
+├── ExecutorError              a stage cannot be executed (no slot, cluster unreachable, ...)
+├── RunFailed                  a training run failed (carries the cause)
+└── BundleError                report/bundle cannot be written or does not verify
+"""
+
+from __future__ import annotations
+
+
+class StagewiseError(Exception):
+    """Base of every error a user can cause; `exit_code` is what the CLI returns."""
+
+    exit_code = 2
+
+
+class StudyError(StagewiseError):
+    pass
+
+
+class LedgerError(StagewiseError):
+    pass
+
+
+class ImportRejected(StagewiseError):
+    pass
+
+
+class FrozenRuleMismatch(StagewiseError):
+    pass
+
+
+class DecisionError(StagewiseError):
+    pass
+
+
+class DataError(StagewiseError):
+    pass
+
+
+class RunnerError(StagewiseError):
+    pass
+
+
+class CheckpointError(StagewiseError):
+    exit_code = 1
+
+
+class ExecutorError(StagewiseError):
+    pass
+
+
+class RunFailed(StagewiseError):
+    exit_code = 1
+
+    def __init__(self, message: str, cause: str = "failed") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class BundleError(StagewiseError):
+    exit_code = 1
+
+
+__all__ = [
+    "BundleError",
+    "CheckpointError",
+    "DataError",
+    "DecisionError",
+    "ExecutorError",
+    "FrozenRuleMismatch",
+    "ImportRejected",
+    "LedgerError",
+    "RunFailed",
+    "RunnerError",
+    "StagewiseError",
+    "StudyError",
+]
