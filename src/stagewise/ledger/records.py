@@ -1,0 +1,116 @@
+"""Immutable records read back from the ledger."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+RUN_STATES = ("pending", "running", "succeeded", "failed", "interrupted")
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    stage: str
+    condition_id: str
+    seed: int
+    host: str
+
+    def __str__(self) -> str:
+        return f"{self.stage}/{self.condition_id}/seed{self.seed}/{self.host}"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    key: RunKey
+    status: str
+    cause: str | None
+    attempts: int
+    source: str | None
+    owner: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    val_bpb: float | None
+    training_seconds: float | None
+    total_seconds: float | None
+    peak_vram_mb: float | None
+    mfu_percent: float | None
+    total_tokens_M: float | None
+    num_steps: int | None
+    num_params_M: float | None
+    depth: int | None
+    summary_json: str | None
+    log_path: str | None
+    checkpoint_path: str | None
+    checkpoint_sha256: str | None
+    log_tail: str | None
+
+    @property
+    def stage(self) -> str:
+        return self.key.stage
+
+    @property
+    def condition_id(self) -> str:
+        return self.key.condition_id
+
+    @property
+    def seed(self) -> int:
+        return self.key.seed
+
+    @property
+    def host(self) -> str:
+        return self.key.host
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return dict(json.loads(self.summary_json)) if self.summary_json else {}
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    ts: str
+    kind: str
+    subject: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class FreezeRecord:
+    id: int
+    gate: str
+    kind: str  # "freeze" | "amend"
+    sha256: str
+    canonical: str
+    frozen_at: str
+    post_hoc: bool
+    reason: str | None
+    results_at_freeze: list[dict[str, Any]]
+    event_seq: int
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    id: int
+    gate: str
+    kind: str  # "computed" | "manual"
+    promoted: tuple[str, ...]
+    reason: str | None
+    source: str | None
+    frozen_sha256: str | None
+    payload: dict[str, Any]
+    decided_at: str
+    withdrawn_at: str | None
+    withdraw_reason: str | None
+    event_seq: int
+
+    @property
+    def manual(self) -> bool:
+        return self.kind == "manual"
+
+    @property
+    def active(self) -> bool:
+        return self.withdrawn_at is None
