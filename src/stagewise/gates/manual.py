@@ -1,0 +1,62 @@
+"""Decisions taken outside the tool: a researcher's judgement or a published outcome.
+
+They feed the next stages exactly like computed decisions and are flagged `manual` wherever they
+are shown. A later computed decision for the same gate is refused until the manual one is
+withdrawn; both stay in the event log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from stagewise.errors import DecisionError
+from stagewise.ledger import DecisionRecord, Ledger
+from stagewise.study.model import Study
+
+
+def decide_manually(
+    study: Study,
+    ledger: Ledger,
+    gate_id: str,
+    promote: Sequence[str],
+    *,
+    reason: str,
+    source: str | None = None,
+) -> DecisionRecord:
+    if gate_id not in study.gates:
+        raise DecisionError(f"unknown gate {gate_id!r}; gates: {', '.join(study.gates)}")
+    if not reason.strip():
+        raise DecisionError("a decision taken outside the tool needs --reason")
+    ids = [p.strip() for p in promote if p.strip()]
+    labels = {c.label: c.condition_id for c in study.conditions}
+    resolved = []
+    for item in ids:
+        if item in study.condition_ids:
+            resolved.append(item)
+        elif item in labels:
+            resolved.append(labels[item])
+        else:
+            raise DecisionError(
+                f"--promote: unknown condition {item!r} (use condition ids or labels)"
+            )
+    if len(set(resolved)) != len(resolved):
+        raise DecisionError(f"--promote: a condition is listed twice in {ids}")
+    gate = study.gates[gate_id]
+    payload = {"gate": gate_id, "kind": gate.kind, "stages": list(gate.stages), "manual": True}
+    return ledger.record_decision(
+        gate_id,
+        "manual",
+        resolved,
+        reason=reason.strip(),
+        source=source,
+        frozen_sha256=None,
+        payload=payload,
+    )
+
+
+def withdraw(ledger: Ledger, study: Study, gate_id: str, reason: str) -> DecisionRecord:
+    if gate_id not in study.gates:
+        raise DecisionError(f"unknown gate {gate_id!r}; gates: {', '.join(study.gates)}")
+    if not reason.strip():
+        raise DecisionError("withdrawing a decision needs --reason")
+    return ledger.withdraw_decision(gate_id, reason.strip())

@@ -1,0 +1,118 @@
+"""Create a study folder: a minimal template, or a copy of a shipped example."""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from stagewise.errors import StudyError
+from stagewise.gates.manual import decide_manually
+from stagewise.ledger import Ledger
+from stagewise.study.load import load_study
+from stagewise.study.model import Study
+
+EXAMPLES = ("paper06",)
+OUTSIDE_DECISIONS = "outside_decisions.toml"
+
+TEMPLATE_STUDY = """\
+[study]
+name = "{name}"
+reference = "ref"
+matrix = "matrix.csv"
+
+[runner]
+device = "cpu"
+sequence_len = 256
+device_batch_size = 8
+eval_tokens = 65536
+data = "data"          # prepare it with: stagewise data prepare --out {folder}/data
+
+[hosts.local]
+executor = "local"
+devices = ["cpu"]
+workers = 1
+
+[stages.screen]
+budget = "1m"
+seeds = [1]
+hosts = ["local"]
+candidates = "all"
+
+[gates.g_screen]
+kind = "promote"
+stages = ["screen"]
+rules = [
+  {{ rule = "best_k", k = 1, reason = "best mean at the screen" }},
+  {{ rule = "keep", roles = ["reference"], reason = "predeclared reference" }},
+]
+
+[stages.confirm]
+budget = "5m"
+seeds = [2, 3]
+hosts = ["local"]
+candidates = {{ gate = "g_screen" }}
+
+[gates.g_confirm]
+kind = "confirm"
+stages = ["confirm"]
+rules = [
+  {{ rule = "mean_gap_to_reference", threshold = 0.01, roles = ["variant"], reason = "no worse than the reference by 0.01 bpb" }},
+]
+"""
+
+TEMPLATE_MATRIX = """\
+label,condition_id,role,depth,aspect_ratio,matrix_lr,total_batch_size
+ref,ref,reference,2,64,0.04,8192
+wide,wide,variant,2,96,0.04,8192
+deep,deep,variant,3,64,0.04,8192
+"""
+
+
+def example_path(name: str) -> Path:
+    if name not in EXAMPLES:
+        raise StudyError(f"--example: unknown example {name!r}; available: {', '.join(EXAMPLES)}")
+    return Path(str(resources.files("stagewise.examples") / name))
+
+
+def init_study(folder: Path | str, example: str | None = None) -> Study:
+    """Create `folder` (which must be empty or absent) and its ledger; return the loaded study."""
+    target = Path(folder)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise StudyError(f"{target}: already exists and is not empty; choose a new folder")
+    if example is not None:
+        source = example_path(example)
+        shutil.copytree(
+            source,
+            target,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", "__init__.py"),
+        )
+    else:
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "study.toml").write_text(
+            TEMPLATE_STUDY.format(name=target.resolve().name, folder=target), encoding="utf-8"
+        )
+        (target / "matrix.csv").write_text(TEMPLATE_MATRIX, encoding="utf-8")
+    study = load_study(target)
+    with Ledger.open(target) as ledger:
+        ledger.log_event("study.init", study.name, {"example": example})
+        outside = target / OUTSIDE_DECISIONS
+        if outside.is_file():
+            apply_outside_decisions(study, ledger, outside)
+    return study
+
+
+def apply_outside_decisions(study: Study, ledger: Ledger, path: Path) -> None:
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    source = data.get("source")
+    for entry in data.get("decision", []):
+        decide_manually(
+            study,
+            ledger,
+            entry["gate"],
+            entry["promote"],
+            reason=entry["reason"],
+            source=entry.get("source", source),
+        )
