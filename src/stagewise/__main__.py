@@ -1,0 +1,3 @@
+from stagewise.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The `stagewise` command line: thin commands over the Python API."""

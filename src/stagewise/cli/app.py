@@ -1,0 +1,52 @@
+"""Entry point: builds the Typer app from the command modules and turns errors into one line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from stagewise.cli import study_cmds
+from stagewise.cli.common import err_console
+from stagewise.errors import StagewiseError
+
+app = typer.Typer(
+    name="stagewise",
+    help="Staged promotion for micro-pretraining: frozen gates, auditable decisions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+study_cmds.register(app)
+
+
+def main() -> None:
+    """Run the CLI; user errors print one line (exit 2), `--debug` shows the traceback."""
+    argv = sys.argv[1:]
+    debug = "--debug" in argv
+    if debug:
+        argv = [a for a in argv if a != "--debug"]
+    try:
+        # Standalone mode: Typer/Click print usage errors themselves (exit 2) and exit.
+        app(args=argv, prog_name="stagewise")
+    except StagewiseError as exc:
+        if debug:
+            raise
+        err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # the last line of defence against tracebacks
+        if debug:
+            raise
+        err_console.print(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            markup=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)

@@ -1,0 +1,222 @@
+"""Study commands: init, validate, plan, status, import, decide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from stagewise.budget_units import format_duration
+from stagewise.cli.common import console, emit_json, open_study
+from stagewise.errors import DecisionError
+from stagewise.executors.external import import_results
+from stagewise.gates.manual import decide_manually, withdraw
+from stagewise.plan import Plan, build_plan
+from stagewise.status import study_status
+from stagewise.study import load_study
+from stagewise.study.init import EXAMPLES, init_study
+
+StudyDir = Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+
+
+def plan_dict(plan: Plan) -> dict[str, Any]:
+    stages = []
+    for sp in plan.stages:
+        stages.append(
+            {
+                "stage": sp.stage.stage_id,
+                "budget_seconds": sp.stage.budget_seconds,
+                "budget": format_duration(sp.stage.budget_seconds),
+                "seeds": list(sp.stage.seeds),
+                "hosts": list(sp.stage.hosts),
+                "candidate_source": sp.stage.candidates.describe(),
+                "status": sp.status,
+                "candidates": list(sp.candidates) if sp.candidates is not None else None,
+                "candidate_count": sp.candidate_count,
+                "decision_manual": sp.decision.manual if sp.decision else None,
+                "budgeted_gpu_hours": _round(sp.budgeted_gpu_hours),
+                "runs": [
+                    {"condition_id": k.condition_id, "seed": k.seed, "host": k.host}
+                    for k in sp.runs
+                ],
+            }
+        )
+    total = plan.total_budgeted_gpu_hours
+    return {
+        "study": plan.study.name,
+        "stages": stages,
+        "total_budgeted_gpu_hours": _round(total) if total is not None else "pending",
+        "known_budgeted_gpu_hours": _round(plan.known_budgeted_gpu_hours),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    # Sums of hours like 0.2 + 2 + ... carry float noise; 9 decimals is far below a second.
+    return None if value is None else round(value, 9)
+
+
+def init(
+    folder: Annotated[Path, typer.Argument(help="New study folder (must be empty or absent).")],
+    example: Annotated[
+        str | None,
+        typer.Option("--example", help=f"Copy a shipped example: {', '.join(EXAMPLES)}."),
+    ] = None,
+) -> None:
+    """Create a study folder (a template, or a copy of a shipped example) and its ledger."""
+    study = init_study(folder, example)
+    console.print(f"created study {study.name!r} in {folder}")
+    console.print(f"next: stagewise validate {folder}; stagewise plan {folder}")
+
+
+def validate(folder: StudyDir) -> None:
+    """Check study.toml and the matrix; print a one-line summary or the first problem."""
+    study = load_study(folder)
+    console.print(
+        f"ok: {study.name}: {len(study.conditions)} conditions, {len(study.hosts)} hosts, "
+        f"{len(study.stages)} stages, {len(study.gates)} gates"
+    )
+
+
+def plan(folder: StudyDir, as_json: JsonFlag = False) -> None:
+    """Every run of every stage that can be known now, with budgeted GPU-hours."""
+    with open_study(folder) as (study, ledger):
+        result = plan_dict(build_plan(study, ledger))
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title=f"plan of {result['study']}")
+    for col in ("stage", "budget", "seeds", "hosts", "candidates", "runs", "GPU-hours"):
+        table.add_column(col, justify="right" if col in ("runs", "GPU-hours") else "left")
+    for st in result["stages"]:
+        count = st["candidate_count"]
+        if st["candidates"] is not None:
+            cands = (
+                f"{count} ({st['candidate_source']}{', manual' if st['decision_manual'] else ''})"
+            )
+        elif count is not None:
+            cands = f"{st['status']} {count} ({st['candidate_source']})"
+        else:
+            cands = f"pending ({st['candidate_source']})"
+        hours = st["budgeted_gpu_hours"]
+        table.add_row(
+            st["stage"],
+            st["budget"],
+            ",".join(map(str, st["seeds"])),
+            ",".join(st["hosts"]),
+            cands,
+            str(len(st["runs"])) if st["candidates"] is not None else "-",
+            f"{hours:g}" if hours is not None else "pending",
+        )
+    console.print(table)
+    total = result["total_budgeted_gpu_hours"]
+    console.print(f"total budgeted GPU-hours: {total if isinstance(total, str) else f'{total:g}'}")
+
+
+def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
+    """Runs by state per stage; freeze and decision per gate."""
+    with open_study(folder) as (study, ledger):
+        result = study_status(study, ledger)
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title=f"status of {result['study']}")
+    for col in ("stage", "planned", "succeeded", "failed", "running", "interrupted", "pending"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for st in result["stages"]:
+        r = st["runs"]
+        table.add_row(
+            st["stage"],
+            "pending" if st["planned_runs"] is None else str(st["planned_runs"]),
+            *(str(r[k]) for k in ("succeeded", "failed", "running", "interrupted", "pending")),
+        )
+    console.print(table)
+    gates = Table(title="gates")
+    for col in ("gate", "kind", "stages", "frozen", "decision"):
+        gates.add_column(col)
+    for g in result["gates"]:
+        frozen = (
+            f"{g['frozen_sha256'][:12]}{' post hoc' if g['post_hoc'] else ''}"
+            if g["frozen"]
+            else "no"
+        )
+        d = g["decision"]
+        decision = (
+            "-" if d is None else f"{'manual: ' if d['manual'] else ''}{', '.join(d['promoted'])}"
+        )
+        gates.add_row(g["gate"], g["kind"], ",".join(g["stages"]), frozen, decision)
+    console.print(gates)
+    if not result["chain_ok"]:
+        console.print(
+            "[red]the ledger's event chain is broken: run stagewise verify on a bundle[/red]"
+        )
+
+
+def import_(
+    folder: StudyDir,
+    files: Annotated[
+        list[Path], typer.Argument(help="CSV/JSON results, summary.json files or logs.")
+    ],
+    stage: Annotated[
+        str | None, typer.Option(help="Stage for files that do not name it (logs).")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Host block for files that do not name it.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for files that do not name it.")] = None,
+    condition_id: Annotated[
+        str | None, typer.Option(help="Condition for files that do not name it.")
+    ] = None,
+) -> None:
+    """Import results from hosts the tool does not drive; a file with any bad row is refused whole."""
+    defaults = {
+        k: v
+        for k, v in (
+            ("stage", stage),
+            ("host", host),
+            ("seed", seed),
+            ("condition_id", condition_id),
+        )
+        if v is not None
+    }
+    with open_study(folder) as (study, ledger):
+        report = import_results(study, ledger, files, defaults)
+    for path, added, unchanged in report:
+        console.print(f"{path.name}: {added} recorded, {unchanged} already present")
+
+
+def decide(
+    folder: StudyDir,
+    gate: Annotated[str, typer.Argument(help="Gate id.")],
+    promote: Annotated[
+        str | None, typer.Option(help="Comma-separated condition ids (or labels).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why (required).")] = "",
+    source: Annotated[str | None, typer.Option(help="Where the decision comes from.")] = None,
+    withdraw_: Annotated[
+        bool, typer.Option("--withdraw", help="Withdraw the gate's active decision.")
+    ] = False,
+) -> None:
+    """Record a decision taken outside the tool (flagged manual), or withdraw one."""
+    with open_study(folder) as (study, ledger):
+        if withdraw_:
+            record = withdraw(ledger, study, gate, reason)
+            console.print(f"withdrew the {record.kind} decision of {gate}")
+            return
+        if promote is None:
+            raise DecisionError("give --promote ID,ID,... (or --withdraw)")
+        record = decide_manually(
+            study, ledger, gate, promote.split(","), reason=reason, source=source
+        )
+    console.print(f"recorded manual decision for {gate}: promote {', '.join(record.promoted)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(validate)
+    app.command()(plan)
+    app.command()(status)
+    app.command("import")(import_)
+    app.command()(decide)

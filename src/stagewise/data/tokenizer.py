@@ -1,0 +1,119 @@
+"""The BPE tokenizer: trained with `rustbpe`, used through `tiktoken`, plus the bytes table.
+
+As in autoresearch: a GPT-4-style split pattern (digits in runs of at most two, so numbers do
+not eat the small vocabulary), `vocab_size` counts 4 reserved special tokens appended after the
+merges, and `<|reserved_0|>` is the BOS token that starts every document. The `token_bytes`
+table (UTF-8 bytes per token id, 0 for special tokens) turns nats per token into bits per byte,
+a metric that does not depend on the vocabulary.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stagewise.errors import DataError
+
+SPLIT_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}|"""
+    r""" ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+SPECIAL_TOKENS = tuple(f"<|reserved_{i}|>" for i in range(4))
+BOS_TOKEN = SPECIAL_TOKENS[0]
+MIN_VOCAB = 256 + len(SPECIAL_TOKENS)  # the 256 byte tokens cannot be merged away
+MAX_TRAIN_CHARS = 1_000_000_000  # autoresearch's cap: enough text for a stable 8192 vocab
+DOC_CAP_CHARS = 10_000  # long documents only repeat their pair statistics; cap each one
+TOKENIZER_FILE = "tokenizer.pkl"
+TOKEN_BYTES_FILE = "token_bytes.npy"
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
+    """Train BPE on `texts` and return a `tiktoken.Encoding` with the special tokens appended."""
+    import rustbpe
+    import tiktoken
+
+    if vocab_size < MIN_VOCAB + 1:
+        raise DataError(f"vocab_size must be at least {MIN_VOCAB + 1}, but got {vocab_size}")
+    n_merged = vocab_size - len(SPECIAL_TOKENS)
+    stats = {"chars": 0}
+
+    def capped() -> Iterator[str]:
+        for text in texts:
+            doc = text[:DOC_CAP_CHARS]
+            stats["chars"] += len(doc)
+            yield doc
+            if stats["chars"] >= MAX_TRAIN_CHARS:
+                return
+
+    trainer = rustbpe.Tokenizer()
+    trainer.train_from_iterator(capped(), n_merged, pattern=SPLIT_PATTERN)
+    ranks = {bytes(k): v for k, v in trainer.get_mergeable_ranks()}
+    if stats["chars"] == 0:
+        raise DataError("the training shards hold no text: the corpus is empty")
+    if len(ranks) < n_merged:
+        # rustbpe stops early when no pair occurs twice: the corpus cannot support this vocab.
+        raise DataError(
+            f"too little text ({stats['chars']:,} chars) for vocab_size={vocab_size}: only "
+            f"{len(ranks) + len(SPECIAL_TOKENS)} tokens could be learned; use a smaller "
+            f"--vocab-size or more data"
+        )
+    offset = len(ranks)
+    return tiktoken.Encoding(
+        name=f"stagewise-bpe-{vocab_size}",
+        pat_str=trainer.get_pattern(),
+        mergeable_ranks=ranks,
+        special_tokens={name: offset + i for i, name in enumerate(SPECIAL_TOKENS)},
+    )
+
+
+def token_bytes_table(enc: Any) -> np.ndarray:
+    """UTF-8 byte length of each token id; 0 for special tokens so they drop out of val_bpb."""
+    table = np.zeros(enc.n_vocab, dtype=np.int32)
+    specials = set(enc.special_tokens_set)
+    for token_id in range(enc.n_vocab):
+        raw = enc.decode_single_token_bytes(token_id)
+        if raw.decode("utf-8", errors="replace") in specials:
+            continue
+        table[token_id] = len(raw)
+    return table
+
+
+def save_tokenizer(enc: Any, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (TOKENIZER_FILE + ".tmp")
+    with tmp.open("wb") as f:
+        pickle.dump(enc, f)
+    tmp.replace(folder / TOKENIZER_FILE)
+    np.save(folder / TOKEN_BYTES_FILE, token_bytes_table(enc))
+
+
+def load_tokenizer(folder: Path) -> Any:
+    path = folder / TOKENIZER_FILE
+    if not path.is_file():
+        raise DataError(
+            f"no tokenizer at {path}; run `stagewise data prepare --out {folder.parent}`"
+        )
+    with path.open("rb") as f:
+        return pickle.load(f)
+
+
+def load_token_bytes(folder: Path) -> np.ndarray:
+    path = folder / TOKEN_BYTES_FILE
+    if not path.is_file():
+        raise DataError(f"no token bytes table at {path}; rerun `stagewise data prepare`")
+    return np.load(path)
+
+
+def bos_id(enc: Any) -> int:
+    return int(enc.encode_single_token(BOS_TOKEN))
+
+
+def timed_train(texts: Iterable[str], vocab_size: int) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    enc = train_tokenizer(texts, vocab_size)
+    return enc, time.perf_counter() - t0

@@ -1,0 +1,240 @@
+"""Results from hosts the tool does not drive: CSV/JSON tables, runner summaries, autoresearch logs.
+
+A file is validated as a whole before anything is written: one bad row refuses the file with a
+message naming file, row and field, and the ledger stays exactly as it was. Importing the same
+file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from stagewise.errors import ImportRejected
+from stagewise.ledger import Ledger
+from stagewise.ledger.schema import SUMMARY_FIELDS
+from stagewise.plan import build_plan
+from stagewise.study.model import Study
+
+KEY_FIELDS = ("stage", "condition_id", "seed", "host")
+OPTIONAL_NUMERIC = (
+    "training_seconds",
+    "total_seconds",
+    "total_tokens_M",
+    "num_params_M",
+    "peak_vram_mb",
+    "mfu_percent",
+    "num_steps",
+    "depth",
+)
+STATUSES = ("succeeded", "failed")
+_BLOCK_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(\S+)\s*$")
+
+
+def parse_summary_block(text: str) -> dict[str, Any]:
+    """The key: value lines after the last `---` line of an autoresearch-style log."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "---"]
+    if not starts:
+        return {}
+    out: dict[str, Any] = {}
+    for line in lines[starts[-1] + 1 :]:
+        match = _BLOCK_LINE.match(line)
+        if not match:
+            if out:
+                break
+            continue
+        key, raw = match.groups()
+        try:
+            out[key] = float(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def _read_rows(path: Path, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of a results file as dicts of raw values, each with `_line` for messages."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ImportRejected(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImportRejected(f"{path}: cannot read ({exc})") from None
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ImportRejected(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        if isinstance(data, dict) and isinstance(data.get("results"), list):
+            data = data["results"]
+        if isinstance(data, dict):
+            # A runner summary.json: the run key comes from its fields or from --stage/--host.
+            row = {**defaults, **_from_summary(data)}
+            return [{**row, "_line": 1}]
+        if not isinstance(data, list):
+            raise ImportRejected(f"{path}: expected a JSON list of result objects or one summary")
+        rows = []
+        for i, item in enumerate(data, start=1):
+            if not isinstance(item, dict):
+                raise ImportRejected(
+                    f"{path}: item {i}: expected an object, but got {type(item).__name__}"
+                )
+            rows.append({**defaults, **item, "_line": i})
+        return rows
+    if suffix in (".log", ".txt", ".out"):
+        block = parse_summary_block(text)
+        if "val_bpb" not in block:
+            raise ImportRejected(f"{path}: no autoresearch `---` summary block with val_bpb found")
+        return [{**defaults, **block, "status": "succeeded", "_line": 1}]
+    reader = csv.DictReader(text.splitlines())
+    header = reader.fieldnames or []
+    missing = [f for f in (*KEY_FIELDS, "val_bpb") if f not in header and f not in defaults]
+    if missing:
+        raise ImportRejected(
+            f"{path}: missing column(s) {', '.join(missing)}; expected "
+            "stage,condition_id,seed,host,val_bpb[,status,training_seconds,...]"
+        )
+    rows = []
+    for line_no, row in enumerate(reader, start=2):
+        if None in row:
+            raise ImportRejected(f"{path}: line {line_no}: more fields than header columns")
+        if not any((v or "").strip() for v in row.values()):
+            continue
+        rows.append(
+            {**defaults, **{k: v for k, v in row.items() if v not in (None, "")}, "_line": line_no}
+        )
+    if not rows:
+        raise ImportRejected(f"{path}: no result rows")
+    return rows
+
+
+def _from_summary(data: dict[str, Any]) -> dict[str, Any]:
+    row = {k: data[k] for k in (*KEY_FIELDS, "status", "cause", *SUMMARY_FIELDS) if k in data}
+    if "condition_id" not in row and data.get("condition"):
+        row["condition_id"] = data["condition"]
+    row["summary"] = data
+    return row
+
+
+def _number(
+    path: Path, row: dict[str, Any], field: str, *, integer: bool = False
+) -> float | int | None:
+    raw = row.get(field)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ImportRejected(
+            f"{path}: row {row['_line']}: {field} must be a number, but got {raw!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise ImportRejected(f"{path}: row {row['_line']}: {field} must be finite, but got {raw!r}")
+    if integer:
+        if not value.is_integer():
+            raise ImportRejected(
+                f"{path}: row {row['_line']}: {field} must be an integer, but got {raw!r}"
+            )
+        return int(value)
+    return value
+
+
+def validate_rows(
+    study: Study, ledger: Ledger, path: Path, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    plan = build_plan(study, ledger)
+    clean: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+    for row in rows:
+        where = f"{path}: row {row['_line']}"
+        for field in KEY_FIELDS:
+            if row.get(field) in (None, ""):
+                raise ImportRejected(f"{where}: {field} is missing")
+        stage_id = str(row["stage"]).strip()
+        if stage_id not in study.stages:
+            raise ImportRejected(
+                f"{where}: stage: unknown stage {stage_id!r}; stages: {', '.join(study.stages)}"
+            )
+        stage_plan = plan.stage(stage_id)
+        stage = stage_plan.stage
+        cid = str(row["condition_id"]).strip()
+        if cid not in study.condition_ids:
+            raise ImportRejected(f"{where}: condition_id: unknown condition {cid!r}")
+        host = str(row["host"]).strip()
+        if host not in study.hosts:
+            raise ImportRejected(
+                f"{where}: host: unknown host {host!r}; hosts: {', '.join(study.hosts)}"
+            )
+        if host not in stage.hosts:
+            raise ImportRejected(f"{where}: host: stage {stage_id} does not plan host {host!r}")
+        seed = _number(path, row, "seed", integer=True)
+        if seed is None or seed not in stage.seeds:
+            raise ImportRejected(
+                f"{where}: seed: stage {stage_id} plans seeds {list(stage.seeds)}, but got {row['seed']!r}"
+            )
+        if stage_plan.candidates is None:
+            raise ImportRejected(
+                f"{where}: stage {stage_id} has no candidates yet: gate "
+                f"{stage.candidates.gate} has not been decided"
+            )
+        if cid not in stage_plan.candidates:
+            raise ImportRejected(
+                f"{where}: condition_id: {cid} is not a candidate of stage {stage_id}"
+            )
+        status = str(row.get("status") or "succeeded").strip()
+        if status not in STATUSES:
+            raise ImportRejected(
+                f"{where}: status: expected succeeded or failed, but got {status!r}"
+            )
+        clean_row: dict[str, Any] = {
+            "stage": stage_id,
+            "condition_id": cid,
+            "seed": seed,
+            "host": host,
+            "status": status,
+            "_line": row["_line"],
+        }
+        val = _number(path, row, "val_bpb")
+        if status == "succeeded" and val is None:
+            raise ImportRejected(f"{where}: val_bpb: a succeeded row needs a finite val_bpb")
+        clean_row["val_bpb"] = val
+        for field in OPTIONAL_NUMERIC:
+            clean_row[field] = _number(path, row, field, integer=field in ("num_steps", "depth"))
+        if status == "failed":
+            clean_row["cause"] = str(row.get("cause") or "failed (imported)")
+        if isinstance(row.get("summary"), dict):
+            clean_row["summary"] = row["summary"]
+        key = (stage_id, cid, int(seed), host)
+        if key in clean:
+            earlier = clean[key]
+            if earlier["status"] != status or earlier["val_bpb"] != val:
+                raise ImportRejected(
+                    f"{where}: conflicting duplicate of row {earlier['_line']} for "
+                    f"{stage_id}/{cid}/seed {seed}/{host}"
+                )
+            continue
+        clean[key] = clean_row
+    return list(clean.values())
+
+
+def import_results(
+    study: Study,
+    ledger: Ledger,
+    files: list[Path],
+    defaults: dict[str, Any] | None = None,
+) -> list[tuple[Path, int, int]]:
+    """Validate every file first, then record each in one transaction: [(file, added, unchanged)]."""
+    prepared = []
+    for path in files:
+        rows = _read_rows(path, dict(defaults or {}))
+        prepared.append((path, validate_rows(study, ledger, path, rows)))
+    report = []
+    for path, rows in prepared:
+        source = f"import:{path.name}"
+        added, unchanged = ledger.record_imports(rows, source)
+        report.append((path, added, unchanged))
+    return report

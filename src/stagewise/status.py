@@ -1,0 +1,78 @@
+"""Where a study stands: per stage, the runs by state; per gate, its freeze and decision."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from stagewise.ledger import Ledger
+from stagewise.ledger.records import RUN_STATES
+from stagewise.plan import build_plan
+from stagewise.study.model import Study
+
+
+def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
+    plan = build_plan(study, ledger)
+    records = ledger.runs()
+    by_stage: dict[str, Counter[str]] = {}
+    for rec in records:
+        by_stage.setdefault(rec.stage, Counter())[rec.status] += 1
+    stages = []
+    for sp in plan.stages:
+        counts = by_stage.get(sp.stage.stage_id, Counter())
+        planned = len(sp.runs) if sp.known else None
+        recorded = sum(counts.values())
+        # Planned runs with no ledger row yet are pending too.
+        pending_extra = max(0, (planned or 0) - recorded)
+        runs = {state: counts.get(state, 0) for state in RUN_STATES}
+        runs["pending"] += pending_extra
+        host_kinds = sorted({study.hosts[h].executor for h in sp.stage.hosts})
+        stages.append(
+            {
+                "stage": sp.stage.stage_id,
+                "budget_seconds": sp.stage.budget_seconds,
+                "seeds": list(sp.stage.seeds),
+                "hosts": list(sp.stage.hosts),
+                "executors": host_kinds,
+                "candidates": list(sp.candidates) if sp.candidates is not None else None,
+                "candidate_source": sp.stage.candidates.describe(),
+                "planned_runs": planned,
+                "runs": runs,
+                "complete": planned is not None and runs["succeeded"] == planned,
+            }
+        )
+    gates = []
+    for gate in study.gates.values():
+        freezes = ledger.freezes(gate.gate_id)
+        decision = ledger.active_decision(gate.gate_id)
+        gates.append(
+            {
+                "gate": gate.gate_id,
+                "kind": gate.kind,
+                "stages": list(gate.stages),
+                "frozen": bool(freezes),
+                "frozen_sha256": freezes[-1].sha256 if freezes else None,
+                "frozen_at": freezes[-1].frozen_at if freezes else None,
+                "post_hoc": freezes[-1].post_hoc if freezes else None,
+                "amendments": sum(1 for f in freezes if f.kind == "amend"),
+                "decision": None
+                if decision is None
+                else {
+                    "kind": decision.kind,
+                    "manual": decision.manual,
+                    "promoted": list(decision.promoted),
+                    "reason": decision.reason,
+                    "source": decision.source,
+                    "decided_at": decision.decided_at,
+                },
+            }
+        )
+    return {
+        "study": study.name,
+        "reference": study.reference,
+        "ledger_schema": ledger.schema_version,
+        "events": len(ledger.events()),
+        "chain_ok": not ledger.verify_chain(),
+        "stages": stages,
+        "gates": gates,
+    }
