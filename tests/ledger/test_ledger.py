@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from stagewise.errors import DecisionError, LedgerError
+from stagewise.ledger import Ledger, RunKey
+from stagewise.ledger.schema import MIGRATIONS, SCHEMA_VERSION
+
+
+def _worker(folder: str, worker: int, n: int) -> None:
+    with Ledger.open(folder) as ledger:
+        for i in range(n):
+            key = RunKey("s", f"c{worker}", i, "h")
+            ledger.ensure_runs([key])
+            owner = f"w{worker}"
+            assert ledger.claim(key, owner) is not None
+            ledger.finish(key, "succeeded", summary={"val_bpb": worker + i / 1000}, owner=owner)
+            # Every worker also competes for the same shared runs: exactly one may win each.
+            shared = RunKey("shared", "c", i, "h")
+            ledger.ensure_runs([shared])
+            if ledger.claim(shared, owner) is not None:
+                ledger.finish(shared, "succeeded", summary={"val_bpb": float(worker)}, owner=owner)
+
+
+def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    Ledger.open(tmp_path).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(str(tmp_path), w, 15)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with Ledger.open(tmp_path) as ledger:
+        own = [r for r in ledger.runs() if r.stage == "s"]
+        assert len(own) == 60
+        assert {(r.condition_id, r.seed) for r in own} == {(f"c{w}", i) for w in range(4) for i in range(15)}
+        assert all(r.status == "succeeded" and r.attempts == 1 for r in own)
+        shared = [r for r in ledger.runs() if r.stage == "shared"]
+        assert len(shared) == 15 and all(r.attempts == 1 for r in shared)
+        started = [e for e in ledger.events() if e.kind == "run.started"]
+        assert len(started) == 75
+        assert ledger.verify_chain() == []
+
+
+def test_chain_detects_tampering(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path) as ledger:
+        ledger.log_event("note", "x", {"a": 1})
+        ledger.log_event("note", "y", {"b": 2})
+        assert ledger.verify_chain() == []
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite")
+    conn.execute("UPDATE events SET payload = '{\"a\":2}' WHERE subject = 'x'")
+    conn.commit()
+    conn.close()
+    with Ledger.open(tmp_path) as ledger:
+        problems = ledger.verify_chain()
+    assert problems and "hash does not match" in problems[0]
+
+
+def test_old_schema_is_upgraded_with_a_backup(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite")
+    for statement in MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.execute(
+        "INSERT INTO runs (stage, condition_id, seed, host, status, created_at, val_bpb) "
+        "VALUES ('s', 'c', 1, 'h', 'succeeded', 'then', 1.25)"
+    )
+    conn.commit()
+    conn.close()
+    with Ledger.open(tmp_path) as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION
+        run = ledger.run(RunKey("s", "c", 1, "h"))
+        assert run is not None and run.val_bpb == 1.25 and run.checkpoint_sha256 is None
+        assert any(e.kind == "ledger.migrate" for e in ledger.events())
+    assert (tmp_path / "ledger.sqlite.v1.bak").exists()
+
+
+def test_newer_schema_is_refused_with_the_fix(tmp_path: Path) -> None:
+    Ledger.open(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite")
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerError, match="pip install -U stagewise"):
+        Ledger.open(tmp_path)
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    (tmp_path / "ledger.sqlite").write_text("not sqlite at all" * 100)
+    with pytest.raises(LedgerError, match="not a usable SQLite ledger"):
+        Ledger.open(tmp_path)
+
+
+def test_manual_decision_blocks_computed_until_withdrawn(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path) as ledger:
+        ledger.record_decision("g", "manual", ["a"], reason="judgement", source="me", frozen_sha256=None, payload={})
+        with pytest.raises(DecisionError, match="withdraw it first"):
+            ledger.record_decision("g", "computed", ["b"], reason=None, source=None, frozen_sha256="x", payload={})
+        ledger.withdraw_decision("g", "recompute")
+        ledger.record_decision("g", "computed", ["b"], reason=None, source=None, frozen_sha256="x", payload={})
+        active = ledger.active_decision("g")
+        assert active is not None and active.promoted == ("b",)
+        kinds = [e.kind for e in ledger.events("decision")]
+        assert kinds == ["decision.manual", "decision.withdrawn", "decision.computed"]
+
+
+def test_claim_is_exclusive_and_finish_respects_owner(tmp_path: Path) -> None:
+    key = RunKey("s", "c", 1, "h")
+    with Ledger.open(tmp_path) as ledger:
+        assert ledger.ensure_runs([key, key]) == 1
+        assert ledger.claim(key, "a") is not None
+        assert ledger.claim(key, "b") is None
+        assert ledger.mark_interrupted(key, "a", "driver died")
+        assert ledger.claim(key, "b") is not None
+        ledger.finish(key, "succeeded", summary={"val_bpb": 9.0}, owner="a")  # stale owner: ignored
+        run = ledger.run(key)
+        assert run is not None and run.status == "running" and run.owner == "b"
+        ledger.finish(key, "succeeded", summary={"val_bpb": 1.5}, owner="b")
+        run = ledger.run(key)
+        assert run is not None and run.status == "succeeded" and run.val_bpb == 1.5 and run.attempts == 2
