@@ -58,7 +58,9 @@ def tiny_study(tmp_path: Path) -> Path:
     return write_study(tmp_path / "study")
 
 
-def run_cli(*args: str | Path, check: bool = False, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, check: bool = False, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the installed CLI as a user would (a fresh process, real argv)."""
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     proc = subprocess.run(
@@ -70,5 +72,7 @@ def run_cli(*args: str | Path, check: bool = False, cwd: Path | None = None) -> 
         timeout=600,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"stagewise {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"stagewise {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc

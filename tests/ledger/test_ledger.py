@@ -38,7 +38,9 @@ def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     with Ledger.open(tmp_path) as ledger:
         own = [r for r in ledger.runs() if r.stage == "s"]
         assert len(own) == 60
-        assert {(r.condition_id, r.seed) for r in own} == {(f"c{w}", i) for w in range(4) for i in range(15)}
+        assert {(r.condition_id, r.seed) for r in own} == {
+            (f"c{w}", i) for w in range(4) for i in range(15)
+        }
         assert all(r.status == "succeeded" and r.attempts == 1 for r in own)
         shared = [r for r in ledger.runs() if r.stage == "shared"]
         assert len(shared) == 15 and all(r.attempts == 1 for r in shared)
@@ -98,11 +100,17 @@ def test_not_a_database(tmp_path: Path) -> None:
 
 def test_manual_decision_blocks_computed_until_withdrawn(tmp_path: Path) -> None:
     with Ledger.open(tmp_path) as ledger:
-        ledger.record_decision("g", "manual", ["a"], reason="judgement", source="me", frozen_sha256=None, payload={})
+        ledger.record_decision(
+            "g", "manual", ["a"], reason="judgement", source="me", frozen_sha256=None, payload={}
+        )
         with pytest.raises(DecisionError, match="withdraw it first"):
-            ledger.record_decision("g", "computed", ["b"], reason=None, source=None, frozen_sha256="x", payload={})
+            ledger.record_decision(
+                "g", "computed", ["b"], reason=None, source=None, frozen_sha256="x", payload={}
+            )
         ledger.withdraw_decision("g", "recompute")
-        ledger.record_decision("g", "computed", ["b"], reason=None, source=None, frozen_sha256="x", payload={})
+        ledger.record_decision(
+            "g", "computed", ["b"], reason=None, source=None, frozen_sha256="x", payload={}
+        )
         active = ledger.active_decision("g")
         assert active is not None and active.promoted == ("b",)
         kinds = [e.kind for e in ledger.events("decision")]
@@ -122,4 +130,9 @@ def test_claim_is_exclusive_and_finish_respects_owner(tmp_path: Path) -> None:
         assert run is not None and run.status == "running" and run.owner == "b"
         ledger.finish(key, "succeeded", summary={"val_bpb": 1.5}, owner="b")
         run = ledger.run(key)
-        assert run is not None and run.status == "succeeded" and run.val_bpb == 1.5 and run.attempts == 2
+        assert (
+            run is not None
+            and run.status == "succeeded"
+            and run.val_bpb == 1.5
+            and run.attempts == 2
+        )

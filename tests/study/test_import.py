@@ -51,7 +51,9 @@ BAD_ROWS = [
 
 
 @pytest.mark.parametrize(("rows", "fragment"), BAD_ROWS)
-def test_bad_file_is_refused_whole(tiny_study: Path, tmp_path: Path, rows: str, fragment: str) -> None:
+def test_bad_file_is_refused_whole(
+    tiny_study: Path, tmp_path: Path, rows: str, fragment: str
+) -> None:
     study = load_study(tiny_study)
     seeded = tmp_path / "seed.csv"
     seeded.write_text(HEADER + "s1,c_b,2,block-b,1.5\n")
@@ -77,7 +79,10 @@ def test_conflict_with_recorded_result_is_refused(tiny_study: Path, tmp_path: Pa
     with Ledger.open(tiny_study) as ledger:
         import_results(study, ledger, [first])
     before = _digest(tiny_study)
-    with Ledger.open(tiny_study) as ledger, pytest.raises(ImportRejected, match="never overwritten"):
+    with (
+        Ledger.open(tiny_study) as ledger,
+        pytest.raises(ImportRejected, match="never overwritten"),
+    ):
         import_results(study, ledger, [second])
     assert _digest(tiny_study) == before
 
@@ -85,19 +90,36 @@ def test_conflict_with_recorded_result_is_refused(tiny_study: Path, tmp_path: Pa
 def test_failed_rows_summary_json_and_logs(tiny_study: Path, tmp_path: Path) -> None:
     study = load_study(tiny_study)
     failed = tmp_path / "f.csv"
-    failed.write_text("stage,condition_id,seed,host,val_bpb,status,cause\ns1,c_a,1,block-a,,failed,OOM\n")
+    failed.write_text(
+        "stage,condition_id,seed,host,val_bpb,status,cause\ns1,c_a,1,block-a,,failed,OOM\n"
+    )
     summary = tmp_path / "summary.json"
     summary.write_text(
         json.dumps(
-            {"stage": "s1", "condition_id": "c_b", "seed": 1, "host": "block-a", "status": "succeeded",
-             "val_bpb": 1.11, "training_seconds": 4.0, "num_params_M": 0.5}
+            {
+                "stage": "s1",
+                "condition_id": "c_b",
+                "seed": 1,
+                "host": "block-a",
+                "status": "succeeded",
+                "val_bpb": 1.11,
+                "training_seconds": 4.0,
+                "num_params_M": 0.5,
+            }
         )
     )
     log = tmp_path / "run.log"
-    log.write_text("step 1 ...\n---\nval_bpb:          1.234567\ntraining_seconds: 4.1\nnum_steps:        12\n")
+    log.write_text(
+        "step 1 ...\n---\nval_bpb:          1.234567\ntraining_seconds: 4.1\nnum_steps:        12\n"
+    )
     with Ledger.open(tiny_study) as ledger:
         import_results(study, ledger, [failed, summary])
-        import_results(study, ledger, [log], {"stage": "s1", "condition_id": "c_c", "seed": 2, "host": "block-b"})
+        import_results(
+            study,
+            ledger,
+            [log],
+            {"stage": "s1", "condition_id": "c_c", "seed": 2, "host": "block-b"},
+        )
         runs = {r.key: r for r in ledger.runs()}
     assert runs[RunKey("s1", "c_a", 1, "block-a")].status == "failed"
     assert runs[RunKey("s1", "c_a", 1, "block-a")].cause == "OOM"

@@ -15,26 +15,52 @@ def test_tiny_study_loads(tiny_study: Path) -> None:
     assert study.condition_ids == ("c_a", "c_b", "c_c")
     assert study.stages["s1"].budget_seconds == 4.0
     assert study.stages["s2"].candidates.gate == "g1"
-    assert study.conditions[0].params == {"depth": 2, "aspect_ratio": 32, "matrix_lr": 0.04, "total_batch_size": 4096}
+    assert study.conditions[0].params == {
+        "depth": 2,
+        "aspect_ratio": 32,
+        "matrix_lr": 0.04,
+        "total_batch_size": 4096,
+    }
     assert [g.gate_id for g in study.gates_of_stage("s1")] == ["g1"]
 
 
 BAD_STUDIES = [
     (STUDY.replace('reference = "c_a"', 'reference = "nope"'), "study.reference"),
-    (STUDY.replace('hosts = ["block-a", "block-b"]\ncandidates = "all"', 'hosts = ["block-z"]\ncandidates = "all"'), "unknown host 'block-z'"),
+    (
+        STUDY.replace(
+            'hosts = ["block-a", "block-b"]\ncandidates = "all"',
+            'hosts = ["block-z"]\ncandidates = "all"',
+        ),
+        "unknown host 'block-z'",
+    ),
     (STUDY.replace('budget = "4s"', 'budget = "four"'), "stages.s1.budget"),
     (STUDY.replace('budget = "4s"', "budget = -3"), "stages.s1.budget"),
     (STUDY.replace("seeds = [1, 2]", "seeds = [1, 1]"), "duplicate seeds"),
     (STUDY.replace("seeds = [1, 2]", 'seeds = ["x"]'), "stages.s1.seeds"),
-    (STUDY.replace('candidates = "all"', 'candidates = ["c_a", "c_zz"]'), "unknown condition_id 'c_zz'"),
-    (STUDY.replace('candidates = { gate = "g1" }', 'candidates = { gate = "g9" }'), "unknown gate 'g9'"),
+    (
+        STUDY.replace('candidates = "all"', 'candidates = ["c_a", "c_zz"]'),
+        "unknown condition_id 'c_zz'",
+    ),
+    (
+        STUDY.replace('candidates = { gate = "g1" }', 'candidates = { gate = "g9" }'),
+        "unknown gate 'g9'",
+    ),
     (STUDY.replace('stages = ["s1"]', 'stages = ["s1", "s2"]'), "must share one budget"),
     (STUDY.replace('stages = ["s1"]', 'stages = ["s9"]'), "unknown stage 's9'"),
-    (STUDY.replace('{ rule = "best_k", k = 1 }', '{ rule = "best_q", k = 1 }'), "unknown rule 'best_q'"),
+    (
+        STUDY.replace('{ rule = "best_k", k = 1 }', '{ rule = "best_q", k = 1 }'),
+        "unknown rule 'best_q'",
+    ),
     (STUDY.replace('{ rule = "best_k", k = 1 }', '{ rule = "best_k" }'), "rule best_k needs k"),
     (STUDY.replace('{ rule = "best_k", k = 1 }', '{ rule = "best_k", k = "two" }'), "rules[0].k"),
-    (STUDY.replace('{ rule = "best_k", k = 1 }', '{ rule = "best_k", k = 1, q = 2 }'), "not a parameter of best_k"),
-    (STUDY.replace('roles = ["reference"]', 'roles = ["nobody"]'), "no condition has role 'nobody'"),
+    (
+        STUDY.replace('{ rule = "best_k", k = 1 }', '{ rule = "best_k", k = 1, q = 2 }'),
+        "not a parameter of best_k",
+    ),
+    (
+        STUDY.replace('roles = ["reference"]', 'roles = ["nobody"]'),
+        "no condition has role 'nobody'",
+    ),
     (STUDY.replace('kind = "promote"', 'kind = "maybe"'), "gates.g1.kind"),
     (STUDY.replace('executor = "external"', 'executor = "cloud"', 1), "hosts.block-a.executor"),
     (STUDY + '\n[runner]\nsequence_len = "long"\n', "runner.sequence_len"),
@@ -87,7 +113,9 @@ def test_bad_matrix_names_file_and_row(tmp_path: Path, text: str, fragment: str)
 
 
 def test_matrix_in_toml(tmp_path: Path) -> None:
-    folder = write_study(tmp_path / "t", study=STUDY.replace('matrix = "matrix.csv"', 'matrix = "matrix.toml"'))
+    folder = write_study(
+        tmp_path / "t", study=STUDY.replace('matrix = "matrix.csv"', 'matrix = "matrix.toml"')
+    )
     (folder / "matrix.toml").write_text(
         '[[conditions]]\ncondition_id = "c_a"\nlabel = "a"\nrole = "reference"\ndepth = 2\n'
         '[[conditions]]\ncondition_id = "c_b"\nlabel = "b"\nrole = "comparator"\ndepth = 3\n'
