@@ -355,7 +355,8 @@ def _rule_param(ctx: _Ctx, key: str, expected: type, value: Any) -> Any:
 def _check_order(ctx: _Ctx, stages: dict[str, Stage], gates: dict[str, Gate]) -> None:
     """Feeding must flow forward: no cycles, and a gate feeds only stages listed after its own."""
     # Graph: stage -> gates pooling it; gate -> stages it feeds.
-    edges: dict[str, list[str]] = {f"s:{s}": [] for s in stages} | {f"g:{g}": [] for g in gates}
+    edges: dict[str, list[str]] = {f"s:{s}": [] for s in stages}
+    edges.update({f"g:{g}": [] for g in gates})
     for gate in gates.values():
         for sid in gate.stages:
             edges[f"s:{sid}"].append(f"g:{gate.gate_id}")
