@@ -106,7 +106,8 @@ def load_token_bytes(folder: Path) -> np.ndarray:
     path = folder / TOKEN_BYTES_FILE
     if not path.is_file():
         raise DataError(f"no token bytes table at {path}; rerun `stagewise data prepare`")
-    return np.load(path)
+    table: np.ndarray = np.load(path)
+    return table
 
 
 def bos_id(enc: Any) -> int:

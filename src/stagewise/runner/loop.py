@@ -1,0 +1,364 @@
+"""The training loop: data -> model -> optimizer -> timed loop -> evaluation -> summary.
+
+Behaviour follows autoresearch's `train.py`: the budget counts training time only and the first
+10 steps are not counted (they include compilation and allocator warm-up); gradients are
+accumulated to `total_batch_size` tokens per optimizer step; LR, Muon weight decay follow
+progress = training_time / budget (or step / steps with --deterministic); the run stops at the
+first NaN or a loss above 100 (status "diverged") instead of burning the rest of the budget.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stagewise.errors import RunnerError, StagewiseError
+from stagewise.runner.config import TrainConfig, config_sha256
+from stagewise.runner.summary import format_block, round_fields, write_summary
+
+UNTIMED_STEPS = 10  # steps 0..10 are not counted against the budget (compile, warm-up)
+DIVERGED_LOSS = 100.0  # far above ln(vocab) at init: the run has blown up
+PRINT_EVERY_S = 1.0  # progress lines at most this often (and on the last step)
+EMA_BETA = 0.9  # smoothing of the printed train loss
+MUON_MOMENTUM_START, MUON_MOMENTUM_END, MUON_MOMENTUM_STEPS = 0.85, 0.95, 300
+LOSS_LOG = "train_loss.csv"
+
+
+class Diverged(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# Schedules (functions of progress in [0, 1])
+# ---------------------------------------------------------------------------
+
+
+def lr_multiplier(progress: float, cfg: TrainConfig) -> float:
+    if progress < cfg.warmup_ratio:
+        return progress / cfg.warmup_ratio
+    if progress < 1.0 - cfg.warmdown_ratio:
+        return 1.0
+    cooldown = (1.0 - progress) / cfg.warmdown_ratio
+    return cooldown + (1.0 - cooldown) * cfg.final_lr_frac
+
+
+def muon_momentum(step: int) -> float:
+    frac = min(step / MUON_MOMENTUM_STEPS, 1.0)
+    return (1 - frac) * MUON_MOMENTUM_START + frac * MUON_MOMENTUM_END
+
+
+def weight_decay(progress: float, cfg: TrainConfig) -> float:
+    return cfg.weight_decay * (1.0 - progress)
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# ---------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run one training; returns the summary (also written to `cfg.out/summary.json`).
+
+    Divergence and out-of-memory return a summary with that status; a bad configuration or data
+    folder raises a StagewiseError (after writing a "failed" summary)."""
+    t_start = time.time()
+    out = Path(cfg.out)
+    summary: dict[str, Any] = {
+        "status": "failed",
+        "cause": None,
+        "condition_id": cfg.condition_id,
+        "seed": cfg.seed,
+        "config": cfg.to_dict(),
+        "config_sha256": config_sha256(cfg),
+        "depth": cfg.depth,
+        "num_params": None,
+    }
+    if cfg.deterministic:
+        # cuBLAS picks non-deterministic reductions unless told otherwise, before CUDA starts.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    gc_was_enabled = gc.isenabled()
+    try:
+        _run(cfg, summary, t_start)
+    except Diverged as exc:
+        summary.update(status="diverged", cause=str(exc))
+    except StagewiseError as exc:
+        summary.update(status="failed", cause=str(exc))
+        _finish(summary, out, t_start)
+        raise
+    except Exception as exc:
+        if not _is_oom(exc):
+            summary.update(status="failed", cause=f"{type(exc).__name__}: {exc}")
+            _finish(summary, out, t_start)
+            raise
+        summary.update(status="oom", cause=f"out of memory: {str(exc).splitlines()[0][:300]}")
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    _finish(summary, out, t_start)
+    return summary
+
+
+def _finish(summary: dict[str, Any], out: Path, t_start: float) -> None:
+    summary.setdefault("total_seconds", time.time() - t_start)
+    if summary["status"] != "succeeded":
+        summary["total_seconds"] = time.time() - t_start
+    for key in (
+        "val_bpb",
+        "training_seconds",
+        "peak_vram_mb",
+        "mfu_percent",
+        "total_tokens_M",
+        "num_steps",
+        "num_params_M",
+    ):
+        summary.setdefault(key, None)
+    summary.update(round_fields(summary))
+    summary.setdefault("checkpoint_path", None)
+    summary.setdefault("checkpoint_sha256", None)
+    try:
+        write_summary(out, summary)
+    except OSError as exc:
+        print(f"warning: could not write {out}/summary.json: {exc}", file=sys.stderr)
+
+
+def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
+    import numpy as np
+    import torch
+
+    from stagewise.data.loader import TOKENIZER_DIR, make_loader
+    from stagewise.data.metric import evaluate_bpb
+    from stagewise.data.prepare import read_manifest
+    from stagewise.data.tokenizer import load_token_bytes
+    from stagewise.runner.checkpoint import CHECK_BATCHES, check_bpb, save_checkpoint
+    from stagewise.runner.device import setup_device, versions
+    from stagewise.runner.model import GPT, GPTConfig
+    from stagewise.runner.optim import build_optimizer
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    setup = setup_device(cfg.device, cfg.compile)
+    summary["versions"] = versions(setup)
+    summary["device"] = {
+        "kind": setup.kind,
+        "autocast_bf16": setup.autocast,
+        "compile": setup.compile,
+        "peak_flops": setup.peak_flops,
+    }
+
+    # --- data ---
+    data_dir = Path(cfg.data).resolve()
+    manifest = read_manifest(data_dir)
+    vocab_size = int(manifest["vocab_size"])
+    if cfg.vocab_size is not None and cfg.vocab_size != vocab_size:
+        raise RunnerError(
+            f"vocab_size={cfg.vocab_size}, but the tokenizer in {data_dir} has {vocab_size}; "
+            f"rerun `stagewise data prepare --vocab-size {cfg.vocab_size}` or drop --vocab-size"
+        )
+    summary["data_path"] = str(data_dir)
+    token_bytes = torch.from_numpy(load_token_bytes(data_dir / TOKENIZER_DIR).astype(np.int64)).to(
+        setup.device
+    )
+    train_loader = make_loader(
+        data_dir, "train", cfg.device_batch_size, cfg.sequence_len, setup.device
+    )
+
+    # --- model ---
+    gpt_config = GPTConfig.from_train_config(cfg, vocab_size)
+    if setup.kind == "cuda":
+        # Allocate on the meta device, then materialise once on the GPU (no CPU round trip).
+        # Not on CPU: meta-device init imports torch._dynamo, a second of start-up for nothing.
+        with torch.device("meta"):
+            model = GPT(gpt_config)
+        model.to_empty(device=setup.device)
+    else:
+        model = GPT(gpt_config)
+    model.init_weights()
+    if setup.autocast:
+        model.cast_embeddings(torch.bfloat16)
+    model.prepare_attention(cfg.sequence_len, flex=setup.kind == "cuda" and setup.compile)
+    num_params = model.num_params()
+    flops_per_token = model.estimate_flops()
+    summary.update(num_params=num_params, num_params_M=num_params / 1e6)
+    print(
+        f"model: depth={cfg.depth} model_dim={gpt_config.n_embd} heads={gpt_config.n_head} "
+        f"vocab={vocab_size} params={num_params:,} flops/token={flops_per_token:.3e}",
+        flush=True,
+    )
+
+    # --- optimizer ---
+    ortho_dtype = torch.bfloat16 if setup.autocast else torch.float32
+    optimizer = build_optimizer(
+        model, cfg, compile_steps=setup.compile and setup.kind == "cuda", ortho_dtype=ortho_dtype
+    )
+    fwd = torch.compile(model, dynamic=False) if setup.compile else model
+    grad_accum = cfg.grad_accum_steps
+    print(
+        f"device: {setup.name} bf16_autocast={setup.autocast} compile={setup.compile} "
+        f"grad_accum={grad_accum} budget={cfg.time_budget:g}s",
+        flush=True,
+    )
+
+    # --- loop ---
+    x, y, epoch = next(train_loader)
+    step, training_time, smooth = 0, 0.0, 0.0
+    loss_log: list[tuple[int, float, float, float]] = []
+    last_print, tokens_since_print, time_since_print = time.time(), 0, 0.0
+    t_start_training = time.time()
+    try:
+        while True:
+            setup.synchronize()
+            t0 = time.time()
+            for _ in range(grad_accum):
+                with setup.autocast_ctx():
+                    loss = fwd(x, y)
+                train_loss = loss.detach()
+                (loss / grad_accum).backward()
+                x, y, epoch = next(train_loader)
+            if cfg.deterministic:
+                assert cfg.steps is not None
+                progress = min(step / cfg.steps, 1.0)
+            else:
+                progress = min(training_time / cfg.time_budget, 1.0)
+            lrm = lr_multiplier(progress, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * lrm
+                if group["kind"] == "muon":
+                    group["momentum"] = muon_momentum(step)
+                    group["weight_decay"] = weight_decay(progress, cfg)
+            optimizer.step()
+            model.zero_grad(set_to_none=True)
+
+            loss_f = float(train_loss.item())
+            if not math.isfinite(loss_f) or loss_f > DIVERGED_LOSS:
+                loss_log.append((step, progress, loss_f, lrm))
+                raise Diverged(
+                    f"train loss {loss_f} at step {step} (NaN, inf or > {DIVERGED_LOSS:g})"
+                )
+            setup.synchronize()
+            dt = time.time() - t0
+            if step > UNTIMED_STEPS:
+                training_time += dt
+            loss_log.append((step, progress, loss_f, lrm))
+            smooth = EMA_BETA * smooth + (1 - EMA_BETA) * loss_f
+            if step == 0:
+                # Python's GC causes long pauses once many tensors exist; freeze what setup made.
+                gc.collect()
+                gc.freeze()
+                gc.disable()
+            step += 1
+            tokens_since_print += cfg.total_batch_size
+            time_since_print += dt
+            if cfg.deterministic:
+                assert cfg.steps is not None
+                done = step >= cfg.steps
+                remaining = (cfg.steps - step) * (training_time / max(1, step - UNTIMED_STEPS - 1))
+            else:
+                done = step > UNTIMED_STEPS and training_time >= cfg.time_budget
+                remaining = max(0.0, cfg.time_budget - training_time)
+            now = time.time()
+            if done or now - last_print >= PRINT_EVERY_S or step == 1:
+                tok_s = tokens_since_print / max(time_since_print, 1e-9)
+                mfu = (
+                    (100 * flops_per_token * tok_s / setup.peak_flops)
+                    if setup.peak_flops
+                    else float("nan")
+                )
+                shown = progress if not done else 1.0
+                print(
+                    f"progress: step={step} progress={shown:.4f} "
+                    f"loss={smooth / (1 - EMA_BETA**step):.6f} tok_per_s={tok_s:.1f} "
+                    f"mfu={mfu:.2f} remaining_s={remaining:.1f}",
+                    flush=True,
+                )
+                last_print, tokens_since_print, time_since_print = now, 0, 0.0
+            if done:
+                break
+    finally:
+        _write_loss_log(out, loss_log)
+        summary.update(
+            num_steps=step,
+            training_seconds=training_time,
+            total_tokens_M=step * cfg.total_batch_size / 1e6,
+        )
+
+    # --- evaluation ---
+    setup.synchronize()
+    model.eval()
+    val_loader = make_loader(data_dir, "val", cfg.device_batch_size, cfg.sequence_len, setup.device)
+    with setup.autocast_ctx():
+        val_bpb = evaluate_bpb(
+            lambda a, b: fwd(a, b, reduction="none"), val_loader, cfg.eval_steps, token_bytes
+        )
+    check_batches = min(CHECK_BATCHES, cfg.eval_steps)
+    check = check_bpb(model, cfg, data_dir, setup, check_batches)
+
+    # --- checkpoint and summary ---
+    ckpt_path, ckpt_sha = save_checkpoint(model, cfg.to_dict(), vocab_size, out)
+    timed_steps = step - UNTIMED_STEPS - 1
+    mfu_percent = None
+    if setup.peak_flops and training_time > 0 and timed_steps > 0:
+        mfu_percent = (
+            100
+            * flops_per_token
+            * cfg.total_batch_size
+            * timed_steps
+            / training_time
+            / setup.peak_flops
+        )
+    peak_vram = (
+        torch.cuda.max_memory_allocated(setup.device) / 2**20 if setup.kind == "cuda" else 0.0
+    )
+    summary.update(
+        status="succeeded",
+        cause=None,
+        val_bpb=val_bpb,
+        total_seconds=time.time() - t_start,
+        startup_seconds=round(t_start_training - t_start, 2),
+        peak_vram_mb=peak_vram,
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+        mfu_percent=mfu_percent,
+        train_loss_final=round(loss_log[-1][2], 6) if loss_log else None,
+        epoch=epoch,
+        checkpoint_path=ckpt_path.name,
+        checkpoint_sha256=ckpt_sha,
+        checkpoint_check={"batches": check_batches, "val_bpb": round(check, 6)},
+    )
+    summary.update(round_fields(summary))
+    print(format_block(summary), flush=True)
+
+
+def _write_loss_log(out: Path, rows: list[tuple[int, float, float, float]]) -> None:
+    lines = ["step,progress,loss,lr_multiplier"]
+    lines += [f"{s},{p:.6f},{loss!r},{lrm:.6f}" for s, p, loss, lrm in rows]
+    (out / LOSS_LOG).write_text("\n".join(lines) + "\n")

@@ -1,0 +1,45 @@
+"""Parameter count of the runner's GPT, computed from the shapes alone (nothing is allocated).
+
+Counts every parameter autoresearch counts (`num_scaling_params()['total']`): token embedding,
+lm_head, the attention and MLP matrices, value embeddings with their gates on alternating
+layers, and the two per-layer scalars. A study uses this to cost conditions before training.
+"""
+
+from __future__ import annotations
+
+from stagewise.errors import RunnerError
+
+MLP_EXPANSION = 4  # hidden width of the relu^2 MLP, in multiples of model_dim
+VE_GATE_CHANNELS = 32  # the value-embedding gate reads this many leading channels of x
+
+
+def model_dim_for(depth: int, aspect_ratio: int, head_dim: int) -> int:
+    """depth * aspect_ratio rounded up to a whole number of heads."""
+    return -(-depth * aspect_ratio // head_dim) * head_dim
+
+
+def has_value_embedding(layer: int, n_layer: int) -> bool:
+    """Alternating layers, always including the last one."""
+    return layer % 2 == (n_layer - 1) % 2
+
+
+def count_params(
+    depth: int, aspect_ratio: int, vocab_size: int = 8192, head_dim: int = 128
+) -> dict[str, int]:
+    for name, value in (
+        ("depth", depth),
+        ("aspect_ratio", aspect_ratio),
+        ("vocab_size", vocab_size),
+        ("head_dim", head_dim),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RunnerError(f"{name} must be a positive integer, but got {name}={value!r}")
+    d = model_dim_for(depth, aspect_ratio, head_dim)
+    n_head = d // head_dim
+    embeddings = 2 * vocab_size * d  # wte + lm_head (untied)
+    per_block = 4 * d * d + 2 * MLP_EXPANSION * d * d  # q, k, v, proj + fc, proj
+    n_ve = sum(has_value_embedding(i, depth) for i in range(depth))
+    value_embeds = n_ve * (vocab_size * d + VE_GATE_CHANNELS * n_head)
+    scalars = 2 * depth  # resid_lambdas + x0_lambdas
+    total = embeddings + depth * per_block + value_embeds + scalars
+    return {"num_params": total, "model_dim": d, "n_head": n_head}
