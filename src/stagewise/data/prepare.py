@@ -129,6 +129,7 @@ def download_file(
             partial.replace(dest)
             return
         except urllib.error.HTTPError as exc:
+            exc.close()  # an HTTPError holds the open response
             last_error = exc
             if exc.code == 416:  # range beyond the end: the partial file is bad, start over
                 partial.unlink(missing_ok=True)

@@ -1,0 +1,46 @@
+"""A sample-corpus data folder prepared once per session (small vocab: seconds, not minutes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMALL_VOCAB = 512
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from stagewise.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("sample-data")
+    prepare("sample", out, vocab_size=SMALL_VOCAB)
+    return out
+
+
+def _app_has_runner_commands() -> bool:
+    from stagewise.cli import app as app_module
+
+    return "runner_cmds" in Path(app_module.__file__).read_text()
+
+
+# Until the shared app registers the runner commands, drive them through a minimal app.
+_FALLBACK = (
+    "import sys, typer; from stagewise.cli import runner_cmds; "
+    "app = typer.Typer(pretty_exceptions_enable=False); runner_cmds.register(app); "
+    "app.callback()(lambda: None); app(prog_name='stagewise')"
+)
+
+
+def stagewise(*args: str | Path, env: dict[str, str] | None = None,
+              timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `stagewise ARGS` in a fresh process, as a user or an executor would."""
+    if _app_has_runner_commands():
+        cmd = [sys.executable, "-m", "stagewise", *map(str, args)]
+    else:
+        cmd = [sys.executable, "-c", _FALLBACK, *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
