@@ -35,12 +35,18 @@ _FALLBACK = (
 )
 
 
-def stagewise(*args: str | Path, env: dict[str, str] | None = None,
-              timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def stagewise(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run `stagewise ARGS` in a fresh process, as a user or an executor would."""
     if _app_has_runner_commands():
         cmd = [sys.executable, "-m", "stagewise", *map(str, args)]
     else:
         cmd = [sys.executable, "-c", _FALLBACK, *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )

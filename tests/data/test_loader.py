@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,8 +21,12 @@ from stagewise.data.loader import (
 from stagewise.data.tokenizer import bos_id, load_tokenizer
 
 
-def reference_rows(batches: Iterator[tuple[Sequence[Sequence[int]], int]], row_len: int,
-                   n_rows: int, buffer_size: int) -> list[list[int]]:
+def reference_rows(
+    batches: Iterator[tuple[Sequence[Sequence[int]], int]],
+    row_len: int,
+    n_rows: int,
+    buffer_size: int,
+) -> list[list[int]]:
     """Best-fit packing written the plain way: a list buffer scanned linearly per placement."""
     buffer: list[list[int]] = []
     rows = []
@@ -60,7 +65,9 @@ def _cycle(docs: list[list[int]], batch: int) -> Iterator[tuple[list[np.ndarray]
     buffer_size=st.integers(1, 12),
     batch=st.integers(1, 7),
 )
-def test_identical_to_reference(lengths: list[int], row_len: int, buffer_size: int, batch: int) -> None:
+def test_identical_to_reference(
+    lengths: list[int], row_len: int, buffer_size: int, batch: int
+) -> None:
     # Document k is [k, k, ...] of its length: any reordering or cropping difference shows.
     docs = [[k] * n for k, n in enumerate(lengths)]
     ours = BestFitPacker(_cycle(docs, batch), row_len, buffer_size).next_rows(8)
@@ -78,7 +85,10 @@ def test_identical_to_reference_on_sample(sample_data: Path) -> None:
             for shard in train:
                 for texts in sh.iter_row_groups(shard):
                     for i in range(0, len(texts), 128):
-                        yield [[bos, *ids] for ids in enc.encode_ordinary_batch(texts[i : i + 128])], 1
+                        yield (
+                            [[bos, *ids] for ids in enc.encode_ordinary_batch(texts[i : i + 128])],
+                            1,
+                        )
 
     ours = BestFitPacker(cached_document_batches(sample_data, "train"), 257).next_rows(64)
     assert ours.tolist() == reference_rows(tokenising_batches(), 257, 64, 1000)
@@ -100,19 +110,24 @@ def test_rows_full_bos_aligned_no_padding(sample_data: Path) -> None:
 
 def test_rows_are_document_pieces(sample_data: Path) -> None:
     """Each BOS-delimited segment of a row is the start of some cached document."""
-    docs = {tuple(d.tolist()) for batch, _ in _first(cached_document_batches(sample_data, "val"), 5)
-            for d in batch}
+    docs = {
+        tuple(d.tolist())
+        for batch, _ in _first(cached_document_batches(sample_data, "val"), 5)
+        for d in batch
+    }
     prefixes = {d[:k] for d in docs for k in range(1, min(len(d), 65) + 1)}
     rows = BestFitPacker(cached_document_batches(sample_data, "val"), 65, 1000).next_rows(4)
     enc = load_tokenizer(sample_data / TOKENIZER_DIR)
     bos = bos_id(enc)
     for row in rows.tolist():
         starts = [i for i, t in enumerate(row) if t == bos] + [len(row)]
-        for a, b in zip(starts, starts[1:], strict=False):
+        for a, b in itertools.pairwise(starts):
             assert tuple(row[a:b]) in prefixes
 
 
-def _first(it: Iterator[tuple[list[np.ndarray], int]], n: int) -> list[tuple[list[np.ndarray], int]]:
+def _first(
+    it: Iterator[tuple[list[np.ndarray], int]], n: int
+) -> list[tuple[list[np.ndarray], int]]:
     return [next(it) for _ in range(n)]
 
 
@@ -121,8 +136,11 @@ def test_cache_matches_direct_tokenisation(sample_data: Path) -> None:
     bos = bos_id(enc)
     _, val = sh.split_shards(sh.list_shards(sample_data))
     texts = [t for group in sh.iter_row_groups(val) for t in group]
-    cached = [d.tolist() for batch, _ in _first(cached_document_batches(sample_data, "val"),
-                                                -(-len(texts) // 128)) for d in batch]
+    cached = [
+        d.tolist()
+        for batch, _ in _first(cached_document_batches(sample_data, "val"), -(-len(texts) // 128))
+        for d in batch
+    ]
     assert cached == [[bos, *enc.encode_ordinary(t)] for t in texts]
 
 

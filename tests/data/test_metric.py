@@ -23,10 +23,12 @@ def test_hand_computed_bpb() -> None:
 
 def test_evaluate_bpb_sums_over_batches() -> None:
     token_bytes = torch.tensor([0, 1, 2, 3])
-    batches = iter([
-        (torch.zeros(1, 2, dtype=torch.long), torch.tensor([[1, 1]]), 1),
-        (torch.zeros(1, 2, dtype=torch.long), torch.tensor([[3, 0]]), 1),
-    ])
+    batches = iter(
+        [
+            (torch.zeros(1, 2, dtype=torch.long), torch.tensor([[1, 1]]), 1),
+            (torch.zeros(1, 2, dtype=torch.long), torch.tensor([[3, 0]]), 1),
+        ]
+    )
 
     def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.where(y == 1, math.log(2), math.log(8)).float()  # 1 bit / 3 bits

@@ -17,7 +17,24 @@ from stagewise.errors import DataError
 
 from .conftest import stagewise
 
-WORDS = "the quick brown fox jumps over the lazy dog while seven wizards quietly hex jolly dwarves".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "the",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "wizards",
+    "quietly",
+    "hex",
+    "jolly",
+    "dwarves",
+]
 
 
 def _text(i: int, n_words: int = 200) -> str:

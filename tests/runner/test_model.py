@@ -10,7 +10,9 @@ import torch
 
 from stagewise.runner.model import GPT, GPTConfig, sliding_window_mask, window_sizes
 
-CFG = GPTConfig(sequence_len=16, vocab_size=64, n_layer=3, n_head=3, head_dim=16, window_pattern="SL")
+CFG = GPTConfig(
+    sequence_len=16, vocab_size=64, n_layer=3, n_head=3, head_dim=16, window_pattern="SL"
+)
 
 
 def _model(cfg: GPTConfig = CFG) -> GPT:
@@ -45,8 +47,12 @@ def reference_logits(model: GPT, idx: list[int]) -> list[list[float]]:
             out[i], out[i + D // 2] = z.real, z.imag
         return out
 
-    window = [cfg.sequence_len // 2 if cfg.window_pattern[i % len(cfg.window_pattern)] == "S"
-              else cfg.sequence_len for i in range(L)]
+    window = [
+        cfg.sequence_len // 2
+        if cfg.window_pattern[i % len(cfg.window_pattern)] == "S"
+        else cfg.sequence_len
+        for i in range(L)
+    ]
     window[-1] = cfg.sequence_len
     x0 = rms(sd["transformer.wte.weight"][idx])
     x = x0
@@ -95,7 +101,9 @@ def test_loss_matches_logits() -> None:
         logits = model(idx)
         per_token = model(idx, tgt, reduction="none")
         mean = model(idx, tgt)
-    expected = torch.nn.functional.cross_entropy(logits.view(-1, 64), tgt.view(-1), reduction="none")
+    expected = torch.nn.functional.cross_entropy(
+        logits.view(-1, 64), tgt.view(-1), reduction="none"
+    )
     torch.testing.assert_close(per_token, expected)
     torch.testing.assert_close(mean, expected.mean())
 

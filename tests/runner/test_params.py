@@ -40,8 +40,15 @@ def test_analytic_equals_instantiated(depth: int, aspect: int, vocab: int, head_
     counted = count_params(depth, aspect, vocab_size=vocab, head_dim=head_dim)
     dim = counted["model_dim"]
     with torch.device("meta"):
-        model = GPT(GPTConfig(sequence_len=64, vocab_size=vocab, n_layer=depth,
-                              n_head=dim // head_dim, head_dim=head_dim))
+        model = GPT(
+            GPTConfig(
+                sequence_len=64,
+                vocab_size=vocab,
+                n_layer=depth,
+                n_head=dim // head_dim,
+                head_dim=head_dim,
+            )
+        )
     assert counted["num_params"] == sum(p.numel() for p in model.parameters())
 
 

@@ -24,22 +24,59 @@ PROGRESS = re.compile(
     r"mfu=([0-9.]+|nan) remaining_s=([0-9.]+)$",
     re.M,
 )
-TINY = ["--depth", "2", "--aspect-ratio", "32", "--total-batch-size", "4096", "--device", "cpu",
-        "--sequence-len", "128", "--device-batch-size", "16", "--eval-tokens", "8192"]
+TINY = [
+    "--depth",
+    "2",
+    "--aspect-ratio",
+    "32",
+    "--total-batch-size",
+    "4096",
+    "--device",
+    "cpu",
+    "--sequence-len",
+    "128",
+    "--device-batch-size",
+    "16",
+    "--eval-tokens",
+    "8192",
+]
 
 
 def _tiny_config(data: Path, out: Path, **changes: object) -> TrainConfig:
-    base = TrainConfig(depth=2, aspect_ratio=32, total_batch_size=4096, device="cpu",
-                       sequence_len=128, device_batch_size=16, eval_tokens=8192,
-                       time_budget=2, data=str(data), out=str(out))
+    base = TrainConfig(
+        depth=2,
+        aspect_ratio=32,
+        total_batch_size=4096,
+        device="cpu",
+        sequence_len=128,
+        device_batch_size=16,
+        eval_tokens=8192,
+        time_budget=2,
+        data=str(data),
+        out=str(out),
+    )
     return base.replace(**changes)
 
 
 @pytest.fixture(scope="module")
-def tiny_run(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+def tiny_run(
+    sample_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path_factory.mktemp("run")
-    proc = stagewise("train", *TINY, "--time-budget", "3s", "--seed", "7", "--condition-id", "c_a",
-                     "--data", sample_data, "--out", out)
+    proc = stagewise(
+        "train",
+        *TINY,
+        "--time-budget",
+        "3s",
+        "--seed",
+        "7",
+        "--condition-id",
+        "c_a",
+        "--data",
+        sample_data,
+        "--out",
+        out,
+    )
     return proc, out
 
 
@@ -101,7 +138,9 @@ def test_verify_checkpoint_cli(tiny_run: tuple[subprocess.CompletedProcess[str],
     assert result["ok"] and abs(result["val_bpb"] - result["recorded_val_bpb"]) < 5e-3
 
 
-def test_verify_refuses_tampered_file(tiny_run: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
+def test_verify_refuses_tampered_file(
+    tiny_run: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path
+) -> None:
     _, out = tiny_run
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
@@ -114,7 +153,9 @@ def test_verify_refuses_tampered_file(tiny_run: tuple[subprocess.CompletedProces
     assert "does not match summary.json" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_verify_refuses_other_weights(tiny_run: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
+def test_verify_refuses_other_weights(
+    tiny_run: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path
+) -> None:
     """Same sha bookkeeping, different model: only the val_bpb re-evaluation can tell."""
     from stagewise.runner.checkpoint import save_checkpoint
 
@@ -134,7 +175,9 @@ def test_verify_refuses_other_weights(tiny_run: tuple[subprocess.CompletedProces
 def test_deterministic_runs_repeat(sample_data: Path, tmp_path: Path) -> None:
     runs = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        summary = train(_tiny_config(sample_data, tmp_path / name, seed=seed, deterministic=True, steps=14))
+        summary = train(
+            _tiny_config(sample_data, tmp_path / name, seed=seed, deterministic=True, steps=14)
+        )
         assert summary["status"] == "succeeded" and summary["num_steps"] == 14
         runs.append((tmp_path / name / "train_loss.csv").read_text())
     assert runs[0] == runs[1]
@@ -142,8 +185,19 @@ def test_deterministic_runs_repeat(sample_data: Path, tmp_path: Path) -> None:
 
 
 def test_divergence_fails_fast(sample_data: Path, tmp_path: Path) -> None:
-    lrs = ["--matrix-lr", "1e30", "--embedding-lr", "1e30", "--unembedding-lr", "1e30", "--scalar-lr", "1e30"]
-    proc = stagewise("train", *TINY, *lrs, "--time-budget", "30s", "--data", sample_data, "--out", tmp_path)
+    lrs = [
+        "--matrix-lr",
+        "1e30",
+        "--embedding-lr",
+        "1e30",
+        "--unembedding-lr",
+        "1e30",
+        "--scalar-lr",
+        "1e30",
+    ]
+    proc = stagewise(
+        "train", *TINY, *lrs, "--time-budget", "30s", "--data", sample_data, "--out", tmp_path
+    )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "diverged" and "nan" in summary["cause"].lower()
@@ -151,7 +205,9 @@ def test_divergence_fails_fast(sample_data: Path, tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_out_of_memory_is_reported(sample_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_out_of_memory_is_reported(
+    sample_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from stagewise.runner import optim
 
     def boom(self: object, closure: object = None) -> None:
@@ -172,7 +228,9 @@ def test_out_of_memory_is_reported(sample_data: Path, tmp_path: Path, monkeypatc
         ({"--vocab-size": "8192"}, "vocab_size=8192, but the tokenizer"),
     ],
 )
-def test_bad_input_exit_2(sample_data: Path, tmp_path: Path, changes: dict[str, str], message: str) -> None:
+def test_bad_input_exit_2(
+    sample_data: Path, tmp_path: Path, changes: dict[str, str], message: str
+) -> None:
     options = dict(zip(TINY[::2], TINY[1::2], strict=True))
     options |= {"--data": str(sample_data), "--time-budget": "2s", "--out": str(tmp_path / "o")}
     options |= {k: v.replace("{missing}", str(tmp_path / "missing")) for k, v in changes.items()}
