@@ -165,9 +165,10 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
     setup = setup_device(cfg.device, cfg.compile)
+    if cfg.deterministic and setup.kind == "cuda":
+        # CPU kernels are deterministic already; this call also imports torch._inductor (~1 s).
+        torch.use_deterministic_algorithms(True, warn_only=True)
     summary["versions"] = versions(setup)
     summary["device"] = {
         "kind": setup.kind,

@@ -105,8 +105,13 @@ def muon_update(
     params.sub_(lr_ * g + lr_ * wd_ * params * agree)
 
 
-class MuonAdamW(torch.optim.Optimizer):
-    """Groups carry kind='muon' (same-shaped matrices) or kind='adamw'."""
+class MuonAdamW:
+    """Groups carry kind='muon' (same-shaped matrices) or kind='adamw'.
+
+    A plain class rather than a torch.optim.Optimizer subclass: that base class imports
+    torch._dynamo on construction (over a second of start-up on a small CPU), and the runner
+    needs none of its machinery (no closures, hooks or optimizer-state checkpoints).
+    """
 
     def __init__(
         self,
@@ -114,7 +119,8 @@ class MuonAdamW(torch.optim.Optimizer):
         compile_steps: bool = False,
         ortho_dtype: torch.dtype = torch.bfloat16,
     ) -> None:
-        super().__init__(param_groups, defaults={})
+        self.param_groups = param_groups
+        self.state: dict[torch.Tensor, dict[str, Any]] = {}
         self.ortho_dtype = ortho_dtype
         self._adamw: Callable[..., None] = adamw_update
         self._muon: Callable[..., None] = muon_update
@@ -138,7 +144,7 @@ class MuonAdamW(torch.optim.Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            state = self.state[p]
+            state = self.state.setdefault(p, {})
             if not state:
                 state["step"] = 0
                 state["exp_avg"] = torch.zeros_like(p)
@@ -161,7 +167,7 @@ class MuonAdamW(torch.optim.Optimizer):
             return
         first = params[0]
         rows, cols = first.shape[-2], first.shape[-1]
-        state = self.state[first]
+        state = self.state.setdefault(first, {})
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = torch.zeros(
                 len(params), rows, cols, dtype=first.dtype, device=first.device
@@ -196,7 +202,7 @@ class MuonAdamW(torch.optim.Optimizer):
         torch._foreach_copy_(list(params), list(stacked.unbind(0)))
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+    def step(self) -> None:
         for group in self.param_groups:
             if group["kind"] == "adamw":
                 self._step_adamw(group)
