@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from stagewise.cli import runner_cmds, study_cmds
+from stagewise.cli import run_cmds, runner_cmds, study_cmds
 from stagewise.cli.common import err_console
 from stagewise.errors import StagewiseError
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 
 study_cmds.register(app)
 runner_cmds.register(app)
+run_cmds.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,89 @@
+"""`stagewise run`: train every pending run of a stage on its hosts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stagewise.cli.common import console, emit_json, open_study
+from stagewise.executors.progress import LiveReporter, PlainReporter
+from stagewise.executors.stage import NullReporter, Reporter, run_stage
+
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def run(
+    folder: Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")],
+    stage: Annotated[str, typer.Argument(help="Stage id, e.g. stage1b.")],
+    workers: Annotated[
+        int | None,
+        typer.Option(help="At most this many runs at once (default: every declared slot)."),
+    ] = None,
+    retries: Annotated[
+        int, typer.Option(help="Retries of a run that failed for a transient cause (never NaN).")
+    ] = 0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would run, with its argv; change nothing.")
+    ] = False,
+    allow_unfrozen: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unfrozen", help="Run although a gate pooling the stage is not frozen (logged)."
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="Why --allow-unfrozen is used; recorded in the ledger.")
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Also rerun runs recorded as failed before.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary only.")] = False,
+) -> None:
+    """Run a stage's pending runs on its local (and Ray) hosts; resumable after any crash.
+
+    Exit codes: 0 all ran, 1 a run failed, 2 bad input or refused (e.g. gate not frozen),
+    130 interrupted (running runs are marked interrupted and rerun next time)."""
+    reporter: Reporter
+    if as_json or dry_run:
+        reporter = NullReporter()
+    elif console.is_terminal:
+        reporter = LiveReporter(console)
+    else:
+        reporter = PlainReporter(console)
+    with open_study(folder) as (study, ledger):
+        state = run_stage(
+            study,
+            ledger,
+            stage,
+            workers=workers,
+            retries=retries,
+            dry_run=dry_run,
+            allow_unfrozen=allow_unfrozen,
+            reason=reason,
+            retry_failed=retry_failed,
+            reporter=reporter,
+        )
+    if as_json:
+        emit_json(state.as_dict())
+    elif dry_run:
+        for row in state.dry_run:
+            console.print(f"{row['action']:>15}  {row['run']}  [{row['status']}]", markup=False)
+            if row["action"] == "run":
+                console.print(
+                    "                 " + " ".join(row["argv"]), markup=False, soft_wrap=True
+                )
+        problems = {r["frozen_problem"] for r in state.dry_run if r["frozen_problem"]}
+        for problem in problems:
+            console.print(f"would refuse: {problem}", markup=False)
+    if state.stopped:
+        sys.exit(EXIT_INTERRUPTED)
+    if state.failed:
+        sys.exit(EXIT_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

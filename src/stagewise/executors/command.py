@@ -1,0 +1,210 @@
+"""From (study, condition, stage, seed, host) to the argv of one run, its folders and its timeout.
+
+The default command is our runner, `python -m stagewise train`, with the condition's matrix
+parameters, the stage budget and seed, and the study's `[runner]` defaults as `--kebab-case`
+options. A study (`[runner] command = [...]`) or a host (`[hosts.x] command = [...]`) may name
+its own command instead: an argv template whose elements may hold `{placeholders}`; each
+element is substituted on its own and the result is started without a shell, so a value with
+spaces or quotes stays one argument and nothing is ever interpreted by a shell.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from stagewise.errors import ExecutorError
+from stagewise.study.model import Condition, Host, Stage, Study
+
+# [runner] keys that configure the executor, not the runner: never passed to `stagewise train`.
+EXECUTOR_KEYS = frozenset({"grace_seconds", "startup_seconds"})
+# Runner options that are paths: relative values are relative to the study folder.
+PATH_KEYS = frozenset({"data"})
+
+MIN_GRACE_SECONDS = 60.0  # a minute covers eval + checkpoint of the small models
+GRACE_FRACTION = 0.5  # long budgets get proportionally more room (slow eval, slow disks)
+STARTUP_SECONDS = 120.0  # process start, imports, data loading, torch.compile warm-up
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}")
+
+
+def run_dir(study: Study, stage: str, condition_id: str, seed: int, host: str) -> Path:
+    """`<study>/runs/<stage>/<condition>/seed<seed>-<host>/`: train.log and out/ live here."""
+    return study.root / "runs" / stage / condition_id / f"seed{seed}-{host}"
+
+
+def format_value(value: Any) -> str:
+    """Numbers as a runner expects them on a command line: 4.0 -> '4', 0.04 -> '0.04'."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return str(int(value))
+        return repr(value)
+    return str(value)
+
+
+def kebab(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def runner_values(
+    study: Study, condition: Condition, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The runner options of one run: `[runner]` defaults < matrix params < overrides."""
+    values: dict[str, Any] = {k: v for k, v in study.runner.items() if k not in EXECUTOR_KEYS}
+    values.update(condition.params)
+    values.update(overrides or {})
+    for key in PATH_KEYS:
+        if key in values and isinstance(values[key], str):
+            values[key] = str((study.root / values[key]).resolve())
+    return values
+
+
+def command_template(study: Study, host: Host) -> tuple[str, ...] | None:
+    """The argv template in force for a host (its own, else the study's), or None: our runner."""
+    return host.command or study.command
+
+
+def placeholders(
+    study: Study,
+    condition: Condition,
+    stage: Stage,
+    seed: int,
+    host: Host,
+    out_dir: Path,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """Every name a command template may use, as strings."""
+    values = {k: format_value(v) for k, v in runner_values(study, condition, overrides).items()}
+    values.update(
+        seed=str(seed),
+        time_budget=format_value(stage.budget_seconds),
+        budget_seconds=format_value(stage.budget_seconds),
+        out=str(out_dir),
+        out_dir=str(out_dir),
+        summary=str(out_dir / "summary.json"),
+        condition_id=condition.condition_id,
+        label=condition.label,
+        role=condition.role,
+        stage=stage.stage_id,
+        host=host.name,
+        study=str(study.root),
+        python=sys.executable,
+    )
+    return values
+
+
+def substitute(template: tuple[str, ...] | list[str], values: Mapping[str, str]) -> list[str]:
+    """Fill `{name}` in each element; `{{` and `}}` are literal braces. Unknown names refuse."""
+    out = []
+    for element in template:
+
+        def repl(match: re.Match[str], element: str = element) -> str:
+            text = match.group(0)
+            if text == "{{":
+                return "{"
+            if text == "}}":
+                return "}"
+            name = match.group(1)
+            if name is None:
+                raise ExecutorError(
+                    f"command template element {element!r}: unbalanced brace; "
+                    "write {{ or }} for a literal brace"
+                )
+            if name not in values:
+                raise ExecutorError(
+                    f"command template element {element!r}: unknown placeholder {{{name}}}; "
+                    f"known: {', '.join(sorted(values))}"
+                )
+            return values[name]
+
+        out.append(_PLACEHOLDER.sub(repl, element))
+    return out
+
+
+def build_argv(
+    study: Study,
+    condition: Condition,
+    stage: Stage,
+    seed: int,
+    host: Host,
+    out_dir: Path,
+    overrides: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """The argv of one run (a list for Popen; never a shell string)."""
+    template = command_template(study, host)
+    if template is not None:
+        values = placeholders(study, condition, stage, seed, host, out_dir, overrides)
+        return substitute(template, values)
+    argv = [sys.executable, "-m", "stagewise", "train"]
+    for key, value in runner_values(study, condition, overrides).items():
+        if key in ("time_budget", "seed", "out", "condition_id"):
+            continue  # the stage and the run decide these
+        if isinstance(value, bool):
+            argv.append(kebab(key) if value else "--no-" + key.replace("_", "-"))
+        else:
+            argv += [kebab(key), format_value(value)]
+    argv += [
+        "--time-budget",
+        format_value(stage.budget_seconds),
+        "--seed",
+        str(seed),
+        "--condition-id",
+        condition.condition_id,
+        "--out",
+        str(out_dir),
+    ]
+    return argv
+
+
+def supports_device_batch(study: Study, host: Host) -> bool:
+    """Whether an OOM retry can lower the device batch: our runner, or a template using it."""
+    template = command_template(study, host)
+    return template is None or any("{device_batch_size}" in e for e in template)
+
+
+def device_batch_size(study: Study, condition: Condition) -> int | None:
+    value = runner_values(study, condition).get("device_batch_size")
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def grace_seconds(study: Study, budget_seconds: float) -> float:
+    """Time allowed beyond the budget before a run counts as hung and is killed.
+
+    `[runner] grace_seconds` replaces the default, max(60 s, 50% of the budget) + 120 s of
+    start-up allowance (imports, data, compile; the runner does not count them in its budget).
+    """
+    configured = study.runner.get("grace_seconds")
+    if isinstance(configured, int | float) and not isinstance(configured, bool):
+        if configured < 0:
+            raise ExecutorError(
+                f"runner.grace_seconds must be >= 0, but got grace_seconds={configured}"
+            )
+        return float(configured)
+    startup = study.runner.get("startup_seconds", STARTUP_SECONDS)
+    return max(MIN_GRACE_SECONDS, GRACE_FRACTION * budget_seconds) + float(startup)
+
+
+def timeout_seconds(study: Study, budget_seconds: float) -> float:
+    return budget_seconds + grace_seconds(study, budget_seconds)
+
+
+__all__ = [
+    "EXECUTOR_KEYS",
+    "build_argv",
+    "command_template",
+    "device_batch_size",
+    "format_value",
+    "grace_seconds",
+    "placeholders",
+    "run_dir",
+    "runner_values",
+    "substitute",
+    "supports_device_batch",
+    "timeout_seconds",
+]

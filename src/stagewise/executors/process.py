@@ -1,0 +1,317 @@
+"""One run as one child process: start it, keep its log, stream its progress, classify its end.
+
+Both executors call `run_task` (the local one in a thread per slot, the Ray one inside its
+remote task). The child gets its own session (a Ctrl-C on the terminal reaches the driver only,
+which then stops the children itself) and, on Linux, a parent-death signal: if the driver is
+SIGKILLed the kernel kills its children too, so no orphan keeps writing results that the next
+`stagewise run` would rerun anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from stagewise.executors.base import (
+    ExecutorEvent,
+    RunOutcome,
+    RunProgress,
+    RunStarted,
+    RunTask,
+)
+from stagewise.executors.external import parse_summary_block
+from stagewise.ledger.records import RunKey
+
+TAIL_LINES = 200  # kept in memory for the `---` block and the ledger's log tail
+LEDGER_TAIL_CHARS = 4000
+TERM_WAIT_SECONDS = 5.0  # SIGTERM, then SIGKILL if the group is still there after this
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OOM = 2, 3, 4
+
+_PR_SET_PDEATHSIG = 1
+_LIBC: Any = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError):
+        _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+
+_PROGRESS = re.compile(r"^progress:\s+(.*)$")
+_OOM_TEXT = re.compile(r"out of memory|OutOfMemoryError|CUDA error: out of memory", re.I)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """preexec_fn: ask the kernel to SIGKILL this child when the thread that started it dies."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def parse_progress(line: str, key: RunKey) -> RunProgress | None:
+    """A `progress: step=.. progress=.. loss=.. tok_per_s=.. mfu=.. remaining_s=..` line."""
+    match = _PROGRESS.match(line.strip())
+    if not match:
+        return None
+    fields: dict[str, str] = {}
+    for part in match.group(1).split():
+        name, sep, value = part.partition("=")
+        if sep:
+            fields[name] = value
+
+    def num(name: str) -> float | None:
+        try:
+            value = float(fields[name])
+        except (KeyError, ValueError):
+            return None
+        return value if math.isfinite(value) else None
+
+    step = num("step")
+    if step is None:
+        return None
+    return RunProgress(
+        key=key,
+        step=int(step),
+        progress=num("progress") or 0.0,
+        loss=num("loss"),
+        tok_per_s=num("tok_per_s"),
+        mfu=num("mfu"),
+        remaining_s=num("remaining_s"),
+    )
+
+
+def read_summary(out_dir: Path) -> dict[str, Any]:
+    """The runner's summary.json, or {} when it is missing or unreadable."""
+    try:
+        data = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def classify(
+    task: RunTask,
+    returncode: int | None,
+    output_tail: str,
+    *,
+    timed_out: bool = False,
+    cancelled: str | None = None,
+    elapsed_seconds: float = 0.0,
+    startup_seconds: float | None = None,
+    worker: str | None = None,
+) -> RunOutcome:
+    """How an attempt ended, from its exit code, summary.json and the tail of its output.
+
+    Pure apart from reading `task.out_dir/summary.json`, so every case is testable by hand.
+    """
+    summary = read_summary(Path(task.out_dir))
+    block = parse_summary_block(output_tail)
+    common: dict[str, Any] = dict(
+        key=task.key,
+        log_tail=output_tail[-LEDGER_TAIL_CHARS:],
+        log_path=task.log_path,
+        returncode=returncode,
+        elapsed_seconds=elapsed_seconds,
+        startup_seconds=startup_seconds,
+        worker=worker,
+        attempt=task.attempt,
+    )
+
+    def failed(kind: str, cause: str) -> RunOutcome:
+        return RunOutcome(
+            status="failed", failure=kind, cause=f"{kind}: {cause}", summary=summary, **common
+        )
+
+    if cancelled is not None:
+        return RunOutcome(status="interrupted", cause=cancelled, summary=summary, **common)
+    if timed_out:
+        return failed(
+            "timeout",
+            f"still running after {task.timeout_seconds:.0f}s "
+            f"(budget {task.budget_seconds:g}s + grace); killed",
+        )
+    detail = str(summary.get("cause") or "") or _last_line(output_tail)
+    status = summary.get("status")
+    if status == "diverged" or returncode == EXIT_DIVERGED:
+        return failed("diverged", detail or "loss became NaN or exploded")
+    if status == "oom" or returncode == EXIT_OOM:
+        return failed("oom", detail or "out of memory")
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return failed("killed", f"ended by {name}")
+    if returncode == EXIT_BAD_INPUT:
+        return failed("bad_input", detail or "the runner refused its arguments (exit 2)")
+    if returncode != 0:
+        if _OOM_TEXT.search(output_tail):
+            return failed("oom", detail or "out of memory")
+        return failed("crash", f"exit code {returncode}" + (f": {detail}" if detail else ""))
+    if not summary and block:
+        summary = dict(block)
+    if status not in (None, "succeeded"):
+        return failed("crash", detail or f"runner reported status {status!r}")
+    if not summary:
+        return failed("no_result", "exit 0 but no summary.json and no `---` block in the output")
+    if "val_bpb" in summary and not _finite(summary["val_bpb"]):
+        return failed("diverged", f"val_bpb is {summary['val_bpb']}")
+    if not _finite(summary.get("val_bpb")):
+        return failed("no_result", "the summary has no val_bpb")
+    checkpoint = summary.get("checkpoint_path")
+    sha = summary.get("checkpoint_sha256")
+    return RunOutcome(
+        status="succeeded",
+        summary=summary,
+        checkpoint_path=str(checkpoint) if checkpoint else None,
+        checkpoint_sha256=str(sha) if sha else None,
+        **common,
+    )
+
+
+def prepare_dirs(task: RunTask) -> None:
+    """Empty the out dir (reruns start from scratch) and keep an earlier attempt's log aside."""
+    out = Path(task.out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = Path(task.log_path)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if log.exists():
+        previous = max(1, task.attempt - 1)
+        log.replace(log.with_name(f"{log.stem}.attempt{previous}{log.suffix}"))
+
+
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the child's process group, SIGKILL it if it is still there a little later."""
+    for sig, wait in ((signal.SIGTERM, TERM_WAIT_SECONDS), (signal.SIGKILL, 2.0)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_task(
+    task: RunTask,
+    emit: Callable[[ExecutorEvent], None],
+    *,
+    cancel: threading.Event | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    slot: str = "",
+) -> RunOutcome:
+    """Run one attempt to its end; emits RunStarted and RunProgress, returns the outcome.
+
+    `cancel` set -> the child is stopped and the outcome is `interrupted`. The run is killed
+    after `task.timeout_seconds`. The full output goes to `task.log_path`.
+    """
+    prepare_dirs(task)
+    env = dict(os.environ)
+    env.update(task.env)
+    env.update(extra_env or {})
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    t0 = time.monotonic()
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    with open(task.log_path, "w", encoding="utf-8", errors="replace") as log:
+        log.write(f"# {task.key} attempt {task.attempt} on {slot or '?'}\n")
+        log.write("# argv: " + json.dumps(list(task.argv)) + "\n")
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                list(task.argv),
+                cwd=task.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                bufsize=1,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if _LIBC is not None else None,
+            )
+        except OSError as exc:
+            log.write(f"cannot start: {exc}\n")
+            return classify(
+                task,
+                127,
+                f"cannot start {task.argv[0]!r}: {exc}",
+                elapsed_seconds=time.monotonic() - t0,
+                worker=slot,
+            )
+        emit(RunStarted(task.key, task.attempt, slot, proc.pid))
+        state: dict[str, Any] = {"timed_out": False, "cancelled": None}
+        finished = threading.Event()
+
+        def watch() -> None:
+            deadline = t0 + task.timeout_seconds
+            while not finished.wait(0.1):
+                if cancel is not None and cancel.is_set():
+                    state["cancelled"] = str(getattr(cancel, "reason", "") or "interrupted")
+                    _stop_group(proc)
+                    return
+                if time.monotonic() > deadline:
+                    state["timed_out"] = True
+                    _stop_group(proc)
+                    return
+
+        watcher = threading.Thread(target=watch, name=f"watch-{task.key}", daemon=True)
+        watcher.start()
+        startup: float | None = None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            tail.append(line)
+            if line.startswith("progress:"):
+                log.flush()
+                progress = parse_progress(line, task.key)
+                if progress is not None:
+                    if startup is None:
+                        startup = time.monotonic() - t0
+                    emit(progress)
+        returncode = proc.wait()
+        finished.set()
+        watcher.join()
+        log.write(f"# exit code {returncode} after {time.monotonic() - t0:.1f}s\n")
+    if state["timed_out"] or state["cancelled"] or returncode < 0:
+        # A killed child may leave grandchildren holding its group; make sure they go too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return classify(
+        task,
+        returncode,
+        "".join(tail),
+        timed_out=bool(state["timed_out"]),
+        cancelled=state["cancelled"],
+        elapsed_seconds=time.monotonic() - t0,
+        startup_seconds=startup,
+        worker=slot,
+    )
+
+
+__all__ = ["classify", "parse_progress", "prepare_dirs", "read_summary", "run_task"]
