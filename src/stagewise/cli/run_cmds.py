@@ -45,7 +45,7 @@ def run(
 ) -> None:
     """Run a stage's pending runs on its local (and Ray) hosts; resumable after any crash.
 
-    Exit codes: 0 all ran, 1 a run failed, 2 bad input or refused (e.g. gate not frozen),
+    Exit codes: 0 every run succeeded (or awaits import), 1 a run failed (now or before), 2 bad input or refused (e.g. gate not frozen),
     130 interrupted (running runs are marked interrupted and rerun next time)."""
     reporter: Reporter
     if as_json or dry_run:
@@ -81,8 +81,8 @@ def run(
             console.print(f"would refuse: {problem}", markup=False)
     if state.stopped:
         sys.exit(EXIT_INTERRUPTED)
-    if state.failed:
-        sys.exit(EXIT_FAILED)
+    if state.failed or state.previously_failed:
+        sys.exit(EXIT_FAILED)  # the stage is not complete until its failed runs are rerun
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,133 @@
+"""Studies for executor tests: a fake trainer through an argv template, or the real runner."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import run_cli
+
+FAKE = Path(__file__).with_name("fake_trainer.py")
+
+FAKE_COMMAND = [
+    "{python}",
+    str(FAKE),
+    "--mode",
+    "{mode}",
+    "--out",
+    "{out}",
+    "--seed",
+    "{seed}",
+    "--key",
+    "{condition_id}/{seed}/{host}",
+    "--journal",
+    "{study}/journal.txt",
+    "--sleep",
+    "{sleep}",
+    "--batch",
+    "{device_batch_size}",
+]
+
+
+def fake_study(
+    folder: Path,
+    modes: dict[str, int],
+    *,
+    seeds: tuple[int, ...] = (1,),
+    hosts: tuple[str, ...] = ("block-a",),
+    workers: int = 1,
+    sleep: float = 0.3,
+    budget: str = "1s",
+    runner_extra: str = "",
+    gate: bool = False,
+) -> Path:
+    """A study whose conditions run the fake trainer in the given modes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["label,condition_id,role,mode,sleep"]
+    for i, (cid, mode) in enumerate(modes.items()):
+        rows.append(f"{cid},{cid},{'reference' if i == 0 else 'variant'},{mode},{sleep}")
+    (folder / "matrix.csv").write_text("\n".join(rows) + "\n")
+    host_blocks = "".join(
+        f'[hosts.{h}]\nexecutor = "local"\ndevices = ["cpu"]\nworkers = {workers}\n' for h in hosts
+    )
+    gate_block = (
+        '[gates.g1]\nkind = "promote"\nstages = ["s1"]\nrules = [{ rule = "best_k", k = 1 }]\n'
+        if gate
+        else ""
+    )
+    (folder / "study.toml").write_text(
+        f"""[study]
+name = "fake"
+reference = "{next(iter(modes))}"
+matrix = "matrix.csv"
+[runner]
+command = {json.dumps(FAKE_COMMAND)}
+device_batch_size = 16
+grace_seconds = 3
+{runner_extra}
+{host_blocks}
+[stages.s1]
+budget = "{budget}"
+seeds = {list(seeds)}
+hosts = {json.dumps(list(hosts))}
+candidates = "all"
+{gate_block}"""
+    )
+    return folder
+
+
+def runs(folder: Path) -> dict[str, dict[str, Any]]:
+    """The runs table as {"cond/seed/host": row}."""
+    conn = sqlite3.connect(folder / "ledger.sqlite")
+    conn.row_factory = sqlite3.Row
+    rows = conn.execute("SELECT * FROM runs").fetchall()
+    conn.close()
+    return {f"{r['condition_id']}/{r['seed']}/{r['host']}": dict(r) for r in rows}
+
+
+def events(folder: Path, kind: str) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(folder / "ledger.sqlite")
+    conn.row_factory = sqlite3.Row
+    rows = conn.execute("SELECT * FROM events WHERE kind = ?", (kind,)).fetchall()
+    conn.close()
+    return [dict(r) for r in rows]
+
+
+def journal(folder: Path) -> list[list[str]]:
+    path = folder / "journal.txt"
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`stagewise data prepare --source sample --vocab-size 1024`, once per session."""
+    out = tmp_path_factory.mktemp("data") / "data"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stagewise",
+            "data",
+            "prepare",
+            "--source",
+            "sample",
+            "--out",
+            str(out),
+            "--vocab-size",
+            "1024",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+__all__ = ["FAKE", "events", "fake_study", "journal", "run_cli", "runs"]

@@ -1,0 +1,211 @@
+"""`stagewise run` end to end through the real CLI, with a fake trainer behind an argv template."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.executors.conftest import events, fake_study, journal, run_cli, runs
+
+OK, NAN, CRASH, HANG, OOM, FLAKY, SUMMARY = range(7)
+HAS_FREEZE = importlib.util.find_spec("stagewise.gates.freeze") is not None
+
+
+def test_template_runs_record_every_result_once(tmp_path: Path) -> None:
+    study = fake_study(
+        tmp_path / "s", {"c_a": OK, "c_b": SUMMARY}, seeds=(1, 2), hosts=("block-a", "block-b")
+    )
+    proc = run_cli("run", study, "s1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert len(result["succeeded"]) == 8 and result["failed"] == []
+    table = runs(study)
+    assert len(table) == 8 and {r["status"] for r in table.values()} == {"succeeded"}
+    assert table["c_a/2/block-b"]["val_bpb"] == pytest.approx(2.0 + 0.02 + 0.016)
+    assert table["c_b/1/block-a"]["checkpoint_sha256"] == "0" * 64
+    log = study / "runs/s1/c_a/seed1-block-a/train.log"
+    assert "val_bpb:" in log.read_text() and "progress: step=3" in log.read_text()
+    assert sum(1 for e in journal(study) if e[0] == "start") == 8
+    # A second run finds nothing to do and records nothing.
+    before = len(events(study, "run.succeeded"))
+    again = run_cli("run", study, "s1")
+    assert again.returncode == 0 and "8/8 succeeded" in again.stdout
+    assert len(events(study, "run.succeeded")) == before
+    assert sum(1 for e in journal(study) if e[0] == "start") == 8
+
+
+def test_failures_are_recorded_with_cause_and_others_go_on(tmp_path: Path) -> None:
+    study = fake_study(
+        tmp_path / "s", {"ok": OK, "nan": NAN, "crash": CRASH, "hang": HANG}, workers=2
+    )
+    proc = run_cli("run", study, "s1", "--retries", "2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    table = runs(study)
+    assert table["ok/1/block-a"]["status"] == "succeeded"
+    nan = table["nan/1/block-a"]
+    assert nan["status"] == "failed" and nan["cause"].startswith("diverged")
+    assert nan["attempts"] == 1  # NaN is never retried
+    crash = table["crash/1/block-a"]
+    assert crash["status"] == "failed" and "exit code 1" in crash["cause"]
+    assert "something broke" in crash["log_tail"] and crash["attempts"] == 3
+    hang = table["hang/1/block-a"]
+    assert hang["status"] == "failed" and hang["cause"].startswith("timeout")
+    assert hang["val_bpb"] is None and nan["val_bpb"] is None
+    assert "[4/4]" in proc.stdout or "4/4" in proc.stdout
+
+
+def test_transient_failure_is_retried_until_it_succeeds(tmp_path: Path) -> None:
+    study = fake_study(tmp_path / "s", {"flaky": FLAKY, "ok": OK})
+    assert run_cli("run", study, "s1").returncode == 1  # no retries: failed, recorded
+    assert runs(study)["flaky/1/block-a"]["status"] == "failed"
+    # A failed run is finished: not rerun unless asked.
+    assert run_cli("run", study, "s1").returncode == 1
+    assert runs(study)["flaky/1/block-a"]["attempts"] == 1
+    (study / "runs/s1/flaky/seed1-block-a/flaky.marker").unlink()
+    proc = run_cli("run", study, "s1", "--retries", "1", "--retry-failed")
+    assert proc.returncode == 0, proc.stdout
+    row = runs(study)["flaky/1/block-a"]
+    assert row["status"] == "succeeded" and row["attempts"] == 3
+    assert "retrying" in proc.stdout
+    logs = sorted(p.name for p in (study / "runs/s1/flaky/seed1-block-a").glob("*.log"))
+    assert logs == ["train.attempt1.log", "train.attempt2.log", "train.log"]
+
+
+def test_oom_is_retried_with_half_the_device_batch(tmp_path: Path) -> None:
+    study = fake_study(tmp_path / "s", {"big": OOM})
+    proc = run_cli("run", study, "s1", "--retries", "3")
+    assert proc.returncode == 0, proc.stdout
+    row = runs(study)["big/1/block-a"]
+    assert row["status"] == "succeeded" and row["attempts"] == 3  # 16 -> 8 -> 4
+    assert "device_batch_size 4" in proc.stdout
+    assert json.loads(row["summary_json"])["val_bpb"] == pytest.approx(2.014)
+
+
+def test_unfrozen_stage_is_refused_unless_allowed(tmp_path: Path) -> None:
+    study = fake_study(tmp_path / "s", {"c_a": OK}, gate=True)
+    proc = run_cli("run", study, "s1")
+    assert proc.returncode == 2
+    assert "g1" in proc.stderr and "freeze" in proc.stderr and "Traceback" not in proc.stderr
+    assert not journal(study)
+    proc = run_cli("run", study, "s1", "--allow-unfrozen", "--reason", "smoke test")
+    assert proc.returncode == 0, proc.stderr
+    (event,) = events(study, "run.allow_unfrozen")
+    assert json.loads(event["payload"])["reason"] == "smoke test"
+
+
+@pytest.mark.skipif(not HAS_FREEZE, reason="gate freezing not available yet")
+def test_frozen_stage_runs(tmp_path: Path) -> None:
+    study = fake_study(tmp_path / "s", {"c_a": OK}, gate=True)
+    run_cli("freeze", study, "g1", check=True)
+    assert run_cli("run", study, "s1").returncode == 0
+    assert not events(study, "run.allow_unfrozen")
+
+
+def test_dry_run_changes_nothing(tmp_path: Path) -> None:
+    study = fake_study(tmp_path / "s", {"c_a": OK}, gate=True)
+    proc = run_cli("run", study, "s1", "--dry-run")
+    assert proc.returncode == 0 and "fake_trainer.py" in proc.stdout
+    assert "would refuse" in proc.stdout
+    assert not journal(study) and not (study / "runs").exists()
+
+
+def _spawn(study: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stagewise", "run", str(study), "s1", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def _statuses(study: Path) -> list[str]:
+    try:
+        return [r["status"] for r in runs(study).values()]
+    except Exception:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigkill_mid_stage_then_resume_runs_everything_exactly_once(tmp_path: Path) -> None:
+    modes = {f"c{i}": OK for i in range(4)}
+    study = fake_study(tmp_path / "s", modes, hosts=("block-a", "block-b"), sleep=1.0)
+    driver = _spawn(study, "--workers", "2")
+    _wait_for(lambda: "succeeded" in _statuses(study) and "running" in _statuses(study))
+    running_then = {k for k, r in runs(study).items() if r["status"] == "running"}
+    started = [e for e in journal(study) if e[0] == "start"]
+    driver.kill()
+    driver.communicate(timeout=10)
+    # The children die with the driver (parent-death signal): no orphan writes results.
+    ended_before = {e[1] for e in journal(study) if e[0] == "end"}
+    _wait_for(lambda: not any(_alive(int(e[2])) for e in started), timeout=10)
+    assert {e[1] for e in journal(study) if e[0] == "end"} == ended_before
+    assert {r["status"] for r in runs(study).values()} >= {"running"}
+
+    proc = run_cli("run", study, "s1", "--workers", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "interrupted runs put back" in proc.stdout
+    table = runs(study)
+    assert len(table) == 8 and {r["status"] for r in table.values()} == {"succeeded"}
+    for key in running_then:
+        assert table[key]["attempts"] == 2  # the killed ones were rerun from scratch
+    ends = [e[1] for e in journal(study) if e[0] == "end"]
+    assert sorted(set(ends)) == sorted(ends) and len(ends) == 8  # each finished exactly once
+    assert len(events(study, "run.succeeded")) == 8
+
+
+def test_sigint_stops_children_and_marks_them_interrupted(tmp_path: Path) -> None:
+    study = fake_study(tmp_path / "s", {"a": HANG, "b": HANG, "c": OK}, workers=2)
+    driver = _spawn(study)
+    _wait_for(lambda: _statuses(study).count("running") == 2 and len(journal(study)) == 2)
+    pids = [int(e[2]) for e in journal(study)]
+    driver.send_signal(signal.SIGINT)
+    out, _ = driver.communicate(timeout=30)
+    assert driver.returncode == 130, out
+    assert not any(_alive(p) for p in pids)
+    statuses = {k: r["status"] for k, r in runs(study).items()}
+    assert statuses == {
+        "a/1/block-a": "interrupted",
+        "b/1/block-a": "interrupted",
+        "c/1/block-a": "pending",
+    }
+
+
+def test_a_second_driver_is_refused_while_one_is_live(tmp_path: Path) -> None:
+    study = fake_study(tmp_path / "s", {"a": HANG})
+    driver = _spawn(study)
+    try:
+        _wait_for(lambda: "running" in _statuses(study))
+        proc = run_cli("run", study, "s1")
+        assert proc.returncode == 2 and "another `stagewise run` is active" in proc.stderr
+    finally:
+        driver.send_signal(signal.SIGTERM)
+        driver.communicate(timeout=30)
+    assert driver.returncode == 130
