@@ -1,0 +1,131 @@
+"""Everything a report or bundle shows, gathered once from the study folder and its ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stagewise.cli.study_cmds import plan_dict
+from stagewise.ledger import DecisionRecord, Event, FreezeRecord, Ledger, RunRecord
+from stagewise.plan import Plan, build_plan
+from stagewise.report import analyses
+from stagewise.report.published import PublishedTable, load_published_tables
+from stagewise.status import study_status
+from stagewise.study.model import Gate, Study
+
+
+@dataclass
+class GateView:
+    gate: Gate
+    freezes: list[FreezeRecord]
+    decisions: list[DecisionRecord]  # every decision, withdrawn ones included
+    active: DecisionRecord | None
+    result: dict[str, Any] | None  # the `stagewise gate --json` object, when computable
+    sensitivity: dict[str, Any] | None
+    cells: list[dict[str, Any]]  # succeeded results of the gate's stages
+    published: list[PublishedTable]
+    pending: list[str] = field(default_factory=list)  # what is still missing, in words
+
+    @property
+    def gate_id(self) -> str:
+        return self.gate.gate_id
+
+    @property
+    def current_freeze(self) -> FreezeRecord | None:
+        return self.freezes[-1] if self.freezes else None
+
+
+@dataclass
+class ReportContext:
+    study: Study
+    plan: Plan
+    plan_dict: dict[str, Any]
+    status: dict[str, Any]
+    runs: list[RunRecord]
+    events: list[Event]
+    chain_problems: list[str]
+    gates: list[GateView]
+    budget: dict[str, Any] | None
+    published: list[PublishedTable]
+
+    def gate(self, gate_id: str) -> GateView:
+        for view in self.gates:
+            if view.gate_id == gate_id:
+                return view
+        raise KeyError(gate_id)
+
+    def label(self, condition_id: str) -> str:
+        try:
+            return self.study.condition(condition_id).label
+        except KeyError:
+            return condition_id
+
+    @property
+    def stage_budget_order(self) -> list[str]:
+        return [s.stage_id for s in self.study.stages.values()]
+
+
+def _cells(study: Study, runs: list[RunRecord], gate: Gate) -> list[dict[str, Any]]:
+    out = []
+    for rec in runs:
+        if rec.stage in gate.stages and rec.status == "succeeded" and rec.val_bpb is not None:
+            out.append(
+                {
+                    "stage": rec.stage,
+                    "condition_id": rec.condition_id,
+                    "seed": rec.seed,
+                    "host": rec.host,
+                    "val_bpb": rec.val_bpb,
+                }
+            )
+    order = {cid: i for i, cid in enumerate(study.condition_ids)}
+    out.sort(key=lambda c: (c["host"], c["seed"], order.get(c["condition_id"], 10**9)))
+    return out
+
+
+def collect(study: Study, ledger: Ledger) -> ReportContext:
+    plan = build_plan(study, ledger)
+    runs = ledger.runs()
+    published = load_published_tables(study)
+    views = []
+    for gate in study.gates.values():
+        cells = _cells(study, runs, gate)
+        freezes = ledger.freezes(gate.gate_id)
+        decisions = ledger.decisions(gate.gate_id)
+        active = ledger.active_decision(gate.gate_id)
+        result = analyses.gate_result(study, ledger, gate.gate_id) if cells else None
+        sensitivity = analyses.sensitivity_result(study, ledger, gate.gate_id) if cells else None
+        pending = []
+        if not freezes:
+            pending.append("rule not frozen yet")
+        if not cells:
+            pending.append(f"no results yet for {', '.join(gate.stages)}")
+        elif result is None:
+            pending.append("analysis not available")
+        if active is None:
+            pending.append("no decision recorded")
+        views.append(
+            GateView(
+                gate=gate,
+                freezes=freezes,
+                decisions=decisions,
+                active=active,
+                result=result,
+                sensitivity=sensitivity,
+                cells=cells,
+                published=[p for p in published if p.gate == gate.gate_id],
+                pending=pending,
+            )
+        )
+    return ReportContext(
+        study=study,
+        plan=plan,
+        plan_dict=plan_dict(plan),
+        status=study_status(study, ledger),
+        runs=runs,
+        events=ledger.events(),
+        chain_problems=ledger.verify_chain(),
+        gates=views,
+        budget=analyses.budget_result(study, ledger),
+        published=published,
+    )

@@ -1,0 +1,513 @@
+"""Every table of the report as plain rows (a list of dicts), with CSV and JSON writers.
+
+A table knows its columns (in order), where its numbers come from (`sources`: files of the
+audit bundle) and a note shown under it. Values stay unrounded; the HTML rounds for display.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stagewise.report.context import GateView, ReportContext
+from stagewise.report.published import PUBLISHED_LABEL, PublishedTable
+
+# Run columns that carry no path, no user and no machine name; the others stay in the ledger.
+RUN_COLUMNS = (
+    "stage",
+    "condition_id",
+    "seed",
+    "host",
+    "status",
+    "cause",
+    "attempts",
+    "source",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "val_bpb",
+    "training_seconds",
+    "total_seconds",
+    "peak_vram_mb",
+    "mfu_percent",
+    "total_tokens_M",
+    "num_steps",
+    "num_params_M",
+    "depth",
+    "checkpoint_sha256",
+)
+GATE_COLUMNS = (
+    "condition_id",
+    "label",
+    "role",
+    "n_cells",
+    "mean_val_bpb",
+    "sd_val_bpb",
+    "mean_rank",
+    "best_rank",
+    "worst_rank",
+    "first_rank_cells",
+    "gap_from_best",
+    "mean_gap_to_reference",
+    "max_gap_to_reference",
+    "params_M",
+    "tokens_M",
+    "training_hours",
+    "verdict",
+    "reasons",
+)
+RUNS_SOURCE = "results/runs.csv"
+STUDY_SOURCES = ["study/study.toml", "study/matrix"]
+
+
+@dataclass
+class Table:
+    name: str  # file stem under tables/
+    title: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    note: str = ""
+    sources: list[str] = field(default_factory=list)
+    command: str = ""
+    published: bool = False
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({c: csv_value(row.get(c)) for c in self.columns})
+        return buf.getvalue()
+
+    def to_json(self) -> str:
+        payload = {
+            "table": self.name,
+            "title": self.title,
+            "note": self.note,
+            "columns": self.columns,
+            "rows": [{c: json_value(row.get(c)) for c in self.columns} for row in self.rows],
+        }
+        return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+
+    def write(self, folder: Path) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        csv_path = folder / f"{self.name}.csv"
+        json_path = folder / f"{self.name}.json"
+        csv_path.write_text(self.to_csv(), encoding="utf-8")
+        json_path.write_text(self.to_json(), encoding="utf-8")
+        return [csv_path, json_path]
+
+
+def csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else repr(value)
+    if isinstance(value, list | tuple):
+        return "; ".join(csv_value(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value)
+
+
+def json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, tuple):
+        return [json_value(v) for v in value]
+    if isinstance(value, list):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_value(v) for k, v in value.items()}
+    return value
+
+
+def flatten(value: Any) -> Any:
+    """Nested lists/dicts inside a row become one readable cell."""
+    if isinstance(value, list | tuple) and all(not isinstance(v, dict | list) for v in value):
+        return list(value)
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return value
+
+
+def rows_table(name: str, title: str, rows: list[dict[str, Any]], **kw: Any) -> Table:
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    flat = [{k: flatten(v) for k, v in row.items()} for row in rows]
+    return Table(name, title, columns, flat, **kw)
+
+
+# --------------------------------------------------------------------------- study and plan
+
+
+def summary_table(ctx: ReportContext) -> Table:
+    study = ctx.study
+    st = ctx.status
+    runs = [s["runs"] for s in st["stages"]]
+    rows = [
+        {"item": "study", "value": study.name},
+        {"item": "description", "value": str(study.raw.get("study", {}).get("description", ""))},
+        {"item": "reference", "value": f"{ctx.label(study.reference)} ({study.reference})"},
+        {"item": "metric", "value": f"{study.metric} (lower is better)"},
+        {"item": "conditions", "value": len(study.conditions)},
+        {"item": "host blocks", "value": ", ".join(study.hosts)},
+        {"item": "stages", "value": len(study.stages)},
+        {"item": "gates", "value": len(study.gates)},
+        {"item": "runs succeeded", "value": sum(r["succeeded"] for r in runs)},
+        {"item": "runs failed", "value": sum(r["failed"] for r in runs)},
+        {"item": "runs pending", "value": sum(r["pending"] for r in runs)},
+        {"item": "ledger events", "value": len(ctx.events)},
+        {
+            "item": "event chain",
+            "value": "intact" if not ctx.chain_problems else "; ".join(ctx.chain_problems),
+        },
+    ]
+    return Table(
+        "summary", "Study summary", ["item", "value"], rows, sources=[*STUDY_SOURCES, RUNS_SOURCE]
+    )
+
+
+def matrix_table(ctx: ReportContext) -> Table:
+    params: list[str] = []
+    for cond in ctx.study.conditions:
+        for key in cond.params:
+            if key not in params:
+                params.append(key)
+    rows = []
+    for cond in ctx.study.conditions:
+        row: dict[str, Any] = {
+            "condition_id": cond.condition_id,
+            "label": cond.label,
+            "role": cond.role,
+        }
+        row.update({p: cond.params.get(p) for p in params})
+        row["description"] = cond.description
+        rows.append(row)
+    return Table(
+        "matrix",
+        "Candidate matrix with roles",
+        ["condition_id", "label", "role", *params, "description"],
+        rows,
+        note=f"reference: {ctx.study.reference}",
+        sources=STUDY_SOURCES,
+    )
+
+
+def plan_table(ctx: ReportContext) -> Table:
+    rows = []
+    for st in ctx.plan_dict["stages"]:
+        cands = st["candidates"]
+        rows.append(
+            {
+                "stage": st["stage"],
+                "budget": st["budget"],
+                "budget_seconds": st["budget_seconds"],
+                "seeds": st["seeds"],
+                "hosts": st["hosts"],
+                "candidate_source": st["candidate_source"],
+                "status": st["status"],
+                "candidates": cands if cands is not None else "pending",
+                "candidate_count": st["candidate_count"],
+                "manual_decision": st["decision_manual"],
+                "runs": len(st["runs"]) if cands is not None else None,
+                "budgeted_gpu_hours": st["budgeted_gpu_hours"],
+            }
+        )
+    total = ctx.plan_dict["total_budgeted_gpu_hours"]
+    return Table(
+        "plan",
+        "Plan: budgets, seeds, hosts and runs per stage",
+        list(rows[0]) if rows else ["stage"],
+        rows,
+        note=f"total budgeted GPU-hours: {total} (candidates x seeds x hosts x budget)",
+        sources=[*STUDY_SOURCES, "decisions/decisions.json"],
+        command="stagewise plan STUDY --json",
+    )
+
+
+# --------------------------------------------------------------------------- gates
+
+
+def freezes_table(ctx: ReportContext) -> Table:
+    rows = []
+    for view in ctx.gates:
+        for rec in view.freezes:
+            rows.append(
+                {
+                    "gate": rec.gate,
+                    "record": rec.kind,
+                    "sha256": rec.sha256,
+                    "frozen_at": rec.frozen_at,
+                    "post_hoc": rec.post_hoc,
+                    "results_at_freeze": len(rec.results_at_freeze),
+                    "reason": rec.reason or "",
+                    "current": rec is view.freezes[-1],
+                }
+            )
+    columns = ["gate", "record", "sha256", "frozen_at", "post_hoc", "results_at_freeze"]
+    return Table(
+        "freezes",
+        "Frozen rules and amendments",
+        [*columns, "reason", "current"],
+        rows,
+        note="sha256 of the canonical JSON of the gate and its stages' plan (frozen/<gate>.json)",
+        sources=["frozen/"],
+        command="stagewise freeze STUDY GATE",
+    )
+
+
+def decisions_table(ctx: ReportContext) -> Table:
+    rows = []
+    for view in ctx.gates:
+        for rec in view.decisions:
+            rows.append(
+                {
+                    "gate": rec.gate,
+                    "kind": rec.kind,
+                    "manual": rec.manual,
+                    "promoted": list(rec.promoted),
+                    "reason": rec.reason or "",
+                    "source": rec.source or "",
+                    "frozen_sha256": rec.frozen_sha256 or "",
+                    "decided_at": rec.decided_at,
+                    "active": rec.active,
+                    "withdraw_reason": rec.withdraw_reason or "",
+                }
+            )
+    return Table(
+        "decisions",
+        "Decisions with reasons",
+        [
+            "gate",
+            "kind",
+            "manual",
+            "promoted",
+            "reason",
+            "source",
+            "frozen_sha256",
+            "decided_at",
+            "active",
+            "withdraw_reason",
+        ],
+        rows,
+        note="manual = taken outside the tool (a researcher's judgement or a published outcome)",
+        sources=["decisions/decisions.json"],
+        command="stagewise gate STUDY GATE / stagewise decide STUDY GATE",
+    )
+
+
+def gate_table(view: GateView) -> Table | None:
+    if view.result is None:
+        return None
+    rows = []
+    for cond in view.result.get("conditions", []):
+        row = {c: cond.get(c) for c in GATE_COLUMNS}
+        row["reasons"] = [str(r) if not isinstance(r, dict) else flatten(r) for r in cond.get("reasons", [])]
+        rows.append(row)
+    cells = view.result.get("cells", [])
+    missing = view.result.get("incomplete", [])
+    note = f"{len(cells)} host-seed cells; promoted: {', '.join(view.result.get('promoted', [])) or 'none'}"
+    if missing:
+        note += "; incomplete: " + ", ".join(
+            f"{m.get('condition_id')} (missing {flatten(m.get('missing'))})" for m in missing
+        )
+    return Table(
+        f"gate_{view.gate_id}",
+        f"Gate {view.gate_id}: analysis of {' + '.join(view.gate.stages)} (recomputed from cells)",
+        list(GATE_COLUMNS),
+        rows,
+        note=note,
+        sources=[*STUDY_SOURCES, RUNS_SOURCE],
+        command=f"stagewise gate STUDY {view.gate_id} --json",
+    )
+
+
+def cells_table(ctx: ReportContext, view: GateView) -> Table | None:
+    if not view.cells:
+        return None
+    rows = [{**c, "label": ctx.label(c["condition_id"])} for c in view.cells]
+    return Table(
+        f"cells_{view.gate_id}",
+        f"Gate {view.gate_id}: host-seed cell values",
+        ["stage", "host", "seed", "condition_id", "label", "val_bpb"],
+        rows,
+        sources=[RUNS_SOURCE],
+    )
+
+
+AGREEMENT_KEYS = ("agreement", "rank_agreement", "stability", "leave_one_out", "loo_stability")
+
+
+def agreement_rows(gate_id: str, result: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, v in enumerate(value):
+                tag = v.get("pair") or v.get("hosts") or v.get("cell") or i
+                walk(f"{prefix}[{flatten(tag)}]", {k: x for k, x in v.items()})
+        else:
+            rows.append({"gate": gate_id, "measure": prefix, "value": flatten(value)})
+
+    for key in AGREEMENT_KEYS:
+        if key in result:
+            walk(key, result[key])
+    return rows
+
+
+def agreement_table(ctx: ReportContext) -> Table | None:
+    rows = []
+    for view in ctx.gates:
+        if view.result is not None:
+            rows.extend(agreement_rows(view.gate_id, view.result))
+    if not rows:
+        return None
+    return Table(
+        "agreement",
+        "Rank agreement and leave-one-cell-out stability",
+        ["gate", "measure", "value"],
+        rows,
+        note="Kendall's W over cells; Kendall tau / Spearman rho between hosts' mean rankings",
+        sources=[*STUDY_SOURCES, RUNS_SOURCE],
+        command="stagewise gate STUDY GATE --json",
+    )
+
+
+def sensitivity_table(view: GateView) -> Table | None:
+    sens = view.sensitivity
+    if not sens:
+        return None
+    rows = None
+    for key in ("rows", "checks", "rules", "sensitivity"):
+        if isinstance(sens.get(key), list):
+            rows = sens[key]
+            break
+    if rows is None:
+        return None
+    table = rows_table(
+        f"sensitivity_{view.gate_id}",
+        f"Gate {view.gate_id}: threshold sensitivity",
+        [dict(r) for r in rows],
+        sources=[*STUDY_SOURCES, RUNS_SOURCE],
+        command=f"stagewise sensitivity STUDY {view.gate_id} --json",
+    )
+    grid = sens.get("grid")
+    if grid:
+        table.note = f"grid: {', '.join(str(g) for g in grid)}"
+    return table
+
+
+# --------------------------------------------------------------------------- budget and runs
+
+
+def budget_tables(ctx: ReportContext) -> list[Table]:
+    budget = ctx.budget
+    if not budget:
+        return []
+    tables = []
+    for key, name, title in (
+        ("stages", "budget", "Budget: budgeted and recorded GPU-hours per stage"),
+        ("counterfactuals", "budget_counterfactuals", "Budget counterfactuals"),
+    ):
+        rows = budget.get(key)
+        if isinstance(rows, list) and rows:
+            table = rows_table(
+                name,
+                title,
+                [dict(r) for r in rows],
+                sources=[*STUDY_SOURCES, RUNS_SOURCE, "decisions/decisions.json"],
+                command="stagewise budget STUDY --json",
+            )
+            tables.append(table)
+    totals = {k: v for k, v in budget.items() if not isinstance(v, list | dict)}
+    if totals and tables:
+        tables[0].note = "; ".join(f"{k}: {v}" for k, v in totals.items())
+    return tables
+
+
+def run_row(rec: Any) -> dict[str, Any]:
+    row = {c: getattr(rec, c) for c in RUN_COLUMNS}
+    return row
+
+
+def runs_table(ctx: ReportContext) -> Table:
+    return Table(
+        "runs",
+        "Runs",
+        list(RUN_COLUMNS),
+        [run_row(r) for r in ctx.runs],
+        note="paths, owners, logs and raw summaries stay in the ledger",
+        sources=[RUNS_SOURCE],
+    )
+
+
+def failed_runs_table(ctx: ReportContext) -> Table:
+    rows = [
+        {
+            "stage": r.stage,
+            "condition_id": r.condition_id,
+            "seed": r.seed,
+            "host": r.host,
+            "status": r.status,
+            "attempts": r.attempts,
+            "cause": r.cause or "",
+        }
+        for r in ctx.runs
+        if r.status in ("failed", "interrupted")
+    ]
+    return Table(
+        "failed_runs",
+        "Failed and interrupted runs with causes",
+        ["stage", "condition_id", "seed", "host", "status", "attempts", "cause"],
+        rows,
+        sources=[RUNS_SOURCE],
+    )
+
+
+def published_table(pub: PublishedTable) -> Table:
+    where = (
+        f"gate {pub.gate} ({', '.join(pub.stages)})"
+        if pub.gate
+        else (", ".join(pub.stages) if pub.stages else pub.kind)
+    )
+    return Table(
+        f"published_{pub.name}",
+        f"{pub.name}: {PUBLISHED_LABEL}",
+        list(pub.columns),
+        [dict(r) for r in pub.rows],
+        note=f"{PUBLISHED_LABEL}; {where}; copied from {pub.relpath}",
+        sources=[f"study/{pub.relpath}"],
+        published=True,
+    )
+
+
+def all_tables(ctx: ReportContext) -> list[Table]:
+    """Every table in report order; tables without data are left out (the HTML says why)."""
+    tables = [summary_table(ctx), matrix_table(ctx), plan_table(ctx), freezes_table(ctx)]
+    tables.append(decisions_table(ctx))
+    for view in ctx.gates:
+        for maybe in (gate_table(view), cells_table(ctx, view), sensitivity_table(view)):
+            if maybe is not None:
+                tables.append(maybe)
+    agreement = agreement_table(ctx)
+    if agreement is not None:
+        tables.append(agreement)
+    tables.extend(budget_tables(ctx))
+    tables.append(runs_table(ctx))
+    tables.append(failed_runs_table(ctx))
+    tables.extend(published_table(p) for p in ctx.published)
+    return tables
