@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from stagewise.cli import run_cmds, runner_cmds, study_cmds
+from stagewise.cli import gate_cmds, report_cmds, run_cmds, runner_cmds, study_cmds
 from stagewise.cli.common import err_console
 from stagewise.errors import StagewiseError
 
@@ -22,6 +22,8 @@ app = typer.Typer(
 study_cmds.register(app)
 runner_cmds.register(app)
 run_cmds.register(app)
+gate_cmds.register(app)
+report_cmds.register(app)
 
 
 def main() -> None:

@@ -10,10 +10,11 @@ to say yet (a stage without results, an engine module not installed).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stagewise.ledger import Ledger, RunRecord
+from stagewise.plan import build_plan
 from stagewise.study.model import Study
 
 
@@ -26,11 +27,16 @@ def _jsonable(value: Any) -> Any:
 
 def gate_result(study: Study, ledger: Ledger, gate_id: str) -> dict[str, Any] | None:
     """The gate object of `stagewise gate --json` computed read-only (nothing recorded)."""
-    return gate_result_from_runs(study, ledger.runs(), gate_id)
+    plan = build_plan(study, ledger)
+    candidates = {sp.stage.stage_id: sp.candidates for sp in plan.stages}
+    return gate_result_from_runs(study, ledger.runs(), gate_id, candidates)
 
 
 def gate_result_from_runs(
-    study: Study, runs: Sequence[RunRecord], gate_id: str
+    study: Study,
+    runs: Sequence[RunRecord],
+    gate_id: str,
+    candidates: Mapping[str, tuple[str, ...] | None] | None = None,
 ) -> dict[str, Any] | None:
     """The same object from a list of run records (what `verify` rebuilds from a bundle)."""
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,7 @@ class ReportContext:
         return [s.stage_id for s in self.study.stages.values()]
 
 
-def _cells(study: Study, runs: list[RunRecord], gate: Gate) -> list[dict[str, Any]]:
+def gate_cells(study: Study, runs: Sequence[Any], gate: Gate) -> list[dict[str, Any]]:
     out = []
     for rec in runs:
         if rec.stage in gate.stages and rec.status == "succeeded" and rec.val_bpb is not None:
@@ -89,7 +90,7 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
     published = load_published_tables(study)
     views = []
     for gate in study.gates.values():
-        cells = _cells(study, runs, gate)
+        cells = gate_cells(study, runs, gate)
         freezes = ledger.freezes(gate.gate_id)
         decisions = ledger.decisions(gate.gate_id)
         active = ledger.active_decision(gate.gate_id)

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from stagewise.budget_units import format_duration
 from stagewise.report.context import ReportContext
@@ -56,7 +56,9 @@ def figure(
 ) -> Callable[[Callable[[ReportContext], Figure | str]], Callable[[ReportContext], Figure | str]]:
     """Register a figure function under `name` (the file stem of its PNG/SVG)."""
 
-    def wrap(fn: Callable[[ReportContext], Figure | str]) -> Callable[[ReportContext], Figure | str]:
+    def wrap(
+        fn: Callable[[ReportContext], Figure | str],
+    ) -> Callable[[ReportContext], Figure | str]:
         _FIGURES[name] = FigureSpec(name, title, fn, sources, caption)
         return fn
 
@@ -67,7 +69,7 @@ def figure_specs() -> dict[str, FigureSpec]:
     return dict(_FIGURES)
 
 
-def _plt() -> Any:
+def _plt() -> Any:  # matplotlib.pyplot, imported late
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -101,7 +103,9 @@ def condition_styles(ctx: ReportContext) -> dict[str, dict[str, Any]]:
     return styles
 
 
-def render_figures(ctx: ReportContext, out: Path, names: list[str] | None = None) -> list[RenderedFigure]:
+def render_figures(
+    ctx: ReportContext, out: Path, names: list[str] | None = None
+) -> list[RenderedFigure]:
     """Draw every registered figure (or `names`) into `out` as <name>.png and <name>.svg."""
     plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +244,9 @@ def funnel(ctx: ReportContext) -> Figure | str:
         for gid in gate_after.get(st["stage"], []):
             view = ctx.gate(gid)
             if view.gate.kind == "confirm" and view.result is not None:
-                passed = [c for c in view.result.get("conditions", []) if c.get("verdict") == "pass"]
+                passed = [
+                    c for c in view.result.get("conditions", []) if c.get("verdict") == "pass"
+                ]
                 bars.append((f"{gid}: passed", len(passed), "gate", False))
             elif view.active is not None:
                 tag = " (manual)" if view.active.manual else ""
@@ -251,7 +257,7 @@ def funnel(ctx: ReportContext) -> Figure | str:
         return "no stages"
     fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(bars) + 1.2))
     ys = list(range(len(bars)))[::-1]
-    for y, (label, count, kind, pending) in zip(ys, bars, strict=True):
+    for y, (_label, count, kind, pending) in zip(ys, bars, strict=True):
         ax.barh(
             y,
             count,
@@ -266,7 +272,7 @@ def funnel(ctx: ReportContext) -> Figure | str:
     ax.set_ylabel("stage (budget) / gate")
     ax.set_title("Promotion funnel: blue = stage candidates, orange = gate outcome")
     fig.tight_layout()
-    return fig
+    return cast("Figure", fig)
 
 
 @figure(
@@ -293,18 +299,31 @@ def gap_trajectory(ctx: ReportContext) -> Figure | str:
         if not xs:
             continue
         st = styles[cid]
-        ax.plot(xs, ys, color=st["color"], linestyle=st["linestyle"], linewidth=1.2,
-                label=ctx.label(cid))
+        ax.plot(
+            xs,
+            ys,
+            color=st["color"],
+            linestyle=st["linestyle"],
+            linewidth=1.2,
+            label=ctx.label(cid),
+        )
         for x, y, p in zip(xs, ys, pub, strict=True):
-            ax.plot(x, y, marker=st["marker"], color=st["color"], markersize=6,
-                    markerfacecolor="white" if p else st["color"], linestyle="none")
+            ax.plot(
+                x,
+                y,
+                marker=st["marker"],
+                color=st["color"],
+                markersize=6,
+                markerfacecolor="white" if p else st["color"],
+                linestyle="none",
+            )
     ax.set_xticks(range(len(series)), [s.tick for s in series], fontsize=8)
     ax.set_xlabel("gate or stage (wall-clock budget per run)")
     ax.set_ylabel("mean gap from the stage best (val_bpb, bits per byte)")
     ax.set_title("Gap trajectory (hollow = published summary, not recomputed)")
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
-    return fig
+    return cast("Figure", fig)
 
 
 @figure(
@@ -321,7 +340,9 @@ def host_seed_cells(ctx: ReportContext) -> Figure | str:
     fig, axes = plt.subplots(len(views), 1, figsize=(8.5, 3.4 * len(views)), squeeze=False)
     ref = ctx.study.reference
     for ax, view in zip(axes[:, 0], views, strict=True):
-        conds = [c for c in ctx.study.condition_ids if any(x["condition_id"] == c for x in view.cells)]
+        conds = [
+            c for c in ctx.study.condition_ids if any(x["condition_id"] == c for x in view.cells)
+        ]
         keys = sorted({(x["host"], x["seed"]) for x in view.cells})
         width = 0.6
         for k, (host, seed) in enumerate(keys):
@@ -332,20 +353,29 @@ def host_seed_cells(ctx: ReportContext) -> Figure | str:
                     xs.append(conds.index(x["condition_id"]) + offset)
                     ys.append(x["val_bpb"])
             hosts = sorted({h for h, _ in keys})
-            ax.plot(xs, ys, linestyle="none", marker=MARKERS[hosts.index(host) % len(MARKERS)],
-                    color=color(k), markersize=7, label=f"{host}, seed {seed}")
+            ax.plot(
+                xs,
+                ys,
+                linestyle="none",
+                marker=MARKERS[hosts.index(host) % len(MARKERS)],
+                color=color(k),
+                markersize=7,
+                label=f"{host}, seed {seed}",
+            )
         if ref in conds:
             i = conds.index(ref)
             ax.axvspan(i - 0.45, i + 0.45, color="#999999", alpha=0.2, linewidth=0)
-        ax.set_xticks(range(len(conds)), [
-            f"{ctx.label(c)}\n(reference)" if c == ref else ctx.label(c) for c in conds
-        ], fontsize=8)
+        ax.set_xticks(
+            range(len(conds)),
+            [f"{ctx.label(c)}\n(reference)" if c == ref else ctx.label(c) for c in conds],
+            fontsize=8,
+        )
         ax.set_xlabel("condition")
         ax.set_ylabel("val_bpb (bits per byte)")
         ax.set_title(f"{view.gate_id}: {' + '.join(view.gate.stages)}")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
-    return fig
+    return cast("Figure", fig)
 
 
 @figure(
@@ -367,21 +397,33 @@ def cost_quality(ctx: ReportContext) -> Figure | str:
         cids = [c for c in s.mean if c in s.params_m]
         xs = [s.params_m[c] for c in cids]
         ys = [s.mean[c] for c in cids]
-        sizes = [30 + 900 * math.sqrt(s.tokens_m.get(c, 0.0) / tmax) if s.tokens_m else 60 for c in cids]
+        sizes = [
+            30 + 900 * math.sqrt(s.tokens_m.get(c, 0.0) / tmax) if s.tokens_m else 60 for c in cids
+        ]
         c = color(i)
-        ax.scatter(xs, ys, s=sizes, facecolors="none" if s.published else c, edgecolors=c,
-                   alpha=0.8, linewidths=1.5,
-                   label=f"{s.key} ({format_duration(s.budget_seconds)}, "
-                   f"{'published' if s.published else 'recomputed'})")
+        ax.scatter(
+            xs,
+            ys,
+            s=sizes,
+            facecolors="none" if s.published else c,
+            edgecolors=c,
+            alpha=0.8,
+            linewidths=1.5,
+            label=f"{s.key} ({format_duration(s.budget_seconds)}, "
+            f"{'published' if s.published else 'recomputed'})",
+        )
         for cid, x, y in zip(cids, xs, ys, strict=True):
-            ax.annotate(ctx.label(cid), (x, y), fontsize=6, xytext=(4, 3), textcoords="offset points")
+            ax.annotate(
+                ctx.label(cid), (x, y), fontsize=6, xytext=(4, 3), textcoords="offset points"
+            )
     ax.set_xlabel("parameters (millions)")
     ax.set_ylabel("mean val_bpb (bits per byte, lower is better)")
     ax.set_title("Cost-quality frontier (bubble area ~ tokens trained, summed over cells)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
-              markerscale=0.4)
+    ax.legend(
+        fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, markerscale=0.4
+    )
     fig.tight_layout()
-    return fig
+    return cast("Figure", fig)
 
 
 def _num(row: dict[str, Any], *keys: str) -> float | None:
@@ -435,10 +477,20 @@ def budget(ctx: ReportContext) -> Figure | str:
     budgeted = [_num(s, "budgeted_gpu_hours", "budgeted") for s in stages]
     recorded = [_num(s, "recorded_gpu_hours", "recorded") for s in stages]
     xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], [b or 0.0 for b in budgeted], width=0.4, color=color(0),
-           label="budgeted")
-    ax.bar([x + 0.2 for x in xs], [r or 0.0 for r in recorded], width=0.4, color=color(1),
-           label="recorded (sum of training time)")
+    ax.bar(
+        [x - 0.2 for x in xs],
+        [b or 0.0 for b in budgeted],
+        width=0.4,
+        color=color(0),
+        label="budgeted",
+    )
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [r or 0.0 for r in recorded],
+        width=0.4,
+        color=color(1),
+        label="recorded (sum of training time)",
+    )
     for x, b in zip(xs, budgeted, strict=True):
         if b is None:
             ax.text(x - 0.2, 0, "pending", rotation=90, ha="center", va="bottom", fontsize=7)
@@ -450,13 +502,26 @@ def budget(ctx: ReportContext) -> Figure | str:
     if counter:
         ax2 = axes[0, 1]
         labels = [_text(c, "scenario", "label", "name", "gate") for c in counter]
-        totals = [_num(c, "confirmation_gpu_hours", "gpu_hours", "total_gpu_hours", "cost_gpu_hours") or 0.0 for c in counter]
+        totals = [
+            _num(c, "confirmation_gpu_hours", "gpu_hours", "total_gpu_hours", "cost_gpu_hours")
+            or 0.0
+            for c in counter
+        ]
         added = [_num(c, "added_vs_executed", "added_gpu_hours", "added") or 0.0 for c in counter]
         ys = list(range(len(labels)))[::-1]
-        ax2.barh(ys, [t - a for t, a in zip(totals, added, strict=True)], color=color(0),
-                 label="executed")
-        ax2.barh(ys, added, left=[t - a for t, a in zip(totals, added, strict=True)],
-                 color=color(5), label="added by the counterfactual")
+        ax2.barh(
+            ys,
+            [t - a for t, a in zip(totals, added, strict=True)],
+            color=color(0),
+            label="executed",
+        )
+        ax2.barh(
+            ys,
+            added,
+            left=[t - a for t, a in zip(totals, added, strict=True)],
+            color=color(5),
+            label="added by the counterfactual",
+        )
         for y, t in zip(ys, totals, strict=True):
             ax2.text(t, y, f" {t:g}", va="center", fontsize=8)
         import textwrap
@@ -467,4 +532,4 @@ def budget(ctx: ReportContext) -> Figure | str:
         ax2.set_title("Counterfactuals" + (f"\n({PUBLISHED_LABEL})" if counter_published else ""))
         ax2.legend(fontsize=7, frameon=False, loc="lower right")
     fig.tight_layout()
-    return fig
+    return cast("Figure", fig)

@@ -87,7 +87,9 @@ def render_table(table: Table | None, *, caption: bool = True) -> str:
             for col in table.columns:
                 text, numeric = fmt_cell(row.get(col))
                 if col in BADGE_COLUMNS and text:
-                    cells.append(f"<td><span class='badge {e(text.split()[0])}'>{e(text)}</span></td>")
+                    cells.append(
+                        f"<td><span class='badge {e(text.split()[0])}'>{e(text)}</span></td>"
+                    )
                 else:
                     cells.append(f"<td{' class=num' if numeric else ''}>{e(text)}</td>")
             body.append("<tr>" + "".join(cells) + "</tr>")
@@ -118,14 +120,20 @@ def _rule_text(rule: Any) -> str:
 
 def render_gate(ctx: ReportContext, view: GateView, tables: dict[str, Table]) -> str:
     gate = view.gate
-    out = [f"<h3 id='gate-{e(gate.gate_id)}'>Gate {e(gate.gate_id)} "
-           f"<span class='note'>({e(gate.kind)}; pools {e(', '.join(gate.stages))})</span></h3>"]
+    out = [
+        f"<h3 id='gate-{e(gate.gate_id)}'>Gate {e(gate.gate_id)} "
+        f"<span class='note'>({e(gate.kind)}; pools {e(', '.join(gate.stages))})</span></h3>"
+    ]
     if gate.description:
         out.append(f"<p>{e(gate.description)}</p>")
-    out.append("<h4>Rule</h4><ul>" + "".join(f"<li>{_rule_text(r)}</li>" for r in gate.rules) + "</ul>")
+    out.append(
+        "<h4>Rule</h4><ul>" + "".join(f"<li>{_rule_text(r)}</li>" for r in gate.rules) + "</ul>"
+    )
     freeze = view.current_freeze
     if freeze is None:
-        out.append("<p><span class='badge pending'>not frozen</span> the rule has no freeze record yet</p>")
+        out.append(
+            "<p><span class='badge pending'>not frozen</span> the rule has no freeze record yet</p>"
+        )
     else:
         flags = "<span class='badge posthoc'>post hoc</span>" if freeze.post_hoc else ""
         amends = [f for f in view.freezes if f.kind == "amend"]
@@ -135,17 +143,29 @@ def render_gate(ctx: ReportContext, view: GateView, tables: dict[str, Table]) ->
             f"; {len(amends)} amendment(s).</p>"
         )
         if len(view.freezes) > 1:
-            out.append("<p>Freeze and amendment history:</p><ol>" + "".join(
-                f"<li>{e(f.kind)} {e(f.frozen_at)} <span class='hash'>{e(f.sha256)}</span>"
-                f"{' post hoc' if f.post_hoc else ''}{' — ' + e(f.reason) if f.reason else ''}</li>"
-                for f in view.freezes
-            ) + "</ol>")
+            out.append(
+                "<p>Freeze and amendment history:</p><ol>"
+                + "".join(
+                    f"<li>{e(f.kind)} {e(f.frozen_at)} <span class='hash'>{e(f.sha256)}</span>"
+                    f"{' post hoc' if f.post_hoc else ''}{' — ' + e(f.reason) if f.reason else ''}</li>"
+                    for f in view.freezes
+                )
+                + "</ol>"
+            )
     # Decisions
     if view.decisions:
         items = []
         for d in view.decisions:
-            badge = "<span class='badge manual'>manual</span>" if d.manual else "<span class='badge pass'>computed</span>"
-            state = "" if d.active else f" <span class='badge incomplete'>withdrawn: {e(d.withdraw_reason or '')}</span>"
+            badge = (
+                "<span class='badge manual'>manual</span>"
+                if d.manual
+                else "<span class='badge pass'>computed</span>"
+            )
+            state = (
+                ""
+                if d.active
+                else f" <span class='badge incomplete'>withdrawn: {e(d.withdraw_reason or '')}</span>"
+            )
             items.append(
                 f"<li>{badge}{state} promoted <b>{e(', '.join(ctx.label(c) for c in d.promoted) or 'none')}</b>"
                 f" — {e(d.reason or '')}{' (source: ' + e(d.source) + ')' if d.source else ''}"
@@ -156,20 +176,28 @@ def render_gate(ctx: ReportContext, view: GateView, tables: dict[str, Table]) ->
     if view.result is not None:
         out.append(render_table(tables.get(f"gate_{gate.gate_id}")))
         if view.active is None or view.active.manual:
-            out.append("<p class='note'>This analysis is computed from the recorded cells; "
-                       "no computed decision has been recorded for it yet.</p>")
+            out.append(
+                "<p class='note'>This analysis is computed from the recorded cells; "
+                "no computed decision has been recorded for it yet.</p>"
+            )
     out.append(render_table(tables.get(f"sensitivity_{gate.gate_id}")))
     for pub in view.published:
-        out.append("<div class='pub'>" + render_table(tables.get(f"published_{pub.name}")) + "</div>")
+        out.append(
+            "<div class='pub'>" + render_table(tables.get(f"published_{pub.name}")) + "</div>"
+        )
     if view.pending:
-        out.append("<p><span class='badge pending'>pending</span> " + e("; ".join(view.pending)) + "</p>")
+        out.append(
+            "<p><span class='badge pending'>pending</span> " + e("; ".join(view.pending)) + "</p>"
+        )
     return "".join(out)
 
 
 def render_figure(fig: RenderedFigure) -> str:
     if fig.png is None:
-        return (f"<figure id='fig-{e(fig.name)}'><figcaption><b>{e(fig.title)}</b>: "
-                f"<span class='badge pending'>not drawn</span> {e(fig.skipped or '')}</figcaption></figure>")
+        return (
+            f"<figure id='fig-{e(fig.name)}'><figcaption><b>{e(fig.title)}</b>: "
+            f"<span class='badge pending'>not drawn</span> {e(fig.skipped or '')}</figcaption></figure>"
+        )
     data = base64.b64encode(fig.png.read_bytes()).decode("ascii")
     return (
         f"<figure id='fig-{e(fig.name)}'><img alt='{e(fig.title)}' src='data:image/png;base64,{data}'>"
@@ -201,36 +229,66 @@ def render_html(ctx: ReportContext, tables: list[Table], figures: list[RenderedF
     sections: list[tuple[str, str, str]] = []  # id, title, body
     sections.append(("summary", "Study summary", render_table(by_name["summary"], caption=False)))
     pend = pending_items(ctx)
-    sections.append((
-        "pending",
-        "What is pending",
-        "<ul class='pending'>" + "".join(f"<li>{e(p)}</li>" for p in pend) + "</ul>"
-        if pend else "<p>Nothing: every planned stage has its results and every gate its decision.</p>",
-    ))
+    sections.append(
+        (
+            "pending",
+            "What is pending",
+            "<ul class='pending'>" + "".join(f"<li>{e(p)}</li>" for p in pend) + "</ul>"
+            if pend
+            else "<p>Nothing: every planned stage has its results and every gate its decision.</p>",
+        )
+    )
     sections.append(("matrix", "Matrix", render_table(by_name["matrix"], caption=False)))
     sections.append(("plan", "Plan", render_table(by_name["plan"], caption=False)))
-    sections.append(("gates", "Gates: frozen rules, analyses and decisions",
-                     render_table(by_name["freezes"]) + render_table(by_name["decisions"])
-                     + "".join(render_gate(ctx, v, by_name) for v in ctx.gates)))
+    sections.append(
+        (
+            "gates",
+            "Gates: frozen rules, analyses and decisions",
+            render_table(by_name["freezes"])
+            + render_table(by_name["decisions"])
+            + "".join(render_gate(ctx, v, by_name) for v in ctx.gates),
+        )
+    )
     agreement = by_name.get("agreement")
-    sections.append(("agreement", "Rank agreement", render_table(agreement, caption=False) if agreement
-                     else "<p><span class='badge pending'>pending</span> no gate analysis yet</p>"))
+    sections.append(
+        (
+            "agreement",
+            "Rank agreement",
+            render_table(agreement, caption=False)
+            if agreement
+            else "<p><span class='badge pending'>pending</span> no gate analysis yet</p>",
+        )
+    )
     budget = [t for t in tables if t.name.startswith("budget")]
-    sections.append(("budget", "Budget", "".join(render_table(t) for t in budget) if budget
-                     else "<p><span class='badge pending'>pending</span> budget accounting not available; "
-                     "the plan above gives budgeted GPU-hours</p>"))
+    sections.append(
+        (
+            "budget",
+            "Budget",
+            "".join(render_table(t) for t in budget)
+            if budget
+            else "<p><span class='badge pending'>pending</span> budget accounting not available; "
+            "the plan above gives budgeted GPU-hours</p>",
+        )
+    )
     sections.append(("figures", "Figures", "".join(render_figure(f) for f in figures)))
     sections.append(("runs", "Failed runs", render_table(by_name["failed_runs"], caption=False)))
     pubs = [t for t in tables if t.published]
-    sections.append((
-        "published",
-        "Published summaries (not recomputed)",
-        "<p>These tables are the published pooled summaries of stages whose cells were never "
-        "released. They are shown as printed; no number in them was recomputed here.</p>"
-        + "".join(f"<div class='pub'>{render_table(t)}</div>" for t in pubs)
-        if pubs else "<p>This study ships no published summaries.</p>",
-    ))
-    toc = "<nav><ul>" + "".join(f"<li><a href='#{e(i)}'>{e(t)}</a></li>" for i, t, _ in sections) + "</ul></nav>"
+    sections.append(
+        (
+            "published",
+            "Published summaries (not recomputed)",
+            "<p>These tables are the published pooled summaries of stages whose cells were never "
+            "released. They are shown as printed; no number in them was recomputed here.</p>"
+            + "".join(f"<div class='pub'>{render_table(t)}</div>" for t in pubs)
+            if pubs
+            else "<p>This study ships no published summaries.</p>",
+        )
+    )
+    toc = (
+        "<nav><ul>"
+        + "".join(f"<li><a href='#{e(i)}'>{e(t)}</a></li>" for i, t, _ in sections)
+        + "</ul></nav>"
+    )
     body = "".join(f"<section id='{e(i)}'><h2>{e(t)}</h2>{b}</section>" for i, t, b in sections)
     desc = str(study.raw.get("study", {}).get("description", ""))
     return (

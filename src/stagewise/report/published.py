@@ -45,10 +45,10 @@ def _attach(study: Study, name: str) -> tuple[tuple[str, ...], str | None]:
     best: str | None = None
     best_n = 0
     for gate in study.gates.values():
-        if set(stages) <= set(gate.stages) and (pooled or len(gate.stages) == len(stages)):
-            # The widest gate pools the replicated stages (g10 pools stage1b + stage1c).
-            if len(gate.stages) > best_n:
-                best, best_n = gate.gate_id, len(gate.stages)
+        # The widest gate pools the replicated stages (g10 pools stage1b + stage1c).
+        fits = set(stages) <= set(gate.stages) and (pooled or len(gate.stages) == len(stages))
+        if fits and len(gate.stages) > best_n:
+            best, best_n = gate.gate_id, len(gate.stages)
     return stages, best
 
 

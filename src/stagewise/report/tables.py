@@ -10,12 +10,14 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.published import PUBLISHED_LABEL, PublishedTable
+from stagewise.study.model import Gate, Study
 
 # Run columns that carry no path, no user and no machine name; the others stay in the ledger.
 RUN_COLUMNS = (
@@ -155,7 +157,7 @@ def summary_table(ctx: ReportContext) -> Table:
     study = ctx.study
     st = ctx.status
     runs = [s["runs"] for s in st["stages"]]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"item": "study", "value": study.name},
         {"item": "description", "value": str(study.raw.get("study", {}).get("description", ""))},
         {"item": "reference", "value": f"{ctx.label(study.reference)} ({study.reference})"},
@@ -308,38 +310,52 @@ def decisions_table(ctx: ReportContext) -> Table:
 
 
 def gate_table(view: GateView) -> Table | None:
-    if view.result is None:
+    return gate_table_of(view.gate, view.result)
+
+
+def gate_table_of(gate: Gate, result: dict[str, Any] | None) -> Table | None:
+    """The analysis table of one gate from its `stagewise gate --json` object."""
+    if result is None:
         return None
     rows = []
-    for cond in view.result.get("conditions", []):
+    for cond in result.get("conditions", []):
         row = {c: cond.get(c) for c in GATE_COLUMNS}
-        row["reasons"] = [str(r) if not isinstance(r, dict) else flatten(r) for r in cond.get("reasons", [])]
+        row["reasons"] = [
+            str(r) if not isinstance(r, dict) else flatten(r) for r in cond.get("reasons", [])
+        ]
         rows.append(row)
-    cells = view.result.get("cells", [])
-    missing = view.result.get("incomplete", [])
-    note = f"{len(cells)} host-seed cells; promoted: {', '.join(view.result.get('promoted', [])) or 'none'}"
+    cells = result.get("cells", [])
+    missing = result.get("incomplete", [])
+    note = (
+        f"{len(cells)} host-seed cells; promoted: {', '.join(result.get('promoted', [])) or 'none'}"
+    )
     if missing:
         note += "; incomplete: " + ", ".join(
             f"{m.get('condition_id')} (missing {flatten(m.get('missing'))})" for m in missing
         )
     return Table(
-        f"gate_{view.gate_id}",
-        f"Gate {view.gate_id}: analysis of {' + '.join(view.gate.stages)} (recomputed from cells)",
+        f"gate_{gate.gate_id}",
+        f"Gate {gate.gate_id}: analysis of {' + '.join(gate.stages)} (recomputed from cells)",
         list(GATE_COLUMNS),
         rows,
         note=note,
         sources=[*STUDY_SOURCES, RUNS_SOURCE],
-        command=f"stagewise gate STUDY {view.gate_id} --json",
+        command=f"stagewise gate STUDY {gate.gate_id} --json",
     )
 
 
 def cells_table(ctx: ReportContext, view: GateView) -> Table | None:
-    if not view.cells:
+    return cells_table_of(ctx.study, view.gate, view.cells)
+
+
+def cells_table_of(study: Study, gate: Gate, cells: list[dict[str, Any]]) -> Table | None:
+    if not cells:
         return None
-    rows = [{**c, "label": ctx.label(c["condition_id"])} for c in view.cells]
+    labels = {c.condition_id: c.label for c in study.conditions}
+    rows = [{**c, "label": labels.get(c["condition_id"], c["condition_id"])} for c in cells]
     return Table(
-        f"cells_{view.gate_id}",
-        f"Gate {view.gate_id}: host-seed cell values",
+        f"cells_{gate.gate_id}",
+        f"Gate {gate.gate_id}: host-seed cell values",
         ["stage", "host", "seed", "condition_id", "label", "val_bpb"],
         rows,
         sources=[RUNS_SOURCE],
@@ -456,6 +472,10 @@ def runs_table(ctx: ReportContext) -> Table:
 
 
 def failed_runs_table(ctx: ReportContext) -> Table:
+    return failed_runs_table_of(ctx.runs)
+
+
+def failed_runs_table_of(runs: Sequence[Any]) -> Table:
     rows = [
         {
             "stage": r.stage,
@@ -466,7 +486,7 @@ def failed_runs_table(ctx: ReportContext) -> Table:
             "attempts": r.attempts,
             "cause": r.cause or "",
         }
-        for r in ctx.runs
+        for r in runs
         if r.status in ("failed", "interrupted")
     ]
     return Table(

@@ -1,0 +1,70 @@
+"""Report commands: report (self-contained HTML + tables + figures), bundle, verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stagewise.cli.common import console, err_console
+
+StudyDir = Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")]
+
+
+def report(
+    folder: StudyDir,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: STUDY/report).")
+    ] = None,
+) -> None:
+    """Write report.html (self-contained) with every table as CSV/JSON and every figure."""
+    from stagewise.report.html import write_report
+
+    result = write_report(folder, out)
+    drawn = sum(1 for f in result.figures if f.png is not None)
+    console.print(
+        f"wrote {result.html} ({len(result.tables)} tables, {drawn} figures)", soft_wrap=True
+    )
+    for fig in result.figures:
+        if fig.skipped:
+            console.print(f"figure {fig.name} not drawn: {fig.skipped}", soft_wrap=True)
+
+
+def bundle(
+    folder: StudyDir,
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder (new, or an earlier bundle).")],
+) -> None:
+    """Write the audit bundle: study, scrubbed results, frozen rules, decisions, manifests."""
+    from stagewise.report.bundle import write_bundle
+
+    result = write_bundle(folder, out)
+    console.print(
+        f"wrote bundle {result.out}: {len(result.files)} files, {result.tables} tables, "
+        f"{result.figures} figures; check it with: stagewise verify {result.out}",
+        soft_wrap=True,
+    )
+    for leak in result.leaks:
+        err_console.print(f"warning: {leak}", markup=False, soft_wrap=True)
+
+
+def verify(
+    bundle_dir: Annotated[Path, typer.Argument(help="An audit bundle made by stagewise bundle.")],
+) -> None:
+    """Re-hash every file, re-derive the tables from the bundled results; exit 1 on any difference."""
+    from stagewise.report.verify import verify_bundle
+
+    result = verify_bundle(bundle_dir)
+    if result.ok:
+        console.print(f"OK: {result.summary()}", soft_wrap=True)
+        return
+    for problem in result.problems:
+        console.print(f"MISMATCH: {problem}", markup=False, soft_wrap=True)
+    console.print(f"FAILED: {len(result.problems)} problem(s); {result.summary()}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(report)
+    app.command()(bundle)
+    app.command()(verify)

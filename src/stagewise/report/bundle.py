@@ -1,0 +1,328 @@
+"""`stagewise bundle`: the audit bundle another person can check without trusting us.
+
+Layout (all paths relative to the bundle):
+  README.md                what is inside and how to verify it
+  study/                   study.toml, the matrix, published summaries, outside decisions
+  results/runs.csv|json    the run table, scrubbed (no paths, owners, logs or raw summaries)
+  frozen/<gate>.json       every freeze/amend record: canonical JSON and its sha256
+  decisions/decisions.json every decision (computed and manual, withdrawn ones too)
+  tables/*.csv|json        every report table (gate analyses, sensitivity, budget, ...)
+  figures/*.png|svg        every figure
+  ledger/events.json       the event log (scrubbed) and the chain check at bundle time
+  table_manifest.json      table -> files, sources and command
+  figure_manifest.json     figure -> files, sources and command
+  MANIFEST.json|csv        path, bytes and sha256 of every other file
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stagewise.errors import BundleError
+from stagewise.ledger import Ledger, sha256_text
+from stagewise.report.context import ReportContext, collect
+from stagewise.report.figures import render_figures
+from stagewise.report.scrub import Scrubber
+from stagewise.report.tables import RUN_COLUMNS, Table, all_tables, runs_table
+from stagewise.study import load_study
+
+MANIFEST_JSON = "MANIFEST.json"
+MANIFEST_CSV = "MANIFEST.csv"
+MANIFESTS = (MANIFEST_JSON, MANIFEST_CSV)
+STUDY_DIR = "study"
+RUNS_CSV = "results/runs.csv"
+RUNS_JSON = "results/runs.json"
+DECISIONS_JSON = "decisions/decisions.json"
+EVENTS_JSON = "ledger/events.json"
+OUTSIDE_FILES = ("outside_decisions.toml",)
+
+README = """\
+# Audit bundle of the stagewise study `{name}`
+
+Produced by `stagewise bundle`. Everything a reviewer needs to check the study's decisions:
+
+| path | what |
+|---|---|
+| `study/study.toml`, `study/{matrix}` | the study file (stages, hosts, gates and their rules) and the candidate matrix |
+| `study/published/` | published summary tables shipped with the study: shown as published, never recomputed |
+| `results/runs.csv`, `results/runs.json` | every run: stage, condition, seed, host block, status, cause, val_bpb and the other summary numbers |
+| `frozen/<gate>.json` | every freeze and amendment of a gate: the canonical JSON that was hashed, its sha256, the UTC time, the post-hoc flag |
+| `decisions/decisions.json` | every decision: computed by the tool or taken outside it (`manual`), with reasons |
+| `tables/` | every table of the report as CSV and JSON (gate analyses, cells, sensitivity, budget, ...) |
+| `figures/` | every figure as PNG and SVG |
+| `ledger/events.json` | the ledger's hash-chained event log and the result of checking the chain when this bundle was made |
+| `table_manifest.json`, `figure_manifest.json` | each table and figure -> the bundled files it comes from and the command that produced it |
+| `MANIFEST.json`, `MANIFEST.csv` | path, size in bytes and sha256 of every other file |
+
+## How to verify
+
+    stagewise verify <this folder>
+
+re-hashes every file against `MANIFEST.json` (missing, extra and changed files are reported),
+re-hashes each frozen rule's canonical JSON, checks the event chain's links, and re-derives the
+gate tables and cell tables from `results/runs.json` and `study/study.toml` with the same
+analysis code that produced them (numbers must agree within 1e-9). It exits with status 1 on any
+difference. Without stagewise, `sha256sum` over the files listed in `MANIFEST.csv` checks integrity.
+
+## Scrubbing
+
+Paths, log files, checkpoints, run owners and raw run summaries are left out. In every other
+text the study folder reads `<study>`, the home folder `<home>`, the user name `<user>`, the
+machine's name `<host>`, and any other absolute path `<path>/<file name>`. Host *block* names
+(the study's own names for groups of machines) are kept.
+
+Counts: {runs} runs, {tables} tables, {figures} figures, {events} ledger events, chain {chain}.
+"""
+
+
+@dataclass
+class BundleResult:
+    out: Path
+    files: list[str] = field(default_factory=list)
+    tables: int = 0
+    figures: int = 0
+    leaks: list[str] = field(default_factory=list)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
+
+
+class _Writer:
+    def __init__(self, out: Path, scrub: Scrubber) -> None:
+        self.out = out
+        self.scrub = scrub
+
+    def text(self, rel: str, text: str) -> None:
+        path = self.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.scrub.text(text), encoding="utf-8")
+
+    def json(self, rel: str, value: Any) -> None:
+        self.text(rel, dumps(self.scrub.value(value)))
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise BundleError(f"--out {out}: exists and is not a folder")
+        if any(out.iterdir()):
+            if not (out / MANIFEST_JSON).is_file():
+                raise BundleError(
+                    f"--out {out}: folder is not empty and holds no bundle; choose a new folder"
+                )
+            shutil.rmtree(out)  # an earlier bundle: replace it whole
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def scrub_table(table: Table, scrub: Scrubber) -> Table:
+    table.rows = [scrub.value(r) for r in table.rows]
+    table.title = scrub.text(table.title)
+    table.note = scrub.text(table.note)
+    return table
+
+
+def _freeze_records(ctx: ReportContext, scrub: Scrubber) -> dict[str, Any]:
+    out = {}
+    for view in ctx.gates:
+        if not view.freezes:
+            continue
+        records = []
+        for rec in view.freezes:
+            canonical = scrub.text(rec.canonical)
+            records.append(
+                {
+                    "kind": rec.kind,
+                    "sha256": rec.sha256,
+                    "canonical": canonical,
+                    "canonical_scrubbed": canonical != rec.canonical,
+                    "frozen_at": rec.frozen_at,
+                    "post_hoc": rec.post_hoc,
+                    "reason": rec.reason,
+                    "results_at_freeze": rec.results_at_freeze,
+                    "event_seq": rec.event_seq,
+                }
+            )
+        out[view.gate_id] = {
+            "gate": view.gate_id,
+            "current_sha256": records[-1]["sha256"],
+            "records": records,
+        }
+    return out
+
+
+def _decisions(ctx: ReportContext) -> list[dict[str, Any]]:
+    out = []
+    for view in ctx.gates:
+        for d in view.decisions:
+            out.append(
+                {
+                    "id": d.id,
+                    "gate": d.gate,
+                    "kind": d.kind,
+                    "manual": d.manual,
+                    "promoted": list(d.promoted),
+                    "reason": d.reason,
+                    "source": d.source,
+                    "frozen_sha256": d.frozen_sha256,
+                    "decided_at": d.decided_at,
+                    "active": d.active,
+                    "withdrawn_at": d.withdrawn_at,
+                    "withdraw_reason": d.withdraw_reason,
+                    "payload": d.payload,
+                }
+            )
+    return out
+
+
+def _events(ctx: ReportContext, scrub: Scrubber) -> dict[str, Any]:
+    events = []
+    for ev in ctx.events:
+        payload = scrub.value(ev.payload)
+        subject = scrub.text(ev.subject)
+        events.append(
+            {
+                "seq": ev.seq,
+                "ts": ev.ts,
+                "kind": ev.kind,
+                "subject": subject,
+                "payload": payload,
+                "prev_hash": ev.prev_hash,
+                "hash": ev.hash,
+                "scrubbed": payload != ev.payload or subject != ev.subject,
+            }
+        )
+    return {
+        "chain_ok_at_bundle_time": not ctx.chain_problems,
+        "chain_problems": ctx.chain_problems,
+        "events": events,
+    }
+
+
+def write_manifests(out: Path) -> list[dict[str, Any]]:
+    entries = []
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        rel = path.relative_to(out).as_posix()
+        if rel in MANIFESTS:
+            continue
+        entries.append({"path": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+    (out / MANIFEST_JSON).write_text(
+        dumps({"algorithm": "sha256", "files": entries}), encoding="utf-8"
+    )
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["path", "bytes", "sha256"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(entries)
+    (out / MANIFEST_CSV).write_text(buf.getvalue(), encoding="utf-8")
+    return entries
+
+
+def write_bundle(folder: Path, out: Path) -> BundleResult:
+    study = load_study(folder)
+    out = Path(out)
+    _prepare_out(out)
+    scrub = Scrubber([study.root, folder])
+    w = _Writer(out, scrub)
+    with Ledger.open(study.root) as ledger:
+        ctx = collect(study, ledger)
+
+    # The study as written, scrubbed (a path in [runner] data = "..." becomes <path>/...).
+    w.text(f"{STUDY_DIR}/study.toml", study.study_file.read_text(encoding="utf-8"))
+    w.text(
+        f"{STUDY_DIR}/{study.matrix_file}",
+        (study.root / study.matrix_file).read_text(encoding="utf-8"),
+    )
+    for pub in ctx.published:
+        w.text(f"{STUDY_DIR}/{pub.relpath}", pub.path.read_text(encoding="utf-8"))
+    for name in OUTSIDE_FILES:
+        if (study.root / name).is_file():
+            w.text(f"{STUDY_DIR}/{name}", (study.root / name).read_text(encoding="utf-8"))
+
+    runs = scrub_table(runs_table(ctx), scrub)
+    w.text(RUNS_CSV, runs.to_csv())
+    w.json(RUNS_JSON, {"columns": list(RUN_COLUMNS), "runs": runs.rows})
+
+    for gate_id, record in _freeze_records(ctx, scrub).items():
+        w.json(f"frozen/{gate_id}.json", record)
+    w.json(DECISIONS_JSON, {"decisions": _decisions(ctx)})
+    w.json(EVENTS_JSON, _events(ctx, scrub))
+
+    sources_fix = {"study/matrix": f"{STUDY_DIR}/{study.matrix_file}", "frozen/": "frozen/*.json"}
+    table_manifest: dict[str, Any] = {}
+    tables = [t for t in all_tables(ctx) if t.name != "runs"]
+    for table in tables:
+        scrub_table(table, scrub)
+        w.text(f"tables/{table.name}.csv", table.to_csv())
+        w.text(f"tables/{table.name}.json", table.to_json())
+        table_manifest[table.name] = {
+            "title": table.title,
+            "files": [f"tables/{table.name}.csv", f"tables/{table.name}.json"],
+            "sources": [sources_fix.get(s, s) for s in table.sources],
+            "command": table.command or "stagewise report STUDY",
+            "published_summary": table.published,
+        }
+    table_manifest["runs"] = {
+        "title": "Runs",
+        "files": [RUNS_CSV, RUNS_JSON],
+        "sources": ["the study's ledger (ledger.sqlite), scrubbed"],
+        "command": "stagewise bundle STUDY --out OUT",
+        "published_summary": False,
+    }
+    w.json("table_manifest.json", {"tables": table_manifest})
+
+    figures = render_figures(ctx, out / "figures")
+    figure_manifest = {}
+    for fig in figures:
+        if fig.svg is not None:
+            # SVG is text: the same safety net as every other text file.
+            fig.svg.write_text(scrub.text(fig.svg.read_text(encoding="utf-8")), encoding="utf-8")
+        figure_manifest[fig.name] = {
+            "title": fig.title,
+            "files": [f"figures/{fig.name}.png", f"figures/{fig.name}.svg"] if fig.png else [],
+            "skipped": fig.skipped,
+            "sources": list(fig.sources),
+            "command": f"stagewise report STUDY (figure registry: {fig.name})",
+        }
+    w.json("figure_manifest.json", {"figures": figure_manifest})
+
+    drawn = sum(1 for f in figures if f.png is not None)
+    w.text(
+        "README.md",
+        README.format(
+            name=study.name,
+            matrix=study.matrix_file,
+            runs=len(ctx.runs),
+            tables=len(tables) + 1,
+            figures=drawn,
+            events=len(ctx.events),
+            chain="intact" if not ctx.chain_problems else "BROKEN",
+        ),
+    )
+    entries = write_manifests(out)
+    result = BundleResult(out, [e["path"] for e in entries], len(tables) + 1, drawn)
+    for entry in entries:
+        path = out / entry["path"]
+        if path.suffix == ".png":
+            continue
+        for leak in scrub.leaks(path.read_text(encoding="utf-8", errors="replace")):
+            result.leaks.append(f"{entry['path']}: contains {leak!r}")
+    return result
+
+
+def canonical_hash_ok(record: dict[str, Any]) -> bool:
+    return bool(sha256_text(str(record["canonical"])) == record["sha256"])
