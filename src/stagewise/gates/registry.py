@@ -1,17 +1,38 @@
 """The rule registry: each gate rule is one small function registered under its study-file name.
 
-A rule receives the pooled statistics of a gate (see `stagewise.gates.context`) and returns, for
-each condition it judges, whether it holds and the numbers behind that. The study loader uses
-the declared parameter names to validate `rules = [...]` before anything runs.
+A rule receives the rule as written, the pooled statistics of its gate
+(`stagewise.analysis.stats.PoolStats`) and the complete conditions it targets, and returns for
+each of them a `RuleCheck`: whether it holds and the numbers behind that. The study loader uses
+the declared parameter names to validate `rules = [...]` before anything runs; `statistic` and
+`twin` tell the sensitivity analysis what a threshold rule compares and its diagnostic twin.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-RuleFn = Callable[..., Any]
+if TYPE_CHECKING:
+    from stagewise.analysis.stats import PoolStats
+    from stagewise.study.model import Rule
+
+# Thresholds are inclusive and compared with this tolerance, so a value printed as exactly the
+# threshold is not failed by binary floating-point noise.
+TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class RuleCheck:
+    """The outcome of one rule for one condition."""
+
+    holds: bool
+    detail: str
+    observed: float | None = None
+    threshold: float | None = None
+
+
+RuleFn = Callable[["Rule", "PoolStats", tuple[str, ...]], dict[str, RuleCheck]]
 
 
 @dataclass(frozen=True)
@@ -22,6 +43,8 @@ class RuleSpec:
     optional: dict[str, type]
     threshold_param: str | None
     summary: str
+    statistic: str | None = None  # the ConditionStats field a threshold rule compares
+    twin: str | None = None  # the rule judging the diagnostic twin statistic
 
 
 _RULES: dict[str, RuleSpec] = {}
@@ -34,23 +57,31 @@ def register_rule(
     optional: dict[str, type] | None = None,
     threshold_param: str | None = None,
     summary: str = "",
+    statistic: str | None = None,
+    twin: str | None = None,
 ) -> Callable[[RuleFn], RuleFn]:
     """Decorator: make `fn` available to study files as `{ rule = "<name>", ... }`."""
 
     def wrap(fn: RuleFn) -> RuleFn:
+        doc = (fn.__doc__ or "").strip().splitlines()
         _RULES[name] = RuleSpec(
             name=name,
             fn=fn,
             required=dict(required or {}),
             optional=dict(optional or {}),
             threshold_param=threshold_param,
-            summary=summary or (fn.__doc__ or "").strip().splitlines()[0:1][0]
-            if fn.__doc__
-            else summary,
+            summary=summary or (doc[0] if doc else ""),
+            statistic=statistic,
+            twin=twin,
         )
         return fn
 
     return wrap
+
+
+def within(value: float, threshold: float) -> bool:
+    """value <= threshold, inclusive, with the rule tolerance."""
+    return value <= threshold + TOLERANCE
 
 
 def rule_specs() -> dict[str, RuleSpec]:

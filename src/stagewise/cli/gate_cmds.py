@@ -1,0 +1,232 @@
+"""Gate commands: freeze, gate, sensitivity, budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stagewise.analysis.sensitivity import DEFAULT_GRID, parse_grid
+from stagewise.cli.common import console, emit_json, fmt, open_study
+from stagewise.errors import StudyError
+from stagewise.gates.budget import budget as compute_budget
+from stagewise.gates.decide import apply_gate
+from stagewise.gates.freeze import amendment_history
+from stagewise.gates.freeze import freeze as freeze_gate
+from stagewise.gates.sensitivity import sensitivity as compute_sensitivity
+
+StudyDir = Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")]
+GateId = Annotated[str, typer.Argument(help="Gate id, as in [gates.<id>] of study.toml.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+
+
+def _out() -> Console:
+    """The shared console on a terminal; a wide one when piped, so tables stay readable."""
+    return console if console.is_terminal else Console(highlight=False, width=160)
+
+
+def freeze(
+    folder: StudyDir,
+    gate: GateId,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (required with --amend).")
+    ] = None,
+    amend: Annotated[
+        bool, typer.Option("--amend", help="Record a changed gate as a reasoned amendment.")
+    ] = False,
+    json_: JsonFlag = False,
+) -> None:
+    """Freeze a gate and the plan of its stages (sha256, UTC time, chained to the ledger)."""
+    with open_study(folder) as (study, ledger):
+        outcome = freeze_gate(study, ledger, gate, reason=reason, amend=amend)
+        if json_:
+            emit_json({**outcome.to_dict(), "history": amendment_history(ledger, gate)})
+            return
+        rec = outcome.record
+        if not outcome.created:
+            console.print(
+                f"{gate} is already frozen as it stands ({rec.kind} at {rec.frozen_at}, "
+                f"sha256 {rec.sha256}); nothing recorded"
+            )
+            return
+        word = "amended" if rec.kind == "amend" else "froze"
+        console.print(f"{word} {gate}: sha256 {rec.sha256} at {rec.frozen_at}")
+        if rec.post_hoc:
+            console.print(
+                f"[yellow]post hoc:[/] {len(rec.results_at_freeze)} results of its stages "
+                "already existed; they are recorded with the freeze"
+            )
+
+
+def _gate_tables(obj: dict[str, Any]) -> None:
+    console = _out()
+    freeze = obj.get("freeze") or {}
+    console.print(
+        f"gate {obj['gate']} ({obj['kind']}) over {', '.join(obj['stages'])}: "
+        f"{len(obj['cells'])} cells, reference {obj['reference']}"
+    )
+    console.print(
+        f"frozen sha256 {obj['frozen_sha256']} at {freeze.get('frozen_at')}"
+        + (" [yellow](post hoc)[/]" if freeze.get("post_hoc") else "")
+    )
+    amendments = [a for a in obj.get("amendments", []) if a["kind"] == "amend"]
+    for a in amendments:
+        console.print(f"  amended {a['frozen_at']}: {a['reason']}")
+    for m in obj.get("manual", []):
+        state = "withdrawn" if m.get("withdrawn_at") else "active"
+        console.print(f"  MANUAL decision ({state}): {', '.join(m['promoted'])}: {m['reason']}")
+    table = Table(title=f"{obj['gate']}: pooled cells (unrounded in --json)")
+    cols: tuple[str, ...] = ("label", "n", "mean", "sd", "rank (best-worst)", "first", "gap best")
+    cols += ("mean gap ref", "max gap ref", "params_M", "verdict")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("label", "verdict") else "right")
+    for r in obj["conditions"]:
+        ranks = (
+            f"{fmt(r['mean_rank'], 2)} ({r['best_rank']}-{r['worst_rank']})"
+            if r["mean_rank"] is not None
+            else "-"
+        )
+        table.add_row(
+            r["label"],
+            str(r["n_cells"]),
+            fmt(r["mean_val_bpb"]),
+            fmt(r["sd_val_bpb"]),
+            ranks,
+            _i(r["first_rank_cells"]),
+            fmt(r["gap_from_best"]),
+            fmt(r["mean_gap_to_reference"]),
+            fmt(r["max_gap_to_reference"]),
+            fmt(r["params_M"], 2),
+            r["verdict"],
+        )
+    console.print(table)
+    for r in obj["conditions"]:
+        console.print(f"[bold]{r['label']}[/] {r['verdict']}")
+        for reason in r["reasons"]:
+            console.print(f"  - {reason}", markup=False)
+    console.print(f"promoted: {', '.join(obj['promoted']) or 'none'}")
+    for inc in obj["incomplete"]:
+        cells = ", ".join(f"{c['host']}/seed{c['seed']}" for c in inc["missing"])
+        console.print(f"incomplete: {inc['condition_id']} (missing {cells})")
+    ag = obj["agreement"]
+    console.print(f"rank agreement: Kendall's W over cells {fmt(ag['kendalls_w'], 3)}")
+    for p in ag["hosts"]:
+        console.print(
+            f"  {p['host_a']} vs {p['host_b']}: Kendall tau {fmt(p['kendall_tau'], 3)}, "
+            f"Spearman rho {fmt(p['spearman_rho'], 3)}"
+        )
+    st = obj["stability"]
+    if st["cells_left_out"]:
+        console.print(
+            f"leave-one-cell-out: the promoted set changes in {st['changed']} of "
+            f"{st['cells_left_out']} recomputations"
+        )
+
+
+def _i(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def gate(folder: StudyDir, gate: GateId, json_: JsonFlag = False) -> None:
+    """Apply a frozen gate: verdicts, decision in the ledger, records in decisions/."""
+    with open_study(folder) as (study, ledger):
+        result = apply_gate(study, ledger, gate)
+        if json_:
+            emit_json(result.object)
+            return
+        _gate_tables(result.object)
+        console.print(f"records: {', '.join(str(p) for p in result.files)}")
+
+
+def sensitivity(
+    folder: StudyDir,
+    gate: GateId,
+    grid: Annotated[
+        str | None,
+        typer.Option("--grid", help="Comma-separated thresholds (default 0.005..0.030 by 0.005)."),
+    ] = None,
+    json_: JsonFlag = False,
+) -> None:
+    """Re-evaluate every threshold rule of a gate over a grid of thresholds."""
+    try:
+        values = parse_grid(grid) if grid is not None else DEFAULT_GRID
+    except ValueError as exc:
+        raise StudyError(f"--grid: {exc}") from None
+    with open_study(folder) as (study, ledger):
+        obj = compute_sensitivity(study, ledger, gate, values)
+    if json_:
+        emit_json(obj)
+        return
+    console = _out()
+    grid_text = " ".join(f"{t:.3f}" for t in obj["grid"])
+    table = Table(title=f"{gate}: threshold sensitivity (grid {grid_text}; + pass, x fail)")
+    for col in ("condition", "statistic", "observed", "declared", "grid", "note"):
+        table.add_column(col)
+    for r in obj["rows"]:
+        marks = "".join(
+            "+" if g["verdict"] == "pass" else "x" if g["verdict"] == "fail" else "?"
+            for g in r["grid"]
+        )
+        declared = f"<= {r['declared_threshold']:g}: {r['verdict_at_declared_threshold']}"
+        if r["role"] != "declared":
+            declared += " (diagnostic only)"
+        table.add_row(
+            r["label"],
+            f"{r['statistic'].replace('_to_reference', '')} ({r['role']})",
+            fmt(r["observed"]),
+            declared,
+            marks,
+            r["note"],
+        )
+    console.print(table)
+
+
+def budget(folder: StudyDir, json_: JsonFlag = False) -> None:
+    """Budgeted and recorded GPU-hours per stage, totals and promotion counterfactuals."""
+    with open_study(folder) as (study, ledger):
+        obj = compute_budget(study, ledger)
+    if json_:
+        emit_json(obj)
+        return
+    console = _out()
+    table = Table(title=f"{obj['study']}: GPU-hours")
+    for col in ("stage", "candidates", "seeds", "hosts", "budget h", "budgeted", "recorded"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for s in obj["stages"]:
+        table.add_row(
+            s["stage"],
+            _i(s["candidates"]),
+            str(s["seeds"]),
+            str(s["hosts"]),
+            f"{s['budget_hours']:g}",
+            fmt(s["budgeted_gpu_hours"], 1),
+            fmt(s["recorded_gpu_hours"], 2),
+        )
+    table.add_row(
+        "total",
+        "",
+        "",
+        "",
+        "",
+        fmt(obj["total_budgeted_gpu_hours"], 1),
+        fmt(obj["total_recorded_gpu_hours"], 2),
+    )
+    console.print(table)
+    cf = Table(title=f"counterfactuals through the final gate ({obj['final_gate']})")
+    for col in ("scenario", "GPU-hours", "added vs executed"):
+        cf.add_column(col, justify="left" if col == "scenario" else "right")
+    for c in obj["counterfactuals"]:
+        cf.add_row(
+            c["scenario"], fmt(c["confirmation_gpu_hours"], 1), fmt(c["added_vs_executed"], 1)
+        )
+    console.print(cf)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("freeze")(freeze)
+    app.command("gate")(gate)
+    app.command("sensitivity")(sensitivity)
+    app.command("budget")(budget)

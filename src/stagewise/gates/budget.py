@@ -1,0 +1,129 @@
+"""The budget of a study: per-stage GPU-hours, totals and promotion counterfactuals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stagewise.analysis.budget import (
+    Counterfactual,
+    StageBudget,
+    counterfactual,
+    stage_budget,
+    total,
+)
+from stagewise.ledger import Ledger
+from stagewise.plan import Plan, build_plan
+from stagewise.study.model import Gate, Study
+
+
+def _r(value: float | None) -> float | None:
+    # Sums such as 0.2 + 2 + ... + 72 carry binary noise (169.20000000000002); nine decimals
+    # is far below a second of GPU time and prints the hours as a person would write them.
+    return None if value is None else round(value, 9)
+
+
+def final_gate(study: Study) -> Gate | None:
+    """The last confirm gate of the study (the last gate when none confirms)."""
+    gates = list(study.gates.values())
+    confirms = [g for g in gates if g.kind == "confirm"]
+    if confirms:
+        return confirms[-1]
+    return gates[-1] if gates else None
+
+
+def gate_candidates(plan: Plan, gate: Gate) -> tuple[str, ...] | None:
+    """The conditions every pooled stage of the gate plans (None while one is unknown)."""
+    sets = []
+    for sid in gate.stages:
+        cands = plan.stage(sid).candidates
+        if cands is None:
+            return None
+        sets.append(set(cands))
+    common = set.intersection(*sets) if sets else set()
+    order = plan.study.condition_ids
+    return tuple(c for c in order if c in common)
+
+
+def _cf_dict(cf: Counterfactual) -> dict[str, Any]:
+    return {
+        "gate": cf.gate,
+        "scenario": cf.scenario,
+        "candidates": cf.candidates,
+        "through_stages": list(cf.through_stages),
+        "confirmation_gpu_hours": _r(cf.confirmation_gpu_hours),
+        "added_vs_executed": _r(cf.added_vs_executed),
+    }
+
+
+def _stage_dict(sb: StageBudget) -> dict[str, Any]:
+    return {
+        "stage": sb.stage,
+        "candidates": sb.candidates,
+        "seeds": sb.seeds,
+        "hosts": sb.hosts,
+        "budget_seconds": sb.budget_seconds,
+        "budget_hours": sb.budget_hours,
+        "budgeted_gpu_hours": _r(sb.budgeted_gpu_hours),
+        "recorded_gpu_hours": _r(sb.recorded_gpu_hours),
+        "runs_recorded": sb.runs_recorded,
+    }
+
+
+def budget(study: Study, ledger: Ledger) -> dict[str, Any]:
+    """The object of `stagewise budget --json`."""
+    plan = build_plan(study, ledger)
+    runs = ledger.runs()
+    stages = {
+        sp.stage.stage_id: stage_budget(
+            sp.stage.stage_id,
+            sp.candidate_count if sp.known else None,
+            len(sp.stage.seeds),
+            len(sp.stage.hosts),
+            sp.stage.budget_seconds,
+            runs,
+        )
+        for sp in plan.stages
+    }
+    budgeted = total([s.budgeted_gpu_hours for s in stages.values()])
+    recorded_values = [s.recorded_gpu_hours for s in stages.values() if s.recorded_gpu_hours]
+    final = final_gate(study)
+    counterfactuals: list[Counterfactual] = []
+    if final is not None:
+        final_stages = [stages[sid] for sid in final.stages]
+        executed = total([s.budgeted_gpu_hours for s in final_stages])
+        executed_n = gate_candidates(plan, final)
+        counterfactuals.append(
+            counterfactual(
+                None,
+                f"executed: {len(executed_n) if executed_n is not None else '?'} candidates "
+                f"through {', '.join(final.stages)} (gate {final.gate_id})",
+                len(executed_n) if executed_n is not None else None,
+                final_stages,
+                executed,
+            )
+        )
+        gates = list(study.gates.values())
+        upstream = gates[: gates.index(final)]
+        for gate in reversed(upstream):
+            if gate.kind != "promote":
+                continue
+            cands = gate_candidates(plan, gate)
+            n = len(cands) if cands is not None else None
+            counterfactuals.append(
+                counterfactual(
+                    gate.gate_id,
+                    f"continue all {n if n is not None else '?'} candidates of {gate.gate_id} "
+                    f"({'+'.join(gate.stages)}) through {', '.join(final.stages)}",
+                    n,
+                    final_stages,
+                    executed,
+                )
+            )
+    return {
+        "study": study.name,
+        "stages": [_stage_dict(s) for s in stages.values()],
+        "total_budgeted_gpu_hours": _r(budgeted),
+        "total_recorded_gpu_hours": _r(sum(recorded_values)) if recorded_values else None,
+        "final_gate": final.gate_id if final else None,
+        "counterfactuals": [_cf_dict(cf) for cf in counterfactuals],
+    }
