@@ -23,7 +23,6 @@ study_cmds.register(app)
 runner_cmds.register(app)
 run_cmds.register(app)
 gate_cmds.register(app)
-gate_cmds.register(app)
 report_cmds.register(app)
 
 
