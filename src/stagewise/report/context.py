@@ -47,6 +47,7 @@ class ReportContext:
     chain_problems: list[str]
     gates: list[GateView]
     budget: dict[str, Any] | None
+    budget_note: str
     published: list[PublishedTable]
 
     def gate(self, gate_id: str) -> GateView:
@@ -94,15 +95,19 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
         freezes = ledger.freezes(gate.gate_id)
         decisions = ledger.decisions(gate.gate_id)
         active = ledger.active_decision(gate.gate_id)
-        result = analyses.gate_result(study, ledger, gate.gate_id) if cells else None
-        sensitivity = analyses.sensitivity_result(study, ledger, gate.gate_id) if cells else None
         pending = []
+        result, sensitivity = None, None
+        if cells:
+            result, why = analyses.gate_result(study, ledger, gate.gate_id)
+            if result is None:
+                pending.append(f"analysis not available: {why}")
+            sensitivity, why = analyses.sensitivity_result(study, ledger, gate.gate_id)
+            if why:
+                pending.append(f"sensitivity not available: {why}")
         if not freezes:
             pending.append("rule not frozen yet")
         if not cells:
             pending.append(f"no results yet for {', '.join(gate.stages)}")
-        elif result is None:
-            pending.append("analysis not available")
         if active is None:
             pending.append("no decision recorded")
         views.append(
@@ -118,6 +123,7 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
                 pending=pending,
             )
         )
+    budget, budget_note = analyses.budget_result(study, ledger)
     return ReportContext(
         study=study,
         plan=plan,
@@ -127,6 +133,7 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
         events=ledger.events(),
         chain_problems=ledger.verify_chain(),
         gates=views,
-        budget=analyses.budget_result(study, ledger),
+        budget=budget,
+        budget_note=budget_note,
         published=published,
     )

@@ -362,26 +362,48 @@ def cells_table_of(study: Study, gate: Gate, cells: list[dict[str, Any]]) -> Tab
     )
 
 
-AGREEMENT_KEYS = ("agreement", "rank_agreement", "stability", "leave_one_out", "loo_stability")
-
-
 def agreement_rows(gate_id: str, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Kendall's W, host-pair tau/rho and leave-one-cell-out stability of one gate object."""
     rows: list[dict[str, Any]] = []
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for i, v in enumerate(value):
-                tag = v.get("pair") or v.get("hosts") or v.get("cell") or i
-                walk(f"{prefix}[{flatten(tag)}]", {k: x for k, x in v.items()})
-        else:
-            rows.append({"gate": gate_id, "measure": prefix, "value": flatten(value)})
-
-    for key in AGREEMENT_KEYS:
-        if key in result:
-            walk(key, result[key])
+    ag = result.get("agreement") or {}
+    if "kendalls_w" in ag:
+        rows.append(
+            {
+                "gate": gate_id,
+                "measure": "Kendall's W over cells",
+                "between": "all cells",
+                "value": ag["kendalls_w"],
+            }
+        )
+    for pair in ag.get("hosts", []):
+        between = f"{pair.get('host_a')} vs {pair.get('host_b')} (mean ranks)"
+        rows.append(
+            {
+                "gate": gate_id,
+                "measure": "Kendall tau",
+                "between": between,
+                "value": pair.get("kendall_tau"),
+            }
+        )
+        rows.append(
+            {
+                "gate": gate_id,
+                "measure": "Spearman rho",
+                "between": between,
+                "value": pair.get("spearman_rho"),
+            }
+        )
+    st = result.get("stability") or {}
+    if st.get("cells_left_out"):
+        rows.append(
+            {
+                "gate": gate_id,
+                "measure": "leave-one-cell-out: promoted set unchanged (fraction)",
+                "between": f"{st['cells_left_out'] - st.get('changed', 0)} of "
+                f"{st['cells_left_out']} cells left out",
+                "value": st.get("unchanged_fraction"),
+            }
+        )
     return rows
 
 
@@ -395,64 +417,103 @@ def agreement_table(ctx: ReportContext) -> Table | None:
     return Table(
         "agreement",
         "Rank agreement and leave-one-cell-out stability",
-        ["gate", "measure", "value"],
+        ["gate", "measure", "between", "value"],
         rows,
-        note="Kendall's W over cells; Kendall tau / Spearman rho between hosts' mean rankings",
+        note="Kendall's W over cells; Kendall tau / Spearman rho between hosts' mean rankings; "
+        "null where a statistic does not exist (fewer than two conditions or hosts)",
         sources=[*STUDY_SOURCES, RUNS_SOURCE],
         command="stagewise gate STUDY GATE --json",
     )
 
 
+SENSITIVITY_COLUMNS = (
+    "label",
+    "condition_id",
+    "rule_description",
+    "statistic",
+    "role",
+    "observed",
+    "declared_threshold",
+    "declared_verdict",
+    "smallest_passing_threshold",
+    "flip_threshold",
+    "note",
+)
+
+
 def sensitivity_table(view: GateView) -> Table | None:
     sens = view.sensitivity
-    if not sens:
+    if not sens or not isinstance(sens.get("rows"), list) or not sens["rows"]:
         return None
-    rows = None
-    for key in ("rows", "checks", "rules", "sensitivity"):
-        if isinstance(sens.get(key), list):
-            rows = sens[key]
-            break
-    if rows is None:
-        return None
-    table = rows_table(
+    grid = [float(g) for g in sens.get("grid", [])]
+    grid_cols = [f"at {g:g}" for g in grid]
+    rows = []
+    for raw in sens["rows"]:
+        row = {c: raw.get(c) for c in SENSITIVITY_COLUMNS}
+        for col, point in zip(grid_cols, raw.get("grid", []), strict=False):
+            row[col] = point.get("verdict")
+        rows.append(row)
+    return Table(
         f"sensitivity_{view.gate_id}",
         f"Gate {view.gate_id}: threshold sensitivity",
-        [dict(r) for r in rows],
+        [*SENSITIVITY_COLUMNS, *grid_cols],
+        rows,
+        note="each threshold rule re-evaluated over the grid, for its declared statistic and its "
+        "diagnostic twin; 'at t' = verdict with threshold t",
         sources=[*STUDY_SOURCES, RUNS_SOURCE],
         command=f"stagewise sensitivity STUDY {view.gate_id} --json",
     )
-    grid = sens.get("grid")
-    if grid:
-        table.note = f"grid: {', '.join(str(g) for g in grid)}"
-    return table
 
 
 # --------------------------------------------------------------------------- budget and runs
+
+
+BUDGET_COLUMNS = (
+    "stage",
+    "candidates",
+    "seeds",
+    "hosts",
+    "budget_hours",
+    "budgeted_gpu_hours",
+    "recorded_gpu_hours",
+    "runs_recorded",
+)
+COUNTERFACTUAL_COLUMNS = (
+    "scenario",
+    "gate",
+    "candidates",
+    "through_stages",
+    "confirmation_gpu_hours",
+    "added_vs_executed",
+)
 
 
 def budget_tables(ctx: ReportContext) -> list[Table]:
     budget = ctx.budget
     if not budget:
         return []
-    tables = []
-    for key, name, title in (
-        ("stages", "budget", "Budget: budgeted and recorded GPU-hours per stage"),
-        ("counterfactuals", "budget_counterfactuals", "Budget counterfactuals"),
-    ):
-        rows = budget.get(key)
-        if isinstance(rows, list) and rows:
-            table = rows_table(
-                name,
-                title,
-                [dict(r) for r in rows],
-                sources=[*STUDY_SOURCES, RUNS_SOURCE, "decisions/decisions.json"],
-                command="stagewise budget STUDY --json",
-            )
-            tables.append(table)
-    totals = {k: v for k, v in budget.items() if not isinstance(v, list | dict)}
-    if totals and tables:
-        tables[0].note = "; ".join(f"{k}: {v}" for k, v in totals.items())
-    return tables
+    sources = [*STUDY_SOURCES, RUNS_SOURCE, "decisions/decisions.json"]
+    stages = Table(
+        "budget",
+        "Budget: budgeted and recorded GPU-hours per stage",
+        list(BUDGET_COLUMNS),
+        [{c: r.get(c) for c in BUDGET_COLUMNS} for r in budget.get("stages", [])],
+        note=f"total budgeted GPU-hours: {budget.get('total_budgeted_gpu_hours')}; total "
+        f"recorded: {budget.get('total_recorded_gpu_hours')} (sum of training time of recorded "
+        "runs; none where the results carry no training time)",
+        sources=sources,
+        command="stagewise budget STUDY --json",
+    )
+    counter = Table(
+        "budget_counterfactuals",
+        "Budget counterfactuals: continue all candidates of a gate to the final confirmation",
+        list(COUNTERFACTUAL_COLUMNS),
+        [{c: r.get(c) for c in COUNTERFACTUAL_COLUMNS} for r in budget.get("counterfactuals", [])],
+        note=f"final gate: {budget.get('final_gate')}; GPU-hours of its stages in each scenario",
+        sources=sources,
+        command="stagewise budget STUDY --json",
+    )
+    return [stages, counter] if counter.rows else [stages]
 
 
 def run_row(rec: Any) -> dict[str, Any]:

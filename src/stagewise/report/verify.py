@@ -245,8 +245,10 @@ def rederive(bundle: Path, report: VerifyReport) -> None:
             report.problems.append(
                 f"tables/cells_{gate.gate_id}.json: no cells in the bundled runs"
             )
-        result = (
-            analyses.gate_result_from_runs(study, runs, gate.gate_id, candidates) if cells else None
+        result, why = (
+            analyses.gate_result_from_runs(study, runs, gate.gate_id, candidates)
+            if cells
+            else (None, "")
         )
         table = gate_table_of(gate, result)
         if table is not None:
@@ -259,6 +261,7 @@ def rederive(bundle: Path, report: VerifyReport) -> None:
         elif expected_gate.exists():
             report.problems.append(
                 f"tables/gate_{gate.gate_id}.json: cannot be re-derived from the bundled runs"
+                + (f" ({why})" if why else "")
             )
     compare_table(bundle, failed_runs_table_of(runs), report)
 
