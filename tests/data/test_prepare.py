@@ -168,11 +168,14 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
     root: Path
     requests: list[tuple[str, str | None]]
     fail_first: set[str]
+    ignore_range = False
 
     def do_GET(self) -> None:
         name = self.path.rsplit("/", 1)[-1]
         rng = self.headers.get("Range")
         self.requests.append((name, rng))
+        if self.ignore_range:
+            rng = None
         if name in self.fail_first:
             self.fail_first.discard(name)
             self.send_error(503)
@@ -234,6 +237,18 @@ def test_resume_partial_file(tmp_path: Path, server: tuple[str, type[RangeHandle
     assert dest.read_bytes() == full
     assert handler.requests == [(name, "bytes=1000-"), (name, "bytes=1000-")]
     assert not dest.with_name(name + ".partial").exists()
+
+
+def test_server_without_range_support_restarts(
+    tmp_path: Path, server: tuple[str, type[RangeHandler]]
+) -> None:
+    url, handler = server
+    handler.ignore_range = True  # answers 200 with the whole file: appending would corrupt it
+    name = sh.shard_name(2)
+    dest = tmp_path / name
+    dest.with_name(name + ".partial").write_bytes(b"stale bytes from an older attempt")
+    download_file(f"{url}/{name}", dest, backoff=0.01)
+    assert dest.read_bytes() == (handler.root / name).read_bytes()
 
 
 def test_missing_remote_shard(tmp_path: Path, server: tuple[str, type[RangeHandler]]) -> None:

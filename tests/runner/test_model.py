@@ -131,6 +131,23 @@ def test_depth_one_trains_a_step() -> None:
     assert math.isfinite(loss.item())
 
 
+@pytest.mark.filterwarnings("ignore")  # flex_attention warns that eager mode is unfused
+def test_flex_block_mask_matches_sdpa_mask_on_cpu() -> None:
+    """The CUDA path's block masks admit exactly the keys the SDPA masks admit (forward only:
+    flex_attention has no CPU backward)."""
+    cfg = GPTConfig(sequence_len=256, vocab_size=512, n_layer=2, n_head=1, head_dim=64)
+    model = _model(cfg)
+    idx = torch.randint(0, 512, (1, 256), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        model.prepare_attention(256, flex=False)
+        sdpa = model(idx)
+        model._masks.clear()
+        model.prepare_attention(256, flex=True)
+        assert not isinstance(model._masks[(256, 128)], torch.Tensor)
+        flex = model(idx)
+    torch.testing.assert_close(flex, sdpa, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="flex_attention needs a CUDA GPU")
 def test_flex_attention_matches_sdpa_on_cuda() -> None:
     cfg = GPTConfig(sequence_len=256, vocab_size=512, n_layer=4, n_head=2, head_dim=64)

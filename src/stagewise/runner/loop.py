@@ -122,6 +122,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             raise
         summary.update(status="oom", cause=f"out of memory: {str(exc).splitlines()[0][:300]}")
     finally:
+        gc.unfreeze()  # an in-process caller (tests, a Ray worker) gets a normal GC back
         if gc_was_enabled:
             gc.enable()
     _finish(summary, out, t_start)
