@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib
 import os
 import signal
 import socket
@@ -196,6 +195,10 @@ class StageState:
                 "cause": o.cause,
                 "val_bpb": o.val_bpb,
                 "seconds": round(o.elapsed_seconds, 3),
+                "startup_seconds": (
+                    round(o.startup_seconds, 3) if o.startup_seconds is not None else None
+                ),
+                "worker": o.worker,
                 "attempt": o.attempt,
                 "log": o.log_path,
             }
@@ -219,14 +222,10 @@ class StageState:
 
 # ---------------------------------------------------------------------- the driver
 def _require_frozen(study: Study, ledger: Ledger, gate_id: str) -> None:
-    """`stagewise.gates.freeze.require_frozen`, imported late (gates do not import executors)."""
-    try:
-        freeze: Any = importlib.import_module("stagewise.gates.freeze")
-    except ImportError:
-        raise FrozenRuleMismatch(
-            f"gate {gate_id} cannot be checked: this stagewise has no gate freezing"
-        ) from None
-    freeze.require_frozen(study, ledger, gate_id)
+    # Imported here: the gates package sits above the executors in the layering.
+    from stagewise.gates.freeze import require_frozen
+
+    require_frozen(study, ledger, gate_id)
 
 
 def require_frozen_gates(
@@ -243,8 +242,8 @@ def require_frozen_gates(
         except FrozenRuleMismatch as exc:
             if not allow_unfrozen:
                 raise FrozenRuleMismatch(
-                    f"stage {stage_id} is pooled by gate {gate.gate_id}: {exc}; freeze it first "
-                    f"(`stagewise freeze {study.root} {gate.gate_id}`) or pass --allow-unfrozen"
+                    f"stage {stage_id} cannot run: {exc} (or pass --allow-unfrozen to run "
+                    "anyway; that is recorded in the ledger)"
                 ) from None
             problems.append(f"{gate.gate_id}: {exc}")
     if problems:
