@@ -203,7 +203,6 @@ class GateResult:
 
 def apply_gate(study: Study, ledger: Ledger, gate_id: str) -> GateResult:
     """Apply a frozen gate, record the computed decision and write `decisions/<gate>.*`."""
-    freeze = require_frozen(study, ledger, gate_id)
     active = ledger.active_decision(gate_id)
     if active is not None and active.manual:
         raise DecisionError(
@@ -211,6 +210,7 @@ def apply_gate(study: Study, ledger: Ledger, gate_id: str) -> GateResult:
             f"withdraw it first with `stagewise decide {study.root} {gate_id} --withdraw "
             f'--reason "..."`'
         )
+    freeze = require_frozen(study, ledger, gate_id)
     ev = evaluate_gate(study, gate_id, ledger.runs(), plan_candidates(study, ledger))
     if not ev.pool.complete:
         missing = ", ".join(sorted(ev.pool.missing)) or "none planned"
