@@ -497,7 +497,11 @@ def budget(ctx: ReportContext) -> Figure | str:
     ax.set_xticks(list(xs), names, rotation=45, ha="right")
     ax.set_xlabel("stage")
     ax.set_ylabel("GPU-hours")
-    ax.set_title("Budgeted vs recorded GPU-hours per stage")
+    no_record = all(r is None or r == 0 for r in recorded)
+    ax.set_title(
+        "Budgeted vs recorded GPU-hours per stage"
+        + ("\n(no recorded training time yet)" if no_record else "")
+    )
     ax.legend(fontsize=7, frameon=False)
     if counter:
         ax2 = axes[0, 1]
@@ -530,6 +534,8 @@ def budget(ctx: ReportContext) -> Figure | str:
         ax2.set_xlabel("GPU-hours")
         ax2.set_ylabel("scenario")
         ax2.set_title("Counterfactuals" + (f"\n({PUBLISHED_LABEL})" if counter_published else ""))
-        ax2.legend(fontsize=7, frameon=False, loc="lower right")
+        ax2.legend(
+            fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2
+        )
     fig.tight_layout()
     return cast("Figure", fig)

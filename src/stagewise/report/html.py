@@ -18,7 +18,7 @@ from stagewise.ledger import Ledger
 from stagewise.report.context import GateView, ReportContext, collect
 from stagewise.report.figures import RenderedFigure, render_figures
 from stagewise.report.published import PUBLISHED_LABEL
-from stagewise.report.tables import Table, all_tables
+from stagewise.report.tables import GATE_COLUMNS, Table, all_tables
 from stagewise.study import load_study
 
 CSS = """
@@ -58,7 +58,11 @@ def fmt_cell(value: Any) -> tuple[str, bool]:
     if isinstance(value, float):
         if not math.isfinite(value):
             return "-", True
-        return (f"{value:.6f}" if abs(value) < 1e6 else f"{value:.6g}"), True
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value)), True
+        # Six decimals is the printed precision of val_bpb; trailing zeros say nothing.
+        text = f"{value:.6f}".rstrip("0")
+        return (text + "0" if text.endswith(".") else text), True
     if isinstance(value, int):
         return str(value), True
     if isinstance(value, list | tuple):
@@ -69,9 +73,13 @@ def fmt_cell(value: Any) -> tuple[str, bool]:
 BADGE_COLUMNS = ("verdict", "decision", "status")
 
 
-def render_table(table: Table | None, *, caption: bool = True) -> str:
+def render_table(
+    table: Table | None, *, caption: bool = True, columns: list[str] | None = None
+) -> str:
+    """A table as HTML; `columns` picks (and orders) what is shown, the files keep them all."""
     if table is None:
         return ""
+    shown = [c for c in (columns or table.columns) if c in table.columns]
     parts = []
     if caption:
         parts.append(f"<h4 id='t-{e(table.name)}'>{e(table.title)}</h4>")
@@ -80,11 +88,11 @@ def render_table(table: Table | None, *, caption: bool = True) -> str:
     if not table.rows:
         parts.append("<p class='note'>(no rows)</p>")
     else:
-        head = "".join(f"<th>{e(c)}</th>" for c in table.columns)
+        head = "".join(f"<th>{e(c)}</th>" for c in shown)
         body = []
         for row in table.rows:
             cells = []
-            for col in table.columns:
+            for col in shown:
                 text, numeric = fmt_cell(row.get(col))
                 if col in BADGE_COLUMNS and text:
                     cells.append(
@@ -174,13 +182,37 @@ def render_gate(ctx: ReportContext, view: GateView, tables: dict[str, Table]) ->
         out.append("<h4>Decision</h4><ul>" + "".join(items) + "</ul>")
     # Analysis
     if view.result is not None:
-        out.append(render_table(tables.get(f"gate_{gate.gate_id}")))
+        shown = [
+            "label",
+            "role",
+            "verdict",
+            *[
+                c
+                for c in GATE_COLUMNS
+                if c not in ("condition_id", "label", "role", "verdict", "reasons")
+            ],
+        ]
+        out.append(render_table(tables.get(f"gate_{gate.gate_id}"), columns=shown))
+        out.append(
+            "<h4>Verdicts and reasons</h4><ul>"
+            + "".join(
+                f"<li><span class='badge {e(c.get('verdict'))}'>{e(c.get('verdict'))}</span>"
+                f"<b>{e(c.get('label'))}</b> <span class='note'>({e(c.get('condition_id'))})</span><ul>"
+                + "".join(f"<li>{e(r)}</li>" for r in c.get("reasons", []))
+                + "</ul></li>"
+                for c in view.result.get("conditions", [])
+            )
+            + "</ul>"
+        )
         if view.active is None or view.active.manual:
             out.append(
                 "<p class='note'>This analysis is computed from the recorded cells; "
                 "no computed decision has been recorded for it yet.</p>"
             )
-    out.append(render_table(tables.get(f"sensitivity_{gate.gate_id}")))
+    sens = tables.get(f"sensitivity_{gate.gate_id}")
+    if sens is not None:
+        drop = {"condition_id", "rule_description", "flip_threshold"}
+        out.append(render_table(sens, columns=[c for c in sens.columns if c not in drop]))
     for pub in view.published:
         out.append(
             "<div class='pub'>" + render_table(tables.get(f"published_{pub.name}")) + "</div>"
@@ -208,8 +240,12 @@ def render_figure(fig: RenderedFigure) -> str:
 
 def pending_items(ctx: ReportContext) -> list[str]:
     items = []
+    published_stages = {s: p.relpath for p in ctx.published for s in p.stages}
     for st in ctx.status["stages"]:
         runs = st["runs"]
+        recorded = sum(v for k, v in runs.items() if k != "pending")
+        if recorded == 0 and st["stage"] in published_stages:
+            continue  # only a published summary exists; shown as such, nothing to wait for
         if st["planned_runs"] is None:
             items.append(f"stage {st['stage']}: candidates pending ({st['candidate_source']})")
         elif not st["complete"]:
@@ -218,7 +254,7 @@ def pending_items(ctx: ReportContext) -> list[str]:
                 f" ({runs['pending']} pending, {runs['failed']} failed)"
             )
     for view in ctx.gates:
-        if view.pending:
+        if view.pending and not (view.active is not None and view.active.manual):
             items.append(f"gate {view.gate_id}: {'; '.join(view.pending)}")
     return items
 
