@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from stagewise.cli import gate_cmds, report_cmds, run_cmds, runner_cmds, study_cmds
+from stagewise.cli import demo_cmd, gate_cmds, report_cmds, run_cmds, runner_cmds, study_cmds
 from stagewise.cli.common import err_console
 from stagewise.errors import StagewiseError
 
@@ -24,6 +24,7 @@ runner_cmds.register(app)
 run_cmds.register(app)
 gate_cmds.register(app)
 report_cmds.register(app)
+demo_cmd.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,44 @@
+"""`stagewise demo`: the main job on the embedded corpus, on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stagewise.cli.common import console
+from stagewise.demo import run_demo, summary_lines
+from stagewise.executors.progress import LiveReporter, PlainReporter
+from stagewise.executors.stage import Reporter
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Study folder to create (or resume).")] = Path(
+        "stagewise-demo"
+    ),
+    workers: Annotated[
+        int | None,
+        typer.Option(help="At most this many runs at once (default: one per host block)."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Shorter budgets (about 3 minutes; for tests).")
+    ] = False,
+) -> None:
+    """Run a complete staged promotion study on the embedded corpus, on CPU: freeze, run, gate,
+    repeat; then sensitivity, budget, report and bundle. Interrupt it and run it again to resume."""
+
+    def reporter() -> Reporter:
+        return LiveReporter(console) if console.is_terminal else PlainReporter(console)
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    result = run_demo(out, quick=quick, workers=workers, reporter_factory=reporter, say=say)
+    console.rule("summary")
+    for line in summary_lines(result):
+        say(line)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
