@@ -1,0 +1,71 @@
+"""`stagewise demo --quick` end to end: the ledger, decisions, report and bundle it leaves."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.slow
+def test_quick_demo_leaves_a_complete_study(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = run_cli("demo", "--out", out, "--quick")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout
+    for fragment in (
+        "gate g_screen: frozen",
+        "gate g_replicate: frozen",
+        "gate g_confirm: frozen",
+        "stage screen:",
+        "stage confirm:",
+        "summary",
+        "report:",
+        "bundle:",
+    ):
+        assert fragment in text, fragment
+
+    conn = sqlite3.connect(out / "ledger.sqlite")
+    rows = conn.execute(
+        "SELECT stage, status, COUNT(*) FROM runs GROUP BY stage, status"
+    ).fetchall()
+    freezes = conn.execute("SELECT gate, post_hoc FROM freezes ORDER BY id").fetchall()
+    decisions = conn.execute(
+        "SELECT gate, kind FROM decisions WHERE withdrawn_at IS NULL"
+    ).fetchall()
+    conn.close()
+    by_stage = {stage: n for stage, status, n in rows if status == "succeeded"}
+    assert not [r for r in rows if r[1] != "succeeded"]
+    assert by_stage["screen"] == 12  # six recipes x one seed x two host blocks
+    assert by_stage["replicate"] % 4 == 0 and by_stage["confirm"] % 4 == 0
+    # Every gate was frozen before its stage ran, so no freeze is post hoc.
+    assert [g for g, _ in freezes] == ["g_screen", "g_replicate", "g_confirm"]
+    assert not any(post_hoc for _, post_hoc in freezes)
+    assert sorted(g for g, _ in decisions) == ["g_confirm", "g_replicate", "g_screen"]
+
+    confirm = json.loads((out / "decisions" / "g_confirm.json").read_text())
+    assert confirm["kind"] == "confirm" and len(confirm["cells"]) == 4
+    assert {c["verdict"] for c in confirm["conditions"]} <= {"pass", "fail", "untested"}
+    assert (out / "report" / "report.html").stat().st_size > 10_000
+    assert (out / "bundle" / "MANIFEST.json").is_file()
+    assert run_cli("verify", out / "bundle").returncode == 0
+
+    # Running it again resumes: nothing is rerun, the same decisions stand.
+    again = run_cli("demo", "--out", out, "--quick")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already frozen" in again.stdout
+    conn = sqlite3.connect(out / "ledger.sqlite")
+    attempts = conn.execute("SELECT MAX(attempts) FROM runs").fetchone()[0]
+    conn.close()
+    assert attempts == 1
+
+
+def test_demo_refuses_a_foreign_folder(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    proc = run_cli("demo", "--out", tmp_path / "x", "--quick")
+    assert proc.returncode == 2 and "not a demo study" in proc.stderr
