@@ -74,8 +74,9 @@ difference. Without stagewise, `sha256sum` over the files listed in `MANIFEST.cs
 ## Scrubbing
 
 Paths, log files, checkpoints, run owners and raw run summaries are left out. In every other
-text the study folder reads `<study>`, the home folder `<home>`, the user name `<user>`, the
-machine's name `<host>`, and any other absolute path `<path>/<file name>`. Host *block* names
+text a path inside the study folder reads `<study>/...`, any other absolute path
+`<path>/<file name>`, the home folder `<home>`, the user name `<user>` and the machine's name
+`<host>`. Host *block* names
 (the study's own names for groups of machines) are kept.
 
 Counts: {runs} runs, {tables} tables, {figures} figures, {events} ledger events, chain {chain}.
@@ -267,11 +268,15 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
     tables = [t for t in all_tables(ctx) if t.name != "runs"]
     for table in tables:
         scrub_table(table, scrub)
-        w.text(f"tables/{table.name}.csv", table.to_csv())
-        w.text(f"tables/{table.name}.json", table.to_json())
+        files = [f"tables/{table.name}.json"]
+        if table.rows:
+            # An empty table is JSON only: a CSV of a lone header line says nothing.
+            files.insert(0, f"tables/{table.name}.csv")
+            w.text(files[0], table.to_csv())
+        w.text(files[-1], table.to_json())
         table_manifest[table.name] = {
             "title": table.title,
-            "files": [f"tables/{table.name}.csv", f"tables/{table.name}.json"],
+            "files": files,
             "sources": [sources_fix.get(s, s) for s in table.sources],
             "command": table.command or "stagewise report STUDY",
             "published_summary": table.published,

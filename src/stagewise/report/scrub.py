@@ -1,9 +1,9 @@
 """Scrubbing: what leaves the machine carries no path, user name or host name of it.
 
-Every string written into an audit bundle passes through `Scrubber.text`: the study folder
-becomes `<study>`, the home folder `<home>`, the user name `<user>`, the machine's host name
-`<host>` (whole tokens, so a host *block* named `linux-l40s` stays), and any other absolute path
-is cut to `<path>/<file name>`.
+Every string written into an audit bundle passes through `Scrubber.text`: paths inside the study
+folder become `<study>/...`; any other absolute path (POSIX, Windows or ~/) is cut to
+`<path>/<file name>`; a bare home folder becomes `<home>`; the user name `<user>` and the
+machine's host name `<host>` (whole tokens, so a host *block* named `linux-l40s` stays).
 """
 
 from __future__ import annotations
@@ -34,14 +34,17 @@ class Scrubber:
             for form in {str(root), str(Path(root).resolve())}:
                 if len(form) > 1:
                     prefixes[form.rstrip("/")] = "<study>"
-        home = os.path.expanduser("~")
-        if home and home not in ("/", "~"):
-            prefixes.setdefault(home, "<home>")
-            prefixes.setdefault(str(Path(home).resolve()), "<home>")
-        # Longest first: the study folder may sit inside the home folder.
+        # Longest first: one study folder may sit inside another form of it.
         self.prefixes = sorted(prefixes.items(), key=lambda kv: -len(kv[0]))
+        # Paths under the home folder are cut by the path rule; what is left of it goes here.
+        home = os.path.expanduser("~")
+        self.homes = (
+            sorted({home, str(Path(home).resolve())}, key=len, reverse=True)
+            if home and home not in ("/", "~")
+            else []
+        )
         self.names: list[tuple[re.Pattern[str], str]] = []
-        self.forbidden: list[str] = [p for p, _ in self.prefixes]
+        self.forbidden: list[str] = [p for p, _ in self.prefixes] + self.homes
         for name, repl in (
             (_user(), "<user>"),
             (_host(), "<host>"),
@@ -57,6 +60,8 @@ class Scrubber:
         value = _POSIX.sub(lambda m: "<path>/" + m.group(1), value)
         value = _WINDOWS.sub(lambda m: "<path>/" + m.group(1), value)
         value = _TILDE.sub(lambda m: "<path>/" + m.group(1), value)
+        for home in self.homes:
+            value = value.replace(home, "<home>")
         for pattern, repl in self.names:
             value = pattern.sub(repl, value)
         return value
