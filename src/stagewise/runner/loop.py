@@ -162,7 +162,6 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     from stagewise.data.tokenizer import load_token_bytes
     from stagewise.runner.checkpoint import CHECK_BATCHES, check_bpb, save_checkpoint
     from stagewise.runner.device import setup_device, versions
-    from stagewise.runner.model import GPT, GPTConfig
     from stagewise.runner.optim import build_optimizer
 
     out = Path(cfg.out)
@@ -198,24 +197,12 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     )
 
     # --- model ---
-    gpt_config = GPTConfig.from_train_config(cfg, vocab_size)
-    if setup.kind == "cuda":
-        # Allocate on the meta device, then materialise once on the GPU (no CPU round trip).
-        # Not on CPU: meta-device init imports torch._dynamo, a second of start-up for nothing.
-        with torch.device("meta"):
-            model = GPT(gpt_config)
-        model.to_empty(device=setup.device)
-    else:
-        model = GPT(gpt_config)
-    model.init_weights()
-    if setup.autocast:
-        model.cast_embeddings(torch.bfloat16)
-    model.prepare_attention(cfg.sequence_len, flex=setup.kind == "cuda" and setup.compile)
+    model = build_model(cfg, vocab_size, setup)
     num_params = model.num_params()
     flops_per_token = model.estimate_flops()
     summary.update(num_params=num_params, num_params_M=num_params / 1e6)
     print(
-        f"model: depth={cfg.depth} model_dim={gpt_config.n_embd} heads={gpt_config.n_head} "
+        f"model: depth={cfg.depth} model_dim={cfg.model_dim} heads={cfg.n_head} "
         f"vocab={vocab_size} params={num_params:,} flops/token={flops_per_token:.3e}",
         flush=True,
     )
@@ -235,9 +222,9 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
 
     # --- loop ---
     x, y, epoch = next(train_loader)
-    step, training_time, smooth = 0, 0.0, 0.0
+    step, training_time = 0, 0.0
     loss_log: list[tuple[int, float, float, float]] = []
-    last_print, tokens_since_print, time_since_print = time.time(), 0, 0.0
+    printer = ProgressPrinter(flops_per_token, setup.peak_flops)
     t_start_training = time.time()
     try:
         while True:
@@ -274,38 +261,28 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
             if step > UNTIMED_STEPS:
                 training_time += dt
             loss_log.append((step, progress, loss_f, lrm))
-            smooth = EMA_BETA * smooth + (1 - EMA_BETA) * loss_f
             if step == 0:
                 # Python's GC causes long pauses once many tensors exist; freeze what setup made.
                 gc.collect()
                 gc.freeze()
                 gc.disable()
             step += 1
-            tokens_since_print += cfg.total_batch_size
-            time_since_print += dt
             if cfg.deterministic:
                 assert cfg.steps is not None
                 done = step >= cfg.steps
-                remaining = (cfg.steps - step) * (training_time / max(1, step - UNTIMED_STEPS - 1))
+                remaining = (cfg.steps - step) * (time.time() - t_start_training) / step
             else:
                 done = step > UNTIMED_STEPS and training_time >= cfg.time_budget
                 remaining = max(0.0, cfg.time_budget - training_time)
-            now = time.time()
-            if done or now - last_print >= PRINT_EVERY_S or step == 1:
-                tok_s = tokens_since_print / max(time_since_print, 1e-9)
-                mfu = (
-                    (100 * flops_per_token * tok_s / setup.peak_flops)
-                    if setup.peak_flops
-                    else float("nan")
-                )
-                shown = progress if not done else 1.0
-                print(
-                    f"progress: step={step} progress={shown:.4f} "
-                    f"loss={smooth / (1 - EMA_BETA**step):.6f} tok_per_s={tok_s:.1f} "
-                    f"mfu={mfu:.2f} remaining_s={remaining:.1f}",
-                    flush=True,
-                )
-                last_print, tokens_since_print, time_since_print = now, 0, 0.0
+            printer.update(
+                step,
+                1.0 if done else progress,
+                loss_f,
+                cfg.total_batch_size,
+                dt,
+                remaining,
+                force=done,
+            )
             if done:
                 break
     finally:
@@ -360,6 +337,65 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     )
     summary.update(round_fields(summary))
     print(format_block(summary), flush=True)
+
+
+def build_model(cfg: TrainConfig, vocab_size: int, setup: Any) -> Any:
+    """A freshly initialised GPT on the device, embeddings in the compute dtype, masks ready."""
+    import torch
+
+    from stagewise.runner.model import GPT, GPTConfig
+
+    gpt_config = GPTConfig.from_train_config(cfg, vocab_size)
+    if setup.kind == "cuda":
+        # Allocate on the meta device, then materialise once on the GPU (no CPU round trip).
+        # Not on CPU: meta-device init imports torch._dynamo, a second of start-up for nothing.
+        with torch.device("meta"):
+            model = GPT(gpt_config)
+        model.to_empty(device=setup.device)
+    else:
+        model = GPT(gpt_config)
+    model.init_weights()
+    if setup.autocast:
+        model.cast_embeddings(torch.bfloat16)
+    model.prepare_attention(cfg.sequence_len, flex=setup.kind == "cuda" and setup.compile)
+    return model
+
+
+class ProgressPrinter:
+    """The `progress:` line executors parse: at most every PRINT_EVERY_S, always when forced."""
+
+    def __init__(self, flops_per_token: float, peak_flops: float | None) -> None:
+        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.smooth = 0.0
+        self.last = time.time()
+        self.tokens = 0
+        self.seconds = 0.0
+
+    def update(
+        self,
+        step: int,
+        progress: float,
+        loss: float,
+        tokens: int,
+        dt: float,
+        remaining: float,
+        force: bool,
+    ) -> None:
+        self.smooth = EMA_BETA * self.smooth + (1 - EMA_BETA) * loss
+        self.tokens += tokens
+        self.seconds += dt
+        now = time.time()
+        if not (force or step == 1 or now - self.last >= PRINT_EVERY_S):
+            return
+        tok_s = self.tokens / max(self.seconds, 1e-9)
+        mfu = 100 * self.flops_per_token * tok_s / self.peak_flops if self.peak_flops else math.nan
+        print(
+            f"progress: step={step} progress={progress:.4f} "
+            f"loss={self.smooth / (1 - EMA_BETA**step):.6f} tok_per_s={tok_s:.1f} "
+            f"mfu={mfu:.2f} remaining_s={remaining:.1f}",
+            flush=True,
+        )
+        self.last, self.tokens, self.seconds = now, 0, 0.0
 
 
 def _write_loss_log(out: Path, rows: list[tuple[int, float, float, float]]) -> None:
