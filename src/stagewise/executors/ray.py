@@ -1,0 +1,434 @@
+"""The Ray executor: each run of a `executor = "ray"` host is one Ray task on a labelled node.
+
+A host block is one kind of node. Its runs ask Ray for the host's `resources` (custom labels
+such as `{"linux-l40s" = 1}` that only that kind of node advertises, set with
+`ray start --resources`), plus `num_cpus` (default 1) and `num_gpus` (default 0, or 1 when the
+host lists cuda devices), so Ray places them only on nodes of that block. Inside the task the
+node runs the same argv as the local executor, through `process.run_task` (its own process,
+full log, timeout, classification) and returns the `RunOutcome`: summary, log tail, checkpoint
+path, and `worker = "ray:<node ip>/<node id>"`, the node that ran it.
+
+Faults:
+- A node (or worker process) that dies mid-run: Ray reruns the task on another node carrying
+  the same label, up to `max_retries` times (`[hosts.x] max_retries`, default 3). Failures of
+  the run itself (exit codes, NaN) are outcomes, not exceptions, so Ray never retries those;
+  the stage driver decides (`--retries`).
+- The driver dies: Ray ends the tasks it owns (and `run_task`'s children die with them); the
+  ledger puts the runs it had claimed back to `interrupted` on the next `stagewise run`.
+- An unreachable cluster fails at once with the address and the command that starts one.
+
+Progress: the task writes the run's log where the local executor would (`<study>/runs/...`).
+On one machine, or with the study folder on a shared filesystem, the driver tails that file and
+forwards `progress:` lines; otherwise the view shows running/finished counts only.
+
+Ray is imported only here (and only when a stage has a Ray host): `pip install "stagewise[ray]"`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stagewise.errors import ExecutorError
+from stagewise.executors.base import (
+    Executor,
+    ExecutorEvent,
+    RunOutcome,
+    RunStarted,
+    RunTask,
+)
+from stagewise.executors.process import parse_progress, run_task
+from stagewise.runner.device import THREADS_ENV
+from stagewise.study.model import Host, Study
+
+try:
+    ray: Any = importlib.import_module("ray")
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise ExecutorError(
+        'the ray executor needs Ray; install it with `pip install "stagewise[ray]"`'
+    ) from None
+
+CONNECT_TIMEOUT_SECONDS = 5.0  # a reachable head answers a TCP connect at once
+NODES_REFRESH_SECONDS = 2.0  # how stale the driver's view of the cluster's nodes may be
+DEFAULT_MAX_RETRIES = 3  # Ray-level reruns of a run whose node or worker process died
+LOG_HEADER_BYTES = 4096
+START_HINT = (
+    "start one with `ray start --head --port=6379` (and join nodes with "
+    "`ray start --address=<head>:6379 --resources='{\"<label>\": 1}'`)"
+)
+
+
+# ---------------------------------------------------------------------- inside the task
+def _execute_on_node(task: RunTask, threads: int, gpus: float, driver_python: str) -> RunOutcome:
+    """The body of the Ray task: run one attempt on this node and return its outcome.
+
+    `run_task` runs in a thread of its own so that `ray.cancel` (a KeyboardInterrupt in this
+    thread) can stop the child cleanly, and so the child's parent-death signal is tied to a
+    thread that lives exactly as long as the child.
+    """
+    ctx = ray.get_runtime_context()
+    slot = f"ray:{ray.util.get_node_ip_address()}/{ctx.get_node_id()}"
+    if task.argv[0] == driver_python and not os.path.exists(driver_python):
+        # The driver's interpreter path does not exist here: use this node's (same stagewise).
+        task = dataclasses.replace(task, argv=(sys.executable, *task.argv[1:]))
+    env = {THREADS_ENV: str(max(1, threads))}
+    if gpus <= 0:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # Ray pins the GPUs it grants; none were granted
+    cancel = threading.Event()
+    result: list[RunOutcome] = []
+
+    def target() -> None:
+        result.append(run_task(task, lambda _event: None, cancel=cancel, extra_env=env, slot=slot))
+
+    thread = threading.Thread(target=target, name=f"run-{task.key}", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:  # ray.cancel(): stop the child, then let Ray see the cancel
+        cancel.set()
+        thread.join()
+        raise
+    if not result:
+        raise RuntimeError(f"{task.key}: run_task ended without an outcome")
+    return result[0]
+
+
+# ---------------------------------------------------------------------- connecting
+def _host_port(address: str) -> tuple[str, int] | None:
+    text = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def resolve_address(address: str | None) -> str:
+    """The concrete `host:port` (or `ray://host:port`) that `address` means."""
+    if address in (None, "", "auto"):
+        env = os.environ.get("RAY_ADDRESS")
+        if env and env != "auto":
+            return env
+        services = importlib.import_module("ray._private.services")
+        try:
+            found = services.canonicalize_bootstrap_address("auto")
+        except Exception:
+            found = None
+        if not found:
+            raise ExecutorError(
+                'address = "auto": no running Ray cluster found on this machine (and '
+                f"RAY_ADDRESS is not set); {START_HINT}"
+            )
+        return str(found)
+    return address
+
+
+def connect(address: str | None, timeout: float = CONNECT_TIMEOUT_SECONDS) -> str:
+    """Connect this process to the Ray cluster at `address`; one clear error if we cannot."""
+    target = resolve_address(address)
+    if ray.is_initialized():
+        return target
+    endpoint = _host_port(target)
+    if endpoint is None:
+        raise ExecutorError(f'Ray address {target!r} is not host:port, ray://host:port or "auto"')
+    try:
+        socket.create_connection(endpoint, timeout=timeout).close()
+    except OSError as exc:
+        raise ExecutorError(
+            f"cannot reach the Ray cluster at {target} ({exc.strerror or exc}); is it running? "
+            f"{START_HINT}"
+        ) from None
+    try:
+        ray.init(
+            address=target,
+            namespace="stagewise",
+            log_to_driver=False,  # runs keep their own logs; Ray's would flood the terminal
+            logging_level=logging.WARNING,
+        )
+    except Exception as exc:
+        raise ExecutorError(
+            f"cannot connect to the Ray cluster at {target}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    # Ray prints cluster messages ("Task ... failed. There are 3 retries remaining") on the
+    # driver's stdout, which must stay ours (`--json`); the outcomes carry what matters.
+    worker_module: Any = importlib.import_module("ray._private.worker")
+    if hasattr(worker_module, "_worker_logs_enabled"):
+        worker_module._worker_logs_enabled = False
+    return target
+
+
+# ---------------------------------------------------------------------- the driver side
+def requirements(host: Host) -> dict[str, float]:
+    """What one run of `host` asks Ray for: its labels, CPUs and GPUs."""
+    need = dict(host.resources)
+    need["CPU"] = host.num_cpus if host.num_cpus is not None else 1.0
+    gpus = host.num_gpus
+    if gpus is None:
+        gpus = 1.0 if any(d.startswith("cuda") for d in host.devices) else 0.0
+    need["GPU"] = gpus
+    return {k: v for k, v in need.items() if v > 0}
+
+
+def runs_fitting(node_resources: Mapping[str, float], need: Mapping[str, float]) -> int:
+    """How many runs needing `need` fit at once on a node with these total resources."""
+    if not need:
+        return int(node_resources.get("CPU", 0)) or 1
+    return int(min(float(node_resources.get(k, 0.0)) // v for k, v in need.items()))
+
+
+@dataclass
+class _Tail:
+    """Following one run's log file: which file (inode) and how far we have read."""
+
+    path: Path
+    inode: int | None = None
+    offset: int = 0
+    partial: str = ""
+
+
+@dataclass
+class _Pending:
+    task: RunTask
+    ref: Any
+    tail: _Tail
+    submitted: float = field(default_factory=time.monotonic)
+    starts: int = 0  # log files seen: > 1 means Ray reran it on another node
+
+
+class RayExecutor(Executor):
+    kind = "ray"
+
+    def __init__(
+        self,
+        study: Study,
+        hosts: Sequence[Host],
+        *,
+        workers: int | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    ) -> None:
+        super().__init__(study, hosts, workers=workers)
+        if workers is not None and workers < 1:
+            raise ExecutorError(f"--workers must be at least 1, but got --workers {workers}")
+        addresses = {h.address or "auto" for h in hosts}
+        if len(addresses) > 1:
+            raise ExecutorError(
+                "the ray hosts of one stage must use one cluster, but got addresses "
+                + ", ".join(sorted(addresses))
+            )
+        self.address = connect(next(iter(addresses), "auto"), connect_timeout)
+        self.needs = {h.name: requirements(h) for h in hosts}
+        self.max_retries = {h.name: _max_retries(h) for h in hosts}
+        self._remote = ray.remote(_execute_on_node)
+        self._pending: dict[Any, _Pending] = {}
+        self._cancelled = False
+        self._nodes: list[dict[str, Any]] = []
+        self._nodes_at = 0.0
+        for h in hosts:
+            if self.capacity(h.name) < 1:
+                raise ExecutorError(
+                    f"hosts.{h.name}: no live node of the Ray cluster at {self.address} offers "
+                    f"{_describe(self.needs[h.name])} for one run; add one with `ray start "
+                    f"--address={self.address} --resources='{_labels_json(h)}'`"
+                )
+
+    # ------------------------------------------------------------------ cluster view
+    def nodes(self) -> list[dict[str, Any]]:
+        """Live nodes as `ray.nodes()` reports them, refreshed every few seconds."""
+        now = time.monotonic()
+        if now - self._nodes_at > NODES_REFRESH_SECONDS or not self._nodes:
+            self._nodes = [n for n in ray.nodes() if n.get("Alive")]
+            self._nodes_at = now
+        return self._nodes
+
+    # ------------------------------------------------------------------ contract
+    def capacity(self, host: str) -> int:
+        need = self.needs[host]
+        total = sum(runs_fitting(n.get("Resources", {}), need) for n in self.nodes())
+        return total if self.workers is None else min(total, self.workers)
+
+    def active(self, host: str | None = None) -> int:
+        return sum(1 for p in self._pending.values() if host is None or p.task.key.host == host)
+
+    def free_slots(self, host: str) -> int:
+        free = self.capacity(host) - self.active(host)
+        if self.workers is not None:
+            free = min(free, self.workers - self.active())
+        return max(0, free)
+
+    def submit(self, task: RunTask) -> None:
+        host = self.hosts[task.key.host]
+        need = self.needs[host.name]
+        custom = {k: v for k, v in need.items() if k not in ("CPU", "GPU")}
+        ref = self._remote.options(
+            name=f"stagewise:{task.key}",
+            num_cpus=need.get("CPU", 0.0),
+            num_gpus=need.get("GPU", 0.0),
+            resources=custom,
+            max_retries=self.max_retries[host.name],
+            retry_exceptions=False,  # a failing run is an outcome; only node loss is retried
+        ).remote(task, int(need.get("CPU", 1.0)), need.get("GPU", 0.0), sys.executable)
+        self._pending[ref] = _Pending(task, ref, _Tail(Path(task.log_path)))
+
+    def poll(self, timeout: float = 0.2) -> list[ExecutorEvent]:
+        events: list[ExecutorEvent] = []
+        for pending in list(self._pending.values()):
+            events += self._follow(pending)
+        if not self._pending:
+            if timeout > 0 and not events:
+                time.sleep(timeout)
+            return events
+        refs = list(self._pending)
+        wait = 0.0 if events else max(0.0, timeout)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=wait)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in ready:
+            pending = self._pending.pop(ref)
+            events += self._follow(pending)
+            events.append(self._outcome(pending))
+        return events
+
+    def cancel_all(self, reason: str = "interrupted") -> None:
+        self._cancelled = True
+        self._reason = reason
+        for ref in list(self._pending):
+            # Already finished, or its node is gone: nothing left to stop.
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=False)
+
+    def close(self) -> None:
+        if self._pending:
+            self.cancel_all("executor closed")
+            deadline = time.monotonic() + 10
+            while self._pending and time.monotonic() < deadline:
+                self.poll(0.2)
+        if ray.is_initialized():
+            ray.shutdown()
+
+    # ------------------------------------------------------------------ internals
+    def _outcome(self, pending: _Pending) -> RunOutcome:
+        task = pending.task
+        common: dict[str, Any] = dict(key=task.key, log_path=task.log_path, attempt=task.attempt)
+        exceptions = ray.exceptions
+        try:
+            outcome: RunOutcome = ray.get(pending.ref)
+            return outcome
+        except exceptions.TaskCancelledError:
+            return RunOutcome(
+                status="interrupted", cause=getattr(self, "_reason", "interrupted"), **common
+            )
+        except exceptions.OutOfMemoryError as exc:
+            return RunOutcome(
+                status="failed", failure="oom", cause=f"oom: {_first_line(exc)}", **common
+            )
+        except (
+            exceptions.WorkerCrashedError,
+            exceptions.NodeDiedError,
+            exceptions.LocalRayletDiedError,
+            exceptions.ObjectLostError,
+            exceptions.RaySystemError,
+        ) as exc:
+            retries = self.max_retries[task.key.host]
+            return RunOutcome(
+                status="failed",
+                failure="lost",
+                cause=f"lost: the Ray worker running it died {retries + 1} time(s) "
+                f"({type(exc).__name__}: {_first_line(exc)})",
+                **common,
+            )
+        except exceptions.RayTaskError as exc:
+            return RunOutcome(
+                status="failed",
+                failure="crash",
+                cause=f"crash: executor error on the Ray node: {_first_line(exc)}",
+                **common,
+            )
+        except exceptions.RayError as exc:
+            return RunOutcome(
+                status="failed",
+                failure="lost",
+                cause=f"lost: {type(exc).__name__}: {_first_line(exc)}",
+                **common,
+            )
+
+    def _follow(self, pending: _Pending) -> list[ExecutorEvent]:
+        """New RunStarted/RunProgress events from the run's log, when this machine can see it."""
+        tail = pending.tail
+        try:
+            stat = tail.path.stat()
+        except OSError:
+            return []
+        events: list[ExecutorEvent] = []
+        if stat.st_ino != tail.inode:
+            header = _read_header(tail.path)
+            task = pending.task
+            prefix = f"# {task.key} attempt {task.attempt} on "
+            if header is None or not header.startswith(prefix):
+                return []  # an earlier attempt's log, or not written yet
+            tail.inode, tail.offset, tail.partial = stat.st_ino, 0, ""
+            pending.starts += 1
+            events.append(RunStarted(task.key, task.attempt, header[len(prefix) :].strip()))
+        if stat.st_size <= tail.offset:
+            return events
+        try:
+            with open(tail.path, encoding="utf-8", errors="replace") as log:
+                log.seek(tail.offset)
+                chunk = log.read()
+                tail.offset = log.tell()
+        except OSError:
+            return events
+        lines = (tail.partial + chunk).split("\n")
+        tail.partial = lines.pop()
+        for line in lines:
+            if line.startswith("progress:"):
+                progress = parse_progress(line, pending.task.key)
+                if progress is not None:
+                    events.append(progress)
+        return events
+
+
+def _read_header(path: Path) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as log:
+            first = log.readline(LOG_HEADER_BYTES)
+    except OSError:
+        return None
+    return first if first.endswith("\n") else None
+
+
+def _max_retries(host: Host) -> int:
+    value = host.options.get("max_retries", DEFAULT_MAX_RETRIES)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ExecutorError(
+            f"hosts.{host.name}.max_retries: expected a non-negative integer, but got {value!r}"
+        )
+    return value
+
+
+def _describe(need: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in sorted(need.items())) or "nothing"
+
+
+def _labels_json(host: Host) -> str:
+    labels = host.resources or {"<label>": 1}
+    return "{" + ", ".join(f'"{k}": {v:g}' for k, v in labels.items()) + "}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+__all__ = ["RayExecutor", "connect", "requirements", "resolve_address", "runs_fitting"]
