@@ -103,7 +103,10 @@ def train(
         str | None, typer.Option(help="Study condition recorded in summary.json.")
     ] = None,
     deterministic: Annotated[
-        bool, typer.Option(help="Progress by step count (--steps) instead of wall clock.")
+        bool,
+        typer.Option(
+            "--deterministic", help="Progress by step count (--steps) instead of wall clock."
+        ),
     ] = False,
     steps: Annotated[int | None, typer.Option(help="Step count of a --deterministic run.")] = None,
 ) -> None:
