@@ -118,6 +118,13 @@ def _gate_tables(obj: dict[str, Any]) -> None:
             f"  {p['host_a']} vs {p['host_b']}: Kendall tau {fmt(p['kendall_tau'], 3)}, "
             f"Spearman rho {fmt(p['spearman_rho'], 3)}"
         )
+    for d in obj.get("published_comparison", []):
+        console.print(
+            f"precision note: {d['label']} {d['column']} recomputed {d['recomputed']!r} vs "
+            f"published {d['published']} ({d['table']}): the published cells are rounded to "
+            "six decimals before pooling",
+            markup=False,
+        )
     st = obj["stability"]
     if st["cells_left_out"]:
         console.print(

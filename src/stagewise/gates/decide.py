@@ -20,6 +20,7 @@ from typing import Any
 
 from stagewise.analysis.cells import ResultLike
 from stagewise.errors import DecisionError
+from stagewise.examples.published import compare_with_published
 from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate
 from stagewise.gates.freeze import amendment_history, parse, require_frozen
 from stagewise.ledger import DecisionRecord, FreezeRecord, Ledger
@@ -238,6 +239,9 @@ def apply_gate(study: Study, ledger: Ledger, gate_id: str) -> GateResult:
         },
     )
     obj["decision"] = {"kind": decision.kind, "decided_at": decision.decided_at}
+    obj["published_comparison"] = compare_with_published(
+        study.root, list(ev.gate.stages), obj["conditions"]
+    )
     files = write_records(study.root / DECISIONS_DIR, obj)
     return GateResult(ev, decision, freeze, obj, files)
 
@@ -345,6 +349,14 @@ def gate_markdown(obj: Mapping[str, Any]) -> str:
             f"The promoted set changes in {st['changed']} of {st['cells_left_out']} leave-one-out "
             "recomputations.",
         ]
+    if obj.get("published_comparison"):
+        lines += ["", "## Precision note (against the published summary)", ""]
+        for d in obj["published_comparison"]:
+            lines.append(
+                f"- {d['label']} {d['column']}: recomputed {d['recomputed']!r}, published "
+                f"{d['published']} ({d['table']}); the published cells are rounded to six "
+                "decimals before pooling, so the last printed digit can differ"
+            )
     lines += [
         "",
         "Numbers are unrounded in the JSON and CSV records; this page shows six decimals.",
