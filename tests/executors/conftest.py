@@ -46,6 +46,7 @@ def fake_study(
     budget: str = "1s",
     runner_extra: str = "",
     gate: bool = False,
+    grace: float = 3,
 ) -> Path:
     """A study whose conditions run the fake trainer in the given modes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ matrix = "matrix.csv"
 [runner]
 command = {json.dumps(FAKE_COMMAND)}
 device_batch_size = 16
-grace_seconds = 3
+grace_seconds = {grace}
 {runner_extra}
 {host_blocks}
 [stages.s1]

@@ -182,7 +182,7 @@ def test_sigkill_mid_stage_then_resume_runs_everything_exactly_once(tmp_path: Pa
 
 
 def test_sigint_stops_children_and_marks_them_interrupted(tmp_path: Path) -> None:
-    study = fake_study(tmp_path / "s", {"a": HANG, "b": HANG, "c": OK}, workers=2)
+    study = fake_study(tmp_path / "s", {"a": HANG, "b": HANG, "c": OK}, workers=2, grace=120)
     driver = _spawn(study)
     _wait_for(lambda: _statuses(study).count("running") == 2 and len(journal(study)) == 2)
     pids = [int(e[2]) for e in journal(study)]
@@ -199,13 +199,27 @@ def test_sigint_stops_children_and_marks_them_interrupted(tmp_path: Path) -> Non
 
 
 def test_a_second_driver_is_refused_while_one_is_live(tmp_path: Path) -> None:
-    study = fake_study(tmp_path / "s", {"a": HANG})
+    study = fake_study(tmp_path / "s", {"a": HANG}, grace=120)
     driver = _spawn(study)
     try:
         _wait_for(lambda: "running" in _statuses(study))
-        proc = run_cli("run", study, "s1")
+        proc = run_cli("run", study, "s1", "--no-wait")
         assert proc.returncode == 2 and "another `stagewise run` is active" in proc.stderr
     finally:
         driver.send_signal(signal.SIGTERM)
         driver.communicate(timeout=30)
     assert driver.returncode == 130
+
+
+def test_a_second_driver_waits_for_the_first_by_default(tmp_path: Path) -> None:
+    study = fake_study(tmp_path / "s", {"a": OK, "b": OK}, sleep=5, grace=60)
+    first = _spawn(study)
+    try:
+        _wait_for(lambda: "running" in _statuses(study))
+        second = run_cli("run", study, "s1")
+    finally:
+        first.communicate(timeout=60)
+    assert first.returncode == 0
+    assert second.returncode == 0, second.stderr
+    assert "waiting for it to end" in second.stderr and "2/2 succeeded" in second.stdout
+    assert sum(1 for e in journal(study) if e[0] == "start") == 2

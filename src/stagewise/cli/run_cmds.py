@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from stagewise.cli.common import console, emit_json, open_study
+from stagewise.cli.common import console, emit_json, err_console, open_study
 from stagewise.executors.progress import LiveReporter, PlainReporter
 from stagewise.executors.stage import NullReporter, Reporter, run_stage
 
@@ -41,6 +41,13 @@ def run(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Also rerun runs recorded as failed before.")
     ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="If another `stagewise run` is active on the study: wait for it, or refuse.",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary only.")] = False,
 ) -> None:
     """Run a stage's pending runs on its local (and Ray) hosts; resumable after any crash.
@@ -66,6 +73,8 @@ def run(
             reason=reason,
             retry_failed=retry_failed,
             reporter=reporter,
+            wait=wait,
+            notify=lambda message: err_console.print(message, markup=False, soft_wrap=True),
         )
     if as_json:
         emit_json(state.as_dict())

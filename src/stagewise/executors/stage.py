@@ -84,8 +84,14 @@ def owner_alive(owner: str) -> bool | None:
 
 
 @contextlib.contextmanager
-def run_lock(study: Study) -> Iterator[None]:
-    """One driver per study at a time; the kernel drops the lock when the driver dies."""
+def run_lock(
+    study: Study, *, wait: bool = True, notify: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """One driver per study at a time; the kernel drops the lock when the driver dies.
+
+    With `wait`, a second driver waits for the first to end (then finds its runs finished and
+    runs whatever is left); without, it is refused at once.
+    """
     path = study.root / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -93,11 +99,14 @@ def run_lock(study: Study) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
-            raise ExecutorError(
-                f"{study.root}: another `stagewise run` is active on this study"
-                + (f" ({holder})" if holder else "")
-                + "; wait for it or stop it first"
-            ) from None
+            message = f"another `stagewise run` is active on {study.root}" + (
+                f" ({holder})" if holder else ""
+            )
+            if not wait:
+                raise ExecutorError(f"{message}; wait for it or stop it first") from None
+            if notify is not None:
+                notify(f"{message}; waiting for it to end (Ctrl-C to give up)")
+            fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, driver_owner().encode(), 0)
         yield
@@ -317,6 +326,8 @@ def run_stage(
     reason: str | None = None,
     retry_failed: bool = False,
     reporter: Reporter | None = None,
+    wait: bool = True,
+    notify: Callable[[str], None] | None = None,
     executor_factory: Callable[[str, Study, list[Any], int | None], Executor] | None = None,
 ) -> StageState:
     """Run every claimable run of a stage; see the module docstring. Returns the final state."""
@@ -341,7 +352,7 @@ def run_stage(
     require_frozen_gates(study, ledger, stage_id, allow_unfrozen=allow_unfrozen, reason=reason)
 
     me = driver_owner()
-    with run_lock(study):
+    with run_lock(study, wait=wait, notify=notify):
         ledger.ensure_runs(plan.runs)
         state.recovered = recover_stale(ledger, me)
         records = {r.key: r for r in ledger.runs(stage=stage_id)}
