@@ -21,28 +21,11 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _app_has_runner_commands() -> bool:
-    from stagewise.cli import app as app_module
-
-    return "runner_cmds" in Path(app_module.__file__).read_text()
-
-
-# Until the shared app registers the runner commands, drive them through a minimal app.
-_FALLBACK = (
-    "import sys, typer; from stagewise.cli import runner_cmds; "
-    "app = typer.Typer(pretty_exceptions_enable=False); runner_cmds.register(app); "
-    "app.callback()(lambda: None); app(prog_name='stagewise')"
-)
-
-
 def stagewise(
     *args: str | Path, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """Run `stagewise ARGS` in a fresh process, as a user or an executor would."""
-    if _app_has_runner_commands():
-        cmd = [sys.executable, "-m", "stagewise", *map(str, args)]
-    else:
-        cmd = [sys.executable, "-c", _FALLBACK, *map(str, args)]
+    cmd = [sys.executable, "-m", "stagewise", *map(str, args)]
     return subprocess.run(
         cmd,
         capture_output=True,

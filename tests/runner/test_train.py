@@ -265,3 +265,31 @@ def test_threads_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_tiny_cuda_run(sample_data: Path, tmp_path: Path) -> None:
     summary = train(_tiny_config(sample_data, tmp_path, device="cuda", time_budget=5))
     assert summary["status"] == "succeeded" and summary["mfu_percent"] is not None
+
+
+def test_sigterm_records_interrupted(sample_data: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+
+    args = [
+        "train",
+        *TINY,
+        "--time-budget",
+        "60s",
+        "--data",
+        str(sample_data),
+        "--out",
+        str(tmp_path),
+    ]
+    cmd = [sys.executable, "-m", "stagewise", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("progress:"):
+            break
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["cause"] == "interrupted"

@@ -147,10 +147,22 @@ def train(
         out=str(out),
         condition_id=condition_id,
     )
+    _sigterm_as_interrupt()
     summary = run_training(cfg)
     if summary["status"] != "succeeded":
         typer.echo(f"{summary['status'].upper()}: {summary['cause']}", err=True)
     raise typer.Exit(EXIT_CODES[summary["status"]])
+
+
+def _sigterm_as_interrupt() -> None:
+    """An executor stops a run with SIGTERM; raise KeyboardInterrupt so summary.json records it."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, handler)
 
 
 def verify_checkpoint(

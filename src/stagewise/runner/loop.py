@@ -13,7 +13,6 @@ import gc
 import math
 import os
 import random
-import resource
 import sys
 import time
 from pathlib import Path
@@ -75,8 +74,12 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource  # POSIX only: a Windows host reports no RSS
+    except ImportError:
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
 # ---------------------------------------------------------------------------
@@ -113,6 +116,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         summary.update(status="diverged", cause=str(exc))
     except StagewiseError as exc:
         summary.update(status="failed", cause=str(exc))
+        _finish(summary, out, t_start)
+        raise
+    except KeyboardInterrupt:
+        # Ctrl-C, or SIGTERM from an executor (the CLI turns it into KeyboardInterrupt).
+        summary.update(status="failed", cause="interrupted")
         _finish(summary, out, t_start)
         raise
     except Exception as exc:
@@ -327,7 +335,7 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
         total_seconds=time.time() - t_start,
         startup_seconds=round(t_start_training - t_start, 2),
         peak_vram_mb=peak_vram,
-        peak_rss_mb=round(_peak_rss_mb(), 1),
+        peak_rss_mb=_peak_rss_mb(),
         mfu_percent=mfu_percent,
         train_loss_final=round(loss_log[-1][2], 6) if loss_log else None,
         epoch=epoch,
