@@ -174,37 +174,25 @@ class Cluster:
                     found[arg.split("=", 1)[1]] = pid
         return found
 
-    def add_nodes(self, *labels: str) -> None:
-        """Start one worker node per label (1 CPU, `{label: 1}`), all at once."""
+    def add_node(self, label: str) -> str:
+        """Start a worker node with one CPU and `{label: 1}`; returns its node id.
+
+        One at a time: nodes started at once on one machine race for their socket names.
+        """
         before = set(self.raylets())
-        procs = [
-            subprocess.Popen(
-                [
-                    RAY,
-                    "start",
-                    f"--address={self.address}",
-                    "--node-ip-address=127.0.0.1",
-                    "--num-cpus=1",
-                    f"--resources={json.dumps({label: 1})}",
-                    "--disable-usage-stats",
-                ],
-                env=self.env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for label in labels
-        ]
-        for proc in procs:
-            out, _ = proc.communicate(timeout=120)
-            assert proc.returncode == 0, f"ray start --address: {out}"
-        new = _wait_for(
-            lambda: len(set(self.raylets()) - before) == len(labels), 30, "the new raylets"
+        self._ray(
+            "start",
+            f"--address={self.address}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=1",
+            f"--resources={json.dumps({label: 1})}",
+            "--disable-usage-stats",
         )
-        assert new
-        for node_id, pid in self.raylets().items():
-            if node_id not in before:
-                self.labels[node_id] = _label_of(_cmdline(pid))
+        new = _wait_for(lambda: set(self.raylets()) - before, 30, f"the {label} raylet")
+        (node_id,) = new
+        self.labels[node_id] = _label_of(_cmdline(self.raylets()[node_id]))
+        assert self.labels[node_id] == label
+        return str(node_id)
 
     def kill_node(self, node_id: str) -> None:
         """SIGKILL a node's raylet and everything under it (its workers, their runs)."""
@@ -231,7 +219,8 @@ def cluster() -> Iterator[Cluster]:
     c = Cluster()
     try:
         c.start_head()
-        c.add_nodes("blk-a", "blk-a", "blk-b")
+        for label in ("blk-a", "blk-a", "blk-b"):  # two of block a: one is killed
+            c.add_node(label)
         yield c
     finally:
         c.stop()
