@@ -294,6 +294,7 @@ def run_task(
                     if startup is None:
                         startup = time.monotonic() - t0
                     emit(progress)
+        proc.stdout.close()  # one fd per run: a long stage must not leak them
         returncode = proc.wait()
         finished.set()
         watcher.join()
