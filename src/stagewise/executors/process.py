@@ -259,7 +259,7 @@ def run_task(
             log.write(f"cannot start: {exc}\n")
             return classify(
                 task,
-                127,
+                EXIT_BAD_INPUT,  # a command that cannot start will not start on a retry either
                 f"cannot start {task.argv[0]!r}: {exc}",
                 elapsed_seconds=time.monotonic() - t0,
                 worker=slot,
