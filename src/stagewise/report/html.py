@@ -70,7 +70,8 @@ def fmt_cell(value: Any) -> tuple[str, bool]:
     return str(value), False
 
 
-BADGE_COLUMNS = ("verdict", "decision", "status")
+BADGE_COLUMNS = ("verdict", "decision", "status", "declared_verdict")
+BADGES = {"pass", "fail", "promote", "stop", "incomplete", "untested", "pending"}
 
 
 def render_table(
@@ -94,7 +95,7 @@ def render_table(
             cells = []
             for col in shown:
                 text, numeric = fmt_cell(row.get(col))
-                if col in BADGE_COLUMNS and text:
+                if (col in BADGE_COLUMNS or col.startswith("at ")) and text in BADGES:
                     cells.append(
                         f"<td><span class='badge {e(text.split()[0])}'>{e(text)}</span></td>"
                     )
@@ -217,7 +218,9 @@ def render_gate(ctx: ReportContext, view: GateView, tables: dict[str, Table]) ->
         out.append(
             "<div class='pub'>" + render_table(tables.get(f"published_{pub.name}")) + "</div>"
         )
-    if view.pending:
+    if view.pending and view.active is not None and view.active.manual:
+        out.append(f"<p class='note'>Decided outside the tool; {e('; '.join(view.pending))}.</p>")
+    elif view.pending:
         out.append(
             "<p><span class='badge pending'>pending</span> " + e("; ".join(view.pending)) + "</p>"
         )
