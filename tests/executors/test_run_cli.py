@@ -223,3 +223,17 @@ def test_a_second_driver_waits_for_the_first_by_default(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert "waiting for it to end" in second.stderr and "2/2 succeeded" in second.stdout
     assert sum(1 for e in journal(study) if e[0] == "start") == 2
+
+
+def test_external_runs_are_listed_as_awaiting_import(tmp_path: Path) -> None:
+    study = fake_study(tmp_path / "s", {"a": OK}, hosts=("block-a", "block-b"))
+    toml = (study / "study.toml").read_text()
+    head, _, tail = toml.partition("[hosts.block-b]")
+    tail = tail.replace('executor = "local"', 'executor = "external"', 1)
+    (study / "study.toml").write_text(head + "[hosts.block-b]" + tail)
+    proc = run_cli("run", study, "s1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["awaiting_import"] == ["s1/a/seed1/block-b"]
+    assert [r["run"] for r in result["succeeded"]] == ["s1/a/seed1/block-a"]
+    assert runs(study)["a/1/block-b"]["status"] == "pending"
