@@ -107,3 +107,14 @@ def test_empty_study_renders(tmp_path: Path) -> None:
     skipped = {f.name: f.skipped for f in result.figures if f.skipped}
     assert "host_seed_cells" in skipped and "not drawn" in page
     assert "no results yet for screen" in page
+
+
+def test_report_flags_a_gate_edited_after_freezing(paper06: Path, tmp_path: Path) -> None:
+    study = tmp_path / "p"
+    import shutil
+
+    shutil.copytree(paper06, study)
+    toml = study / "study.toml"
+    toml.write_text(toml.read_text().replace("threshold = 0.010", "threshold = 0.030"))
+    page = write_report(study, tmp_path / "R").html.read_text()
+    assert "study.toml differs from the frozen rule" in page

@@ -76,3 +76,17 @@ def budget_result(study: Study, ledger: Ledger) -> tuple[dict[str, Any] | None, 
         return budget(study, ledger), ""
     except StagewiseError as exc:
         return None, str(exc)
+
+
+def changes_since_freeze(study: Study, ledger: Ledger, gate_id: str) -> list[str]:
+    """How the gate in study.toml differs from its current freeze (empty: unchanged/unfrozen)."""
+    if ledger.current_freeze(gate_id) is None:
+        return []
+    try:
+        from stagewise.gates.freeze import changes_since_freeze as changes
+    except ImportError:
+        return []
+    try:
+        return list(changes(study, ledger, gate_id))
+    except StagewiseError as exc:
+        return [str(exc)]

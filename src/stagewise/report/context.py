@@ -106,6 +106,12 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
                 pending.append(f"sensitivity not available: {why}")
         if not freezes:
             pending.append("rule not frozen yet")
+        edited = analyses.changes_since_freeze(study, ledger, gate.gate_id)
+        if edited:
+            pending.append(
+                "study.toml differs from the frozen rule (stagewise gate refuses it until an "
+                "amendment is frozen): " + "; ".join(edited)
+            )
         if not cells:
             pending.append(f"no results yet for {', '.join(gate.stages)}")
         if active is None:
