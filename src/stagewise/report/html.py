@@ -243,7 +243,10 @@ def render_figure(fig: RenderedFigure) -> str:
 
 def pending_items(ctx: ReportContext) -> list[str]:
     items = []
-    published_stages = {s: p.relpath for p in ctx.published for s in p.stages}
+    published_stages = {s for p in ctx.published for s in p.stages}
+    for p in ctx.published:
+        if p.gate:  # a pooled gate summary covers every stage the gate pools
+            published_stages.update(ctx.study.gates[p.gate].stages)
     for st in ctx.status["stages"]:
         runs = st["runs"]
         recorded = sum(v for k, v in runs.items() if k != "pending")
@@ -274,7 +277,7 @@ def render_html(ctx: ReportContext, tables: list[Table], figures: list[RenderedF
             "What is pending",
             "<ul class='pending'>" + "".join(f"<li>{e(p)}</li>" for p in pend) + "</ul>"
             if pend
-            else "<p>Nothing: every planned stage has its results and every gate its decision.</p>",
+            else "<p>Nothing: every stage has its results (recorded, or as a published summary) and every gate its decision.</p>",
         )
     )
     sections.append(("matrix", "Matrix", render_table(by_name["matrix"], caption=False)))

@@ -168,7 +168,7 @@ def summary_table(ctx: ReportContext) -> Table:
         {"item": "gates", "value": len(study.gates)},
         {"item": "runs succeeded", "value": sum(r["succeeded"] for r in runs)},
         {"item": "runs failed", "value": sum(r["failed"] for r in runs)},
-        {"item": "runs pending", "value": sum(r["pending"] for r in runs)},
+        {"item": "planned runs without a result", "value": sum(r["pending"] for r in runs)},
         {"item": "ledger events", "value": len(ctx.events)},
         {
             "item": "event chain",
