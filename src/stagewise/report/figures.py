@@ -410,7 +410,8 @@ def cost_quality(ctx: ReportContext) -> Figure | str:
             alpha=0.8,
             linewidths=1.5,
             label=f"{s.key} ({format_duration(s.budget_seconds)}, "
-            f"{'published' if s.published else 'recomputed'})",
+            f"{'published' if s.published else 'recomputed'})"
+            + ("" if s.tokens_m else "\n(tokens not recorded: fixed size)"),
         )
         for cid, x, y in zip(cids, xs, ys, strict=True):
             ax.annotate(
