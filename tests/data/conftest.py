@@ -24,12 +24,15 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stagewise(
     *args: str | Path, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run `stagewise ARGS` in a fresh process, as a user or an executor would."""
+    """Run `stagewise ARGS` in a fresh process, as a user or an executor would.
+
+    One torch thread: test runs share the machine with each other and with whatever else runs,
+    and oversubscribed OpenMP threads spin instead of working (10x slower steps were seen)."""
     cmd = [sys.executable, "-m", "stagewise", *map(str, args)]
     return subprocess.run(
         cmd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        env={**os.environ, "COLUMNS": "200", "STAGEWISE_TORCH_THREADS": "1", **(env or {})},
     )

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,15 @@ TINY = [
     "--eval-tokens",
     "8192",
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In-process runs use one thread too (see `stagewise()`), and give the setting back."""
+    before = torch.get_num_threads()
+    monkeypatch.setenv("STAGEWISE_TORCH_THREADS", "1")
+    yield
+    torch.set_num_threads(before)
 
 
 def _tiny_config(data: Path, out: Path, **changes: object) -> TrainConfig:
