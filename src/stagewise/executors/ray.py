@@ -189,20 +189,22 @@ def runs_fitting(node_resources: Mapping[str, float], need: Mapping[str, float])
 
 
 @dataclass
-class _Tail:
+class LogTail:
     """Following one run's log file: which file (inode) and how far we have read."""
 
     path: Path
     inode: int | None = None
     offset: int = 0
-    partial: str = ""
+    partial: bytes = b""
 
 
 @dataclass
-class _Pending:
+class RayRun:
+    """One submitted run: its task, its Ray object ref, and where its log is read."""
+
     task: RunTask
     ref: Any
-    tail: _Tail
+    tail: LogTail
     submitted: float = field(default_factory=time.monotonic)
     starts: int = 0  # log files seen: > 1 means Ray reran it on another node
 
@@ -231,7 +233,7 @@ class RayExecutor(Executor):
         self.needs = {h.name: requirements(h) for h in hosts}
         self.max_retries = {h.name: _max_retries(h) for h in hosts}
         self._remote = ray.remote(_execute_on_node)
-        self._pending: dict[Any, _Pending] = {}
+        self._pending: dict[Any, RayRun] = {}
         self._cancelled = False
         self._nodes: list[dict[str, Any]] = []
         self._nodes_at = 0.0
@@ -279,12 +281,12 @@ class RayExecutor(Executor):
             max_retries=self.max_retries[host.name],
             retry_exceptions=False,  # a failing run is an outcome; only node loss is retried
         ).remote(task, int(need.get("CPU", 1.0)), need.get("GPU", 0.0), sys.executable)
-        self._pending[ref] = _Pending(task, ref, _Tail(Path(task.log_path)))
+        self._pending[ref] = RayRun(task, ref, LogTail(Path(task.log_path)))
 
     def poll(self, timeout: float = 0.2) -> list[ExecutorEvent]:
         events: list[ExecutorEvent] = []
         for pending in list(self._pending.values()):
-            events += self._follow(pending)
+            events += follow_log(pending)
         if not self._pending:
             if timeout > 0 and not events:
                 time.sleep(timeout)
@@ -296,7 +298,7 @@ class RayExecutor(Executor):
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         for ref in ready:
             pending = self._pending.pop(ref)
-            events += self._follow(pending)
+            events += follow_log(pending)
             events.append(self._outcome(pending))
         return events
 
@@ -318,7 +320,7 @@ class RayExecutor(Executor):
             ray.shutdown()
 
     # ------------------------------------------------------------------ internals
-    def _outcome(self, pending: _Pending) -> RunOutcome:
+    def _outcome(self, pending: RayRun) -> RunOutcome:
         task = pending.task
         common: dict[str, Any] = dict(key=task.key, log_path=task.log_path, attempt=task.attempt)
         exceptions = ray.exceptions
@@ -363,40 +365,47 @@ class RayExecutor(Executor):
                 **common,
             )
 
-    def _follow(self, pending: _Pending) -> list[ExecutorEvent]:
-        """New RunStarted/RunProgress events from the run's log, when this machine can see it."""
-        tail = pending.tail
-        try:
-            stat = tail.path.stat()
-        except OSError:
-            return []
-        events: list[ExecutorEvent] = []
-        if stat.st_ino != tail.inode:
-            header = _read_header(tail.path)
-            task = pending.task
-            prefix = f"# {task.key} attempt {task.attempt} on "
-            if header is None or not header.startswith(prefix):
-                return []  # an earlier attempt's log, or not written yet
-            tail.inode, tail.offset, tail.partial = stat.st_ino, 0, ""
-            pending.starts += 1
-            events.append(RunStarted(task.key, task.attempt, header[len(prefix) :].strip()))
-        if stat.st_size <= tail.offset:
-            return events
-        try:
-            with open(tail.path, encoding="utf-8", errors="replace") as log:
-                log.seek(tail.offset)
-                chunk = log.read()
-                tail.offset = log.tell()
-        except OSError:
-            return events
-        lines = (tail.partial + chunk).split("\n")
-        tail.partial = lines.pop()
-        for line in lines:
-            if line.startswith("progress:"):
-                progress = parse_progress(line, pending.task.key)
-                if progress is not None:
-                    events.append(progress)
+
+def follow_log(pending: RayRun) -> list[ExecutorEvent]:
+    """New RunStarted/RunProgress events from the run's log, when this machine can see it.
+
+    A log whose first line names this attempt is followed from its start; when Ray reruns the
+    run on another node the file is replaced (the dead try's log is moved aside), which shows
+    as a new inode: a second RunStarted with the new node, and progress from the new file.
+    """
+    tail = pending.tail
+    try:
+        stat = tail.path.stat()
+    except OSError:
+        return []
+    events: list[ExecutorEvent] = []
+    if stat.st_ino != tail.inode:
+        header = _read_header(tail.path)
+        task = pending.task
+        prefix = f"# {task.key} attempt {task.attempt} on "
+        if header is None or not header.startswith(prefix):
+            return []  # an earlier attempt's log, or not written yet
+        tail.inode, tail.offset, tail.partial = stat.st_ino, 0, b""
+        pending.starts += 1
+        events.append(RunStarted(task.key, task.attempt, header[len(prefix) :].strip()))
+    if stat.st_size <= tail.offset:
         return events
+    try:
+        with open(tail.path, "rb") as log:
+            log.seek(tail.offset)
+            chunk = log.read()
+    except OSError:
+        return events
+    tail.offset += len(chunk)
+    lines = (tail.partial + chunk).split(b"\n")
+    tail.partial = lines.pop()  # an unfinished last line waits for its end
+    for raw in lines:
+        line = raw.decode("utf-8", errors="replace")
+        if line.startswith("progress:"):
+            progress = parse_progress(line, pending.task.key)
+            if progress is not None:
+                events.append(progress)
+    return events
 
 
 def _read_header(path: Path) -> str | None:
@@ -431,4 +440,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-__all__ = ["RayExecutor", "connect", "requirements", "resolve_address", "runs_fitting"]
+__all__ = [
+    "LogTail",
+    "RayExecutor",
+    "RayRun",
+    "connect",
+    "follow_log",
+    "requirements",
+    "resolve_address",
+    "runs_fitting",
+]

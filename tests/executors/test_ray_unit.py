@@ -1,0 +1,137 @@
+"""The Ray executor's pieces that need no cluster: requirements, fitting, log following, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stagewise.errors import ExecutorError
+from stagewise.executors.base import RunProgress, RunStarted, RunTask
+from stagewise.ledger.records import RunKey
+from stagewise.study.model import Host
+
+
+def test_the_core_never_imports_ray() -> None:
+    code = (
+        "import sys, stagewise.cli.app, stagewise.executors.stage, stagewise.executors.local\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_without_ray_the_error_names_the_pip_command() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['ray'] = None  # as if the extra were not installed\n"
+        "from stagewise.errors import ExecutorError\n"
+        "from stagewise.executors.base import executor_class\n"
+        "try:\n"
+        "    executor_class('ray')\n"
+        "except ExecutorError as exc:\n"
+        "    print(exc)\n"
+        "else:\n"
+        "    raise SystemExit('no error')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert 'pip install "stagewise[ray]"' in proc.stdout
+
+
+pytest.importorskip("ray")
+
+from stagewise.executors import ray as rx  # noqa: E402
+
+
+def _host(**kw: object) -> Host:
+    return Host(name="blk", executor="ray", **kw)  # type: ignore[arg-type]
+
+
+def test_requirements_follow_the_host() -> None:
+    assert rx.requirements(_host(resources={"l40s": 1.0})) == {"l40s": 1.0, "CPU": 1.0}
+    assert rx.requirements(_host(resources={"a": 1.0}, devices=("cuda",))) == {
+        "a": 1.0,
+        "CPU": 1.0,
+        "GPU": 1.0,
+    }
+    assert rx.requirements(_host(num_cpus=4.0, num_gpus=2.0)) == {"CPU": 4.0, "GPU": 2.0}
+    assert rx.requirements(_host(num_cpus=0.0)) == {}
+
+
+def test_runs_fitting_a_node_is_bounded_by_every_resource() -> None:
+    node = {"CPU": 2.0, "blk-a": 1.0, "blk-b": 1.0, "memory": 1e9}
+    assert rx.runs_fitting(node, {"blk-a": 1.0, "CPU": 1.0}) == 1
+    assert rx.runs_fitting(node, {"CPU": 1.0}) == 2
+    assert rx.runs_fitting(node, {"blk-c": 1.0, "CPU": 1.0}) == 0
+    assert rx.runs_fitting(node, {"blk-a": 1.0, "GPU": 1.0}) == 0
+
+
+def test_a_closed_port_is_one_clear_error_fast() -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again once we leave the block
+    started = time.monotonic()
+    with pytest.raises(ExecutorError, match=rf"127\.0\.0\.1:{port}.*ray start --head"):
+        rx.connect(f"127.0.0.1:{port}", timeout=2)
+    assert time.monotonic() - started < 10
+
+
+def test_a_bad_address_is_refused() -> None:
+    with pytest.raises(ExecutorError, match="not host:port"):
+        rx.connect("nowhere", timeout=1)
+
+
+def test_max_retries_must_be_a_count() -> None:
+    with pytest.raises(ExecutorError, match=r"hosts\.blk\.max_retries.*-1"):
+        rx._max_retries(_host(options={"max_retries": -1}))
+    assert rx._max_retries(_host()) == rx.DEFAULT_MAX_RETRIES
+
+
+def _task(tmp_path: Path) -> RunTask:
+    return RunTask(
+        key=RunKey("s1", "c_a", 1, "blk"),
+        argv=("python", "-V"),
+        env={},
+        workdir=str(tmp_path),
+        out_dir=str(tmp_path / "out"),
+        log_path=str(tmp_path / "train.log"),
+        budget_seconds=4,
+        timeout_seconds=10,
+        attempt=2,
+    )
+
+
+def test_progress_is_read_from_the_log_and_follows_a_rerun_on_another_node(
+    tmp_path: Path,
+) -> None:
+    task = _task(tmp_path)
+    run = rx.RayRun(task, None, rx.LogTail(Path(task.log_path)))
+    log = Path(task.log_path)
+    assert rx.follow_log(run) == []  # not started yet
+    log.write_text(f"# {task.key} attempt 1 on ray:1.2.3.4/old\nprogress: step=1 progress=0.5\n")
+    assert rx.follow_log(run) == []  # an earlier attempt's log is not this run's
+    log.unlink()
+    log.write_text(f"# {task.key} attempt 2 on ray:127.0.0.1/node1\nprogress: step=3 prog")
+    events = rx.follow_log(run)
+    assert events == [RunStarted(task.key, 2, "ray:127.0.0.1/node1")]
+    with log.open("a") as f:
+        f.write("ress=0.25 loss=4.5 tok_per_s=100 mfu=nan remaining_s=3\nstep noise\n")
+    (progress,) = rx.follow_log(run)
+    assert isinstance(progress, RunProgress)
+    assert (progress.step, progress.progress, progress.loss, progress.mfu) == (3, 0.25, 4.5, None)
+    assert rx.follow_log(run) == []
+    # Ray reran it elsewhere: the old log is moved aside and a new one starts.
+    log.rename(tmp_path / "train.attempt1.log")
+    log.write_text(
+        f"# {task.key} attempt 2 on ray:127.0.0.1/node2\nprogress: step=1 progress=0.1\n"
+    )
+    started, again = rx.follow_log(run)
+    assert started == RunStarted(task.key, 2, "ray:127.0.0.1/node2")
+    assert isinstance(again, RunProgress) and again.step == 1
+    assert run.starts == 2
