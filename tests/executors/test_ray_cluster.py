@@ -19,13 +19,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.executors.conftest import run_cli, runs
+from tests.executors.conftest import FAKE_COMMAND, journal, run_cli, runs
 
 pytest.importorskip("ray")
 
@@ -347,3 +348,83 @@ def test_driver_killed_and_restarted_repeats_nothing(
     for key, row in before.items():  # finished runs were not touched
         assert table[key]["finished_at"] == row["finished_at"]
         assert table[key]["val_bpb"] == row["val_bpb"]
+
+
+# ---------------------------------------------------------------------- contract
+FAKE_STUDY = """\
+[study]
+name = "fake-ray"
+reference = "ok"
+matrix = "matrix.csv"
+[runner]
+command = {command}
+device_batch_size = 16
+grace_seconds = 3
+[hosts.block-a]
+executor = "ray"
+address = "{address}"
+resources = {{ "blk-a" = 1 }}
+[stages.s1]
+budget = "1s"
+seeds = [1]
+hosts = ["block-a"]
+candidates = "all"
+"""
+
+
+def _fake_study(folder: Path, address: str, modes: dict[str, int]) -> Path:
+    folder.mkdir(parents=True)
+    rows = ["label,condition_id,role,mode,sleep"]
+    rows += [f"{c},{c},{'reference' if c == 'ok' else 'variant'},{m},0.3" for c, m in modes.items()]
+    (folder / "matrix.csv").write_text("\n".join(rows) + "\n")
+    (folder / "study.toml").write_text(
+        FAKE_STUDY.format(command=json.dumps(FAKE_COMMAND), address=address)
+    )
+    return folder
+
+
+def test_run_failures_are_outcomes_not_ray_retries(cluster: Cluster, tmp_path: Path) -> None:
+    """Same contract as local runs: NaN never retried, crashes retried by --retries only."""
+    study = _fake_study(
+        tmp_path / "s", cluster.address, {"ok": 0, "nan": 1, "crash": 2, "flaky": 5}
+    )
+    proc = run_cli("run", study, "s1", "--retries", "1", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    table = runs(study)
+    assert table["ok/1/block-a"]["status"] == "succeeded"
+    assert table["flaky/1/block-a"]["status"] == "succeeded"
+    assert table["flaky/1/block-a"]["attempts"] == 2
+    nan = table["nan/1/block-a"]
+    assert nan["status"] == "failed" and nan["cause"].startswith("diverged")
+    crash = table["crash/1/block-a"]
+    assert crash["status"] == "failed" and "exit code 1" in crash["cause"]
+    assert "something broke" in crash["log_tail"] and crash["attempts"] == 2
+    starts = [e[1] for e in journal(study) if e[0] == "start"]
+    # Ray started each run once per driver attempt: it never retried a run failure itself.
+    want = {"ok/1/block-a": 1, "nan/1/block-a": 1, "crash/1/block-a": 2, "flaky/1/block-a": 2}
+    assert Counter(starts) == want
+    for row in json.loads(proc.stdout)["succeeded"]:
+        assert cluster.labels.get(_node_of(row["worker"])) == "blk-a"
+
+
+def test_ctrl_c_cancels_the_ray_tasks_and_marks_runs_interrupted(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    study = _fake_study(tmp_path / "s", cluster.address, {"ok": 3})  # mode 3: hangs
+    study.joinpath("study.toml").write_text(
+        study.joinpath("study.toml").read_text().replace("grace_seconds = 3", "grace_seconds = 300")
+    )
+    argv = [sys.executable, "-m", "stagewise", "run", str(study), "s1", "--json"]
+    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: journal(study), 60, "the run to start")
+        pid = int(journal(study)[0][2])
+        driver.send_signal(signal.SIGINT)
+        out, err = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 130, out + err
+    assert runs(study)["ok/1/block-a"]["status"] == "interrupted"
+    _wait_for(lambda: not Path(f"/proc/{pid}").exists(), 20, "the trainer to be stopped")
