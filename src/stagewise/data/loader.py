@@ -18,6 +18,7 @@ equal lengths" is a second. The output is identical to the straightforward algor
 from __future__ import annotations
 
 import bisect
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def build_token_cache(data_dir: Path, shard: Path, enc: Any) -> None:
         (grp_path, np.asarray(groups, dtype=np.int64)),
         (tok_path, tokens),
     ):
-        tmp = path.with_name(f"{path.name}.{np.random.randint(1 << 30)}.tmp")
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # no global RNG use
         with tmp.open("wb") as f:
             np.save(f, array)
         tmp.replace(path)  # tokens last: its presence marks a complete cache entry
