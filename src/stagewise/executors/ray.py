@@ -207,6 +207,7 @@ class RayRun:
     tail: LogTail
     submitted: float = field(default_factory=time.monotonic)
     starts: int = 0  # log files seen: > 1 means Ray reran it on another node
+    slot: str | None = None  # the node it last started on, as its log says
 
 
 class RayExecutor(Executor):
@@ -234,11 +235,12 @@ class RayExecutor(Executor):
         self.max_retries = {h.name: _max_retries(h) for h in hosts}
         self._remote = ray.remote(_execute_on_node)
         self._pending: dict[Any, RayRun] = {}
-        self._cancelled = False
+        self._reason = "interrupted"  # what cancel_all was told, for the outcomes it causes
         self._nodes: list[dict[str, Any]] = []
         self._nodes_at = 0.0
         for h in hosts:
             if self.capacity(h.name) < 1:
+                ray.shutdown()
                 raise ExecutorError(
                     f"hosts.{h.name}: no live node of the Ray cluster at {self.address} offers "
                     f"{_describe(self.needs[h.name])} for one run; add one with `ray start "
@@ -303,7 +305,6 @@ class RayExecutor(Executor):
         return events
 
     def cancel_all(self, reason: str = "interrupted") -> None:
-        self._cancelled = True
         self._reason = reason
         for ref in list(self._pending):
             # Already finished, or its node is gone: nothing left to stop.
@@ -322,15 +323,15 @@ class RayExecutor(Executor):
     # ------------------------------------------------------------------ internals
     def _outcome(self, pending: RayRun) -> RunOutcome:
         task = pending.task
-        common: dict[str, Any] = dict(key=task.key, log_path=task.log_path, attempt=task.attempt)
+        common: dict[str, Any] = dict(
+            key=task.key, log_path=task.log_path, attempt=task.attempt, worker=pending.slot
+        )
         exceptions = ray.exceptions
         try:
             outcome: RunOutcome = ray.get(pending.ref)
             return outcome
         except exceptions.TaskCancelledError:
-            return RunOutcome(
-                status="interrupted", cause=getattr(self, "_reason", "interrupted"), **common
-            )
+            return RunOutcome(status="interrupted", cause=self._reason, **common)
         except exceptions.OutOfMemoryError as exc:
             return RunOutcome(
                 status="failed", failure="oom", cause=f"oom: {_first_line(exc)}", **common
@@ -387,7 +388,8 @@ def follow_log(pending: RayRun) -> list[ExecutorEvent]:
             return []  # an earlier attempt's log, or not written yet
         tail.inode, tail.offset, tail.partial = stat.st_ino, 0, b""
         pending.starts += 1
-        events.append(RunStarted(task.key, task.attempt, header[len(prefix) :].strip()))
+        pending.slot = header[len(prefix) :].strip()
+        events.append(RunStarted(task.key, task.attempt, pending.slot))
     if stat.st_size <= tail.offset:
         return events
     try:
