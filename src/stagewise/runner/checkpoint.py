@@ -75,10 +75,7 @@ def load_checkpoint(path: Path, device: Any = "cpu") -> tuple[Any, dict[str, Any
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the recorded config ({exc})") from exc
     model.to(device)
-    # Rotary tables are buffers, not weights: rebuild them the way training did.
-    cos, sin = model._rotary_tables(model.cos.size(1), device=model.cos.device)
-    model.cos.copy_(cos)
-    model.sin.copy_(sin)
+    model.reset_rotary()
     return model, config
 
 

@@ -222,6 +222,11 @@ class GPT(nn.Module):
         self.x0_lambdas.fill_(0.1)
         for ve in self.value_embed_tables():
             nn.init.uniform_(ve.weight, -bound, bound)
+        self.reset_rotary()
+
+    @torch.no_grad()
+    def reset_rotary(self) -> None:
+        """Recompute the RoPE tables (buffers, not weights: meta init and loading skip them)."""
         cos, sin = self._rotary_tables(self.cos.size(1), device=self.cos.device)
         self.cos.copy_(cos)
         self.sin.copy_(sin)
