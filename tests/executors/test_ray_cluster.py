@@ -428,3 +428,36 @@ def test_ctrl_c_cancels_the_ray_tasks_and_marks_runs_interrupted(
     assert driver.returncode == 130, out + err
     assert runs(study)["ok/1/block-a"]["status"] == "interrupted"
     _wait_for(lambda: not Path(f"/proc/{pid}").exists(), 20, "the trainer to be stopped")
+
+
+def test_ray_and_local_hosts_run_in_one_stage(cluster: Cluster, tmp_path: Path) -> None:
+    study = _fake_study(tmp_path / "s", cluster.address, {"ok": 0, "ok2": 0})
+    text = study.joinpath("study.toml").read_text()
+    text = text.replace(
+        "[stages.s1]", '[hosts.laptop]\nexecutor = "local"\ndevices = ["cpu"]\n[stages.s1]'
+    ).replace('hosts = ["block-a"]', 'hosts = ["block-a", "laptop"]')
+    study.joinpath("study.toml").write_text(text)
+    proc = run_cli("run", study, "s1", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(proc.stdout)["succeeded"]
+    assert len(rows) == 4
+    for row in rows:
+        if row["host"] == "laptop":
+            assert row["worker"] == "laptop/cpu#0"
+        else:
+            assert cluster.labels.get(_node_of(row["worker"])) == "blk-a"
+    assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in runs(study).values())
+
+
+def test_a_block_without_a_node_is_refused_before_anything_runs(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    study = _fake_study(tmp_path / "s", cluster.address, {"ok": 0})
+    text = study.joinpath("study.toml").read_text().replace('"blk-a" = 1', '"blk-z" = 1')
+    study.joinpath("study.toml").write_text(text)
+    proc = run_cli("run", study, "s1")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "blk-z" in proc.stderr and "ray start --address=" in proc.stderr, proc.stderr
+    assert runs(study)["ok/1/block-a"]["status"] == "pending"
+    assert not journal(study)
