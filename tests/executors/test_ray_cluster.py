@@ -461,3 +461,23 @@ def test_a_block_without_a_node_is_refused_before_anything_runs(
     assert "blk-z" in proc.stderr and "ray start --address=" in proc.stderr, proc.stderr
     assert runs(study)["ok/1/block-a"]["status"] == "pending"
     assert not journal(study)
+
+
+def test_a_killed_driver_takes_its_runs_on_the_nodes_with_it(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """No orphan keeps training (and writing into the out dir a rerun uses) after SIGKILL."""
+    study = _fake_study(tmp_path / "s", cluster.address, {"ok": 3})  # mode 3: hangs
+    study.joinpath("study.toml").write_text(
+        study.joinpath("study.toml").read_text().replace("grace_seconds = 3", "grace_seconds = 300")
+    )
+    argv = [sys.executable, "-m", "stagewise", "run", str(study), "s1"]
+    driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: journal(study), 60, "the run to start")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    pid = int(journal(study)[0][2])
+    _wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, "the orphaned trainer to die")
+    assert runs(study)["ok/1/block-a"]["status"] == "running"  # until a driver recovers it
