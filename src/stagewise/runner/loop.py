@@ -20,7 +20,7 @@ from typing import Any
 
 from stagewise.errors import RunnerError, StagewiseError
 from stagewise.runner.config import TrainConfig, config_sha256
-from stagewise.runner.summary import format_block, round_fields, write_summary
+from stagewise.runner.summary import format_block, normalize_fields, write_summary
 
 UNTIMED_STEPS = 10  # steps 0..10 are not counted against the budget (compile, warm-up)
 DIVERGED_LOSS = 100.0  # far above ln(vocab) at init: the run has blown up
@@ -151,7 +151,7 @@ def _finish(summary: dict[str, Any], out: Path, t_start: float) -> None:
         "num_params_M",
     ):
         summary.setdefault(key, None)
-    summary.update(round_fields(summary))
+    summary.update(normalize_fields(summary))
     summary.setdefault("checkpoint_path", None)
     summary.setdefault("checkpoint_sha256", None)
     try:
@@ -343,7 +343,7 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
         checkpoint_sha256=ckpt_sha,
         checkpoint_check={"batches": check_batches, "val_bpb": round(check, 6)},
     )
-    summary.update(round_fields(summary))
+    summary.update(normalize_fields(summary))
     print(format_block(summary), flush=True)
 
 

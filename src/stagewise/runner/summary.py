@@ -1,7 +1,8 @@
 """The end of a run: autoresearch's `---` block on stdout and `summary.json` in the out folder.
 
-The block's values and the JSON's are the same numbers: each field is rounded once, here, to the
-precision the block prints, so a parser of either sees identical values.
+The JSON keeps every number unrounded (gates rank on it, and a 0.3-second run's tokens must not
+round to 0.0M); the block prints the same numbers at autoresearch's precision, so the block read
+back equals `round_fields(summary)`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,20 @@ def round_fields(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = int(value)
         else:
             out[key] = round(float(value), decimals)
+    return out
+
+
+def normalize_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """Block fields made JSON-safe without rounding: non-finite -> None, counts -> int."""
+    out = dict(values)
+    for key, decimals in BLOCK_FIELDS:
+        value = out.get(key)
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            out[key] = None
+        elif decimals is None:
+            out[key] = int(value)
+        else:
+            out[key] = float(value)
     return out
 
 
