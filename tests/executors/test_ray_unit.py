@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -41,16 +43,18 @@ def test_without_ray_the_error_names_the_pip_command() -> None:
     assert 'pip install "stagewise[ray]"' in proc.stdout
 
 
-pytest.importorskip("ray")
-
-from stagewise.executors import ray as rx  # noqa: E402
+@pytest.fixture
+def rx() -> ModuleType:
+    """The Ray executor module; these tests skip without the ray extra (the two above do not)."""
+    pytest.importorskip("ray")
+    return importlib.import_module("stagewise.executors.ray")
 
 
 def _host(**kw: object) -> Host:
     return Host(name="blk", executor="ray", **kw)  # type: ignore[arg-type]
 
 
-def test_requirements_follow_the_host() -> None:
+def test_requirements_follow_the_host(rx: ModuleType) -> None:
     assert rx.requirements(_host(resources={"l40s": 1.0})) == {"l40s": 1.0, "CPU": 1.0}
     assert rx.requirements(_host(resources={"a": 1.0}, devices=("cuda",))) == {
         "a": 1.0,
@@ -61,7 +65,7 @@ def test_requirements_follow_the_host() -> None:
     assert rx.requirements(_host(num_cpus=0.0)) == {}
 
 
-def test_runs_fitting_a_node_is_bounded_by_every_resource() -> None:
+def test_runs_fitting_a_node_is_bounded_by_every_resource(rx: ModuleType) -> None:
     node = {"CPU": 2.0, "blk-a": 1.0, "blk-b": 1.0, "memory": 1e9}
     assert rx.runs_fitting(node, {"blk-a": 1.0, "CPU": 1.0}) == 1
     assert rx.runs_fitting(node, {"CPU": 1.0}) == 2
@@ -69,7 +73,7 @@ def test_runs_fitting_a_node_is_bounded_by_every_resource() -> None:
     assert rx.runs_fitting(node, {"blk-a": 1.0, "GPU": 1.0}) == 0
 
 
-def test_a_closed_port_is_one_clear_error_fast() -> None:
+def test_a_closed_port_is_one_clear_error_fast(rx: ModuleType) -> None:
     import socket
     import time
 
@@ -82,12 +86,12 @@ def test_a_closed_port_is_one_clear_error_fast() -> None:
     assert time.monotonic() - started < 10
 
 
-def test_a_bad_address_is_refused() -> None:
+def test_a_bad_address_is_refused(rx: ModuleType) -> None:
     with pytest.raises(ExecutorError, match="not host:port"):
         rx.connect("nowhere", timeout=1)
 
 
-def test_max_retries_must_be_a_count() -> None:
+def test_max_retries_must_be_a_count(rx: ModuleType) -> None:
     with pytest.raises(ExecutorError, match=r"hosts\.blk\.max_retries.*-1"):
         rx._max_retries(_host(options={"max_retries": -1}))
     assert rx._max_retries(_host()) == rx.DEFAULT_MAX_RETRIES
@@ -108,6 +112,7 @@ def _task(tmp_path: Path) -> RunTask:
 
 
 def test_progress_is_read_from_the_log_and_follows_a_rerun_on_another_node(
+    rx: ModuleType,
     tmp_path: Path,
 ) -> None:
     task = _task(tmp_path)
