@@ -196,32 +196,37 @@ def _label(study: Study, cid: str) -> str:
         return cid
 
 
+def _why(obj: dict[str, Any], cond: dict[str, Any]) -> str:
+    """The declared reason of the rule that decided this condition's verdict."""
+    wanted = {"promote": "selected", "pass": "holds", "fail": "fails"}.get(cond["verdict"])
+    if wanted is None:
+        return ""
+    for text in cond.get("reasons", []):
+        for rule in obj.get("rules", []):
+            head = f"{rule['description']}: "
+            if str(text).startswith(head) and str(text)[len(head) :].startswith(wanted):
+                return str(rule.get("reason") or rule["description"])
+    return ""
+
+
 def _gate_line(study: Study, obj: dict[str, Any]) -> str:
-    parts = []
+    groups: dict[str, list[str]] = {}
     for cond in obj["conditions"]:
-        reasons = "; ".join(str(r) for r in cond.get("reasons", [])[:1])
-        parts.append(
-            f"{cond['label']} {cond['verdict']}"
-            + (
-                f" ({reasons})"
-                if reasons and cond["verdict"] in ("promote", "pass", "fail")
-                else ""
-            )
-        )
-    head = f"gate {obj['gate']} ({obj['kind']}, {len(obj['cells'])} cells): "
-    return head + ", ".join(parts)
+        why = _why(obj, cond)
+        groups.setdefault(cond["verdict"], []).append(cond["label"] + (f" ({why})" if why else ""))
+    order = ("promote", "pass", "fail", "stop", "untested", "incomplete")
+    body = "; ".join(f"{v} {', '.join(groups[v])}" for v in order if v in groups)
+    return f"gate {obj['gate']} ({obj['kind']}, {len(obj['cells'])} host-seed cells): {body}"
 
 
 def _sensitivity_lines(study: Study, sens: dict[str, Any]) -> list[str]:
     lines = []
     for row in sens.get("rows", []):
-        if not row.get("declared", True):
+        if row.get("role") != "declared":
             continue
-        flip = row.get("smallest_passing_threshold")
         lines.append(
-            f"sensitivity {row.get('label', row.get('condition_id'))} {row.get('statistic')}: "
-            f"observed {row.get('observed'):.4f}, declared {row.get('declared_threshold')} -> "
-            f"{row.get('declared_verdict')}; would pass from {flip if flip is not None else 'no grid point'}"
+            f"sensitivity {sens['gate']} {row['label']} {row['statistic']} = {row['observed']:+.4f} "
+            f"(rule <= {row['declared_threshold']:g}: {row['declared_verdict']}); {row['note']}"
         )
     return lines
 
