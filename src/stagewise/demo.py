@@ -241,14 +241,19 @@ def summary_lines(result: DemoResult) -> list[str]:
         lines.append(f"  {obj['gate']}: {verb} {promoted or 'none'}")
     b = result.budget
     if b:
-        spent = b.get("total_recorded_gpu_hours")
+        # On CPU the "GPU-hours" of the accounting are CPU-slot hours; minutes read better here.
+        def minutes(hours: Any) -> str:
+            return "-" if hours is None else f"{60 * float(hours):.2f} CPU-min"
+
         lines.append(
-            f"  CPU-hours: {b.get('total_budgeted_gpu_hours')} budgeted, "
-            f"{spent if spent is not None else '-'} recorded"
+            f"  spent: {minutes(b.get('total_recorded_gpu_hours'))} recorded, "
+            f"{minutes(b.get('total_budgeted_gpu_hours'))} budgeted"
         )
         for cf in b.get("counterfactuals", []):
+            added = cf.get("added_vs_executed")
+            extra = f" (+{minutes(added)})" if added else ""
             lines.append(
-                f"  {cf.get('scenario')}: {cf.get('confirmation_gpu_hours')} h (+{cf.get('added_vs_executed')})"
+                f"  {cf.get('scenario')}: {minutes(cf.get('confirmation_gpu_hours'))}{extra}"
             )
     lines.append(f"  report: {result.report}")
     lines.append(f"  bundle: {result.bundle}  (check it: stagewise verify {result.bundle})")
