@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stagewise.gates.decide import CONDITION_KEYS
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.published import PUBLISHED_LABEL, PublishedTable
 from stagewise.study.model import Gate, Study
@@ -43,26 +44,7 @@ RUN_COLUMNS = (
     "depth",
     "checkpoint_sha256",
 )
-GATE_COLUMNS = (
-    "condition_id",
-    "label",
-    "role",
-    "n_cells",
-    "mean_val_bpb",
-    "sd_val_bpb",
-    "mean_rank",
-    "best_rank",
-    "worst_rank",
-    "first_rank_cells",
-    "gap_from_best",
-    "mean_gap_to_reference",
-    "max_gap_to_reference",
-    "params_M",
-    "tokens_M",
-    "training_hours",
-    "verdict",
-    "reasons",
-)
+GATE_COLUMNS = CONDITION_KEYS  # the gate table is the gate JSON's condition rows
 RUNS_SOURCE = "results/runs.csv"
 STUDY_SOURCES = ["study/study.toml", "study/matrix"]
 
