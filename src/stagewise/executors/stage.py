@@ -391,13 +391,28 @@ def run_stage(
                 state.slots += slots if workers is None else min(slots, workers)
             state.pending = len(queue)
             reporter.begin(state)
-            _drive(
-                study, ledger, stage, queue, executors, state, reporter, me, retries, retry_failed
-            )
+            try:
+                _drive(
+                    study,
+                    ledger,
+                    stage,
+                    queue,
+                    executors,
+                    state,
+                    reporter,
+                    me,
+                    retries,
+                    retry_failed,
+                )
+            finally:
+                reporter.end(state)  # also on an error: a live view must give the terminal back
         finally:
             for ex in executors.values():
-                ex.close()
-    reporter.end(state)
+                ex.close()  # stops and waits for any child still running
+            # Only after an error or a second Ctrl-C can runs be left: put them back now
+            # rather than waiting for the next `stagewise run` to find their driver gone.
+            for key in list(state.running):
+                ledger.mark_interrupted(key, me, "driver stopped before the run ended")
     return state
 
 
