@@ -155,7 +155,10 @@ def _alive(pid: int) -> bool:
 
 
 def test_sigkill_mid_stage_then_resume_runs_everything_exactly_once(tmp_path: Path) -> None:
-    modes = {f"c{i}": OK for i in range(4)}
+    # SUMMARY: the trainer writes summary.json itself, as our runner does, so a run that
+    # finishes in the instant between the driver's death and its ledger write is adopted on
+    # resume instead of rerun.
+    modes = {f"c{i}": SUMMARY for i in range(4)}
     study = fake_study(tmp_path / "s", modes, hosts=("block-a", "block-b"), sleep=1.0)
     driver = _spawn(study, "--workers", "2")
     _wait_for(lambda: "succeeded" in _statuses(study) and "running" in _statuses(study))
@@ -171,12 +174,13 @@ def test_sigkill_mid_stage_then_resume_runs_everything_exactly_once(tmp_path: Pa
 
     proc = run_cli("run", study, "s1", "--workers", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "interrupted runs put back" in proc.stdout
     table = runs(study)
     assert len(table) == 8 and {r["status"] for r in table.values()} == {"succeeded"}
-    for key in running_then:
-        assert table[key]["attempts"] == 2  # the killed ones were rerun from scratch
     ends = [e[1] for e in journal(study) if e[0] == "end"]
+    adopted = {k for k in running_then if table[k]["attempts"] == 1}
+    # A killed run was rerun from scratch, unless it had finished before the kill landed.
+    assert {k for k in running_then if table[k]["attempts"] == 2} == running_then - adopted
+    assert ("interrupted runs put back" in proc.stdout) == bool(running_then - adopted)
     assert sorted(set(ends)) == sorted(ends) and len(ends) == 8  # each finished exactly once
     assert len(events(study, "run.succeeded")) == 8
 

@@ -50,6 +50,8 @@ def _begin_line(state: StageState) -> str:
         parts.append(f"{len(state.awaiting_import)} awaiting import")
     if state.recovered:
         parts.append(f"{len(state.recovered)} interrupted runs put back")
+    if state.adopted:
+        parts.append(f"{len(state.adopted)} finished by the lost driver, results kept")
     return ", ".join(parts) + f"; {state.slots} slot(s)"
 
 

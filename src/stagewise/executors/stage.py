@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import signal
 import socket
@@ -41,6 +42,7 @@ from stagewise.executors.command import (
     supports_device_batch,
     timeout_seconds,
 )
+from stagewise.executors.process import read_summary
 from stagewise.ledger import Ledger, RunKey
 from stagewise.plan import build_plan
 from stagewise.study.model import Study
@@ -161,6 +163,7 @@ class StageState:
     awaiting_import: list[str] = field(default_factory=list)
     previously_failed: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)  # stale `running` rows put back
+    adopted: list[str] = field(default_factory=list)  # finished by a lost driver, result kept
     pending: int = 0
     running: dict[RunKey, RunningInfo] = field(default_factory=dict)
     slots: int = 0
@@ -222,6 +225,7 @@ class StageState:
             "previously_failed": self.previously_failed,
             "awaiting_import": self.awaiting_import,
             "recovered": self.recovered,
+            "adopted": self.adopted,
             "retries": self.retries,
             "stopped_by": self.stopped,
             "dry_run": self.dry_run or None,
@@ -269,9 +273,29 @@ def require_frozen_gates(
     return problems
 
 
-def recover_stale(ledger: Ledger, me: str) -> list[str]:
-    """Put back `running` rows whose driver is gone; refuse while another driver is alive."""
-    recovered = []
+def finished_result(study: Study, key: RunKey) -> dict[str, Any] | None:
+    """The summary a lost attempt completed before its driver died, if it is whole.
+
+    A run can finish in the instant between its driver's death and the ledger write; its
+    summary.json (written atomically by the runner) is then the result, and rerunning it would
+    repeat a finished run. Out dirs are emptied at each attempt, so this is the last attempt's.
+    """
+    summary = read_summary(run_dir(study, key.stage, key.condition_id, key.seed, key.host) / "out")
+    value = summary.get("val_bpb")
+    if summary.get("status") != "succeeded" or not isinstance(value, int | float):
+        return None
+    return summary if math.isfinite(value) else None
+
+
+def recover_stale(
+    ledger: Ledger, me: str, study: Study | None = None
+) -> tuple[list[str], list[str]]:
+    """Settle `running` rows whose driver is gone: (put back to rerun, finished results adopted).
+
+    Refuses while another driver is alive.
+    """
+    recovered: list[str] = []
+    adopted: list[str] = []
     for key, owner in sorted(ledger.running_owners().items()):
         if owner == me:
             continue
@@ -286,9 +310,21 @@ def recover_stale(ledger: Ledger, me: str) -> list[str]:
                 f"{key} is marked running by a driver on another machine ({owner}); run "
                 "`stagewise run` there, or stop that driver and rerun here after it is gone"
             )
-        if ledger.mark_interrupted(key, owner, f"driver {owner} is gone; rerun from scratch"):
+        summary = finished_result(study, key) if study is not None else None
+        if summary is not None:
+            ledger.finish(
+                key,
+                "succeeded",
+                summary=summary,
+                checkpoint_path=summary.get("checkpoint_path"),
+                checkpoint_sha256=summary.get("checkpoint_sha256"),
+                source=f"recovered from {owner}",
+                owner=owner,
+            )
+            adopted.append(str(key))
+        elif ledger.mark_interrupted(key, owner, f"driver {owner} is gone; rerun from scratch"):
             recovered.append(str(key))
-    return recovered
+    return recovered, adopted
 
 
 class _Stop:
@@ -354,7 +390,7 @@ def run_stage(
     me = driver_owner()
     with run_lock(study, wait=wait, notify=notify):
         ledger.ensure_runs(plan.runs)
-        state.recovered = recover_stale(ledger, me)
+        state.recovered, state.adopted = recover_stale(ledger, me, study)
         records = {r.key: r for r in ledger.runs(stage=stage_id)}
         queue: deque[RunKey] = deque()
         by_kind: dict[str, list[str]] = {}
