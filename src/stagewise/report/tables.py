@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.gates.decide import CONDITION_KEYS
+from stagewise.ledger.schema import SUMMARY_FIELDS
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.published import PUBLISHED_LABEL, PublishedTable
 from stagewise.study.model import Gate, Study
@@ -33,15 +34,7 @@ RUN_COLUMNS = (
     "created_at",
     "started_at",
     "finished_at",
-    "val_bpb",
-    "training_seconds",
-    "total_seconds",
-    "peak_vram_mb",
-    "mfu_percent",
-    "total_tokens_M",
-    "num_steps",
-    "num_params_M",
-    "depth",
+    *SUMMARY_FIELDS,
     "checkpoint_sha256",
 )
 GATE_COLUMNS = CONDITION_KEYS  # the gate table is the gate JSON's condition rows

@@ -33,8 +33,9 @@ BLOCK_FIELDS: tuple[tuple[str, int | None], ...] = (
 BLOCK_WIDTH = 18  # "training_seconds: " -- values line up as in autoresearch's log
 
 
-def round_fields(values: dict[str, Any]) -> dict[str, Any]:
-    """Block fields at the printed precision (None stays None: unknown, e.g. MFU on a CPU)."""
+def round_fields(values: dict[str, Any], *, rounded: bool = True) -> dict[str, Any]:
+    """Block fields made JSON-safe: non-finite -> None (unknown, e.g. MFU on a CPU), counts ->
+    int, floats at the printed precision (or unrounded with `rounded=False`)."""
     out = dict(values)
     for key, decimals in BLOCK_FIELDS:
         value = out.get(key)
@@ -43,22 +44,13 @@ def round_fields(values: dict[str, Any]) -> dict[str, Any]:
         elif decimals is None:
             out[key] = int(value)
         else:
-            out[key] = round(float(value), decimals)
+            out[key] = round(float(value), decimals) if rounded else float(value)
     return out
 
 
 def normalize_fields(values: dict[str, Any]) -> dict[str, Any]:
-    """Block fields made JSON-safe without rounding: non-finite -> None, counts -> int."""
-    out = dict(values)
-    for key, decimals in BLOCK_FIELDS:
-        value = out.get(key)
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            out[key] = None
-        elif decimals is None:
-            out[key] = int(value)
-        else:
-            out[key] = float(value)
-    return out
+    """What summary.json holds: `round_fields` without the rounding."""
+    return round_fields(values, rounded=False)
 
 
 def format_block(summary: dict[str, Any]) -> str:
