@@ -16,6 +16,16 @@ b,c_b,comparator,2,48,0.04,4096
 c,c_c,variant,1,64,0.05,4096
 """
 
+# The runner settings of the acceptance check's tiny CPU study; `{data}` is the prepared data.
+TINY_RUNNER = """\
+[runner]
+device = "cpu"
+sequence_len = 128
+device_batch_size = 16
+eval_tokens = 8192
+data = "{data}"
+"""
+
 STUDY = """\
 [study]
 name = "tiny"

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import MATRIX, TINY_RUNNER
 from tests.executors.conftest import FAKE_COMMAND, journal, run_cli, runs
 
 pytest.importorskip("ray")
@@ -34,24 +35,16 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
-MATRIX = """\
-label,condition_id,role,depth,aspect_ratio,matrix_lr,total_batch_size
-a,c_a,reference,2,32,0.04,4096
-b,c_b,comparator,2,48,0.04,4096
-c,c_c,variant,1,64,0.05,4096
-"""
 
-STUDY = """\
+STUDY = (
+    """\
 [study]
 name = "tiny-ray"
 reference = "c_a"
 matrix = "matrix.csv"
-[runner]
-device = "cpu"
-sequence_len = 128
-device_batch_size = 16
-eval_tokens = 8192
-data = "{data}"
+"""
+    + TINY_RUNNER
+    + """\
 [hosts.block-a]
 executor = "ray"
 address = "{address}"
@@ -66,6 +59,7 @@ seeds = [1]
 hosts = ["block-a", "block-b"]
 candidates = "all"
 """
+)
 
 
 # ---------------------------------------------------------------------- the cluster

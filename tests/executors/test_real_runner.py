@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.conftest import TINY_RUNNER
 from tests.executors.conftest import events, run_cli, runs
 
 MATRIX = """\
@@ -13,17 +14,15 @@ a,c_a,reference,2,32,0.04,4096
 c,c_c,variant,1,64,0.05,4096
 """
 
-STUDY = """\
+STUDY = (
+    """\
 [study]
 name = "tiny"
 reference = "c_a"
 matrix = "matrix.csv"
-[runner]
-device = "cpu"
-sequence_len = 128
-device_batch_size = 16
-eval_tokens = 8192
-data = "{data}"
+"""
+    + TINY_RUNNER
+    + """\
 [hosts.block-a]
 executor = "local"
 devices = ["cpu"]
@@ -38,6 +37,7 @@ seeds = [1]
 hosts = ["block-a", "block-b"]
 candidates = "all"
 """
+)
 
 
 def test_real_runner_stage_on_two_cpu_workers(tmp_path: Path, sample_data: Path) -> None:
