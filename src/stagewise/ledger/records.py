@@ -111,6 +111,24 @@ class DecisionRecord:
     def manual(self) -> bool:
         return self.kind == "manual"
 
+    def as_dict(self) -> dict[str, Any]:
+        """The whole record as plain data (the audit bundle's decisions.json rows)."""
+        return {
+            "id": self.id,
+            "gate": self.gate,
+            "kind": self.kind,
+            "manual": self.manual,
+            "promoted": list(self.promoted),
+            "reason": self.reason,
+            "source": self.source,
+            "frozen_sha256": self.frozen_sha256,
+            "decided_at": self.decided_at,
+            "active": self.active,
+            "withdrawn_at": self.withdrawn_at,
+            "withdraw_reason": self.withdraw_reason,
+            "payload": self.payload,
+        }
+
     @property
     def active(self) -> bool:
         return self.withdrawn_at is None

@@ -168,27 +168,7 @@ def _freeze_records(ctx: ReportContext, scrub: Scrubber) -> dict[str, Any]:
 
 
 def _decisions(ctx: ReportContext) -> list[dict[str, Any]]:
-    out = []
-    for view in ctx.gates:
-        for d in view.decisions:
-            out.append(
-                {
-                    "id": d.id,
-                    "gate": d.gate,
-                    "kind": d.kind,
-                    "manual": d.manual,
-                    "promoted": list(d.promoted),
-                    "reason": d.reason,
-                    "source": d.source,
-                    "frozen_sha256": d.frozen_sha256,
-                    "decided_at": d.decided_at,
-                    "active": d.active,
-                    "withdrawn_at": d.withdrawn_at,
-                    "withdraw_reason": d.withdraw_reason,
-                    "payload": d.payload,
-                }
-            )
-    return out
+    return [d.as_dict() for view in ctx.gates for d in view.decisions]
 
 
 def _events(ctx: ReportContext, scrub: Scrubber) -> dict[str, Any]:

@@ -245,38 +245,27 @@ def freezes_table(ctx: ReportContext) -> Table:
 
 
 def decisions_table(ctx: ReportContext) -> Table:
+    columns = (
+        "gate",
+        "kind",
+        "manual",
+        "promoted",
+        "reason",
+        "source",
+        "frozen_sha256",
+        "decided_at",
+        "active",
+        "withdraw_reason",
+    )
     rows = []
     for view in ctx.gates:
         for rec in view.decisions:
-            rows.append(
-                {
-                    "gate": rec.gate,
-                    "kind": rec.kind,
-                    "manual": rec.manual,
-                    "promoted": list(rec.promoted),
-                    "reason": rec.reason or "",
-                    "source": rec.source or "",
-                    "frozen_sha256": rec.frozen_sha256 or "",
-                    "decided_at": rec.decided_at,
-                    "active": rec.active,
-                    "withdraw_reason": rec.withdraw_reason or "",
-                }
-            )
+            record = rec.as_dict()
+            rows.append({c: "" if record[c] is None else record[c] for c in columns})
     return Table(
         "decisions",
         "Decisions with reasons",
-        [
-            "gate",
-            "kind",
-            "manual",
-            "promoted",
-            "reason",
-            "source",
-            "frozen_sha256",
-            "decided_at",
-            "active",
-            "withdraw_reason",
-        ],
+        list(columns),
         rows,
         note="manual = taken outside the tool (a researcher's judgement or a published outcome)",
         sources=["decisions/decisions.json"],
