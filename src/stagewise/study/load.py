@@ -333,7 +333,18 @@ def _gate(
         if not isinstance(reason, str):
             raise ctx.fail(f"{rkey}.reason", f"expected a string, but got {reason!r}")
         rules.append(Rule(name, params, targets, target_roles, reason, dict(rule_raw)))
-    return Gate(gid, kind, pooled, tuple(rules), str(table.get("description", "")), dict(table))
+    decide = table.get("decide", "auto")
+    if decide not in ("auto", "manual"):
+        raise ctx.fail(f"{key}.decide", f"expected 'auto' or 'manual', but got {decide!r}")
+    return Gate(
+        gid,
+        kind,
+        pooled,
+        tuple(rules),
+        str(table.get("description", "")),
+        dict(table),
+        decide=decide,
+    )
 
 
 def _rule_param(ctx: _Ctx, key: str, expected: type, value: Any) -> Any:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 ParamValue = int | float | str
 ExecutorKind = Literal["local", "ray", "external"]
 GateKind = Literal["promote", "confirm"]
+GateDecide = Literal["auto", "manual"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class Gate:
     rules: tuple[Rule, ...]
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    # "manual": `stagewise run DIR` shows the analysis and leaves the call to `stagewise decide`.
+    decide: GateDecide = "auto"
 
 
 @dataclass(frozen=True)
