@@ -162,6 +162,22 @@ def build_argv(
     return argv
 
 
+def run_env(
+    study: Study, stage: Stage, condition: Condition, seed: int, host: Host, out_dir: Path
+) -> dict[str, str]:
+    """The run's facts as environment variables, for trainers that read them (stagewise.result)."""
+    from stagewise import result
+
+    return {
+        result.ENV_OUT: str(out_dir),
+        result.ENV_SEED: str(seed),
+        result.ENV_BUDGET_SECONDS: format_value(stage.budget_seconds),
+        result.ENV_CONDITION_ID: condition.condition_id,
+        result.ENV_STAGE: stage.stage_id,
+        result.ENV_HOST: host.name,
+    }
+
+
 def supports_device_batch(study: Study, host: Host) -> bool:
     """Whether an OOM retry can lower the device batch: our runner, or a template using it."""
     template = command_template(study, host)
@@ -203,6 +219,7 @@ __all__ = [
     "grace_seconds",
     "placeholders",
     "run_dir",
+    "run_env",
     "runner_values",
     "substitute",
     "supports_device_batch",

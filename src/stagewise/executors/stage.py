@@ -39,6 +39,7 @@ from stagewise.executors.command import (
     build_argv,
     device_batch_size,
     run_dir,
+    run_env,
     supports_device_batch,
     timeout_seconds,
 )
@@ -474,7 +475,7 @@ def _task(
     return RunTask(
         key=key,
         argv=tuple(argv),
-        env={},
+        env=run_env(study, stage, condition, key.seed, host, out_dir),
         workdir=str(study.root),
         out_dir=str(out_dir),
         log_path=str(folder / "train.log"),
