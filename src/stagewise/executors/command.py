@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.errors import ExecutorError
+from stagewise.paths import safe_join
 from stagewise.study.model import Condition, Host, Stage, Study
 
 # [runner] keys that configure the executor, not the runner: never passed to `stagewise train`.
@@ -34,7 +35,7 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}")
 
 def run_dir(study: Study, stage: str, condition_id: str, seed: int, host: str) -> Path:
     """`<study>/runs/<stage>/<condition>/seed<seed>-<host>/`: train.log and out/ live here."""
-    return study.root / "runs" / stage / condition_id / f"seed{seed}-{host}"
+    return safe_join(study.root, "runs", stage, condition_id, f"seed{seed}-{host}")
 
 
 def format_value(value: Any) -> str:

@@ -24,6 +24,7 @@ from stagewise.examples.published import compare_with_published
 from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate
 from stagewise.gates.freeze import amendment_history, parse, require_frozen
 from stagewise.ledger import DecisionRecord, FreezeRecord, Ledger
+from stagewise.paths import safe_join
 from stagewise.plan import build_plan
 from stagewise.study.model import Study
 
@@ -374,7 +375,7 @@ def write_records(folder: Path, obj: Mapping[str, Any]) -> tuple[Path, ...]:
         ("csv", gate_csv(obj)),
         ("md", gate_markdown(obj)),
     ):
-        path = folder / f"{gate}.{suffix}"
+        path = safe_join(folder, f"{gate}.{suffix}")  # the gate id is a file name
         tmp = path.with_suffix(f".{suffix}.tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)

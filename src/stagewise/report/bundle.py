@@ -27,6 +27,7 @@ from typing import Any
 
 from stagewise.errors import BundleError
 from stagewise.ledger import Ledger, sha256_text
+from stagewise.paths import safe_join
 from stagewise.report.context import ReportContext, collect
 from stagewise.report.figures import render_figures
 from stagewise.report.scrub import Scrubber
@@ -110,7 +111,7 @@ class _Writer:
         self.scrub = scrub
 
     def text(self, rel: str, text: str) -> None:
-        path = self.out / rel
+        path = safe_join(self.out, rel)  # ids become file names here: never outside --out
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.scrub.text(text), encoding="utf-8")
 

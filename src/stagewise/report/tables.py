@@ -17,6 +17,7 @@ from typing import Any
 
 from stagewise.gates.decide import CONDITION_KEYS
 from stagewise.ledger.schema import SUMMARY_FIELDS
+from stagewise.paths import safe_join
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.published import PUBLISHED_LABEL, PublishedTable
 from stagewise.study.model import Gate, Study
@@ -73,8 +74,8 @@ class Table:
 
     def write(self, folder: Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
-        csv_path = folder / f"{self.name}.csv"
-        json_path = folder / f"{self.name}.json"
+        csv_path = safe_join(folder, f"{self.name}.csv")  # names hold gate ids
+        json_path = safe_join(folder, f"{self.name}.json")
         csv_path.write_text(self.to_csv(), encoding="utf-8")
         json_path.write_text(self.to_json(), encoding="utf-8")
         return [csv_path, json_path]

@@ -6,20 +6,41 @@ Messages name the file, the key and what would have been valid.
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, cast
 
+from stagewise import bounds
 from stagewise.budget_units import parse_duration
 from stagewise.errors import StudyError
+from stagewise.paths import id_problem, safe_join
 from stagewise.study.matrix import TEXT_PARAMS, load_matrix
-from stagewise.study.model import Candidates, Gate, Host, Rule, Stage, Study
+from stagewise.study.model import Candidates, Condition, Gate, Host, Rule, Stage, Study
 
 STUDY_FILE = "study.toml"
 EXECUTORS = ("local", "ray", "external")
 GATE_KINDS = ("promote", "confirm")
 RULE_KEYS = ("rule", "reason", "conditions", "roles")
+METRICS = ("val_bpb",)
+# The keys each table may hold; anything else is a typo, refused with the nearest valid name.
+TOP_KEYS = ("study", "runner", "hosts", "stages", "gates")
+STUDY_KEYS = ("name", "matrix", "metric", "reference", "description")
+HOST_KEYS = (
+    "executor",
+    "devices",
+    "workers",
+    "resources",
+    "address",
+    "num_cpus",
+    "num_gpus",
+    "command",
+    "max_retries",
+)
+STAGE_KEYS = ("budget", "seeds", "hosts", "candidates", "purpose", "description")
+GATE_KEYS = ("kind", "stages", "rules", "description", "decide")
 
 
 class _Ctx:
@@ -30,6 +51,23 @@ class _Ctx:
 
     def fail(self, key: str, message: str) -> StudyError:
         return StudyError(f"{self.path}: {key}: {message}")
+
+    def known_keys(self, where: str, table: dict[str, Any], known: tuple[str, ...]) -> None:
+        for key in table:
+            if key not in known:
+                raise self.fail(f"{where}{key}", f"unknown key; {_nearest(key, known)}")
+
+    def safe_id(self, key: str, value: str) -> str:
+        problem = id_problem(value)
+        if problem is not None:
+            raise self.fail(key, problem)
+        return value
+
+
+def _nearest(key: str, known: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}valid keys: {', '.join(known)}"
 
 
 def _table(ctx: _Ctx, data: dict[str, Any], key: str, required: bool = False) -> dict[str, Any]:
@@ -49,11 +87,14 @@ def _str(ctx: _Ctx, key: str, value: Any) -> str:
     return value.strip()
 
 
-def _str_list(ctx: _Ctx, key: str, value: Any) -> tuple[str, ...]:
+def _str_list(ctx: _Ctx, key: str, value: Any, *, allow_empty: bool = False) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ctx.fail(key, f"expected a list of strings, but got {value!r}")
+    if not value and not allow_empty:
+        # An empty list would silently mean "all" or "none"; say which instead.
+        raise ctx.fail(key, "expected at least one entry, but got []; leave the key out instead")
     if len(set(value)) != len(value):
         raise ctx.fail(key, f"duplicate entries in {value!r}")
     return tuple(value)
@@ -78,11 +119,15 @@ def load_study(folder: Path | str) -> Study:
 
 
 def _build(root: Path, ctx: _Ctx, raw: dict[str, Any]) -> Study:
+    ctx.known_keys("", raw, TOP_KEYS)
     study = _table(ctx, raw, "study", required=True)
-    name = _str(ctx, "study.name", study.get("name"))
+    ctx.known_keys("study.", study, STUDY_KEYS)
+    name = ctx.safe_id("study.name", _str(ctx, "study.name", study.get("name")))
     matrix_file = _str(ctx, "study.matrix", study.get("matrix"))
     metric = _str(ctx, "study.metric", study.get("metric", "val_bpb"))
-    matrix_path = root / matrix_file
+    if metric not in METRICS:
+        raise ctx.fail("study.metric", f"expected one of {', '.join(METRICS)}, but got {metric!r}")
+    matrix_path = _matrix_path(ctx, root, matrix_file)
     conditions = load_matrix(matrix_path)
     ids = {c.condition_id for c in conditions}
     reference = _str(ctx, "study.reference", study.get("reference"))
@@ -93,18 +138,16 @@ def _build(root: Path, ctx: _Ctx, raw: dict[str, Any]) -> Study:
     command: tuple[str, ...] | None = None
     if "command" in runner:
         command = _command(ctx, "runner.command", runner.pop("command"))
-    for key, value in runner.items():
-        if isinstance(value, bool) or key in TEXT_PARAMS or key in ("data", "out"):
-            continue
-        if isinstance(value, str) and key not in ("time_budget",):
-            raise ctx.fail(f"runner.{key}", f"expected a number, but got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ctx.fail(f"runner.{key}", f"expected a finite number, but got {value!r}")
 
-    hosts = {
-        name_: _host(ctx, name_, table)
-        for name_, table in _table(ctx, raw, "hosts", required=True).items()
-    }
+    hosts_raw = _table(ctx, raw, "hosts", required=True)
+    hosts = {ctx.safe_id(f"hosts.{n}", n): _host(ctx, n, t) for n, t in hosts_raw.items()}
+    own_runner = command is None and any(h.command is None for h in hosts.values())
+    _check_runner(ctx, runner, matrix_path, conditions, own_runner=own_runner)
+    for template_key, template in [("runner.command", command)] + [
+        (f"hosts.{h.name}.command", h.command) for h in hosts.values()
+    ]:
+        if template is not None:
+            _check_template(ctx, template_key, template, runner, conditions)
     if not hosts:
         raise ctx.fail("[hosts]", "declare at least one host block, e.g. [hosts.local]")
 
@@ -112,6 +155,10 @@ def _build(root: Path, ctx: _Ctx, raw: dict[str, Any]) -> Study:
     if not stages_raw:
         raise ctx.fail("[stages]", "declare at least one stage, e.g. [stages.s1]")
     gates_raw = _table(ctx, raw, "gates")
+    for sid in stages_raw:
+        ctx.safe_id(f"stages.{sid}", sid)
+    for gid in gates_raw:
+        ctx.safe_id(f"gates.{gid}", gid)
     stages = {sid: _stage(ctx, sid, t, hosts, ids, gates_raw) for sid, t in stages_raw.items()}
     gates = {gid: _gate(ctx, gid, t, stages, ids, conditions) for gid, t in gates_raw.items()}
     _check_order(ctx, stages, gates)
@@ -131,6 +178,122 @@ def _build(root: Path, ctx: _Ctx, raw: dict[str, Any]) -> Study:
     )
 
 
+def _matrix_path(ctx: _Ctx, root: Path, matrix_file: str) -> Path:
+    """The matrix lies inside the study folder: the bundle copies it to the same relative path."""
+    try:
+        return safe_join(root, matrix_file)
+    except StudyError:
+        raise ctx.fail(
+            "study.matrix", f"expected a file inside the study folder, but got {matrix_file!r}"
+        ) from None
+
+
+def _check_runner(
+    ctx: _Ctx,
+    runner: dict[str, Any],
+    matrix_path: Path,
+    conditions: tuple[Condition, ...],
+    *,
+    own_runner: bool,
+) -> None:
+    """Runner options in [runner] and the matrix: known names (for our runner), sane values."""
+    known = [*bounds.RUNNER_OPTIONS, *bounds.EXECUTOR_OPTIONS]
+    for key, value in runner.items():
+        if isinstance(value, dict | list):
+            raise ctx.fail(
+                f"runner.{key}", f"expected a number, string or boolean, but got {value!r}"
+            )
+        if own_runner and key not in known:
+            raise ctx.fail(
+                f"runner.{key}", f"not an option of `stagewise train`; {_nearest(key, known)}"
+            )
+        if key in TEXT_PARAMS and not isinstance(value, str):
+            raise ctx.fail(f"runner.{key}", f"expected a string, but got {value!r}")
+        problem = bounds.option_problem(key, value)
+        if isinstance(value, float) and not math.isfinite(value):
+            # A template's own value may be any scalar, but numbers must be finite.
+            problem = problem or f"expected a finite number, but got {value!r}"
+        if problem is not None:
+            raise ctx.fail(f"runner.{key}", problem)
+    for cond in conditions:
+        where = f"{matrix_path}: condition {cond.condition_id}"
+        for key, value in cond.params.items():
+            if own_runner and key not in known:
+                raise StudyError(
+                    f"{where}: column {key!r} is not an option of `stagewise train`; "
+                    f"{_nearest(key, known)}"
+                )
+            problem = bounds.option_problem(key, value)
+            if problem is not None:
+                raise StudyError(f"{where}: {key}: {problem}")
+        merged = {**runner, **cond.params}
+        if "depth" in merged and "aspect_ratio" in merged:
+            problem = bounds.model_size_problem(
+                merged["depth"],
+                merged["aspect_ratio"],
+                merged.get("head_dim", 128),
+                merged.get("vocab_size", 8192),
+            )
+            if problem is not None:
+                raise StudyError(f"{where}: {problem}")
+
+
+# Names every command template may use besides the runner options (executors/command.py's
+# `placeholders`; tests/study/test_load.py keeps the two in step).
+TEMPLATE_NAMES = frozenset(
+    {
+        "seed",
+        "time_budget",
+        "budget_seconds",
+        "token_budget",
+        "step_budget",
+        "out",
+        "out_dir",
+        "summary",
+        "condition_id",
+        "label",
+        "role",
+        "stage",
+        "host",
+        "study",
+        "python",
+    }
+)
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}")
+
+
+def _check_template(
+    ctx: _Ctx,
+    key: str,
+    template: tuple[str, ...],
+    runner: dict[str, Any],
+    conditions: tuple[Condition, ...],
+) -> None:
+    """Every `{name}` resolves for every condition and every brace is balanced, before any run."""
+    for element in template:
+        for match in _PLACEHOLDER.finditer(element):
+            text, name = match.group(0), match.group(1)
+            if text in ("{{", "}}"):
+                continue
+            if name is None:
+                raise ctx.fail(
+                    key,
+                    f"element {element!r}: unbalanced brace; write {{{{ or }}}} for a literal brace",
+                )
+            if name in TEMPLATE_NAMES or name in runner:
+                continue
+            lacking = [c.condition_id for c in conditions if name not in c.params]
+            if lacking:
+                known = sorted(TEMPLATE_NAMES | set(runner))
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {{{close[0]}}}? " if close else ""
+                raise ctx.fail(
+                    key,
+                    f"element {element!r}: unknown placeholder {{{name}}} (no [runner] key or "
+                    f"matrix column for {lacking[0]}); {hint}known: {', '.join(known)}",
+                )
+
+
 def _command(ctx: _Ctx, key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ctx.fail(
@@ -143,6 +306,7 @@ def _host(ctx: _Ctx, name: str, table: Any) -> Host:
     key = f"hosts.{name}"
     if not isinstance(table, dict):
         raise ctx.fail(key, "expected a table")
+    ctx.known_keys(f"{key}.", table, HOST_KEYS)
     executor = table.get("executor", "local")
     if executor not in EXECUTORS:
         raise ctx.fail(
@@ -154,12 +318,18 @@ def _host(ctx: _Ctx, name: str, table: Any) -> Host:
             raise ctx.fail(f"{key}.devices", f"expected 'cpu' or 'cuda:N', but got {dev!r}")
     workers = table.get("workers")
     if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+        isinstance(workers, bool)
+        or not isinstance(workers, int)
+        or not 1 <= workers <= bounds.MAX_WORKERS
     ):
-        raise ctx.fail(f"{key}.workers", f"expected a positive integer, but got {workers!r}")
+        raise ctx.fail(
+            f"{key}.workers", f"expected an integer in 1..{bounds.MAX_WORKERS}, but got {workers!r}"
+        )
     resources = table.get("resources", {})
     if not isinstance(resources, dict) or not all(
-        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+        isinstance(k, str)
+        and bounds.number_problem(v, low=0, high=bounds.INT64_MAX) is None
+        and v > 0
         for k, v in resources.items()
     ):
         raise ctx.fail(
@@ -173,10 +343,10 @@ def _host(ctx: _Ctx, name: str, table: Any) -> Host:
     nums: dict[str, float | None] = {}
     for num_key in ("num_cpus", "num_gpus"):
         value = table.get(num_key)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-        ):
-            raise ctx.fail(f"{key}.{num_key}", f"expected a non-negative number, but got {value!r}")
+        if value is not None:
+            problem = bounds.number_problem(value, low=0, high=bounds.INT64_MAX)
+            if problem is not None:
+                raise ctx.fail(f"{key}.{num_key}", problem)
         nums[num_key] = float(value) if value is not None else None
     command = _command(ctx, f"{key}.command", table["command"]) if "command" in table else None
     known = {
@@ -214,20 +384,33 @@ def _stage(
     key = f"stages.{sid}"
     if not isinstance(table, dict):
         raise ctx.fail(key, "expected a table")
+    ctx.known_keys(f"{key}.", table, STAGE_KEYS)
+    if isinstance(table.get("budget"), str) and not table["budget"].isascii():
+        # Python reads other scripts' digits as numbers ("١m" is one minute); a study must not.
+        raise ctx.fail(
+            f"{key}.budget", f"expected ASCII digits and a unit, but got {table['budget']!r}"
+        )
     if "budget" not in table:
         raise ctx.fail(f"{key}.budget", "missing; give seconds or a string like '10m'")
     try:
         budget = parse_duration(table["budget"])
     except ValueError as exc:
         raise ctx.fail(f"{key}.budget", str(exc)) from None
+    if budget > bounds.BUDGET_MAX_SECONDS:
+        raise ctx.fail(
+            f"{key}.budget",
+            f"expected at most {bounds.BUDGET_MAX_SECONDS:.0f} seconds (a year), "
+            f"but got {table['budget']!r}",
+        )
     seeds = table.get("seeds")
     if (
         not isinstance(seeds, list)
         or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or not all(bounds.seed_problem(s) is None for s in seeds)
     ):
         raise ctx.fail(
-            f"{key}.seeds", f"expected a non-empty list of non-negative integers, but got {seeds!r}"
+            f"{key}.seeds",
+            f"expected a non-empty list of integers in 0..{bounds.SEED_MAX}, but got {seeds!r}",
         )
     if len(set(seeds)) != len(seeds):
         raise ctx.fail(f"{key}.seeds", f"duplicate seeds in {seeds!r}")
@@ -273,7 +456,10 @@ def _gate(
     key = f"gates.{gid}"
     if not isinstance(table, dict):
         raise ctx.fail(key, "expected a table")
-    kind = table.get("kind", "promote")
+    ctx.known_keys(f"{key}.", table, GATE_KEYS)
+    if "kind" not in table:
+        raise ctx.fail(f"{key}.kind", "missing; expected 'promote' or 'confirm'")
+    kind = table["kind"]
     if kind not in GATE_KINDS:
         raise ctx.fail(f"{key}.kind", f"expected 'promote' or 'confirm', but got {kind!r}")
     pooled = _str_list(ctx, f"{key}.stages", table.get("stages"))
@@ -286,6 +472,11 @@ def _gate(
     if len(budgets) > 1:
         detail = ", ".join(f"{s}={stages[s].budget_seconds:g}s" for s in pooled)
         raise ctx.fail(f"{key}.stages", f"pooled stages must share one budget, but got {detail}")
+    # The most candidates this gate can see: a listed stage's list, else the whole matrix.
+    most = max(
+        len(stages[s].candidates.ids) if stages[s].candidates.mode == "list" else len(conditions)
+        for s in pooled
+    )
     rules_raw = table.get("rules")
     if not isinstance(rules_raw, list) or not rules_raw:
         raise ctx.fail(f"{key}.rules", 'expected a non-empty list of { rule = "...", ... } tables')
@@ -316,11 +507,24 @@ def _gate(
         for pkey in spec.required:
             if pkey not in params:
                 raise ctx.fail(f"{rkey}.{pkey}", f"missing; rule {name} needs {pkey}")
-        targets = _str_list(ctx, f"{rkey}.conditions", rule_raw.get("conditions", []))
+        for pkey, value in params.items():
+            if isinstance(value, int) and value > most:
+                raise ctx.fail(
+                    f"{rkey}.{pkey}",
+                    f"expected at most {most} (the candidates gate {gid} can see), but got {value}",
+                )
+        targets = _str_list(
+            ctx,
+            f"{rkey}.conditions",
+            rule_raw.get("conditions", []),
+            allow_empty="conditions" not in rule_raw,
+        )
         for cid in targets:
             if cid not in ids:
                 raise ctx.fail(f"{rkey}.conditions", f"unknown condition_id {cid!r}")
-        target_roles = _str_list(ctx, f"{rkey}.roles", rule_raw.get("roles", []))
+        target_roles = _str_list(
+            ctx, f"{rkey}.roles", rule_raw.get("roles", []), allow_empty="roles" not in rule_raw
+        )
         for role in target_roles:
             if role not in roles:
                 raise ctx.fail(

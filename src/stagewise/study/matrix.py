@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.errors import StudyError
+from stagewise.paths import id_problem
 from stagewise.study.model import Condition, ParamValue
 
 # Columns that describe a condition rather than configure the runner.
@@ -46,11 +47,18 @@ def _param(where: str, key: str, value: Any) -> ParamValue:
 
 
 def _condition(where: str, row: dict[str, Any]) -> Condition:
+    for key in TEXT_COLUMNS:
+        value = row.get(key)
+        if value is not None and not isinstance(value, str):
+            raise StudyError(f"{where}: {key} must be text, but got {value!r}")
     for key in REQUIRED_COLUMNS:
         value = row.get(key)
         if value is None or not str(value).strip():
             raise StudyError(f"{where}: {key} is empty; every condition needs a {key}")
     cid = str(row["condition_id"]).strip()
+    problem = id_problem(cid)
+    if problem is not None:
+        raise StudyError(f"{where}: condition_id: {problem}")
     params = {
         key: _param(where, key, value)
         for key, value in row.items()

@@ -1,0 +1,80 @@
+"""Safe ids and paths: the one rule for every id that can become part of a file name.
+
+Study, stage, gate, condition and host ids end up in paths (frozen records, decisions, run
+folders, report and bundle files). The rule is checked where study files and imports are read;
+`safe_join` checks again, right before a path is used, that it lies inside its root
+(defence in depth: a check missed upstream is an error here, never a write elsewhere).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from stagewise.errors import StudyError
+
+ID_MAX_LENGTH = 64
+# ASCII letters and digits first, then also `.`, `_` and `-`: no separators, no spaces, no NUL,
+# no look-alike unicode, nothing a shell or a file system treats specially.
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_ID = re.compile(ID_PATTERN, re.ASCII)
+ID_RULE = (
+    f"1 to {ID_MAX_LENGTH} ASCII characters: a letter or digit, then letters, digits, '.', '_' "
+    "or '-', without '..'"
+)
+
+
+def id_problem(value: object) -> str | None:
+    """Why `value` is not a safe id, or None when it is one."""
+    if not isinstance(value, str):
+        return f"expected a string id, but got {type(value).__name__} {value!r}"
+    if not value:
+        return "expected an id, but got an empty string"
+    if len(value) > ID_MAX_LENGTH:
+        return (
+            f"ids are at most {ID_MAX_LENGTH} characters, but got {len(value)}: {value[:40]!r}..."
+        )
+    if _ID.fullmatch(value) is None or ".." in value:
+        return f"expected {ID_RULE}, but got {value!r}"
+    return None
+
+
+def is_safe_id(value: object) -> bool:
+    return id_problem(value) is None
+
+
+def check_id(where: str, value: object) -> str:
+    """`value` if it is a safe id; otherwise StudyError naming `where` (file and key)."""
+    problem = id_problem(value)
+    if problem is not None:
+        raise StudyError(f"{where}: {problem}")
+    assert isinstance(value, str)
+    return value
+
+
+def safe_join(root: Path | str, *parts: str) -> Path:
+    """`root / parts...`, refused unless it resolves inside `root` (symlinks followed)."""
+    base = Path(root).resolve()
+    for part in parts:
+        if not isinstance(part, str) or not part or "\x00" in part:
+            raise StudyError(f"refusing to build a path under {base} from {part!r}")
+        # Each part is one name or a relative path of names; absolute parts would replace root.
+        if os.path.isabs(part) or Path(part).is_absolute() or part.startswith(("/", "\\")):
+            raise StudyError(f"refusing to build a path under {base} from {part!r}")
+    target = base.joinpath(*parts).resolve()
+    if target != base and base not in target.parents:
+        shown = "/".join(parts)
+        raise StudyError(f"refusing to write outside {base}: {shown!r} leads to {target}")
+    return target
+
+
+__all__ = [
+    "ID_MAX_LENGTH",
+    "ID_PATTERN",
+    "ID_RULE",
+    "check_id",
+    "id_problem",
+    "is_safe_id",
+    "safe_join",
+]
