@@ -14,9 +14,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from stagewise import bounds
 from stagewise.errors import ImportRejected
 from stagewise.ledger import Ledger
 from stagewise.ledger.schema import SUMMARY_FIELDS
+from stagewise.paths import id_problem
 from stagewise.plan import build_plan
 from stagewise.study.model import Study
 
@@ -32,6 +34,16 @@ OPTIONAL_NUMERIC = (
     "depth",
 )
 STATUSES = ("succeeded", "failed")
+# (low, high, low is exclusive) per numeric field; counts fit SQLite's int64.
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "val_bpb": (0.0, bounds.VAL_BPB_MAX, True),
+    "seed": (0, bounds.SEED_MAX, False),
+    "num_params_M": (0.0, bounds.MAX_NUM_PARAMS / 1e6, False),
+    "mfu_percent": (0.0, 100.0 * 1000, False),  # a wrong peak-FLOPs table can exceed 100
+    "depth": (1, bounds.MAX_DEPTH, False),
+}
+_COUNT_RANGE = (0.0, float(bounds.INT64_MAX), False)
+
 _BLOCK_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(\S+)\s*$")
 
 
@@ -56,6 +68,38 @@ def parse_summary_block(text: str) -> dict[str, Any]:
     return out
 
 
+def _json_depth_problem(text: str) -> str | None:
+    """Refuse deep nesting before `json.loads` recurses into it (a 100k-deep array crashes it)."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > bounds.JSON_MAX_DEPTH:
+                return f"JSON nested deeper than {bounds.JSON_MAX_DEPTH} levels"
+        elif char in "]}":
+            depth -= 1
+    return None
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ImportRejected(f"duplicate key {key!r} in one JSON object")
+        out[key] = value
+    return out
+
+
 def _read_rows(path: Path, defaults: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of a results file as dicts of raw values, each with `_line` for messages."""
     try:
@@ -66,10 +110,15 @@ def _read_rows(path: Path, defaults: dict[str, Any]) -> list[dict[str, Any]]:
         raise ImportRejected(f"{path}: cannot read ({exc})") from None
     suffix = path.suffix.lower()
     if suffix == ".json":
+        problem = _json_depth_problem(text)
+        if problem is not None:
+            raise ImportRejected(f"{path}: {problem}")
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError as exc:
             raise ImportRejected(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        except ImportRejected as exc:
+            raise ImportRejected(f"{path}: {exc}") from None
         if isinstance(data, dict) and isinstance(data.get("results"), list):
             data = data["results"]
         if isinstance(data, dict):
@@ -85,6 +134,8 @@ def _read_rows(path: Path, defaults: dict[str, Any]) -> list[dict[str, Any]]:
                     f"{path}: item {i}: expected an object, but got {type(item).__name__}"
                 )
             rows.append({**defaults, **item, "_line": i})
+        if not rows:
+            raise ImportRejected(f"{path}: no result rows")
         return rows
     if suffix in (".log", ".txt", ".out"):
         block = parse_summary_block(text)
@@ -127,21 +178,29 @@ def _number(
     raw = row.get(field)
     if raw is None or raw == "":
         return None
+    where = f"{path}: row {row['_line']}: {field}"
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        # JSON true is not 1.0: a boolean or a nested value is never a measurement.
+        raise ImportRejected(f"{where} must be a number, but got {raw!r}")
+    if isinstance(raw, str) and not raw.isascii():
+        raise ImportRejected(f"{where} must be written in ASCII digits, but got {raw!r}")
+    value: int | float
     try:
-        value = float(raw)
+        value = int(raw) if isinstance(raw, int) else float(raw)
     except (TypeError, ValueError):
-        raise ImportRejected(
-            f"{path}: row {row['_line']}: {field} must be a number, but got {raw!r}"
-        ) from None
-    if not math.isfinite(value):
-        raise ImportRejected(f"{path}: row {row['_line']}: {field} must be finite, but got {raw!r}")
+        raise ImportRejected(f"{where} must be a number, but got {raw!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ImportRejected(f"{where} must be finite, but got {raw!r}")
     if integer:
-        if not value.is_integer():
-            raise ImportRejected(
-                f"{path}: row {row['_line']}: {field} must be an integer, but got {raw!r}"
-            )
-        return int(value)
-    return value
+        if isinstance(raw, str) and raw.strip().lstrip("+-").isdigit():
+            value = int(raw)  # exact, however long: the range check below judges it
+        elif isinstance(value, float) and not value.is_integer():
+            raise ImportRejected(f"{where} must be an integer, but got {raw!r}")
+    low, high, open_low = _RANGES.get(field, _COUNT_RANGE)
+    if value < low or (open_low and value == low) or value > high:
+        side = ">" if open_low else ">="
+        raise ImportRejected(f"{where} must be {side} {low:g} and <= {high:g}, but got {raw!r}")
+    return int(value) if integer else float(value)
 
 
 def validate_rows(
@@ -154,6 +213,9 @@ def validate_rows(
         for field in KEY_FIELDS:
             if row.get(field) in (None, ""):
                 raise ImportRejected(f"{where}: {field} is missing")
+            problem = None if field == "seed" else id_problem(str(row[field]).strip())
+            if problem is not None:
+                raise ImportRejected(f"{where}: {field}: {problem}")
         stage_id = str(row["stage"]).strip()
         if stage_id not in study.stages:
             raise ImportRejected(
