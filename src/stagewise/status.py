@@ -67,12 +67,17 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
                 },
             }
         )
+    problems = ledger.integrity_problems()
     return {
         "study": study.name,
         "reference": study.reference,
         "ledger_schema": ledger.schema_version,
         "events": len(ledger.events()),
-        "chain_ok": not ledger.verify_chain(),
+        # chain_ok covers the links and the runs/freezes/decisions tables checked against them.
+        "chain_ok": not problems,
+        "chain_head": ledger.head,
+        "first_broken_link": problems[0] if problems else None,
+        "chain_problems": problems,
         "stages": stages,
         "gates": gates,
     }

@@ -37,7 +37,7 @@ def emit_json(value: Any) -> None:
 @contextmanager
 def open_study(folder: Path) -> Iterator[tuple[Study, Ledger]]:
     study = load_study(folder)
-    with Ledger.open(study.root) as ledger:
+    with Ledger.open(study.root, create=False) as ledger:
         yield study, ledger
 
 

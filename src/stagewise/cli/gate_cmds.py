@@ -140,12 +140,14 @@ def _i(value: int | None) -> str:
 def gate(folder: StudyDir, gate: GateId, json_: JsonFlag = False) -> None:
     """Apply a frozen gate: verdicts, decision in the ledger, records in decisions/."""
     with open_study(folder) as (study, ledger):
+        ledger.require_intact()
         result = apply_gate(study, ledger, gate)
         if json_:
             emit_json(result.object)
             return
         _gate_tables(result.object)
         console.print(f"records: {', '.join(str(p) for p in result.files)}")
+        console.print(f"chain head: {ledger.head}")
 
 
 def sensitivity(
@@ -163,7 +165,8 @@ def sensitivity(
     except ValueError as exc:
         raise StudyError(f"--grid: {exc}") from None
     with open_study(folder) as (study, ledger):
-        obj = compute_sensitivity(study, ledger, gate, values)
+        ledger.require_intact()
+        obj = compute_sensitivity(study, ledger, gate, values).to_json()
     if json_:
         emit_json(obj)
         return
@@ -194,7 +197,7 @@ def sensitivity(
 def budget(folder: StudyDir, json_: JsonFlag = False) -> None:
     """Budgeted and recorded GPU-hours per stage, totals and promotion counterfactuals."""
     with open_study(folder) as (study, ledger):
-        obj = compute_budget(study, ledger)
+        obj = compute_budget(study, ledger).to_json()
     if json_:
         emit_json(obj)
         return

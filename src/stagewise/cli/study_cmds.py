@@ -13,49 +13,14 @@ from stagewise.cli.common import console, emit_json, open_study
 from stagewise.errors import DecisionError
 from stagewise.executors.external import import_results
 from stagewise.gates.manual import decide_manually, withdraw
-from stagewise.plan import Plan, build_plan
+from stagewise.plan import build_plan
 from stagewise.status import study_status
 from stagewise.study import load_study
-from stagewise.study.init import EXAMPLES, init_study
+from stagewise.create import init_study
+from stagewise.study.init import EXAMPLES
 
 StudyDir = Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
-
-
-def plan_dict(plan: Plan) -> dict[str, Any]:
-    stages = []
-    for sp in plan.stages:
-        stages.append(
-            {
-                "stage": sp.stage.stage_id,
-                "budget_seconds": sp.stage.budget_seconds,
-                "budget": format_duration(sp.stage.budget_seconds),
-                "seeds": list(sp.stage.seeds),
-                "hosts": list(sp.stage.hosts),
-                "candidate_source": sp.stage.candidates.describe(),
-                "status": sp.status,
-                "candidates": list(sp.candidates) if sp.candidates is not None else None,
-                "candidate_count": sp.candidate_count,
-                "decision_manual": sp.decision.manual if sp.decision else None,
-                "budgeted_gpu_hours": _round(sp.budgeted_gpu_hours),
-                "runs": [
-                    {"condition_id": k.condition_id, "seed": k.seed, "host": k.host}
-                    for k in sp.runs
-                ],
-            }
-        )
-    total = plan.total_budgeted_gpu_hours
-    return {
-        "study": plan.study.name,
-        "stages": stages,
-        "total_budgeted_gpu_hours": _round(total) if total is not None else "pending",
-        "known_budgeted_gpu_hours": _round(plan.known_budgeted_gpu_hours),
-    }
-
-
-def _round(value: float | None) -> float | None:
-    # Sums of hours like 0.2 + 2 + ... carry float noise; 9 decimals is far below a second.
-    return None if value is None else round(value, 9)
 
 
 def init(
@@ -83,7 +48,7 @@ def validate(folder: StudyDir) -> None:
 def plan(folder: StudyDir, as_json: JsonFlag = False) -> None:
     """Every run of every stage that can be known now, with budgeted GPU-hours."""
     with open_study(folder) as (study, ledger):
-        result = plan_dict(build_plan(study, ledger))
+        result = build_plan(study, ledger).to_json()
     if as_json:
         emit_json(result)
         return
@@ -148,9 +113,14 @@ def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
         )
         gates.add_row(g["gate"], g["kind"], ",".join(g["stages"]), frozen, decision)
     console.print(gates)
+    console.print(f"chain head: {result['chain_head']}", soft_wrap=True)
     if not result["chain_ok"]:
         console.print(
-            "[red]the ledger's event chain is broken: run stagewise verify on a bundle[/red]"
+            f"the ledger fails its integrity check: first broken link: "
+            f"{result['first_broken_link']} ({len(result['chain_problems'])} problem(s))",
+            style="red",
+            markup=False,
+            soft_wrap=True,
         )
 
 

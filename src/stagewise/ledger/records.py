@@ -6,18 +6,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+# A run's identity is a plan concept; the ledger stores runs under it and re-exports it.
+from stagewise.plan import RunKey
+
+__all__ = ["RUN_STATES", "DecisionRecord", "Event", "FreezeRecord", "RunKey", "RunRecord"]
+
 RUN_STATES = ("pending", "running", "succeeded", "failed", "interrupted")
-
-
-@dataclass(frozen=True, order=True)
-class RunKey:
-    stage: str
-    condition_id: str
-    seed: int
-    host: str
-
-    def __str__(self) -> str:
-        return f"{self.stage}/{self.condition_id}/seed{self.seed}/{self.host}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +70,7 @@ class Event:
     payload: dict[str, Any]
     prev_hash: str
     hash: str
+    format: int = 1  # how `hash` was computed (see ledger.store.event_hash)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ the command that fixes it (upgrading stagewise).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SUMMARY_FIELDS = (
     "val_bpb",
@@ -94,5 +94,10 @@ MIGRATIONS: dict[int, list[str]] = {
     2: [
         "ALTER TABLE runs ADD COLUMN checkpoint_sha256 TEXT",
         "ALTER TABLE runs ADD COLUMN log_tail TEXT",
+    ],
+    # v3: the chain commits to the data (ledger.integrity). Events hashed field by field carry
+    # format 2; the migration event itself holds the digests of everything recorded before.
+    3: [
+        "ALTER TABLE events ADD COLUMN format INTEGER NOT NULL DEFAULT 1",
     ],
 }

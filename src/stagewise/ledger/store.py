@@ -8,17 +8,19 @@ event's hash, so any later edit of the history breaks the chain (`verify_chain`)
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stagewise.errors import DecisionError, ImportRejected, LedgerError
+from stagewise.ledger import integrity
+from stagewise.ledger.integrity import TableRow, sha256_text, text_hash
 from stagewise.ledger.records import (
     DecisionRecord,
     Event,
@@ -29,8 +31,12 @@ from stagewise.ledger.records import (
 from stagewise.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_FIELDS
 
 LEDGER_FILE = "ledger.sqlite"
+BACKUP_SUFFIX = ".bak"
 GENESIS = "0" * 64
 BUSY_TIMEOUT_MS = 120_000
+# Event hash formats: 1 hashes the payload text whole; 2 (schema v3 on) hashes each payload
+# field on its own, so a bundle can scrub one field (a path) and still prove the chain.
+EVENT_FORMAT = 2
 
 _RUN_COLUMNS = (
     "stage, condition_id, seed, host, status, cause, attempts, source, owner, created_at, "
@@ -50,32 +56,150 @@ def canonical_json(value: Any) -> str:
     )
 
 
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def _event_hash(prev_hash: str, ts: str, kind: str, subject: str, payload: str) -> str:
     return sha256_text(canonical_json([prev_hash, ts, kind, subject, payload]))
+
+
+def field_hashes(payload: Mapping[str, Any]) -> dict[str, str]:
+    return {k: sha256_text(canonical_json(v)) for k, v in payload.items()}
+
+
+def event_hash_v2(
+    prev_hash: str, ts: str, kind: str, subject_sha256: str, fields: Mapping[str, str]
+) -> str:
+    """Format 2: the hash covers the sha256 of the subject and of each payload field."""
+    return sha256_text(canonical_json([prev_hash, ts, kind, subject_sha256, dict(fields)]))
+
+
+def event_hash(
+    fmt: int, prev_hash: str, ts: str, kind: str, subject: str, payload_text: str
+) -> str:
+    if fmt >= 2:
+        fields = field_hashes(json.loads(payload_text))
+        return event_hash_v2(prev_hash, ts, kind, sha256_text(subject), fields)
+    return _event_hash(prev_hash, ts, kind, subject, payload_text)
+
+
+def run_row(rec: RunRecord) -> TableRow:
+    """A run as the chain commits to it."""
+    k = rec.key
+    return TableRow(
+        label=f"run {k}",
+        key=integrity.key_digest(k.stage, k.condition_id, k.seed, k.host, sha256_text),
+        digest=integrity.run_digest(
+            k.stage,
+            k.condition_id,
+            k.seed,
+            k.host,
+            rec.status,
+            text_hash(rec.cause),
+            [getattr(rec, f) for f in SUMMARY_FIELDS],
+            sha256_text,
+        ),
+        finished=rec.status in ("succeeded", "failed"),
+    )
+
+
+def freeze_row(rec: FreezeRecord) -> TableRow:
+    return TableRow(
+        label=f"freeze {rec.gate} #{rec.id} (event {rec.event_seq})",
+        key=rec.event_seq,
+        digest=integrity.freeze_digest(
+            rec.gate,
+            rec.kind,
+            rec.sha256,
+            rec.frozen_at,
+            rec.post_hoc,
+            text_hash(rec.reason),
+            text_hash(canonical_json(rec.results_at_freeze)),
+            sha256_text,
+        ),
+    )
+
+
+def decision_row(rec: DecisionRecord) -> TableRow:
+    return TableRow(
+        label=f"decision {rec.gate} #{rec.id} (event {rec.event_seq})",
+        key=rec.event_seq,
+        digest=integrity.decision_digest(
+            rec.gate,
+            rec.kind,
+            rec.promoted,
+            text_hash(rec.reason),
+            text_hash(rec.source),
+            rec.frozen_sha256,
+            rec.decided_at,
+            text_hash(canonical_json(rec.payload)),
+            sha256_text,
+        ),
+        active=rec.active,
+    )
+
+
+def backups(path: Path) -> list[Path]:
+    """The ledger's backups (rolling and pre-migration), newest first."""
+    found = [p for p in path.parent.glob(f"{path.name}*{BACKUP_SUFFIX}") if p.is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def _evidence(folder: Path) -> list[str]:
+    """What in a study folder shows that work was recorded (a ledger must exist then)."""
+    found = []
+    for name in ("decisions", "runs"):
+        sub = folder / name
+        if sub.is_dir() and any(sub.iterdir()):
+            found.append(f"{name}/")
+    return found
+
+
+def _writable(folder: Path, path: Path) -> bool:
+    return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def read_only_message(folder: Path) -> str:
+    return f"{folder}: the study folder is read-only; nothing was recorded"
 
 
 class Ledger:
     """Open with `Ledger.open(study_dir)`; use as a context manager to close it."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
         self.path = path
         self._conn = conn
+        self.read_only = read_only
 
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, folder: Path | str, *, create: bool = True) -> Ledger:
-        path = Path(folder) / LEDGER_FILE
-        if not path.exists() and not create:
-            raise LedgerError(f"{path}: no ledger; is {folder} a study folder?")
+        """Open the study's ledger. A missing one is created only with `create` (`init` does)
+        and never where the folder shows recorded work: then the ledger was lost, and a fresh
+        one would silently drop every decision; the error names the backup to restore."""
+        folder = Path(folder)
+        path = folder / LEDGER_FILE
+        empty = path.is_file() and path.stat().st_size == 0
+        if not path.exists() or empty:
+            state = "empty" if empty else "missing"
+            found = backups(path)
+            evidence = _evidence(folder) + [p.name for p in found]
+            if found:
+                raise LedgerError(
+                    f"{path}: the ledger is {state} but the study folder holds "
+                    f"{', '.join(evidence)}; restore the newest backup with `cp {found[0]} "
+                    f"{path}` (only `stagewise init` creates a ledger)"
+                )
+            if evidence or empty or not create:
+                what = f"holds {', '.join(evidence)} but " if evidence else ""
+                raise LedgerError(
+                    f"{path}: the study folder {what}has no usable ledger ({state}) and no "
+                    f"backup of it; only `stagewise init` creates a ledger, in a new folder"
+                )
+        if path.exists() and not _writable(folder, path):
+            return cls._open_read_only(folder, path)
         try:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.row_factory = sqlite3.Row
-            version = cls._version(conn)
+            version = cls._version(conn, path)
             if version == 0:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -85,15 +209,55 @@ class Ledger:
         ledger._migrate(version)
         return ledger
 
+    @classmethod
+    def _open_read_only(cls, folder: Path, path: Path) -> Ledger:
+        """Reading a study needs no write: open the file read-only (immutable when SQLite
+        cannot even create its shared-memory file beside a WAL ledger)."""
+        last: Exception | None = None
+        for flags in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?{flags}",
+                    uri=True,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                    isolation_level=None,
+                )
+                conn.row_factory = sqlite3.Row
+                version = cls._version(conn, path)
+            except sqlite3.DatabaseError as exc:
+                last = exc
+                continue
+            if version != SCHEMA_VERSION:
+                conn.close()
+                raise LedgerError(
+                    f"{path}: ledger schema v{version} needs an upgrade to v{SCHEMA_VERSION}, "
+                    f"but {read_only_message(folder).split(': ', 1)[1]}; copy the study "
+                    "folder somewhere writable"
+                )
+            return cls(path, conn, read_only=True)
+        raise LedgerError(f"{path}: not a usable SQLite ledger ({last})")
+
     @staticmethod
-    def _version(conn: sqlite3.Connection) -> int:
+    def _version(conn: sqlite3.Connection, path: Path | None = None) -> int:
         has_meta = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
         ).fetchone()
         if not has_meta:
             return 0
         row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        return int(row[0]) if row else 0
+        if row is None:
+            return 0
+        try:
+            version = int(str(row[0]).strip())
+        except ValueError:
+            version = -1
+        if version < 1:
+            raise LedgerError(
+                f"{path or 'ledger'}: meta.schema_version is {row[0]!r}; expected a schema "
+                f"version from 1 to {SCHEMA_VERSION}; restore the ledger from a backup "
+                f"({LEDGER_FILE}*{BACKUP_SUFFIX} beside it)"
+            )
+        return version
 
     def _migrate(self, version: int) -> None:
         if version > SCHEMA_VERSION:
@@ -105,9 +269,15 @@ class Ledger:
             return
         if version > 0:
             # Keep the old file: an upgrade should never be the thing that loses a ledger.
-            backup = self.path.with_name(f"{self.path.name}.v{version}.bak")
-            self._conn.execute("PRAGMA wal_checkpoint(FULL)")
-            shutil.copy2(self.path, backup)
+            backup = self.path.with_name(f"{self.path.name}.v{version}{BACKUP_SUFFIX}")
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(FULL)")
+                shutil.copy2(self.path, backup)
+            except (OSError, sqlite3.Error) as exc:
+                raise LedgerError(
+                    f"{self.path}: cannot back the ledger up before upgrading it to "
+                    f"v{SCHEMA_VERSION} ({exc}); nothing was changed"
+                ) from None
         with self._write() as conn:
             current = self._version(conn)  # another process may have migrated meanwhile
             for target in range(current + 1, SCHEMA_VERSION + 1):
@@ -123,9 +293,18 @@ class Ledger:
                     (utc_now(),),
                 )
             if current != SCHEMA_VERSION:
-                self._append(
-                    conn, "ledger.migrate", "ledger", {"from": current, "to": SCHEMA_VERSION}
-                )
+                # The v3 baseline: everything recorded so far, committed to the chain.
+                payload = {"from": current, "to": SCHEMA_VERSION, **self._snapshot()}
+                self._append(conn, "ledger.migrate", "ledger", payload)
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "runs": [[r.key, r.digest] for r in map(run_row, self.runs())],
+            "freezes": [[r.key, r.digest] for r in map(freeze_row, self.freezes())],
+            "decisions": [
+                [r.key, r.digest, not r.active] for r in map(decision_row, self.decisions())
+            ],
+        }
 
     def close(self) -> None:
         self._conn.close()
@@ -143,17 +322,50 @@ class Ledger:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn
+        if self.read_only:
+            raise LedgerError(read_only_message(self.path.parent))
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise LedgerError(f"{self.path}: cannot start a write ({exc})") from None
+        except sqlite3.Error as exc:
+            raise self._write_error(exc, "cannot start a write") from None
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
             conn.execute("COMMIT")
+        except BaseException as exc:
+            # SQLite may already have rolled back (a full disk does): a second ROLLBACK would
+            # then fail and hide the real cause behind "cannot rollback".
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._write_error(exc, "write failed") from None
+            raise
+
+    def _write_error(self, exc: sqlite3.Error, what: str) -> LedgerError:
+        text = str(exc)
+        if "full" in text:
+            return LedgerError(
+                f"{self.path}: disk full ({text}); nothing was recorded; free space and rerun"
+            )
+        if "readonly" in text or "read-only" in text:
+            return LedgerError(read_only_message(self.path.parent))
+        return LedgerError(f"{self.path}: {what}; nothing was recorded ({text})")
+
+    def _backup(self) -> None:
+        """Refresh `ledger.sqlite.bak` after a record that cannot be redone (a freeze, a
+        decision, an import), so a lost ledger can be restored rather than recreated."""
+        target = self.path.with_name(self.path.name + BACKUP_SUFFIX)
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            dst = sqlite3.connect(tmp)
+            try:
+                self._conn.backup(dst)
+            finally:
+                dst.close()
+            os.replace(tmp, target)
+        except (OSError, sqlite3.Error):
+            # The record itself is committed; a missing backup must not undo or hide that.
+            tmp.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ events
     def _append(
@@ -163,10 +375,11 @@ class Ledger:
         prev = row[0] if row else GENESIS
         ts = utc_now()
         body = canonical_json(dict(payload))
-        digest = _event_hash(prev, ts, kind, subject, body)
+        digest = event_hash(EVENT_FORMAT, prev, ts, kind, subject, body)
         cur = conn.execute(
-            "INSERT INTO events (ts, kind, subject, payload, prev_hash, hash) VALUES (?,?,?,?,?,?)",
-            (ts, kind, subject, body, prev, digest),
+            "INSERT INTO events (ts, kind, subject, payload, prev_hash, hash, format) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (ts, kind, subject, body, prev, digest, EVENT_FORMAT),
         )
         return int(cur.lastrowid or 0)
 
@@ -191,24 +404,78 @@ class Ledger:
                 json.loads(r["payload"]),
                 r["prev_hash"],
                 r["hash"],
+                int(r["format"]),
             )
             for r in rows
         ]
+
+    @property
+    def head(self) -> str:
+        """The chain head: the hash of the last event (publish it to pin the whole history)."""
+        row = self._conn.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return str(row[0]) if row else GENESIS
 
     def verify_chain(self) -> list[str]:
         """Problems found in the event chain; an empty list means it is intact."""
         problems = []
         prev = GENESIS
         for r in self._conn.execute("SELECT * FROM events ORDER BY seq"):
+            where = f"event {r['seq']} ({r['kind']})"
             if r["prev_hash"] != prev:
-                problems.append(f"event {r['seq']}: prev_hash does not match event before it")
-            if (
-                _event_hash(r["prev_hash"], r["ts"], r["kind"], r["subject"], r["payload"])
-                != r["hash"]
-            ):
-                problems.append(f"event {r['seq']}: hash does not match its content")
+                problems.append(f"{where}: prev_hash does not match the event before it")
+            try:
+                ok = (
+                    event_hash(
+                        int(r["format"]),
+                        r["prev_hash"],
+                        r["ts"],
+                        r["kind"],
+                        r["subject"],
+                        r["payload"],
+                    )
+                    == r["hash"]
+                )
+            except (ValueError, TypeError, AttributeError):
+                ok = False
+            if not ok:
+                problems.append(f"{where}: hash does not match its content")
             prev = r["hash"]
         return problems
+
+    def integrity_problems(self) -> list[str]:
+        """The chain's own links first, then every table row that disagrees with the chain."""
+        problems = self.verify_chain()
+        chain = integrity.commitments(
+            (int(r[0]), str(r[1]), json.loads(r[2]))
+            for r in self._conn.execute("SELECT seq, kind, payload FROM events ORDER BY seq")
+        )
+        freezes = self.freezes()
+        for f in freezes:
+            if sha256_text(f.canonical) != f.sha256:
+                problems.append(
+                    f"freeze {f.gate} #{f.id} (event {f.event_seq}): its canonical text does "
+                    "not hash to its sha256"
+                )
+        problems += integrity.compare(
+            chain,
+            map(run_row, self.runs()),
+            map(freeze_row, freezes),
+            map(decision_row, self.decisions()),
+        )
+        return problems
+
+    def require_intact(self) -> str:
+        """Refuse to read a study whose chain is broken or whose tables disagree with it;
+        return the chain head otherwise."""
+        problems = self.integrity_problems()
+        if problems:
+            more = f" (and {len(problems) - 1} more; `stagewise status` lists them)"
+            raise LedgerError(
+                f"{self.path}: integrity check failed at {problems[0]}"
+                + (more if len(problems) > 1 else "")
+                + "; restore the ledger from a backup or a bundle you trust"
+            )
+        return self.head
 
     # ------------------------------------------------------------------ runs
     @staticmethod
@@ -267,7 +534,9 @@ class Ledger:
             )
             if not cur.rowcount:
                 return None
-            self._append(conn, "run.started", str(key), {"owner": owner})
+            self._append(
+                conn, "run.started", str(key), {"owner": owner, "key_sha256": _key_sha(key)}
+            )
         return self.run(key)
 
     def finish(
@@ -322,7 +591,12 @@ class Ledger:
                 conn,
                 f"run.{status}",
                 str(key),
-                {"cause": cause, "val_bpb": summary.get("val_bpb"), "source": source},
+                {
+                    "cause": cause,
+                    "val_bpb": summary.get("val_bpb"),
+                    "source": source,
+                    **self._result_commitment(key),
+                },
             )
 
     def running_owners(self) -> dict[RunKey, str]:
@@ -340,8 +614,21 @@ class Ledger:
                 (cause, utc_now(), key.stage, key.condition_id, key.seed, key.host, owner or None),
             )
             if cur.rowcount:
-                self._append(conn, "run.interrupted", str(key), {"cause": cause, "owner": owner})
+                self._append(
+                    conn,
+                    "run.interrupted",
+                    str(key),
+                    {"cause": cause, "owner": owner, **self._result_commitment(key)},
+                )
             return bool(cur.rowcount)
+
+    def _result_commitment(self, key: RunKey) -> dict[str, str]:
+        """The digest of a run as written (read back, so SQLite's own typing is what counts)."""
+        rec = self.run(key)
+        if rec is None:
+            raise LedgerError(f"run {key} vanished while it was being recorded")
+        row = run_row(rec)
+        return {"key_sha256": str(row.key), "result_sha256": row.digest}
 
     def record_imports(self, rows: list[dict[str, Any]], source: str) -> tuple[int, int]:
         """Write validated import rows in one transaction: (added, unchanged).
@@ -351,6 +638,7 @@ class Ledger:
         """
         added = 0
         unchanged = 0
+        results: list[list[str]] = []
         with self._write() as conn:
             for row in rows:
                 key = RunKey(row["stage"], row["condition_id"], int(row["seed"]), row["host"])
@@ -395,14 +683,24 @@ class Ledger:
                         key.host,
                     ),
                 )
+                commitment = self._result_commitment(key)
+                results.append([commitment["key_sha256"], commitment["result_sha256"]])
                 added += 1
             if added:
                 self._append(
                     conn,
                     "import",
                     source,
-                    {"added": added, "unchanged": unchanged, "rows": len(rows)},
+                    {
+                        "added": added,
+                        "unchanged": unchanged,
+                        "rows": len(rows),
+                        "results": results,
+                        "rows_sha256": integrity.digest(results),
+                    },
                 )
+        if added:
+            self._backup()
         return added, unchanged
 
     # ------------------------------------------------------------------ freezes
@@ -419,6 +717,16 @@ class Ledger:
     ) -> FreezeRecord:
         with self._write() as conn:
             now = utc_now()
+            record = integrity.freeze_digest(
+                gate,
+                kind,
+                sha256,
+                now,
+                post_hoc,
+                text_hash(reason),
+                text_hash(canonical_json(results_at_freeze)),
+                sha256_text,
+            )
             seq = self._append(
                 conn,
                 f"gate.{kind}",
@@ -428,6 +736,7 @@ class Ledger:
                     "post_hoc": post_hoc,
                     "reason": reason,
                     "results": len(results_at_freeze),
+                    "record_sha256": record,
                 },
             )
             cur = conn.execute(
@@ -446,6 +755,7 @@ class Ledger:
                 ),
             )
             fid = int(cur.lastrowid or 0)
+        self._backup()
         return next(f for f in self.freezes(gate) if f.id == fid)
 
     def freezes(self, gate: str | None = None) -> list[FreezeRecord]:
@@ -491,9 +801,11 @@ class Ledger:
         promoted = list(promoted)
         with self._write() as conn:
             active = conn.execute(
-                "SELECT id, kind FROM decisions WHERE gate=? AND withdrawn_at IS NULL ORDER BY id",
+                "SELECT id, kind, event_seq FROM decisions WHERE gate=? AND withdrawn_at IS NULL "
+                "ORDER BY id",
                 (gate,),
             ).fetchall()
+            superseded: list[int] = []
             for row in active:
                 if row["kind"] == "manual":
                     raise DecisionError(
@@ -506,6 +818,20 @@ class Ledger:
                         "UPDATE decisions SET withdrawn_at=?, withdraw_reason=? WHERE id=?",
                         (utc_now(), f"superseded by a new {kind} decision", row["id"]),
                     )
+                    superseded.append(int(row["event_seq"]))
+            decided_at = utc_now()
+            body = canonical_json(dict(payload))
+            record = integrity.decision_digest(
+                gate,
+                kind,
+                promoted,
+                text_hash(reason),
+                text_hash(source),
+                frozen_sha256,
+                decided_at,
+                text_hash(body),
+                sha256_text,
+            )
             seq = self._append(
                 conn,
                 f"decision.{kind}",
@@ -515,6 +841,8 @@ class Ledger:
                     "reason": reason,
                     "source": source,
                     "frozen_sha256": frozen_sha256,
+                    "supersedes": superseded,
+                    "record_sha256": record,
                 },
             )
             cur = conn.execute(
@@ -527,18 +855,20 @@ class Ledger:
                     reason,
                     source,
                     frozen_sha256,
-                    canonical_json(dict(payload)),
-                    utc_now(),
+                    body,
+                    decided_at,
                     seq,
                 ),
             )
             did = int(cur.lastrowid or 0)
+        self._backup()
         return next(d for d in self.decisions(gate) if d.id == did)
 
     def withdraw_decision(self, gate: str, reason: str) -> DecisionRecord:
         with self._write() as conn:
             row = conn.execute(
-                "SELECT id FROM decisions WHERE gate=? AND withdrawn_at IS NULL ORDER BY id DESC LIMIT 1",
+                "SELECT id, event_seq FROM decisions WHERE gate=? AND withdrawn_at IS NULL "
+                "ORDER BY id DESC LIMIT 1",
                 (gate,),
             ).fetchone()
             if row is None:
@@ -548,8 +878,12 @@ class Ledger:
                 (utc_now(), reason, row["id"]),
             )
             self._append(
-                conn, "decision.withdrawn", gate, {"decision_id": row["id"], "reason": reason}
+                conn,
+                "decision.withdrawn",
+                gate,
+                {"decision_id": row["id"], "reason": reason, "decision_seq": row["event_seq"]},
             )
+        self._backup()
         return next(d for d in self.decisions(gate) if d.id == row["id"])
 
     def decisions(self, gate: str | None = None) -> list[DecisionRecord]:
@@ -579,6 +913,10 @@ class Ledger:
     def active_decision(self, gate: str) -> DecisionRecord | None:
         active = [d for d in self.decisions(gate) if d.active]
         return active[-1] if active else None
+
+
+def _key_sha(key: RunKey) -> str:
+    return integrity.key_digest(key.stage, key.condition_id, key.seed, key.host, sha256_text)
 
 
 def _same_result(existing: RunRecord, row: Mapping[str, Any]) -> bool:
