@@ -127,7 +127,7 @@ def run_demo(
     from stagewise.executors.stage import NullReporter, run_stage
     from stagewise.gates.budget import budget
     from stagewise.gates.decide import apply_gate
-    from stagewise.gates.freeze import freeze
+    from stagewise.gates.freeze import freeze, require_frozen
     from stagewise.gates.sensitivity import sensitivity
     from stagewise.report.bundle import write_bundle
     from stagewise.report.html import write_report
@@ -158,7 +158,13 @@ def run_demo(
                 say(f"gate {gate_id}: {note}, sha256 {outcome.record.sha256[:16]}")
             reporter = reporter_factory() if reporter_factory else NullReporter()
             state = run_stage(
-                study, ledger, stage_id, workers=workers, retries=1, reporter=reporter
+                study,
+                ledger,
+                stage_id,
+                workers=workers,
+                retries=1,
+                reporter=reporter,
+                frozen_check=require_frozen,
             )
             if state.stopped:
                 raise KeyboardInterrupt

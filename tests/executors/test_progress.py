@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
+from stagewise.cli.progress import LiveReporter, PlainReporter
 from stagewise.executors.base import RunOutcome, RunProgress
-from stagewise.executors.progress import LiveReporter, PlainReporter
 from stagewise.executors.stage import RunningInfo, StageState
 from stagewise.ledger import RunKey
 

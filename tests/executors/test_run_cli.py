@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -16,7 +15,6 @@ import pytest
 from tests.executors.conftest import events, fake_study, journal, run_cli, runs
 
 OK, NAN, CRASH, HANG, OOM, FLAKY, SUMMARY = range(7)
-HAS_FREEZE = importlib.util.find_spec("stagewise.gates.freeze") is not None
 
 
 def test_template_runs_record_every_result_once(tmp_path: Path) -> None:
@@ -101,7 +99,6 @@ def test_unfrozen_stage_is_refused_unless_allowed(tmp_path: Path) -> None:
     assert json.loads(event["payload"])["reason"] == "smoke test"
 
 
-@pytest.mark.skipif(not HAS_FREEZE, reason="gate freezing not available yet")
 def test_frozen_stage_runs(tmp_path: Path) -> None:
     study = fake_study(tmp_path / "s", {"c_a": OK}, gate=True)
     run_cli("freeze", study, "g1", check=True)
@@ -115,6 +112,38 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "fake_trainer.py" in proc.stdout
     assert "would refuse" in proc.stdout
     assert not journal(study) and not (study / "runs").exists()
+
+
+def test_dry_run_shows_what_retry_failed_would_rerun(tmp_path: Path) -> None:
+    """One queue builder: the dry run lists exactly the runs a real run then starts."""
+    study = fake_study(tmp_path / "s", {"ok": OK, "crash": CRASH}, seeds=(1, 2))
+    assert run_cli("run", study, "s1").returncode == 1
+    (study / "journal.txt").unlink()
+
+    def actions(*extra: str) -> dict[str, tuple[str, str, int]]:
+        proc = run_cli("run", study, "s1", "--dry-run", "--json", *extra)
+        assert proc.returncode == 0, proc.stderr
+        rows = json.loads(proc.stdout)["dry_run"]
+        return {r["run"]: (r["status"], r["action"], r["attempt"]) for r in rows}
+
+    plain = actions()
+    assert plain == {
+        "s1/ok/seed1/block-a": ("succeeded", "skip", 2),
+        "s1/ok/seed2/block-a": ("succeeded", "skip", 2),
+        "s1/crash/seed1/block-a": ("failed", "skip", 2),
+        "s1/crash/seed2/block-a": ("failed", "skip", 2),
+    }
+    retry = actions("--retry-failed")
+    assert {run for run, (_s, action, _a) in retry.items() if action == "run"} == {
+        "s1/crash/seed1/block-a",
+        "s1/crash/seed2/block-a",
+    }
+    text = run_cli("run", study, "s1", "--dry-run", "--retry-failed").stdout
+    assert text.count("fake_trainer.py") == 2  # an argv line under each run it would start
+    assert not journal(study)  # the dry runs started nothing
+    assert run_cli("run", study, "s1", "--retry-failed").returncode == 1
+    started = sorted(e[1] for e in journal(study) if e[0] == "start")
+    assert started == ["crash/1/block-a", "crash/2/block-a"]
 
 
 def _spawn(study: Path, *args: str) -> subprocess.Popen[str]:

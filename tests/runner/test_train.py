@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from stagewise.errors import CheckpointError
+from stagewise.protocol import BLOCK_FIELDS, parse_block, round_fields
 from stagewise.runner.checkpoint import file_sha256, load_checkpoint, verify_checkpoint
 from stagewise.runner.config import TrainConfig, config_sha256
 from stagewise.runner.loop import train
-from stagewise.runner.summary import BLOCK_FIELDS, parse_block, round_fields
 
 from .conftest import stagewise
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from stagewise.errors import ImportRejected
-from stagewise.executors.external import import_results, parse_summary_block
+from stagewise.executors.external import import_results
 from stagewise.ledger import Ledger, RunKey
+from stagewise.protocol import parse_block
 from stagewise.study import load_study
 
 HEADER = "stage,condition_id,seed,host,val_bpb\n"
@@ -130,4 +131,4 @@ def test_failed_rows_summary_json_and_logs(tiny_study: Path, tmp_path: Path) -> 
 
 def test_summary_block_parser_takes_the_last_block() -> None:
     text = "---\nval_bpb: 9\n\nnoise\n---\nval_bpb: 1.5\ndepth: 4\ntrailing text here\n"
-    assert parse_summary_block(text) == {"val_bpb": 1.5, "depth": 4.0}
+    assert parse_block(text) == {"val_bpb": 1.5, "depth": 4.0}

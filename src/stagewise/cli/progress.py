@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stagewise.executors.base import ExecutorEvent, RunOutcome
-from stagewise.executors.stage import StageState
+from stagewise.executors.state import StageState
 
 
 def _dur(seconds: float | None) -> str:

@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from stagewise.cli.common import console, emit_json, err_console, open_study
-from stagewise.executors.progress import LiveReporter, PlainReporter
+from stagewise.cli.progress import LiveReporter, PlainReporter
 from stagewise.executors.stage import NullReporter, Reporter, run_stage
+from stagewise.gates.freeze import require_frozen
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -75,6 +76,7 @@ def run(
             reporter=reporter,
             wait=wait,
             notify=lambda message: err_console.print(message, markup=False, soft_wrap=True),
+            frozen_check=require_frozen,
         )
     if as_json:
         emit_json(state.as_dict())

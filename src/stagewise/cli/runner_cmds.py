@@ -11,6 +11,9 @@ from typing import Annotated
 
 import typer
 
+from stagewise.bounds import model_size_problem, seed_problem
+from stagewise.errors import DataError, RunnerError
+from stagewise.paths import out_folder_problem
 from stagewise.runner.config import TrainConfig
 
 _D = TrainConfig()  # the defaults every option below shows
@@ -30,6 +33,10 @@ def params(
     """Parameter count, model_dim and heads of a configuration, without building the model."""
     from stagewise.runner.params import count_params
 
+    # Bounded before counting: a depth of 1e9 would loop over a billion layers.
+    problem = model_size_problem(depth, aspect_ratio, head_dim, vocab_size)
+    if problem is not None:
+        raise RunnerError(problem)
     result = count_params(depth, aspect_ratio, vocab_size=vocab_size, head_dim=head_dim)
     if as_json:
         typer.echo(json.dumps(result))
@@ -109,13 +116,28 @@ def train(
         ),
     ] = False,
     steps: Annotated[int | None, typer.Option(help="Step count of a --deterministic run.")] = None,
+    token_budget: Annotated[
+        str | None,
+        typer.Option(help="Train this many tokens instead of a time: 50000000, 50M, 32K."),
+    ] = None,
+    step_budget: Annotated[
+        str | None, typer.Option(help="Train this many optimizer steps instead of a time.")
+    ] = None,
 ) -> None:
     """Train one model for a time budget; prints progress lines and the `---` summary.
 
     Exit codes: 0 succeeded, 1 failed, 2 bad input, 3 diverged, 4 out of memory."""
-    from stagewise.runner.config import parse_budget
+    # Checked before anything runs: the RNGs overflow on larger seeds, a file cannot hold a run.
+    for option, problem in (
+        ("--seed", seed_problem(seed)),
+        ("--out", out_folder_problem(out)),
+        ("--depth", model_size_problem(depth, aspect_ratio, head_dim, vocab_size or 8192)),
+    ):
+        if problem is not None:
+            raise RunnerError(f"{option}: {problem}")
+    from stagewise.runner.config import parse_budget, parse_count
     from stagewise.runner.loop import train as run_training
-    from stagewise.runner.summary import EXIT_CODES
+    from stagewise.protocol import EXIT_CODES
 
     cfg = TrainConfig(
         depth=depth,
@@ -141,6 +163,8 @@ def train(
         seed=seed,
         deterministic=deterministic,
         steps=steps,
+        token_budget=parse_count("--token-budget", token_budget),
+        step_budget=parse_count("--step-budget", step_budget),
         device=device,
         compile=compile,
         data=str(data),
@@ -208,6 +232,9 @@ def data_prepare(
     """Shards in the climbmix layout + a BPE tokenizer + the tokenised cache, in OUT."""
     from stagewise.data.prepare import prepare
 
+    problem = out_folder_problem(out)
+    if problem is not None:
+        raise DataError(f"--out {problem}")
     manifest = prepare(source, out, vocab_size=vocab_size, num_shards=num_shards, base_url=base_url)
     typer.echo(
         f"prepared {out}: {len(manifest['train_shards'])} train shards + validation "

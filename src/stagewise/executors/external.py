@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from stagewise.ledger import Ledger
 from stagewise.ledger.schema import SUMMARY_FIELDS
 from stagewise.paths import id_problem
 from stagewise.plan import build_plan
+from stagewise.protocol import BlockError, parse_block
 from stagewise.study.model import Study
 
 KEY_FIELDS = ("stage", "condition_id", "seed", "host")
@@ -43,29 +43,6 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "depth": (1, bounds.MAX_DEPTH, False),
 }
 _COUNT_RANGE = (0.0, float(bounds.INT64_MAX), False)
-
-_BLOCK_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(\S+)\s*$")
-
-
-def parse_summary_block(text: str) -> dict[str, Any]:
-    """The key: value lines after the last `---` line of an autoresearch-style log."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.strip() == "---"]
-    if not starts:
-        return {}
-    out: dict[str, Any] = {}
-    for line in lines[starts[-1] + 1 :]:
-        match = _BLOCK_LINE.match(line)
-        if not match:
-            if out:
-                break
-            continue
-        key, raw = match.groups()
-        try:
-            out[key] = float(raw)
-        except ValueError:
-            out[key] = raw
-    return out
 
 
 def _json_depth_problem(text: str) -> str | None:
@@ -138,7 +115,10 @@ def _read_rows(path: Path, defaults: dict[str, Any]) -> list[dict[str, Any]]:
             raise ImportRejected(f"{path}: no result rows")
         return rows
     if suffix in (".log", ".txt", ".out"):
-        block = parse_summary_block(text)
+        try:
+            block = parse_block(text)
+        except BlockError as exc:
+            raise ImportRejected(f"{path}: {exc}") from None
         if "val_bpb" not in block:
             raise ImportRejected(f"{path}: no autoresearch `---` summary block with val_bpb found")
         return [{**defaults, **block, "status": "succeeded", "_line": 1}]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from stagewise.errors import ExecutorError
 from stagewise.executors.base import Executor, ExecutorEvent, RunOutcome, RunTask
 from stagewise.executors.process import run_task
-from stagewise.runner.device import THREADS_ENV
+from stagewise.protocol import THREADS_ENV
 from stagewise.study.model import Host, Study
 
 

@@ -33,13 +33,21 @@ from stagewise.executors.base import (
     RunStarted,
     RunTask,
 )
-from stagewise.executors.external import parse_summary_block
 from stagewise.ledger.records import RunKey
+from stagewise.protocol import (
+    EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
+    EXIT_OOM,
+    PROGRESS_PREFIX,
+    BlockError,
+    parse_block,
+    read_summary,
+)
+from stagewise.protocol import parse_progress as parse_progress_line
 
 TAIL_LINES = 200  # kept in memory for the `---` block and the ledger's log tail
 LEDGER_TAIL_CHARS = 4000
 TERM_WAIT_SECONDS = 5.0  # SIGTERM, then SIGKILL if the group is still there after this
-EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OOM = 2, 3, 4
 
 _PR_SET_PDEATHSIG = 1
 _LIBC: Any = None
@@ -47,7 +55,6 @@ if sys.platform.startswith("linux"):
     with contextlib.suppress(OSError):
         _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 
-_PROGRESS = re.compile(r"^progress:\s+(.*)$")
 _OOM_TEXT = re.compile(r"out of memory|OutOfMemoryError|CUDA error: out of memory", re.I)
 
 
@@ -58,44 +65,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
 
 
 def parse_progress(line: str, key: RunKey) -> RunProgress | None:
-    """A `progress: step=.. progress=.. loss=.. tok_per_s=.. mfu=.. remaining_s=..` line."""
-    match = _PROGRESS.match(line.strip())
-    if not match:
+    """A runner's progress line as the event of run `key` (None for any other line)."""
+    p = parse_progress_line(line)
+    if p is None:
         return None
-    fields: dict[str, str] = {}
-    for part in match.group(1).split():
-        name, sep, value = part.partition("=")
-        if sep:
-            fields[name] = value
-
-    def num(name: str) -> float | None:
-        try:
-            value = float(fields[name])
-        except (KeyError, ValueError):
-            return None
-        return value if math.isfinite(value) else None
-
-    step = num("step")
-    if step is None:
-        return None
-    return RunProgress(
-        key=key,
-        step=int(step),
-        progress=num("progress") or 0.0,
-        loss=num("loss"),
-        tok_per_s=num("tok_per_s"),
-        mfu=num("mfu"),
-        remaining_s=num("remaining_s"),
-    )
-
-
-def read_summary(out_dir: Path) -> dict[str, Any]:
-    """The runner's summary.json, or {} when it is missing or unreadable."""
-    try:
-        data = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return RunProgress(key, p.step, p.progress, p.loss, p.tok_per_s, p.mfu, p.remaining_s)
 
 
 def _finite(value: Any) -> bool:
@@ -123,7 +97,11 @@ def classify(
     Pure apart from reading `task.out_dir/summary.json`, so every case is testable by hand.
     """
     summary = read_summary(Path(task.out_dir))
-    block = parse_summary_block(output_tail)
+    block_problem = ""
+    try:
+        block = parse_block(output_tail)
+    except BlockError as exc:
+        block, block_problem = {}, str(exc)
     common: dict[str, Any] = dict(
         key=task.key,
         log_tail=output_tail[-LEDGER_TAIL_CHARS:],
@@ -171,9 +149,12 @@ def classify(
     if status not in (None, "succeeded"):
         return failed("crash", detail or f"runner reported status {status!r}")
     if not summary:
+        if block_problem:
+            return failed("no_result", f"exit 0 but no summary.json, and {block_problem}")
         return failed("no_result", "exit 0 but no summary.json and no `---` block in the output")
     if "val_bpb" in summary and not _finite(summary["val_bpb"]):
-        return failed("diverged", f"val_bpb is {summary['val_bpb']}")
+        value = summary["val_bpb"]
+        return failed("diverged", f"val_bpb is {'nan' if value is None else value}")
     if not _finite(summary.get("val_bpb")):
         return failed("no_result", "the summary has no val_bpb")
     checkpoint = summary.get("checkpoint_path")
@@ -287,7 +268,7 @@ def run_task(
         for line in proc.stdout:
             log.write(line)
             tail.append(line)
-            if line.startswith("progress:"):
+            if line.startswith(PROGRESS_PREFIX):
                 log.flush()
                 progress = parse_progress(line, task.key)
                 if progress is not None:

@@ -49,7 +49,7 @@ from stagewise.executors.base import (
     RunTask,
 )
 from stagewise.executors.process import parse_progress, run_task
-from stagewise.runner.device import THREADS_ENV
+from stagewise.protocol import THREADS_ENV
 from stagewise.study.model import Host, Study
 
 try:

@@ -105,7 +105,7 @@ def verify_checkpoint(
     """Check a run's checkpoint; raises CheckpointError on any mismatch, else returns findings."""
     from stagewise.runner.config import TrainConfig
     from stagewise.runner.device import setup_device
-    from stagewise.runner.summary import SUMMARY_FILE, read_summary
+    from stagewise.protocol import SUMMARY_FILE, read_summary
 
     path = Path(path)
     ckpt = path / CHECKPOINT_FILE if path.is_dir() else path

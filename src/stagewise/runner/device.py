@@ -16,8 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from stagewise.errors import RunnerError
-
-THREADS_ENV = "STAGEWISE_TORCH_THREADS"  # executors split a machine's cores between workers
+from stagewise.protocol import THREADS_ENV
 
 # Dense bf16 tensor-core peaks (no sparsity), by a substring of torch.cuda.get_device_name().
 # Ordered: the more specific names first (an "H100 PCIe" is not an SXM H100).

@@ -19,8 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.errors import RunnerError, StagewiseError
+from stagewise.protocol import (
+    Progress,
+    format_block,
+    format_progress,
+    normalize_fields,
+    write_summary,
+)
 from stagewise.runner.config import TrainConfig, config_sha256
-from stagewise.runner.summary import format_block, normalize_fields, write_summary
 
 UNTIMED_STEPS = 10  # steps 0..10 are not counted against the budget (compile, warm-up)
 DIVERGED_LOSS = 100.0  # far above ln(vocab) at init: the run has blown up
@@ -396,13 +402,16 @@ class ProgressPrinter:
         if not (force or step == 1 or now - self.last >= PRINT_EVERY_S):
             return
         tok_s = self.tokens / max(self.seconds, 1e-9)
-        mfu = 100 * self.flops_per_token * tok_s / self.peak_flops if self.peak_flops else math.nan
-        print(
-            f"progress: step={step} progress={progress:.4f} "
-            f"loss={self.smooth / (1 - EMA_BETA**step):.6f} tok_per_s={tok_s:.1f} "
-            f"mfu={mfu:.2f} remaining_s={remaining:.1f}",
-            flush=True,
+        mfu = 100 * self.flops_per_token * tok_s / self.peak_flops if self.peak_flops else None
+        line = Progress(
+            step=step,
+            progress=progress,
+            loss=self.smooth / (1 - EMA_BETA**step),
+            tok_per_s=tok_s,
+            mfu=mfu,
+            remaining_s=remaining,
         )
+        print(format_progress(line), flush=True)
         self.last, self.tokens, self.seconds = now, 0, 0.0
 
 
