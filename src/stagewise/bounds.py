@@ -69,6 +69,8 @@ RUNNER_OPTIONS: dict[str, Option] = {
     "warmdown_ratio": Option("float", 0, 1),
     "final_lr_frac": Option("float", 0, 1),
     "time_budget": Option("budget"),
+    "token_budget": Option("budget"),
+    "step_budget": Option("budget"),
     "eval_tokens": Option("int", 1, MAX_TOKENS),
     "seed": Option("seed"),
     "deterministic": Option("bool"),
@@ -82,6 +84,7 @@ RUNNER_OPTIONS: dict[str, Option] = {
 EXECUTOR_OPTIONS: dict[str, Option] = {
     "grace_seconds": Option("float", 0, BUDGET_MAX_SECONDS),
     "startup_seconds": Option("float", 0, BUDGET_MAX_SECONDS),
+    "timeout_seconds": Option("float", 0, BUDGET_MAX_SECONDS),  # token/step-budget runs
 }
 
 
@@ -148,7 +151,8 @@ def model_size_problem(
         ("head_dim", head_dim),
         ("vocab_size", vocab_size),
     ):
-        problem = option_problem(name, value)
+        high = MAX_VOCAB if name == "vocab_size" else RUNNER_OPTIONS[name].high
+        problem = number_problem(value, integer=True, low=1, high=high)
         if problem is not None:
             return f"{name}: {problem}"
     assert isinstance(depth, int | float) and isinstance(aspect_ratio, int | float)

@@ -68,7 +68,7 @@ class RunFailed(StagewiseError):
 
 
 class BundleError(StagewiseError):
-    exit_code = 1
+    pass
 
 
 __all__ = [

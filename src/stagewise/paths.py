@@ -69,6 +69,20 @@ def safe_join(root: Path | str, *parts: str) -> Path:
     return target
 
 
+def out_folder_problem(path: Path | str) -> str | None:
+    """Why `path` cannot be an output folder (it, or a parent, is a file), or None."""
+    here = Path(path)
+    for candidate in (here, *here.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                return (
+                    f"{here}: {'is' if candidate == here else f'{candidate} is'} a file, "
+                    "not a folder; choose a folder"
+                )
+            return None
+    return None
+
+
 __all__ = [
     "ID_MAX_LENGTH",
     "ID_PATTERN",
@@ -76,5 +90,6 @@ __all__ = [
     "check_id",
     "id_problem",
     "is_safe_id",
+    "out_folder_problem",
     "safe_join",
 ]

@@ -8,8 +8,16 @@ from typing import Annotated
 import typer
 
 from stagewise.cli.common import console, err_console
+from stagewise.errors import BundleError
+from stagewise.paths import out_folder_problem
 
 StudyDir = Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")]
+
+
+def _check_out(out: Path | None) -> None:
+    problem = None if out is None else out_folder_problem(out)
+    if problem is not None:
+        raise BundleError(f"--out {problem}")
 
 
 def report(
@@ -21,6 +29,7 @@ def report(
     """Write report.html (self-contained) with every table as CSV/JSON and every figure."""
     from stagewise.report.html import write_report
 
+    _check_out(out)
     result = write_report(folder, out)
     drawn = sum(1 for f in result.figures if f.png is not None)
     console.print(
@@ -38,6 +47,7 @@ def bundle(
     """Write the audit bundle: study, scrubbed results, frozen rules, decisions, manifests."""
     from stagewise.report.bundle import write_bundle
 
+    _check_out(out)
     result = write_bundle(folder, out)
     console.print(
         f"wrote bundle {result.out}: {len(result.files)} files, {result.tables} tables, "

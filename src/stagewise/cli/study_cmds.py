@@ -172,6 +172,8 @@ def decide(
     """Record a decision taken outside the tool (flagged manual), or withdraw one."""
     with open_study(folder) as (study, ledger):
         if withdraw_:
+            if promote is not None:
+                raise DecisionError("--withdraw and --promote exclude each other; give one")
             record = withdraw(ledger, study, gate, reason)
             console.print(f"withdrew the {record.kind} decision of {gate}")
             return

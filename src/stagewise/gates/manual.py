@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from stagewise.errors import DecisionError
 from stagewise.ledger import DecisionRecord, Ledger
+from stagewise.plan import build_plan
 from stagewise.study.model import Study
 
 
@@ -42,6 +43,18 @@ def decide_manually(
     if len(set(resolved)) != len(resolved):
         raise DecisionError(f"--promote: a condition is listed twice in {ids}")
     gate = study.gates[gate_id]
+    candidates = build_plan(study, ledger).gate_candidates(gate)
+    if candidates is None:
+        feeders = sorted({g for s in gate.stages if (g := study.stages[s].candidates.gate)})
+        raise DecisionError(
+            f"gate {gate_id}: its candidates are not known yet; decide {', '.join(feeders)} first"
+        )
+    outside = [c for c in resolved if c not in candidates]
+    if outside:
+        raise DecisionError(
+            f"--promote: {', '.join(outside)} is not a candidate of gate {gate_id} "
+            f"(candidates: {', '.join(candidates)})"
+        )
     payload = {"gate": gate_id, "kind": gate.kind, "stages": list(gate.stages), "manual": True}
     return ledger.record_decision(
         gate_id,
