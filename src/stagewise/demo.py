@@ -2,15 +2,18 @@
 
 It writes a real study folder (six recipes, three budgets, two seeds at the later levels, two
 local CPU slots as host blocks), prepares the sample corpus with a small tokenizer, and then walks
-the protocol: freeze a stage's gate, run the stage with the real runner, apply the gate, and so
-on up to the confirmation, followed by sensitivity, budget, report and bundle. Everything is in
-the ledger, so an interrupted demo resumes where it stopped when started again.
+it with `stagewise.run_study` (what `stagewise run DIR --freeze` does): freeze a stage's gate,
+run the stage with the real runner, apply the gate, and so on up to the confirmation; then
+sensitivity, budget, report and bundle. Everything is in the ledger, so an interrupted demo
+resumes where it stopped when started again. This module only makes the study and its summary.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 
 from stagewise.budget_units import format_duration
 from stagewise.errors import StudyError
+from stagewise.executors.stage import Reporter
 from stagewise.ledger import Ledger
 from stagewise.study import Study, load_study
 
@@ -101,36 +105,21 @@ def prepare_data(study: Study) -> Path:
     return data
 
 
-def _gates_needing_freeze(study: Study, stage_id: str) -> list[str]:
-    return [g.gate_id for g in study.gates_of_stage(stage_id)]
-
-
-def _gates_ready(study: Study, stage_id: str, finished: set[str]) -> list[str]:
-    """Gates whose pooled stages are all finished once `stage_id` is."""
-    return [
-        g.gate_id
-        for g in study.gates_of_stage(stage_id)
-        if all(s in finished or s == stage_id for s in g.stages)
-    ]
-
-
 def run_demo(
     out: Path,
     *,
     quick: bool = False,
     workers: int | None = None,
-    reporter_factory: Any = None,
-    say: Any = print,
+    reporter: Reporter | None = None,
+    say: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Run (or resume) the demo study in `out`; `say` prints one line of narration."""
+    """Run (or resume) the demo study in `out` with `run_study`; `say` prints narration lines."""
     from stagewise.errors import RunFailed
-    from stagewise.executors.stage import NullReporter, run_stage
     from stagewise.gates.budget import budget
-    from stagewise.gates.decide import apply_gate
-    from stagewise.gates.freeze import freeze, require_frozen
     from stagewise.gates.sensitivity import sensitivity
     from stagewise.report.bundle import write_bundle
     from stagewise.report.html import write_report
+    from stagewise.walk import run_study
 
     mode = QUICK if quick else FULL
     start = time.monotonic()
@@ -146,45 +135,23 @@ def run_demo(
         f"data: embedded sample corpus, vocab {VOCAB_SIZE} ({data.name}/, {time.monotonic() - t0:.1f}s)"
     )
     result = DemoResult(folder=study.root, mode=mode.name)
-    finished: set[str] = set()
     with Ledger.open(study.root) as ledger:
-        for stage_id in study.stages:
-            # The stage's gate is frozen before the stage runs: that is the point of the method.
-            for gate_id in _gates_needing_freeze(study, stage_id):
-                outcome = freeze(
-                    study, ledger, gate_id, reason="frozen by stagewise demo before its stage"
-                )
-                note = "frozen" if outcome.created else "already frozen"
-                say(f"gate {gate_id}: {note}, sha256 {outcome.record.sha256[:16]}")
-            reporter = reporter_factory() if reporter_factory else NullReporter()
-            state = run_stage(
-                study,
-                ledger,
-                stage_id,
-                workers=workers,
-                retries=1,
-                reporter=reporter,
-                frozen_check=require_frozen,
+        # The walk freezes each stage's gates before the stage runs: the point of the method.
+        walk = run_study(
+            study, ledger, freeze=True, workers=workers, retries=1, reporter=reporter, say=say
+        )
+        if walk.outcome == "interrupted":
+            raise KeyboardInterrupt
+        if walk.outcome != "complete":
+            raise RunFailed(
+                f"{walk.waiting_for or walk.outcome}; see `stagewise status {study.root}`",
+                cause="failed",
             )
-            if state.stopped:
-                raise KeyboardInterrupt
-            if state.failed:
-                raise RunFailed(
-                    f"stage {stage_id}: {len(state.failed)} run(s) failed; see `stagewise status "
-                    f"{study.root}` and the logs under {study.root / 'runs'}",
-                    cause="failed",
-                )
-            for gate_id in _gates_ready(study, stage_id, finished):
-                applied = apply_gate(study, ledger, gate_id)
-                obj = applied.object
-                result.gates.append(obj)
-                say(_gate_line(study, obj))
-            finished.add(stage_id)
-        final = [g for g in study.gates.values() if g.kind == "confirm"]
-        for gate in final:
-            sens = sensitivity(study, ledger, gate.gate_id)
-            for line in _sensitivity_lines(study, sens):
-                say(line)
+        result.gates = [_decision(study, gate_id) for gate_id in study.gates]
+        for gate in study.gates.values():
+            if gate.kind == "confirm":
+                for line in _sensitivity_lines(sensitivity(study, ledger, gate.gate_id)):
+                    say(line)
         result.budget = budget(study, ledger)
     result.report = write_report(study.root).html
     result.bundle = study.root / "bundle"
@@ -195,37 +162,15 @@ def run_demo(
     return result
 
 
-def _label(study: Study, cid: str) -> str:
-    try:
-        return study.condition(cid).label
-    except KeyError:
-        return cid
+def _decision(study: Study, gate_id: str) -> dict[str, Any]:
+    """The gate's recorded decision, as `apply_gate` wrote it (also when applied by an earlier,
+    interrupted demo)."""
+    path = study.root / "decisions" / f"{gate_id}.json"
+    obj: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return obj
 
 
-def _why(obj: dict[str, Any], cond: dict[str, Any]) -> str:
-    """The declared reason of the rule that decided this condition's verdict."""
-    wanted = {"promote": "selected", "pass": "holds", "fail": "fails"}.get(cond["verdict"])
-    if wanted is None:
-        return ""
-    for text in cond.get("reasons", []):
-        for rule in obj.get("rules", []):
-            head = f"{rule['description']}: "
-            if str(text).startswith(head) and str(text)[len(head) :].startswith(wanted):
-                return str(rule.get("reason") or rule["description"])
-    return ""
-
-
-def _gate_line(study: Study, obj: dict[str, Any]) -> str:
-    groups: dict[str, list[str]] = {}
-    for cond in obj["conditions"]:
-        why = _why(obj, cond)
-        groups.setdefault(cond["verdict"], []).append(cond["label"] + (f" ({why})" if why else ""))
-    order = ("promote", "pass", "fail", "stop", "untested", "incomplete")
-    body = "; ".join(f"{v} {', '.join(groups[v])}" for v in order if v in groups)
-    return f"gate {obj['gate']} ({obj['kind']}, {len(obj['cells'])} host-seed cells): {body}"
-
-
-def _sensitivity_lines(study: Study, sens: dict[str, Any]) -> list[str]:
+def _sensitivity_lines(sens: dict[str, Any]) -> list[str]:
     lines = []
     for row in sens.get("rows", []):
         if row.get("role") != "declared":

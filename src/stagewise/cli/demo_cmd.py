@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 
 from stagewise.cli.common import console
+from stagewise.cli.walk_cmd import view_for_terminal, walk_reporter
 from stagewise.demo import run_demo, summary_lines
-from stagewise.executors.progress import LiveReporter, PlainReporter
-from stagewise.executors.stage import Reporter
 
 
 def demo(
@@ -26,15 +25,13 @@ def demo(
     ] = False,
 ) -> None:
     """Run a complete staged promotion study on the embedded corpus, on CPU: freeze, run, gate,
-    repeat; then sensitivity, budget, report and bundle. Interrupt it and run it again to resume."""
-
-    def reporter() -> Reporter:
-        return LiveReporter(console) if console.is_terminal else PlainReporter(console)
+    repeat (the walk of `stagewise run DIR --freeze`); then sensitivity, budget, report and bundle. Interrupt it and run it again to resume."""
 
     def say(line: str) -> None:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-    result = run_demo(out, quick=quick, workers=workers, reporter_factory=reporter, say=say)
+    reporter = walk_reporter(view_for_terminal())
+    result = run_demo(out, quick=quick, workers=workers, reporter=reporter, say=say)
     console.rule("summary")
     for line in summary_lines(result):
         say(line)

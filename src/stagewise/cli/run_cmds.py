@@ -10,6 +10,7 @@ import typer
 
 from stagewise.cli.common import console, emit_json, err_console, open_study
 from stagewise.cli.progress import LiveReporter, PlainReporter
+from stagewise.errors import ExecutorError
 from stagewise.executors.stage import NullReporter, Reporter, run_stage
 from stagewise.gates.freeze import require_frozen
 
@@ -19,7 +20,10 @@ EXIT_INTERRUPTED = 130
 
 def run(
     folder: Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")],
-    stage: Annotated[str, typer.Argument(help="Stage id, e.g. stage1b.")],
+    stage: Annotated[
+        str | None,
+        typer.Argument(help="Stage id, e.g. stage1b; without it, walk the whole study."),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(help="At most this many runs at once (default: every declared slot)."),
@@ -50,11 +54,42 @@ def run(
         ),
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary only.")] = False,
+    freeze: Annotated[
+        bool,
+        typer.Option(
+            "--freeze", help="Walk only: freeze each gate just before its first stage starts."
+        ),
+    ] = False,
+    through: Annotated[
+        str | None, typer.Option(help="Walk only: stop after this stage (and its gates).")
+    ] = None,
 ) -> None:
     """Run a stage's pending runs on its local (and Ray) hosts; resumable after any crash.
 
     Exit codes: 0 every run succeeded (or awaits import), 1 a run failed (now or before), 2 bad input or refused (e.g. gate not frozen),
-    130 interrupted (running runs are marked interrupted and rerun next time)."""
+    130 interrupted (running runs are marked interrupted and rerun next time).
+
+    Without STAGE, walk the whole study: every stage in order, each gate applied once its stages
+    are complete; it stops (exit 0) with a "waiting for ..." line where an import or a manual
+    decision is needed. See docs/running.md."""
+    if stage is None:
+        from stagewise.cli.walk_cmd import walk
+
+        if allow_unfrozen:
+            raise ExecutorError("--allow-unfrozen needs a STAGE; the walk uses --freeze instead")
+        return walk(
+            folder,
+            freeze=freeze,
+            through=through,
+            dry_run=dry_run,
+            workers=workers,
+            retries=retries,
+            retry_failed=retry_failed,
+            wait=wait,
+            as_json=as_json,
+        )
+    if freeze or through is not None:
+        raise ExecutorError("--freeze and --through walk the whole study: leave out STAGE")
     reporter: Reporter
     if as_json or dry_run:
         reporter = NullReporter()
