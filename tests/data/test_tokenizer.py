@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +12,12 @@ from stagewise.data.loader import TOKENIZER_DIR
 from stagewise.data.tokenizer import (
     BOS_TOKEN,
     SPECIAL_TOKENS,
+    TOKEN_BYTES_FILE,
+    TOKEN_BYTES_META,
     bos_id,
     load_token_bytes,
     load_tokenizer,
+    token_bytes_current,
     train_tokenizer,
 )
 from stagewise.errors import DataError
@@ -54,10 +59,46 @@ def test_token_bytes_table(sample_data: Path, enc: Any) -> None:
     table = load_token_bytes(sample_data / TOKENIZER_DIR)
     assert table.shape == (enc.n_vocab,)
     assert (table[-4:] == 0).all() and (table[:-4] >= 1).all()
-    assert (table[:256] == 1).all()  # the byte-level base tokens
+    assert (table[:128] == 1).all()  # ASCII byte tokens
+    assert (table[128:256] == 3).all()  # a lone byte >= 0x80 decodes to U+FFFD, as autoresearch
     for text in TEXTS:
-        # Bytes of the tokens add up to the bytes of the text: the bpb denominator is exact.
-        assert int(table[enc.encode_ordinary(text)].sum()) == len(text.encode("utf-8"))
+        ids = enc.encode_ordinary(text)
+        # autoresearch's count: each token's decoded text re-encoded, so never below the truth
+        expect = sum(len(enc.decode([i]).encode("utf-8")) for i in ids)
+        assert int(table[ids].sum()) == expect >= len(text.encode("utf-8"))
+        if text.isascii():
+            assert expect == len(text.encode("utf-8"))  # exact on ASCII
+
+
+def test_stale_table_is_rebuilt(sample_data: Path, tmp_path: Path) -> None:
+    """A folder prepared before the autoresearch byte count (raw bytes, no marker) is detected
+    and its table rebuilt on load."""
+    folder = tmp_path / "tokenizer"
+    shutil.copytree(sample_data / TOKENIZER_DIR, folder)
+    current = load_token_bytes(folder).copy()
+    enc = load_tokenizer(folder)
+    raw = np.array([len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)], np.int32)
+    raw[-4:] = 0
+    np.save(folder / TOKEN_BYTES_FILE, raw)  # what an older stagewise wrote
+    (folder / TOKEN_BYTES_META).unlink()
+    assert not token_bytes_current(folder)
+    assert (raw != current).any()
+    assert load_token_bytes(folder).tolist() == current.tolist()
+    assert token_bytes_current(folder)
+    assert np.load(folder / TOKEN_BYTES_FILE).tolist() == current.tolist()  # persisted
+    # an older version number in the marker counts as stale too
+    meta = json.loads((folder / TOKEN_BYTES_META).read_text())
+    (folder / TOKEN_BYTES_META).write_text(json.dumps({**meta, "version": 1}))
+    assert not token_bytes_current(folder)
+    assert load_token_bytes(folder).tolist() == current.tolist()
+
+
+def test_stale_table_without_tokenizer_names_the_command(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "tokenizer"
+    folder.mkdir(parents=True)
+    np.save(folder / TOKEN_BYTES_FILE, np.ones(300, np.int32))
+    with pytest.raises(DataError, match="stagewise data prepare --out"):
+        load_token_bytes(folder)
 
 
 def test_split_pattern_caps_digit_runs(enc: Any) -> None:

@@ -4,7 +4,8 @@ tokenise every shard into the cache the loader reads.
 A prepared folder holds:
     shard_XXXXX.parquet        text shards; the last one (by index) is the validation split
     tokenizer/tokenizer.pkl    the tiktoken Encoding (BOS = <|reserved_0|>)
-    tokenizer/token_bytes.npy  UTF-8 bytes per token id, 0 for special tokens
+    tokenizer/token_bytes.npy  bytes per token id as autoresearch counts them, 0 for specials
+    tokenizer/token_bytes.json which definition wrote the table (an older one is rebuilt on load)
     tokens/                    pre-tokenised shards (so a run starts in well under a second)
     data.json                  what was prepared from what
 """
@@ -24,7 +25,12 @@ from typing import Any
 
 from stagewise.data import shards as sh
 from stagewise.data.loader import CACHE_DIR, TOKENIZER_DIR, build_token_cache
-from stagewise.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from stagewise.data.tokenizer import (
+    TOKEN_BYTES_DEFINITION,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
 from stagewise.errors import DataError
 
 DEFAULT_VOCAB = 8192  # autoresearch's vocabulary (incl. the 4 reserved special tokens)
@@ -206,6 +212,7 @@ def prepare(
     manifest = {
         "source": src if src in ("sample", "climbmix") else str(Path(src).resolve()),
         "vocab_size": int(enc.n_vocab),
+        "token_bytes": TOKEN_BYTES_DEFINITION,
         "train_shards": [p.name for p in train],
         "val_shard": val.name,
         "documents": sum(rows.values()),
