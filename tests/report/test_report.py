@@ -59,13 +59,59 @@ def test_paper06_report(paper06: Path, tmp_path: Path) -> None:
     assert {f.name for f in drawn} == {
         "funnel",
         "gap_trajectory",
-        "host_seed_cells",
+        "host_seed_cells_g12h",
         "cost_quality",
         "budget",
     }
     for fig in drawn:
         assert (out / "figures" / f"{fig.name}.svg").stat().st_size > 1000
+        # every figure's numbers are written beside it
+        json.loads((out / "figures" / f"{fig.name}.json").read_text())
+        assert (out / "figures" / f"{fig.name}.csv").is_file()
+        assert f"figures/{fig.name}.csv" in page
     assert page.count("data:image/png;base64,") == len(drawn)
+    # Imported runs have no curves: the learning-curve section lists them.
+    assert {f.name: f.skipped for f in result.figures}["learning_curves"]
+    assert "Runs without a loss curve" in page and "stage3: 6, stage3b: 6" in page
+
+
+def _text(fragment: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", fragment).split())
+
+
+def test_paper06_outcome_first(paper06: Path, tmp_path: Path) -> None:
+    page = write_report(paper06, tmp_path / "R").html.read_text(encoding="utf-8")
+    body = page[page.find("<body") :]
+    head = _text(body[: body.find("<table")])
+    assert (
+        "Last decided: gate g12h (confirm, 12h: stage3 + stage3b) passed bridge and failed "
+        "greedy and d8/ar48 under its frozen rule" in head
+    )
+    assert "greedy failed: max_gap_to_reference (threshold = 0.01)" in head
+    assert "d8/ar48 failed: mean_gap_to_reference (threshold = 0.02)" in head
+    assert "GPU-hours: 169.2 budgeted" in head
+    assert "all 9 of g10 would cost 432 (+288)" in head
+    assert "Pending: nothing" in head and "Event chain intact" in head
+    with Ledger.open(paper06) as ledger:
+        freeze = ledger.current_freeze("g12h")
+    assert freeze is not None and freeze.sha256[:16] in head
+    # The funnel is the outcome's figure, before any table.
+    assert body.find("id='fig-funnel'") < body.find("<table")
+
+    def section(start: str, end: str) -> str:
+        return page[page.index(start) : page.index(end)]
+
+    # Each figure sits with its section; each gate has its own host-seed cell figure.
+    g12h = section("id='gate-g12h'", "<section id='across'>")
+    for piece in ("fig-host_seed_cells_g12h", "t-gate_g12h", "t-sensitivity_g12h", "t-cells_g12h"):
+        assert piece in g12h
+    assert "Verdicts and reasons" in g12h and "fails: max gap to reference 0.022927" in g12h
+    across = section("<section id='across'>", "<section id='curves'>")
+    assert "fig-gap_trajectory" in across and "fig-cost_quality" in across
+    assert "fig-budget" in section("<section id='budget'>", "<section id='pending'>")
+    # Wide tables: key columns open, every column folded; long tables folded whole.
+    assert "all 16 columns</summary>" in g12h
+    assert "<details><summary>show the table (12 rows)</summary>" in g12h
 
 
 def test_half_done_report(synthetic: Path, tmp_path: Path) -> None:
@@ -75,6 +121,7 @@ def test_half_done_report(synthetic: Path, tmp_path: Path) -> None:
     page = (out / "report.html").read_text(encoding="utf-8")
     _no_external_refs(page)
     assert "What is pending" in page
+    assert "No gate has been decided yet; the analysis of g1 is shown below" in page
     assert "rule not frozen yet" in page  # g1 was never frozen
     assert "stage s2: candidates pending" in page
     # The analysis of g1 is shown from the cells even before a decision; c_c is incomplete.
@@ -106,6 +153,7 @@ def test_empty_study_renders(tmp_path: Path) -> None:
     page = result.html.read_text()
     skipped = {f.name: f.skipped for f in result.figures if f.skipped}
     assert "host_seed_cells" in skipped and "not drawn" in page
+    assert "learning_curves" in skipped and "No gate has been decided yet." in page
     assert "no results yet for screen" in page
 
 
@@ -118,3 +166,20 @@ def test_report_flags_a_gate_edited_after_freezing(paper06: Path, tmp_path: Path
     toml.write_text(toml.read_text().replace("threshold = 0.010", "threshold = 0.030"))
     page = write_report(study, tmp_path / "R").html.read_text()
     assert "study.toml differs from the frozen rule" in page
+
+
+def test_learning_curves_section(synthetic: Path, tmp_path: Path) -> None:
+    folder = synthetic / "runs" / "s1" / "c_b" / "seed1-block-a" / "out"
+    folder.mkdir(parents=True)
+    (folder / "train_loss.csv").write_text(
+        "step,progress,loss,lr_multiplier\n0,0.0,5.0,1.0\n1,0.5,4.0,1.0\n2,1.0,3.5,1.0\n"
+    )
+    result = write_report(synthetic, tmp_path / "R")
+    page = result.html.read_text()
+    curves = page[page.index("<section id='curves'>") : page.index("<section id='budget'>")]
+    assert "id='fig-learning_curves_s1'" in curves
+    assert "one cell each: no band" in curves
+    # the other ten succeeded s1 runs were imported without a curve
+    assert "Runs without a loss curve (imported results carry none): s1: 10." in curves
+    rows = json.loads((tmp_path / "R" / "figures" / "learning_curves_s1.json").read_text())["rows"]
+    assert {r["condition_id"] for r in rows} == {"c_b"} and rows[0]["mean_loss"] == 5.0

@@ -55,12 +55,12 @@ figure{margin:1em 0;border:1px solid #ddd;padding:.5em;background:#fff;max-width
 figure img{max-width:100%;height:auto;display:block}figcaption{font-size:12px;color:#444}
 nav ul{columns:3;font-size:13px;margin:.3em 0}ul.pending li{color:#6b5800}
 .outcome{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);
-grid-template-areas:"lead fig" "more fig";gap:0 1.5em;align-items:start}
+grid-template-areas:"lead fig" "more fig";grid-template-rows:auto 1fr;gap:0 1.5em;align-items:start}
 .outcome .lead{grid-area:lead;font-size:16px;margin:.3em 0 .5em}
 .outcome figure{grid-area:fig;margin:.3em 0}.outcome .more{grid-area:more;font-size:13px}
-.outcome .more ul{padding-left:1.2em;margin:.2em 0}.outcome h2{display:none}
+.outcome .more ul{padding-left:1.2em;margin:.2em 0}#outcome h2{margin-top:.6em}
 @media (max-width:1000px){.outcome{grid-template-columns:minmax(0,1fr);
-grid-template-areas:"lead" "fig" "more"}nav ul{columns:2}}
+grid-template-areas:"lead" "fig" "more";grid-template-rows:auto}nav ul{columns:2}}
 """
 
 KEY_GATE_COLUMNS = (
@@ -297,7 +297,9 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
             [],
         )
     gate = view.gate
-    where = f"gate {gate.gate_id} ({gate.kind}, {_gate_budget(ctx, view)}: {' + '.join(gate.stages)})"
+    where = (
+        f"gate {gate.gate_id} ({gate.kind}, {_gate_budget(ctx, view)}: {' + '.join(gate.stages)})"
+    )
     result = as_dict(view.result)
     assert view.active is not None
     if view.active.manual or result is None:
@@ -327,7 +329,8 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
         + "."
     )
     stopped = [
-        f"{c.get('label')} {no}: " + "; ".join(_rules_for(view, c["condition_id"], c.get("role", "")))
+        f"{c.get('label')} {no}: "
+        + "; ".join(_rules_for(view, c["condition_id"], c.get("role", "")))
         for c in bad
     ]
     return lead, stopped
@@ -337,7 +340,9 @@ def outcome_budget(ctx: ReportContext) -> str:
     budget = as_dict(ctx.budget)
     if not budget:
         total = ctx.plan_dict.get("total_budgeted_gpu_hours")
-        return f"GPU-hours: {fmt_hours(total)} budgeted by the plan so far; no budget accounting yet."
+        return (
+            f"GPU-hours: {fmt_hours(total)} budgeted by the plan so far; no budget accounting yet."
+        )
     recorded = budget.get("total_recorded_gpu_hours")
     text = (
         f"GPU-hours: {fmt_hours(recorded)} recorded (training time of the recorded runs), "
@@ -367,18 +372,20 @@ def outcome_budget(ctx: ReportContext) -> str:
 def outcome(ctx: ReportContext) -> Outcome:
     view = decided_gate(ctx)
     lead, stopped = outcome_lead(ctx, view)
-    earlier = [
-        v
-        for v in ctx.gates
-        if v is not view and v.active is not None and ctx.gates.index(v) < ctx.gates.index(view)  # type: ignore[arg-type]
-    ] if view is not None else []
     earlier_text = ""
-    if earlier:
-        earlier_text = "Earlier gates: " + "; ".join(
-            f"{v.gate_id} promoted {len(v.active.promoted)}"  # type: ignore[union-attr]
-            + (" (decided outside the tool)" if v.active.manual else "")  # type: ignore[union-attr]
-            for v in earlier
-        ) + "."
+    if view is not None:
+        before = ctx.gates[: ctx.gates.index(view)]
+        decided = [(v.gate_id, v.active) for v in before if v.active is not None]
+        if decided:
+            earlier_text = (
+                "Earlier gates: "
+                + "; ".join(
+                    f"{gid} promoted {len(d.promoted)}"
+                    + (" (decided outside the tool)" if d.manual else "")
+                    for gid, d in decided
+                )
+                + "."
+            )
     hashes = [(v.gate_id, v.current_freeze.sha256) for v in ctx.gates if v.current_freeze]
     chain = (
         f"Event chain intact ({len(ctx.events)} ledger events)."
@@ -414,7 +421,9 @@ def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> st
             + "</li>"
         )
     else:
-        more.append("<li>Pending: nothing; every stage has its results and every gate its decision.</li>")
+        more.append(
+            "<li>Pending: nothing; every stage has its results and every gate its decision.</li>"
+        )
     frozen = (
         "Frozen rules: "
         + "; ".join(
@@ -426,10 +435,10 @@ def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> st
     )
     funnel = next(iter(figures_in(figures, "outcome")), None) or skipped_figure(figures, "funnel")
     return (
-        f"<p class='lead' id='outcome-sentence'>{e(out.lead)}</p>"
+        f"<div class='outcome'><p class='lead' id='outcome-sentence'>{e(out.lead)}</p>"
         + render_figure(funnel)
         + f"<div class='more'><ul>{''.join(more)}</ul>"
-        f"<p class='note'>{frozen}{e(out.chain)}</p></div>"
+        f"<p class='note'>{frozen}{e(out.chain)}</p></div></div>"
     )
 
 
@@ -453,7 +462,9 @@ def _rule_text(rule: Any) -> str:
 def gate_freeze(view: GateView) -> str:
     freeze = view.current_freeze
     if freeze is None:
-        return "<p><span class='badge pending'>not frozen</span> the rule has no freeze record yet</p>"
+        return (
+            "<p><span class='badge pending'>not frozen</span> the rule has no freeze record yet</p>"
+        )
     flags = "<span class='badge posthoc'>post hoc</span>" if freeze.post_hoc else ""
     amends = [f for f in view.freezes if f.kind == "amend"]
     out = (
@@ -479,8 +490,16 @@ def gate_decisions(ctx: ReportContext, view: GateView) -> str:
         return ""
     items = []
     for d in view.decisions:
-        kind = "<span class='badge manual'>manual</span>" if d.manual else badge("pass").replace(">pass<", ">computed<")
-        state = "" if d.active else f" <span class='badge incomplete'>withdrawn: {e(d.withdraw_reason or '')}</span>"
+        kind = (
+            "<span class='badge manual'>manual</span>"
+            if d.manual
+            else badge("pass").replace(">pass<", ">computed<")
+        )
+        state = (
+            ""
+            if d.active
+            else f" <span class='badge incomplete'>withdrawn: {e(d.withdraw_reason or '')}</span>"
+        )
         items.append(
             f"<li>{kind}{state} promoted <b>{e(', '.join(ctx.label(c) for c in d.promoted) or 'none')}</b>"
             f" — {e(d.reason or '')}{' (source: ' + e(d.source) + ')' if d.source else ''}"
@@ -494,13 +513,14 @@ def gate_verdicts(view: GateView) -> str:
     if result is None:
         return ""
     conds = result.get("conditions", [])
-    summary = " ".join(
-        f"{badge(str(c.get('verdict')))}<b>{e(c.get('label'))}</b>" for c in conds
-    )
+    summary = " ".join(f"{badge(str(c.get('verdict')))}<b>{e(c.get('label'))}</b>" for c in conds)
     items = "".join(
         f"<li>{badge(str(c.get('verdict')))}<b>{e(c.get('label'))}</b> "
         f"<span class='note'>({e(c.get('condition_id'))})</span><ul>"
-        + "".join(f"<li>{e(r if not isinstance(r, dict) else r.get('text', r))}</li>" for r in c.get("reasons", []))
+        + "".join(
+            f"<li>{e(r if not isinstance(r, dict) else r.get('text', r))}</li>"
+            for r in c.get("reasons", [])
+        )
         + "</ul></li>"
         for c in conds
     )
@@ -552,7 +572,9 @@ def render_gate(
     if gate.description:
         out.append(f"<p>{e(gate.description)}</p>")
     out.append(gate_verdicts(view))
-    out.append("<h4>Rule</h4><ul>" + "".join(f"<li>{_rule_text(r)}</li>" for r in gate.rules) + "</ul>")
+    out.append(
+        "<h4>Rule</h4><ul>" + "".join(f"<li>{_rule_text(r)}</li>" for r in gate.rules) + "</ul>"
+    )
     out.append(gate_freeze(view))
     out.append(gate_decisions(ctx, view))
     out.extend(render_figure(f) for f in figures_in(figures, f"gate:{gate.gate_id}"))
@@ -561,10 +583,16 @@ def render_gate(
             "label",
             "role",
             "verdict",
-            *[c for c in GATE_COLUMNS if c not in ("condition_id", "label", "role", "verdict", "reasons")],
+            *[
+                c
+                for c in GATE_COLUMNS
+                if c not in ("condition_id", "label", "role", "verdict", "reasons")
+            ],
         ]
         out.append(
-            render_table(tables.get(f"gate_{gate.gate_id}"), columns=shown, key_columns=KEY_GATE_COLUMNS)
+            render_table(
+                tables.get(f"gate_{gate.gate_id}"), columns=shown, key_columns=KEY_GATE_COLUMNS
+            )
         )
     out.append(gate_confidence(view))
     sens = tables.get(f"sensitivity_{gate.gate_id}")
@@ -572,10 +600,14 @@ def render_gate(
         drop = {"condition_id", "rule_description", "flip_threshold"}
         columns = [c for c in sens.columns if c not in drop]
         grid = [c for c in columns if c.startswith("at ")]
-        out.append(render_table(sens, columns=columns, key_columns=[*KEY_SENSITIVITY_COLUMNS, *grid]))
+        out.append(
+            render_table(sens, columns=columns, key_columns=[*KEY_SENSITIVITY_COLUMNS, *grid])
+        )
     out.append(render_table(tables.get(f"cells_{gate.gate_id}"), folded=True))
     for pub in view.published:
-        out.append("<div class='pub'>" + render_table(tables.get(f"published_{pub.name}")) + "</div>")
+        out.append(
+            "<div class='pub'>" + render_table(tables.get(f"published_{pub.name}")) + "</div>"
+        )
     if view.pending and view.active is not None and view.active.manual:
         out.append(f"<p class='note'>Decided outside the tool; {e('; '.join(view.pending))}.</p>")
     elif view.pending:
@@ -600,13 +632,10 @@ def section_across(tables: dict[str, Table], figures: Sequence[RenderedFigure]) 
         f for n in ("gap_trajectory", "cost_quality") if (f := skipped_figure(figures, n))
     ]
     agreement = tables.get("agreement")
-    return (
-        "".join(render_figure(f) for f in figs)
-        + (
-            render_table(agreement)
-            if agreement
-            else "<p><span class='badge pending'>pending</span> no gate analysis yet</p>"
-        )
+    return "".join(render_figure(f) for f in figs) + (
+        render_table(agreement)
+        if agreement
+        else "<p><span class='badge pending'>pending</span> no gate analysis yet</p>"
     )
 
 
@@ -632,7 +661,8 @@ def section_curves(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> str
             + e(", ".join(f"{s}: {n}" for s, n in by_stage.items()))
             + ".</p>"
             + render_table(table, caption=False, folded=len(missing) > 6).replace(
-                "tables/runs_without_curves.csv, tables/runs_without_curves.json", "(listed here only)"
+                "tables/runs_without_curves.csv, tables/runs_without_curves.json",
+                "(listed here only)",
             )
         )
     return out
@@ -687,8 +717,16 @@ def render_html(ctx: ReportContext, tables: list[Table], figures: list[RenderedF
     study = ctx.study
     sections: list[tuple[str, str, str]] = [  # id, title, body
         ("outcome", "Outcome", section_outcome(ctx, figures)),
-        ("gates", "Gates: rules, verdicts, cells and sensitivity", section_gates(ctx, by_name, figures)),
-        ("across", "Across gates: gap trajectory, cost and quality, agreement", section_across(by_name, figures)),
+        (
+            "gates",
+            "Gates: rules, verdicts, cells and sensitivity",
+            section_gates(ctx, by_name, figures),
+        ),
+        (
+            "across",
+            "Across gates: gap trajectory, cost and quality, agreement",
+            section_across(by_name, figures),
+        ),
         ("curves", "Learning curves", section_curves(ctx, figures)),
         ("budget", "Budget", section_budget(tables, figures)),
         ("pending", "What is pending", section_pending(ctx)),
@@ -703,8 +741,7 @@ def render_html(ctx: ReportContext, tables: list[Table], figures: list[RenderedF
         + "</ul></nav>"
     )
     body = "".join(
-        f"<section id='{e(i)}'{' class=outcome' if i == 'outcome' else ''}><h2>{e(t)}</h2>{b}</section>"
-        + (toc if i == "outcome" else "")
+        f"<section id='{e(i)}'><h2>{e(t)}</h2>{b}</section>" + (toc if i == "outcome" else "")
         for i, t, b in sections
     )
     desc = str(study.raw.get("study", {}).get("description", ""))
