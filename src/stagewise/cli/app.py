@@ -6,7 +6,15 @@ import sys
 
 import typer
 
-from stagewise.cli import demo_cmd, gate_cmds, report_cmds, run_cmds, runner_cmds, study_cmds
+from stagewise.cli import (
+    backtest_cmds,
+    demo_cmd,
+    gate_cmds,
+    report_cmds,
+    run_cmds,
+    runner_cmds,
+    study_cmds,
+)
 from stagewise.cli.common import err_console
 from stagewise.errors import StagewiseError
 
@@ -25,6 +33,7 @@ run_cmds.register(app)
 gate_cmds.register(app)
 report_cmds.register(app)
 demo_cmd.register(app)
+backtest_cmds.register(app)
 
 
 def main() -> None:

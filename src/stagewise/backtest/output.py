@@ -1,0 +1,85 @@
+"""Writing a back-test: backtest.json, policies.csv, pareto.csv and pareto.png in one folder.
+
+With `--study DIR` and no `--out`, the folder is `DIR/backtest/` (RESULT_DIR), which is where
+`stagewise report` looks for a "Back-test" section.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from stagewise.backtest.figure import draw_pareto, pareto_points, write_pareto_csv
+from stagewise.backtest.replay import BacktestResult
+
+RESULT_DIR = "backtest"
+RESULT_JSON = "backtest.json"
+POLICY_COLUMNS = (
+    "policy",
+    "label",
+    "p_retain",
+    "p_retain_low",
+    "p_retain_high",
+    "p_select",
+    "p_select_low",
+    "p_select_high",
+    "mean_regret",
+    "mean_regret_low",
+    "mean_regret_high",
+    "gpu_hours",
+    "gpu_hours_low",
+    "gpu_hours_high",
+    "cost_vs_final_only",
+    "cost_vs_final_only_low",
+    "cost_vs_final_only_high",
+)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def policy_rows(result: BacktestResult) -> list[dict[str, Any]]:
+    rows = []
+    for p in result.policies:
+        data = p.to_json()
+        row: dict[str, Any] = {"policy": p.policy, "label": p.label}
+        for key in ("p_retain", "p_select", "mean_regret", "gpu_hours", "cost_vs_final_only"):
+            row[key] = data[key]
+            row[f"{key}_low"], row[f"{key}_high"] = data[f"{key}_interval"]
+        rows.append(row)
+    return rows
+
+
+def write_result(result: BacktestResult, folder: Path, *, figure: bool = True) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    path = folder / RESULT_JSON
+    path.write_text(json.dumps(_clean(result.to_json()), indent=2) + "\n", encoding="utf-8")
+    written.append(path)
+    path = folder / "policies.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=POLICY_COLUMNS)
+        writer.writeheader()
+        for row in policy_rows(result):
+            writer.writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+    written.append(path)
+    points = pareto_points(result)
+    written.append(write_pareto_csv(points, folder / "pareto.csv"))
+    if figure:
+        written.append(draw_pareto(points, folder / "pareto.png"))
+    return written
+
+
+__all__ = ["POLICY_COLUMNS", "RESULT_DIR", "RESULT_JSON", "policy_rows", "write_result"]
