@@ -341,3 +341,88 @@ def test_golden_compiled_muon_steps() -> None:
             spec["params_sum"], abs=1e-5 * spec["params_abs_sum"]
         )
         assert _beta2_probe(compiled, shape) == _golden("muon.json")["effective_beta2"]["compiled"]  # type: ignore[arg-type]
+
+
+# --- val_bpb end to end -----------------------------------------------------------------------
+
+
+def _write_non_ascii_corpus(folder: Path, paragraphs: int = 240) -> None:
+    """Paragraphs of three sentences each, picked by splitmix: a corpus of non-ASCII text."""
+    picks = splitmix_uniform(paragraphs * 3, zlib.crc32(b"corpus"))
+    idx = np.floor((picks + 1.0) / 2.0 * len(NON_ASCII_DOCS)).astype(int).reshape(-1, 3)
+    text = "\n\n".join(" ".join(NON_ASCII_DOCS[i] for i in row) for row in idx)
+    folder.mkdir(parents=True)
+    (folder / "multilingual.txt").write_text(text + "\n", encoding="utf-8")
+
+
+def autoresearch_bpb(model: Any, enc: Any, batches: Any, steps: int, ctx: Any) -> float:
+    """val_bpb by autoresearch's definition, written out independently of our metric module:
+    bytes = len(decode([id]).encode("utf-8")), 0 when the decoded text is a special token."""
+    from stagewise.data.tokenizer import SPECIAL_TOKENS
+
+    table = []
+    for token_id in range(enc.n_vocab):
+        text = enc.decode([token_id])
+        table.append(0 if text in SPECIAL_TOKENS else len(text.encode("utf-8")))
+    token_bytes = torch.tensor(table, dtype=torch.int64)
+    total_nats, total_bytes = 0.0, 0
+    with torch.no_grad(), ctx:
+        for _ in range(steps):
+            x, y, _ = next(batches)
+            loss = model(x, y, reduction="none").view(-1)
+            nbytes = token_bytes[y.view(-1)]
+            total_nats += float((loss * (nbytes > 0)).sum().item())
+            total_bytes += int(nbytes.sum().item())
+    return total_nats / (math.log(2) * total_bytes)
+
+
+def test_val_bpb_on_non_ascii_text_is_autoresearchs(tmp_path: Path) -> None:
+    """A short run through the real CLI on multilingual text: summary.json's val_bpb equals
+    autoresearch's definition recomputed from the checkpoint, and differs clearly from what true
+    UTF-8 byte counts would give (so the test can tell the two definitions apart)."""
+    from stagewise.data.loader import TOKENIZER_DIR, make_loader
+    from stagewise.data.tokenizer import load_tokenizer
+    from stagewise.runner.checkpoint import load_checkpoint
+    from stagewise.runner.config import TrainConfig
+    from stagewise.runner.device import setup_device
+    from tests.data.conftest import stagewise
+
+    corpus, data, run = tmp_path / "corpus", tmp_path / "data", tmp_path / "run"
+    _write_non_ascii_corpus(corpus)
+    prep = stagewise("data", "prepare", "--source", corpus, "--out", data, "--vocab-size", 384)
+    assert prep.returncode == 0, prep.stderr
+    train = stagewise(
+        "train", "--depth", 2, "--aspect-ratio", 32, "--head-dim", 32, "--device", "cpu",
+        "--sequence-len", 64, "--device-batch-size", 4, "--total-batch-size", 256,
+        "--eval-tokens", 1024, "--deterministic", "--steps", 3, "--seed", 1,
+        "--data", data, "--out", run,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    summary = json.loads((run / "summary.json").read_text())
+
+    model, config = load_checkpoint(run / "model.safetensors", torch.device("cpu"))
+    cfg = TrainConfig.from_dict(config)
+    setup = setup_device("cpu", False)
+    model.cast_embeddings(setup.dtype)
+    model.eval()
+    enc = load_tokenizer(data / TOKENIZER_DIR)
+
+    def val_batches() -> Any:
+        return make_loader(data, "val", cfg.device_batch_size, cfg.sequence_len)
+
+    expect = autoresearch_bpb(model, enc, val_batches(), cfg.eval_steps, setup.autocast_ctx())
+    assert summary["val_bpb"] == pytest.approx(expect, abs=1e-6)  # printed to 6 decimals
+
+    # true UTF-8 bytes of the same targets: a different number on this text
+    true_bytes = torch.tensor(
+        [len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)], dtype=torch.int64
+    )
+    true_bytes[-4:] = 0
+    total_true, total_ar = 0, 0
+    ar_bytes = torch.tensor([len(enc.decode([i]).encode("utf-8")) for i in range(enc.n_vocab)])
+    batches = val_batches()
+    for _ in range(cfg.eval_steps):
+        _, y, _ = next(batches)
+        total_true += int(true_bytes[y.view(-1)].sum())
+        total_ar += int((ar_bytes[y.view(-1)] * (true_bytes[y.view(-1)] > 0)).sum())
+    assert total_ar > 1.05 * total_true
