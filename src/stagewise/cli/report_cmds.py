@@ -51,22 +51,36 @@ def bundle(
     result = write_bundle(folder, out)
     console.print(
         f"wrote bundle {result.out}: {len(result.files)} files, {result.tables} tables, "
-        f"{result.figures} figures; check it with: stagewise verify {result.out}",
+        f"{result.figures} figures; check it with: stagewise verify {result.out} "
+        f"--expect {result.chain_head}",
         soft_wrap=True,
     )
+    console.print(f"chain head: {result.chain_head}", soft_wrap=True)
     for leak in result.leaks:
         err_console.print(f"warning: {leak}", markup=False, soft_wrap=True)
 
 
 def verify(
     bundle_dir: Annotated[Path, typer.Argument(help="An audit bundle made by stagewise bundle.")],
+    expect: Annotated[
+        str | None,
+        typer.Option(
+            "--expect",
+            help="The chain head published elsewhere (a paper, a commit message); a bundle "
+            "whose chain ends elsewhere fails.",
+        ),
+    ] = None,
 ) -> None:
-    """Re-hash every file, re-derive the tables from the bundled results; exit 1 on any difference."""
+    """Re-hash every file, prove the records against the chain, re-derive every table and
+    figure from the bundled results and frozen rules; exit 1 on any difference."""
     from stagewise.report.verify import verify_bundle
 
-    result = verify_bundle(bundle_dir)
+    result = verify_bundle(bundle_dir, expect=expect)
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
     if result.ok:
         console.print(f"OK: {result.summary()}", soft_wrap=True)
+        console.print(f"chain head: {result.chain_head}", soft_wrap=True)
         return
     for problem in result.problems:
         console.print(f"MISMATCH: {problem}", markup=False, soft_wrap=True)

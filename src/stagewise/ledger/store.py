@@ -210,6 +210,71 @@ class Ledger:
         return ledger
 
     @classmethod
+    def rebuild(
+        cls,
+        folder: Path | str,
+        runs: Iterable[RunRecord],
+        freezes: Iterable[FreezeRecord],
+        decisions: Iterable[DecisionRecord],
+    ) -> Ledger:
+        """A scratch ledger holding exactly these records (no events): what `stagewise verify`
+        re-derives a bundle's tables from, through the same code that made them."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        ledger = cls.open(folder, create=True)
+        with ledger._write() as conn:
+            for r in runs:
+                k = r.key
+                conn.execute(
+                    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
+                    f"({','.join('?' * len(_RUN_COLUMNS.split(',')))})",
+                    (
+                        k.stage,
+                        k.condition_id,
+                        k.seed,
+                        k.host,
+                        *(getattr(r, c.strip()) for c in _RUN_COLUMNS.split(",")[4:]),
+                    ),
+                )
+            for f in freezes:
+                conn.execute(
+                    "INSERT INTO freezes (id, gate, kind, sha256, canonical, frozen_at, post_hoc, "
+                    "reason, results_at_freeze, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        f.id,
+                        f.gate,
+                        f.kind,
+                        f.sha256,
+                        f.canonical,
+                        f.frozen_at,
+                        int(f.post_hoc),
+                        f.reason,
+                        canonical_json(f.results_at_freeze),
+                        f.event_seq,
+                    ),
+                )
+            for d in decisions:
+                conn.execute(
+                    "INSERT INTO decisions (id, gate, kind, promoted, reason, source, "
+                    "frozen_sha256, payload, decided_at, withdrawn_at, withdraw_reason, "
+                    "event_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        d.id,
+                        d.gate,
+                        d.kind,
+                        canonical_json(list(d.promoted)),
+                        d.reason,
+                        d.source,
+                        d.frozen_sha256,
+                        canonical_json(d.payload),
+                        d.decided_at,
+                        d.withdrawn_at,
+                        d.withdraw_reason,
+                        d.event_seq,
+                    ),
+                )
+        return ledger
+
+    @classmethod
     def _open_read_only(cls, folder: Path, path: Path) -> Ledger:
         """Reading a study needs no write: open the file read-only (immutable when SQLite
         cannot even create its shared-memory file beside a WAL ledger)."""

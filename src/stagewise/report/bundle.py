@@ -8,7 +8,9 @@ Layout (all paths relative to the bundle):
   decisions/decisions.json every decision (computed and manual, withdrawn ones too)
   tables/*.csv|json        every report table (gate analyses, sensitivity, budget, ...)
   figures/*.png|svg        every figure
-  ledger/events.json       the event log (scrubbed) and the chain check at bundle time
+  ledger/events.json       the event log (scrubbed: each field's sha256 kept) and the chain head
+  ledger/commitments.json  sha256 of every renamed id and scrubbed text (to prove them against
+                           the chain without revealing them)
   table_manifest.json      table -> files, sources and command
   figure_manifest.json     figure -> files, sources and command
   MANIFEST.json|csv        path, bytes and sha256 of every other file
@@ -26,13 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.errors import BundleError
-from stagewise.ledger import Ledger, sha256_text
+from stagewise.ledger import Ledger, canonical_json, sha256_text
+from stagewise.ledger.integrity import text_hash
+from stagewise.ledger.store import field_hashes
 from stagewise.paths import safe_join
 from stagewise.report.context import ReportContext, collect
 from stagewise.report.figures import render_figures
 from stagewise.report.scrub import Scrubber
 from stagewise.report.tables import RUN_COLUMNS, Table, all_tables, runs_table
 from stagewise.study import load_study
+from stagewise.study.model import Study
 
 MANIFEST_JSON = "MANIFEST.json"
 MANIFEST_CSV = "MANIFEST.csv"
@@ -42,6 +47,9 @@ RUNS_CSV = "results/runs.csv"
 RUNS_JSON = "results/runs.json"
 DECISIONS_JSON = "decisions/decisions.json"
 EVENTS_JSON = "ledger/events.json"
+COMMITMENTS_JSON = "ledger/commitments.json"
+TABLE_MANIFEST = "table_manifest.json"
+FIGURE_MANIFEST = "figure_manifest.json"
 OUTSIDE_FILES = ("outside_decisions.toml",)
 
 README = """\
@@ -58,27 +66,32 @@ Produced by `stagewise bundle`. Everything a reviewer needs to check the study's
 | `decisions/decisions.json` | every decision: computed by the tool or taken outside it (`manual`), with reasons |
 | `tables/` | every table of the report as CSV and JSON (gate analyses, cells, sensitivity, budget, ...) |
 | `figures/` | every figure as PNG and SVG |
-| `ledger/events.json` | the ledger's hash-chained event log and the result of checking the chain when this bundle was made |
+| `ledger/events.json` | the ledger's hash-chained event log (each event's fields with their sha256), the chain head, and the result of checking the chain when this bundle was made |
+| `ledger/commitments.json` | the sha256 of every id renamed and every text scrubbed here, so those rows still prove against the chain |
 | `table_manifest.json`, `figure_manifest.json` | each table and figure -> the bundled files it comes from and the command that produced it |
 | `MANIFEST.json`, `MANIFEST.csv` | path, size in bytes and sha256 of every other file |
 
 ## How to verify
 
-    stagewise verify <this folder>
+    stagewise verify <this folder> --expect {head}
 
-re-hashes every file against `MANIFEST.json` (missing, extra and changed files are reported),
-re-hashes each frozen rule's canonical JSON, checks the event chain's links, and re-derives the
-gate tables and cell tables from `results/runs.json` and `study/study.toml` with the same
-analysis code that produced them (numbers must agree within 1e-9). It exits with status 1 on any
-difference. Without stagewise, `sha256sum` over the files listed in `MANIFEST.csv` checks integrity.
+re-hashes every file against `MANIFEST.json` (missing, extra and changed files, and paths that
+leave the bundle, are reported), re-links the event chain and compares its head with the one you
+expect (the chain head of this bundle is `{head}`; compare it with the one published with the
+study), checks every run, frozen rule and decision against what the chain committed to, and
+re-derives every table (decisions, verdicts, sensitivity, budget, agreement, figure data) from
+`results/runs.json`, the frozen rules and `study/study.toml` with the same code that produced them
+(numbers must agree within 1e-9). It exits with status 1 on any difference. Without stagewise,
+`sha256sum` over the files listed in `MANIFEST.csv` checks integrity.
 
 ## Scrubbing
 
 Paths, log files, checkpoints, run owners and raw run summaries are left out. In every other
 text a path inside the study folder reads `<study>/...`, any other absolute path
 `<path>/<file name>`, the home folder `<home>`, the user name `<user>` and the machine's name
-`<host>`. Host *block* names
-(the study's own names for groups of machines) are kept.
+`<host>`, as whole tokens. Host *block* names (the study's own names for groups of machines) are
+kept, except one that equals the user or host name: it is renamed (`scrubbed-host`) in every
+file alike, and `ledger/commitments.json` holds the sha256 of the old name.
 
 Counts: {runs} runs, {tables} tables, {figures} figures, {events} ledger events, chain {chain}.
 """
@@ -91,6 +104,7 @@ class BundleResult:
     tables: int = 0
     figures: int = 0
     leaks: list[str] = field(default_factory=list)
+    chain_head: str = ""
 
 
 def sha256_file(path: Path) -> str:
@@ -169,31 +183,73 @@ def _freeze_records(ctx: ReportContext, scrub: Scrubber) -> dict[str, Any]:
 
 
 def _decisions(ctx: ReportContext) -> list[dict[str, Any]]:
-    return [d.as_dict() for view in ctx.gates for d in view.decisions]
+    # event_seq ties each record to the event that committed to it (verify checks that).
+    return [{**d.as_dict(), "event_seq": d.event_seq} for view in ctx.gates for d in view.decisions]
 
 
-def _events(ctx: ReportContext, scrub: Scrubber) -> dict[str, Any]:
+def _events(ctx: ReportContext, scrub: Scrubber, head: str) -> dict[str, Any]:
     events = []
     for ev in ctx.events:
         payload = scrub.value(ev.payload)
         subject = scrub.text(ev.subject)
-        events.append(
-            {
-                "seq": ev.seq,
-                "ts": ev.ts,
-                "kind": ev.kind,
-                "subject": subject,
-                "payload": payload,
-                "prev_hash": ev.prev_hash,
-                "hash": ev.hash,
-                "scrubbed": payload != ev.payload or subject != ev.subject,
-            }
-        )
+        entry: dict[str, Any] = {
+            "seq": ev.seq,
+            "ts": ev.ts,
+            "kind": ev.kind,
+            "subject": subject,
+            "payload": payload,
+            "prev_hash": ev.prev_hash,
+            "hash": ev.hash,
+            "scrubbed": payload != ev.payload or subject != ev.subject,
+            "format": ev.format,
+        }
+        if ev.format >= 2:
+            # The hash covers these, not the texts: a scrubbed field still proves the link.
+            entry["subject_sha256"] = sha256_text(ev.subject)
+            entry["payload_sha256"] = field_hashes(ev.payload)
+        events.append(entry)
     return {
         "chain_ok_at_bundle_time": not ctx.chain_problems,
         "chain_problems": ctx.chain_problems,
+        "chain_head": head,
         "events": events,
     }
+
+
+def _commitments(ctx: ReportContext, scrub: Scrubber) -> dict[str, Any]:
+    """sha256 of what scrubbing changed, keyed by the sha256 of what the bundle shows."""
+    texts: dict[str, str] = {}
+
+    def note(original: str | None) -> None:
+        shown = scrub.text(original or "")
+        if shown != (original or ""):
+            texts[text_hash(shown)] = text_hash(original)
+
+    def note_json(original: Any) -> None:
+        shown = canonical_json(scrub.value(original))
+        if shown != canonical_json(original):
+            texts[text_hash(shown)] = text_hash(canonical_json(original))
+
+    for run in ctx.runs:
+        note(run.cause)
+    for view in ctx.gates:
+        for f in view.freezes:
+            note(f.reason)
+            note_json(f.results_at_freeze)
+        for d in view.decisions:
+            note(d.reason)
+            note(d.source)
+            note_json(d.payload)
+    return {"renamed": dict(scrub.renamed), "texts": dict(sorted(texts.items()))}
+
+
+def study_ids(study: Study) -> list[str]:
+    return [
+        *study.hosts,
+        *study.condition_ids,
+        *study.stages,
+        *study.gates,
+    ]
 
 
 def write_manifests(out: Path) -> list[dict[str, Any]]:
@@ -218,9 +274,11 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
     study = load_study(folder)
     out = Path(out)
     _prepare_out(out)
-    scrub = Scrubber([study.root, folder])
+    scrub = Scrubber([study.root, folder], ids=study_ids(study))
     w = _Writer(out, scrub)
-    with Ledger.open(study.root) as ledger:
+    with Ledger.open(study.root, create=False) as ledger:
+        # A bundle of a ledger whose chain or tables were altered would launder the alteration.
+        head = ledger.require_intact()
         ctx = collect(study, ledger)
 
     # The study as written, scrubbed (a path in [runner] data = "..." becomes <path>/...).
@@ -242,7 +300,10 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
     for gate_id, record in _freeze_records(ctx, scrub).items():
         w.json(f"frozen/{gate_id}.json", record)
     w.json(DECISIONS_JSON, {"decisions": _decisions(ctx)})
-    w.json(EVENTS_JSON, _events(ctx, scrub))
+    w.json(EVENTS_JSON, _events(ctx, scrub, head))
+    # Not through the scrubber: it holds only hashes and the new ids.
+    path = out / COMMITMENTS_JSON
+    path.write_text(dumps(_commitments(ctx, scrub)), encoding="utf-8")
 
     sources_fix = {"study/matrix": f"{STUDY_DIR}/{study.matrix_file}", "frozen/": "frozen/*.json"}
     table_manifest: dict[str, Any] = {}
@@ -269,7 +330,7 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
         "command": "stagewise bundle STUDY --out OUT",
         "published_summary": False,
     }
-    w.json("table_manifest.json", {"tables": table_manifest})
+    w.json(TABLE_MANIFEST, {"tables": table_manifest})
 
     figures = render_figures(ctx, out / "figures")
     figure_manifest = {}
@@ -284,7 +345,10 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
             "sources": list(fig.sources),
             "command": f"stagewise report STUDY (figure registry: {fig.name})",
         }
-    w.json("figure_manifest.json", {"figures": figure_manifest})
+    w.json(
+        FIGURE_MANIFEST,
+        {"figures": figure_manifest, "renderer": {"matplotlib": _matplotlib_version()}},
+    )
 
     drawn = sum(1 for f in figures if f.png is not None)
     w.text(
@@ -297,10 +361,13 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
             figures=drawn,
             events=len(ctx.events),
             chain="intact" if not ctx.chain_problems else "BROKEN",
+            head=head,
         ),
     )
     entries = write_manifests(out)
-    result = BundleResult(out, [e["path"] for e in entries], len(tables) + 1, drawn)
+    result = BundleResult(
+        out, [e["path"] for e in entries], len(tables) + 1, drawn, chain_head=head
+    )
     for entry in entries:
         path = out / entry["path"]
         if path.suffix == ".png":
@@ -308,6 +375,15 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
         for leak in scrub.leaks(path.read_text(encoding="utf-8", errors="replace")):
             result.leaks.append(f"{entry['path']}: contains {leak!r}")
     return result
+
+
+def _matplotlib_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("matplotlib")
+    except Exception:  # not installed as a distribution: figures are compared by tables only
+        return ""
 
 
 def canonical_hash_ok(record: dict[str, Any]) -> bool:
