@@ -1,9 +1,15 @@
-"""Budgets as people write them (`300`, `90s`, `10m`, `12h`) and as the tool stores them (seconds)."""
+"""Budgets as people write them and as the tool stores them.
+
+Wall-clock (`300`, `90s`, `10m`, `12h`) is stored as seconds; a budget may also count tokens
+(`50Mtok`) or optimizer steps (`2000steps`), which removes host speed from the comparison.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
+from typing import Literal
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -35,3 +41,66 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and (seconds / size).is_integer():
             return f"{int(seconds / size)}{unit}"
     return f"{seconds:g}s"
+
+
+# ---------------------------------------------------------------------- tokens and steps
+BudgetUnit = Literal["seconds", "tokens", "steps"]
+_MULTIPLIERS = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9}
+_COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMB]?)\s*(tok|steps)\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A stage's budget: wall-clock seconds (the paper's choice), tokens, or optimizer steps."""
+
+    unit: BudgetUnit
+    amount: float  # seconds, or a whole number of tokens or steps
+
+    @property
+    def seconds(self) -> float | None:
+        """The wall-clock budget, or None when the budget counts tokens or steps."""
+        return self.amount if self.unit == "seconds" else None
+
+    def __str__(self) -> str:
+        return format_budget(self)
+
+
+def parse_budget(value: object) -> Budget:
+    """`"10m"`/`600` (seconds), `"50Mtok"` (tokens), `"2000steps"` (steps); K/M/B = 1e3/1e6/1e9.
+
+    Raises ValueError with the accepted forms.
+    """
+    if isinstance(value, str):
+        match = _COUNT.match(value)
+        if match:
+            amount = float(match.group(1)) * _MULTIPLIERS[match.group(2)]
+            unit: BudgetUnit = "tokens" if match.group(3) == "tok" else "steps"
+            if amount < 1 or not amount.is_integer():
+                raise ValueError(
+                    f"a {unit} budget must be a whole number of at least 1, but got {value!r}"
+                )
+            return Budget(unit, amount)
+    try:
+        return Budget("seconds", parse_duration(value))
+    except ValueError:
+        raise ValueError(
+            "expected seconds or a duration ('90s', '10m', '12h'), tokens ('50Mtok', '32Ktok') "
+            f"or optimizer steps ('2000steps'), but got {value!r}"
+        ) from None
+
+
+def format_count(amount: float) -> str:
+    """The shortest exact form with a K/M/B multiplier: 50e6 -> '50M', 32000 -> '32K'."""
+    for suffix, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if amount >= size and (amount / size) * 1000 == int((amount / size) * 1000):
+            return f"{amount / size:g}{suffix}"
+    return f"{amount:g}"
+
+
+def format_budget(budget: Budget) -> str:
+    """The budget in its own unit, as a study file writes it: '10m', '50Mtok', '2000steps'."""
+    if budget.unit == "seconds":
+        return format_duration(budget.amount)
+    if budget.unit == "steps":
+        return f"{budget.amount:.0f}steps"
+    return format_count(budget.amount) + "tok"

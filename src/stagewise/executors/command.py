@@ -22,12 +22,13 @@ from stagewise.paths import safe_join
 from stagewise.study.model import Condition, Host, Stage, Study
 
 # [runner] keys that configure the executor, not the runner: never passed to `stagewise train`.
-EXECUTOR_KEYS = frozenset({"grace_seconds", "startup_seconds"})
+EXECUTOR_KEYS = frozenset({"grace_seconds", "startup_seconds", "timeout_seconds"})
 # Runner options that are paths: relative values are relative to the study folder.
 PATH_KEYS = frozenset({"data"})
 
 MIN_GRACE_SECONDS = 60.0  # a minute covers eval + checkpoint of the small models
 GRACE_FRACTION = 0.5  # long budgets get proportionally more room (slow eval, slow disks)
+UNTIMED_LIMIT_SECONDS = 86400.0  # a day: catches a hung token/step-budget run, nothing else
 STARTUP_SECONDS = 120.0  # process start, imports, data loading, torch.compile warm-up
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}")
@@ -82,10 +83,15 @@ def placeholders(
 ) -> dict[str, str]:
     """Every name a command template may use, as strings."""
     values = {k: format_value(v) for k, v in runner_values(study, condition, overrides).items()}
+    budget = stage.budget
     values.update(
         seed=str(seed),
-        time_budget=format_value(stage.budget_seconds),
-        budget_seconds=format_value(stage.budget_seconds),
+        # A token or step stage has no time budget: these are "" there, and the others are ""
+        # on a time stage, so a template names the budget it is built for.
+        time_budget=format_value(budget.amount) if budget.unit == "seconds" else "",
+        budget_seconds=format_value(budget.amount) if budget.unit == "seconds" else "",
+        token_budget=format_value(budget.amount) if budget.unit == "tokens" else "",
+        step_budget=format_value(budget.amount) if budget.unit == "steps" else "",
         out=str(out_dir),
         out_dir=str(out_dir),
         summary=str(out_dir / "summary.json"),
@@ -144,15 +150,20 @@ def build_argv(
         return substitute(template, values)
     argv = [sys.executable, "-m", "stagewise", "train"]
     for key, value in runner_values(study, condition, overrides).items():
-        if key in ("time_budget", "seed", "out", "condition_id"):
+        if key in ("time_budget", "token_budget", "step_budget", "seed", "out", "condition_id"):
             continue  # the stage and the run decide these
         if isinstance(value, bool):
             argv.append(kebab(key) if value else "--no-" + key.replace("_", "-"))
         else:
             argv += [kebab(key), format_value(value)]
+    budget_option = {
+        "seconds": "--time-budget",
+        "tokens": "--token-budget",
+        "steps": "--step-budget",
+    }[stage.budget.unit]
     argv += [
-        "--time-budget",
-        format_value(stage.budget_seconds),
+        budget_option,
+        format_value(stage.budget.amount),
         "--seed",
         str(seed),
         "--condition-id",
@@ -169,10 +180,15 @@ def run_env(
     """The run's facts as environment variables, for trainers that read them (stagewise.result)."""
     from stagewise import result
 
+    budget_env = {
+        "seconds": result.ENV_BUDGET_SECONDS,
+        "tokens": result.ENV_TOKEN_BUDGET,
+        "steps": result.ENV_STEP_BUDGET,
+    }[stage.budget.unit]
     return {
         result.ENV_OUT: str(out_dir),
         result.ENV_SEED: str(seed),
-        result.ENV_BUDGET_SECONDS: format_value(stage.budget_seconds),
+        budget_env: format_value(stage.budget.amount),
         result.ENV_CONDITION_ID: condition.condition_id,
         result.ENV_STAGE: stage.stage_id,
         result.ENV_HOST: host.name,
@@ -208,6 +224,20 @@ def grace_seconds(study: Study, budget_seconds: float) -> float:
 
 
 def timeout_seconds(study: Study, budget_seconds: float) -> float:
+    """When a run counts as hung. A token or step budget (budget_seconds 0) has no wall-clock
+    length to add grace to: its runs get UNTIMED_LIMIT_SECONDS unless `[runner] timeout_seconds`
+    says otherwise."""
+    if budget_seconds <= 0:
+        configured = study.runner.get("timeout_seconds", UNTIMED_LIMIT_SECONDS)
+        if (
+            isinstance(configured, bool)
+            or not isinstance(configured, int | float)
+            or configured <= 0
+        ):
+            raise ExecutorError(
+                f"runner.timeout_seconds must be a positive number, but got {configured!r}"
+            )
+        return float(configured)
     return budget_seconds + grace_seconds(study, budget_seconds)
 
 

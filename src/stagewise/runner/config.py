@@ -47,6 +47,10 @@ class TrainConfig:
     final_lr_frac: float = 0.0  # LR multiplier reached at the end of the warmdown
     # --- budget, evaluation, reproducibility ---
     time_budget: float = DEFAULT_TIME_BUDGET  # training seconds (first 10 steps not counted)
+    # A budget in tokens or optimizer steps replaces the time budget: host speed then changes
+    # only how long a run takes, not what it trains on (A100 and L40S see the same tokens).
+    token_budget: int | None = None  # trains ceil(token_budget / total_batch_size) steps
+    step_budget: int | None = None
     eval_tokens: int = DEFAULT_EVAL_TOKENS
     seed: int = 42  # autoresearch seeds torch with 42
     deterministic: bool = False  # progress = step / steps instead of wall-clock time
@@ -96,6 +100,18 @@ class TrainConfig:
             )
         if not 0 < self.time_budget < float("inf"):
             raise bad("time_budget", "a positive number of seconds")
+        for name in ("token_budget", "step_budget"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise bad(name, "a positive integer or None")
+        if self.token_budget is not None and self.step_budget is not None:
+            raise RunnerError("give --token-budget or --step-budget, not both")
+        if self.deterministic and (self.token_budget or self.step_budget):
+            raise RunnerError(
+                "--deterministic counts --steps already; drop --token-budget/--step-budget"
+            )
         tokens_per_pass = self.device_batch_size * self.sequence_len
         if self.total_batch_size % tokens_per_pass:
             raise RunnerError(
@@ -128,6 +144,22 @@ class TrainConfig:
         return self.total_batch_size // (self.device_batch_size * self.sequence_len)
 
     @property
+    def target_steps(self) -> int | None:
+        """The step count a token, step or deterministic budget fixes; None for wall clock."""
+        if self.token_budget is not None:
+            return -(-self.token_budget // self.total_batch_size)
+        if self.step_budget is not None:
+            return self.step_budget
+        return self.steps if self.deterministic else None
+
+    def budget_text(self) -> str:
+        if self.token_budget is not None:
+            return f"{self.token_budget} tokens"
+        if self.step_budget is not None:
+            return f"{self.step_budget} steps"
+        return f"{self.time_budget:g}s"
+
+    @property
     def eval_steps(self) -> int:
         return self.eval_tokens // (self.device_batch_size * self.sequence_len)
 
@@ -155,6 +187,9 @@ def canonical_json(data: dict[str, Any]) -> str:
 def config_sha256(config: TrainConfig | dict[str, Any]) -> str:
     data = dict(config.to_dict() if isinstance(config, TrainConfig) else config)
     data.pop("out", None)
+    for name in ("token_budget", "step_budget"):
+        if data.get(name) is None:
+            data.pop(name, None)  # recipes from before these existed keep their hash
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
 
@@ -166,3 +201,21 @@ def parse_budget(text: str | float) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise RunnerError(f"--time-budget: {exc}") from exc
+
+
+def parse_count(option: str, text: str | None) -> int | None:
+    """Tokens or steps from `50000000`, `50M`, `32K`, `2B` (K/M/B = 1e3/1e6/1e9); None stays None."""
+    from stagewise.budget_units import parse_budget as parse_any
+
+    if text is None:
+        return None
+    body = text.strip()
+    for suffix in ("tok", "steps"):
+        body = body.removesuffix(suffix)
+    try:
+        return int(parse_any(body + "tok").amount)
+    except ValueError:
+        raise RunnerError(
+            f"{option} expects a whole number, optionally with K/M/B (50M = 50,000,000), "
+            f"but got {text!r}"
+        ) from None

@@ -63,6 +63,17 @@ def weight_decay(progress: float, cfg: TrainConfig) -> float:
     return cfg.weight_decay * (1.0 - progress)
 
 
+def budget_progress(cfg: TrainConfig, step: int, training_time: float) -> float:
+    """How much of the budget is spent before `step` trains, in [0, 1]: tokens / target for a
+    token budget, steps / target for a step (or deterministic) budget, else seconds / budget."""
+    if cfg.token_budget is not None:
+        return min(step * cfg.total_batch_size / cfg.token_budget, 1.0)
+    target = cfg.target_steps
+    if target is not None:
+        return min(step / target, 1.0)
+    return min(training_time / cfg.time_budget, 1.0)
+
+
 def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
@@ -230,7 +241,7 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     grad_accum = cfg.grad_accum_steps
     print(
         f"device: {setup.name} bf16_autocast={setup.autocast} compile={setup.compile} "
-        f"grad_accum={grad_accum} budget={cfg.time_budget:g}s",
+        f"grad_accum={grad_accum} budget={cfg.budget_text()}",
         flush=True,
     )
 
@@ -250,11 +261,7 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
                 train_loss = loss.detach()
                 (loss / grad_accum).backward()
                 x, y, epoch = next(train_loader)
-            if cfg.deterministic:
-                assert cfg.steps is not None
-                progress = min(step / cfg.steps, 1.0)
-            else:
-                progress = min(training_time / cfg.time_budget, 1.0)
+            progress = budget_progress(cfg, step, training_time)
             lrm = lr_multiplier(progress, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * lrm
@@ -281,10 +288,10 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
                 gc.freeze()
                 gc.disable()
             step += 1
-            if cfg.deterministic:
-                assert cfg.steps is not None
-                done = step >= cfg.steps
-                remaining = (cfg.steps - step) * (time.time() - t_start_training) / step
+            target = cfg.target_steps
+            if target is not None:
+                done = step >= target
+                remaining = (target - step) * (time.time() - t_start_training) / step
             else:
                 done = step > UNTIMED_STEPS and training_time >= cfg.time_budget
                 remaining = max(0.0, cfg.time_budget - training_time)

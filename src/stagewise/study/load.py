@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from stagewise import bounds
-from stagewise.budget_units import parse_duration
+from stagewise.budget_units import parse_budget
 from stagewise.errors import StudyError
 from stagewise.paths import id_problem, safe_join
 from stagewise.study.matrix import TEXT_PARAMS, load_matrix
@@ -391,11 +391,15 @@ def _stage(
             f"{key}.budget", f"expected ASCII digits and a unit, but got {table['budget']!r}"
         )
     if "budget" not in table:
-        raise ctx.fail(f"{key}.budget", "missing; give seconds or a string like '10m'")
+        raise ctx.fail(
+            f"{key}.budget", "missing; give seconds or a string like '10m', '50Mtok', '2000steps'"
+        )
     try:
-        budget = parse_duration(table["budget"])
+        spec = parse_budget(table["budget"])
     except ValueError as exc:
         raise ctx.fail(f"{key}.budget", str(exc)) from None
+    # A token or step budget has no wall-clock length: budget_seconds 0 says so.
+    budget = spec.seconds or 0.0
     if budget > bounds.BUDGET_MAX_SECONDS:
         raise ctx.fail(
             f"{key}.budget",
@@ -440,7 +444,15 @@ def _stage(
             f'expected "all", a list of condition ids, or {{ gate = "<gate id>" }}, but got {cand!r}',
         )
     purpose = table.get("purpose", table.get("description", ""))
-    return Stage(sid, budget, tuple(seeds), stage_hosts, candidates, str(purpose))
+    return Stage(
+        sid,
+        budget,
+        tuple(seeds),
+        stage_hosts,
+        candidates,
+        str(purpose),
+        budget_spec=None if spec.unit == "seconds" else spec,
+    )
 
 
 def _gate(
@@ -468,9 +480,9 @@ def _gate(
     for sid in pooled:
         if sid not in stages:
             raise ctx.fail(f"{key}.stages", f"unknown stage {sid!r}; stages: {', '.join(stages)}")
-    budgets = {stages[s].budget_seconds for s in pooled}
+    budgets = {stages[s].budget for s in pooled}
     if len(budgets) > 1:
-        detail = ", ".join(f"{s}={stages[s].budget_seconds:g}s" for s in pooled)
+        detail = ", ".join(f"{s}={stages[s].budget}" for s in pooled)
         raise ctx.fail(f"{key}.stages", f"pooled stages must share one budget, but got {detail}")
     # The most candidates this gate can see: a listed stage's list, else the whole matrix.
     most = max(

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from stagewise.budget_units import Budget
+
 ParamValue = int | float | str
 ExecutorKind = Literal["local", "ray", "external"]
 GateKind = Literal["promote", "confirm"]
@@ -63,6 +65,13 @@ class Stage:
     hosts: tuple[str, ...]
     candidates: Candidates
     purpose: str = ""
+    # Set for a token or step budget (then budget_seconds is 0: no wall-clock budget).
+    budget_spec: Budget | None = None
+
+    @property
+    def budget(self) -> Budget:
+        """The budget in its own unit (seconds, tokens or steps)."""
+        return self.budget_spec or Budget("seconds", self.budget_seconds)
 
     @property
     def budget_hours(self) -> float:
