@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from stagewise.ledger import Ledger
 from tests.conftest import run_cli
 
 FAKE = Path(__file__).with_name("fake_trainer.py")
@@ -80,6 +81,12 @@ hosts = {json.dumps(list(hosts))}
 candidates = "all"
 {gate_block}"""
     )
+    return with_ledger(folder)
+
+
+def with_ledger(folder: Path) -> Path:
+    """Give a hand-written study folder its (empty) ledger, as `stagewise init` would."""
+    Ledger.open(folder).close()
     return folder
 
 
@@ -131,4 +138,4 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-__all__ = ["FAKE", "events", "fake_study", "journal", "run_cli", "runs"]
+__all__ = ["FAKE", "events", "fake_study", "journal", "run_cli", "runs", "with_ledger"]

@@ -1,4 +1,8 @@
-"""The Ray executor's pieces that need no cluster: requirements, fitting, log following, errors."""
+"""The Ray executor's pieces that need no cluster: requirements, fitting, log following, errors.
+
+The pure helpers live in `executors.ray_support` and are tested here without importing Ray
+(a subprocess proves they do not need it); only `connect` needs the extra.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from types import ModuleType
 import pytest
 
 from stagewise.errors import ExecutorError
+from stagewise.executors import ray_support as rs
 from stagewise.executors.base import RunProgress, RunStarted, RunTask
 from stagewise.ledger.records import RunKey
 from stagewise.study.model import Host
@@ -19,6 +24,7 @@ from stagewise.study.model import Host
 def test_the_core_never_imports_ray() -> None:
     code = (
         "import sys, stagewise.cli.app, stagewise.executors.stage, stagewise.executors.local\n"
+        "import stagewise.executors.ray_support\n"
         "assert 'ray' not in sys.modules, 'ray was imported'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -45,32 +51,44 @@ def test_without_ray_the_error_names_the_pip_command() -> None:
 
 @pytest.fixture
 def rx() -> ModuleType:
-    """The Ray executor module; these tests skip without the ray extra (the two above do not)."""
+    """The Ray executor module, for `connect`: these tests skip without the ray extra."""
     pytest.importorskip("ray")
     return importlib.import_module("stagewise.executors.ray")
+
+
+def test_the_pure_helpers_import_without_ray() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['ray'] = None  # as if the extra were not installed\n"
+        "import stagewise.executors.ray_support as rs\n"
+        "assert rs.requirements is not None and 'ray' not in {m.split('.')[0] for m in sys.modules "
+        "if sys.modules[m] is not None}\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 def _host(**kw: object) -> Host:
     return Host(name="blk", executor="ray", **kw)  # type: ignore[arg-type]
 
 
-def test_requirements_follow_the_host(rx: ModuleType) -> None:
-    assert rx.requirements(_host(resources={"l40s": 1.0})) == {"l40s": 1.0, "CPU": 1.0}
-    assert rx.requirements(_host(resources={"a": 1.0}, devices=("cuda",))) == {
+def test_requirements_follow_the_host() -> None:
+    assert rs.requirements(_host(resources={"l40s": 1.0})) == {"l40s": 1.0, "CPU": 1.0}
+    assert rs.requirements(_host(resources={"a": 1.0}, devices=("cuda",))) == {
         "a": 1.0,
         "CPU": 1.0,
         "GPU": 1.0,
     }
-    assert rx.requirements(_host(num_cpus=4.0, num_gpus=2.0)) == {"CPU": 4.0, "GPU": 2.0}
-    assert rx.requirements(_host(num_cpus=0.0)) == {}
+    assert rs.requirements(_host(num_cpus=4.0, num_gpus=2.0)) == {"CPU": 4.0, "GPU": 2.0}
+    assert rs.requirements(_host(num_cpus=0.0)) == {}
 
 
-def test_runs_fitting_a_node_is_bounded_by_every_resource(rx: ModuleType) -> None:
+def test_runs_fitting_a_node_is_bounded_by_every_resource() -> None:
     node = {"CPU": 2.0, "blk-a": 1.0, "blk-b": 1.0, "memory": 1e9}
-    assert rx.runs_fitting(node, {"blk-a": 1.0, "CPU": 1.0}) == 1
-    assert rx.runs_fitting(node, {"CPU": 1.0}) == 2
-    assert rx.runs_fitting(node, {"blk-c": 1.0, "CPU": 1.0}) == 0
-    assert rx.runs_fitting(node, {"blk-a": 1.0, "GPU": 1.0}) == 0
+    assert rs.runs_fitting(node, {"blk-a": 1.0, "CPU": 1.0}) == 1
+    assert rs.runs_fitting(node, {"CPU": 1.0}) == 2
+    assert rs.runs_fitting(node, {"blk-c": 1.0, "CPU": 1.0}) == 0
+    assert rs.runs_fitting(node, {"blk-a": 1.0, "GPU": 1.0}) == 0
 
 
 def test_a_closed_port_is_one_clear_error_fast(rx: ModuleType) -> None:
@@ -91,10 +109,10 @@ def test_a_bad_address_is_refused(rx: ModuleType) -> None:
         rx.connect("nowhere", timeout=1)
 
 
-def test_max_retries_must_be_a_count(rx: ModuleType) -> None:
+def test_max_retries_must_be_a_count() -> None:
     with pytest.raises(ExecutorError, match=r"hosts\.blk\.max_retries.*-1"):
-        rx._max_retries(_host(options={"max_retries": -1}))
-    assert rx._max_retries(_host()) == rx.DEFAULT_MAX_RETRIES
+        rs.max_retries(_host(options={"max_retries": -1}))
+    assert rs.max_retries(_host()) == rs.DEFAULT_MAX_RETRIES
 
 
 def _task(tmp_path: Path) -> RunTask:
@@ -112,31 +130,30 @@ def _task(tmp_path: Path) -> RunTask:
 
 
 def test_progress_is_read_from_the_log_and_follows_a_rerun_on_another_node(
-    rx: ModuleType,
     tmp_path: Path,
 ) -> None:
     task = _task(tmp_path)
-    run = rx.RayRun(task, None, rx.LogTail(Path(task.log_path)))
+    run = rs.RayRun(task, None, rs.LogTail(Path(task.log_path)))
     log = Path(task.log_path)
-    assert rx.follow_log(run) == []  # not started yet
+    assert rs.follow_log(run) == []  # not started yet
     log.write_text(f"# {task.key} attempt 1 on ray:1.2.3.4/old\nprogress: step=1 progress=0.5\n")
-    assert rx.follow_log(run) == []  # an earlier attempt's log is not this run's
+    assert rs.follow_log(run) == []  # an earlier attempt's log is not this run's
     log.unlink()
     log.write_text(f"# {task.key} attempt 2 on ray:127.0.0.1/node1\nprogress: step=3 prog")
-    events = rx.follow_log(run)
+    events = rs.follow_log(run)
     assert events == [RunStarted(task.key, 2, "ray:127.0.0.1/node1")]
     with log.open("a") as f:
         f.write("ress=0.25 loss=4.5 tok_per_s=100 mfu=nan remaining_s=3\nstep noise\n")
-    (progress,) = rx.follow_log(run)
+    (progress,) = rs.follow_log(run)
     assert isinstance(progress, RunProgress)
     assert (progress.step, progress.progress, progress.loss, progress.mfu) == (3, 0.25, 4.5, None)
-    assert rx.follow_log(run) == []
+    assert rs.follow_log(run) == []
     # Ray reran it elsewhere: the old log is moved aside and a new one starts.
     log.rename(tmp_path / "train.attempt1.log")
     log.write_text(
         f"# {task.key} attempt 2 on ray:127.0.0.1/node2\nprogress: step=1 progress=0.1\n"
     )
-    started, again = rx.follow_log(run)
+    started, again = rs.follow_log(run)
     assert started == RunStarted(task.key, 2, "ray:127.0.0.1/node2")
     assert isinstance(again, RunProgress) and again.step == 1
     assert run.starts == 2

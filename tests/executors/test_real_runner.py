@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from tests.conftest import TINY_RUNNER
-from tests.executors.conftest import events, run_cli, runs
+from tests.executors.conftest import events, run_cli, runs, with_ledger
 
 MATRIX = """\
 label,condition_id,role,depth,aspect_ratio,matrix_lr,total_batch_size
@@ -45,6 +45,7 @@ def test_real_runner_stage_on_two_cpu_workers(tmp_path: Path, sample_data: Path)
     study.mkdir()
     (study / "matrix.csv").write_text(MATRIX)
     (study / "study.toml").write_text(STUDY.replace("{data}", str(sample_data)))
+    with_ledger(study)
     proc = run_cli("run", study, "s1", "--workers", "2", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)

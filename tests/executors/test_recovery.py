@@ -11,6 +11,7 @@ from stagewise.executors.stage import recover_stale
 from stagewise.ledger import Ledger, RunKey
 from stagewise.study import load_study
 from tests.conftest import write_study
+from tests.executors.conftest import with_ledger
 
 STUDY = """\
 [study]
@@ -30,7 +31,7 @@ DEAD = f"{socket.gethostname()}:999999999:1"  # a driver pid that cannot be aliv
 
 
 def test_lost_driver_results_are_adopted_and_others_put_back(tmp_path: Path) -> None:
-    study = load_study(write_study(tmp_path / "s", study=STUDY, matrix=MATRIX))
+    study = load_study(with_ledger(write_study(tmp_path / "s", study=STUDY, matrix=MATRIX)))
     finished, halfway = RunKey("s1", "c_a", 1, "h"), RunKey("s1", "c_b", 1, "h")
     out = run_dir(study, "s1", "c_a", 1, "h") / "out"
     out.mkdir(parents=True)

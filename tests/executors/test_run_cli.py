@@ -183,37 +183,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_sigkill_mid_stage_then_resume_runs_everything_exactly_once(tmp_path: Path) -> None:
-    # SUMMARY: the trainer writes summary.json itself, as our runner does, so a run that
-    # finishes in the instant between the driver's death and its ledger write is adopted on
-    # resume instead of rerun.
-    modes = {f"c{i}": SUMMARY for i in range(4)}
-    study = fake_study(tmp_path / "s", modes, hosts=("block-a", "block-b"), sleep=1.0)
-    driver = _spawn(study, "--workers", "2")
-    _wait_for(lambda: "succeeded" in _statuses(study) and "running" in _statuses(study))
-    running_then = {k for k, r in runs(study).items() if r["status"] == "running"}
-    started = [e for e in journal(study) if e[0] == "start"]
-    driver.kill()
-    driver.communicate(timeout=10)
-    # The children die with the driver (parent-death signal): no orphan writes results.
-    ended_before = {e[1] for e in journal(study) if e[0] == "end"}
-    _wait_for(lambda: not any(_alive(int(e[2])) for e in started), timeout=10)
-    assert {e[1] for e in journal(study) if e[0] == "end"} == ended_before
-    assert {r["status"] for r in runs(study).values()} >= {"running"}
-
-    proc = run_cli("run", study, "s1", "--workers", "2")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    table = runs(study)
-    assert len(table) == 8 and {r["status"] for r in table.values()} == {"succeeded"}
-    ends = [e[1] for e in journal(study) if e[0] == "end"]
-    adopted = {k for k in running_then if table[k]["attempts"] == 1}
-    # A killed run was rerun from scratch, unless it had finished before the kill landed.
-    assert {k for k in running_then if table[k]["attempts"] == 2} == running_then - adopted
-    assert ("interrupted runs put back" in proc.stdout) == bool(running_then - adopted)
-    assert sorted(set(ends)) == sorted(ends) and len(ends) == 8  # each finished exactly once
-    assert len(events(study, "run.succeeded")) == 8
-
-
 def test_sigint_stops_children_and_marks_them_interrupted(tmp_path: Path) -> None:
     study = fake_study(tmp_path / "s", {"a": HANG, "b": HANG, "c": OK}, workers=2, grace=120)
     driver = _spawn(study)
