@@ -43,6 +43,7 @@ INTENDED = {
     "require_frozen",
     "run_demo",
     "run_stage",
+    "run_study",
     "sensitivity",
     "study_status",
     "verify_bundle",
