@@ -187,6 +187,16 @@ def test_golden_gradient_norms(forward_pair: tuple[dict[str, Any], dict[str, Any
         assert ours["grad_norms"][name] == pytest.approx(norm, rel=GRAD_RTOL), name
 
 
+def test_golden_parameter_counts() -> None:
+    from stagewise.runner.params import count_params
+
+    golden = _golden("params.json")
+    assert len(golden["counts"]) == 8
+    for row in golden["counts"]:
+        counted = count_params(row["depth"], row["aspect_ratio"], golden["vocab_size"])
+        assert counted["num_params"] == row["num_params"], row
+
+
 # --- bytes per token --------------------------------------------------------------------------
 
 
