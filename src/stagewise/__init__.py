@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 
 # name -> module that defines it; imported on first attribute access.
 _LAZY = {
-    "init_study": "stagewise.study.init",
+    "init_study": "stagewise.create",
     "import_results": "stagewise.executors.external",
     "decide_manually": "stagewise.gates.manual",
     "freeze": "stagewise.gates.freeze",

@@ -150,9 +150,9 @@ def run_demo(
         result.gates = [_decision(study, gate_id) for gate_id in study.gates]
         for gate in study.gates.values():
             if gate.kind == "confirm":
-                for line in _sensitivity_lines(sensitivity(study, ledger, gate.gate_id)):
+                for line in _sensitivity_lines(sensitivity(study, ledger, gate.gate_id).to_json()):
                     say(line)
-        result.budget = budget(study, ledger)
+        result.budget = budget(study, ledger).to_json()
     result.report = write_report(study.root).html
     result.bundle = study.root / "bundle"
     if result.bundle.exists():

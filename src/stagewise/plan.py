@@ -3,14 +3,79 @@
 A stage's candidates are known when they are "all", an explicit list, or what an already
 decided gate promoted. A stage fed by an undecided gate is "pending"; where the gate's rules fix
 how many it will promote (a lone best_k, or keep of named conditions), that count is shown.
+
+This module is the one candidate resolver: `resolve_candidates` turns the active decisions
+(from the ledger, or from a bundle's decisions.json) into each stage's candidates, and
+`Plan.candidates` is what every gate, report and verification reads. It sits below the ledger
+(it reads decisions through the small `DecisionSource` protocol), so `RunKey`, the identity of
+a planned run, lives here too and the ledger re-exports it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from stagewise.ledger import DecisionRecord, Ledger, RunKey
 from stagewise.study.model import Gate, Stage, Study
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    """One planned run: (stage, condition, seed, host)."""
+
+    stage: str
+    condition_id: str
+    seed: int
+    host: str
+
+    def __str__(self) -> str:
+        return f"{self.stage}/{self.condition_id}/seed{self.seed}/{self.host}"
+
+
+class Decided(Protocol):
+    """What the plan needs of an active decision (the ledger's `DecisionRecord` is one)."""
+
+    @property
+    def promoted(self) -> tuple[str, ...]: ...
+
+    @property
+    def manual(self) -> bool: ...
+
+
+class DecisionSource(Protocol):
+    """Where active decisions come from (the ledger is one)."""
+
+    def active_decision(self, gate: str) -> Any: ...
+
+
+def resolve_candidates(
+    study: Study, promoted: Mapping[str, Iterable[str]]
+) -> dict[str, tuple[str, ...] | None]:
+    """Each stage's candidates, given what each decided gate promoted (None: still undecided).
+
+    Promoted ids are put in matrix order, so a stage's runs do not depend on how a decision
+    listed them.
+    """
+    order = {cid: i for i, cid in enumerate(study.condition_ids)}
+    out: dict[str, tuple[str, ...] | None] = {}
+    for stage in study.stages.values():
+        cand = stage.candidates
+        if cand.mode == "all":
+            out[stage.stage_id] = study.condition_ids
+        elif cand.mode == "list":
+            out[stage.stage_id] = cand.ids
+        else:
+            chosen = promoted.get(cand.gate or "")
+            out[stage.stage_id] = (
+                None if chosen is None else tuple(sorted(chosen, key=lambda c: order.get(c, 10**9)))
+            )
+    return out
+
+
+def _round(value: float | None) -> float | None:
+    # Sums of hours like 0.2 + 2 + ... carry float noise; 9 decimals is far below a second.
+    return None if value is None else round(value, 9)
 
 
 @dataclass(frozen=True)
@@ -19,7 +84,10 @@ class StagePlan:
     candidates: tuple[str, ...] | None  # None while the feeding gate is undecided
     candidate_count: int | None  # known count, or the count the gate's rules fix
     count_is_upper_bound: bool
-    decision: DecisionRecord | None  # the decision that fed this stage, if any
+    decision: Decided | None  # the decision that fed this stage, if any
+    # For a token or step budget: hours estimated from the study's recorded throughput (None
+    # when nothing is recorded yet); a time budget needs no estimate.
+    estimated_gpu_hours: float | None = None
 
     @property
     def known(self) -> bool:
@@ -38,8 +106,9 @@ class StagePlan:
 
     @property
     def budgeted_gpu_hours(self) -> float | None:
-        """candidates x seeds x hosts x budget (the paper's definition)."""
-        if self.candidate_count is None:
+        """candidates x seeds x hosts x budget (the paper's definition); None for a token or
+        step budget, which has no length in hours until it runs (see `estimated_gpu_hours`)."""
+        if self.candidate_count is None or self.stage.budget.seconds is None:
             return None
         return (
             self.candidate_count
@@ -54,6 +123,28 @@ class StagePlan:
             return "known"
         return "pending (at most)" if self.count_is_upper_bound else "pending"
 
+    def to_json(self) -> dict[str, Any]:
+        """One stage of `stagewise plan --json`."""
+        return {
+            "stage": self.stage.stage_id,
+            "budget_seconds": self.stage.budget_seconds,
+            "budget": str(self.stage.budget),
+            "budget_unit": self.stage.budget.unit,
+            "budget_amount": self.stage.budget.amount,
+            "seeds": list(self.stage.seeds),
+            "hosts": list(self.stage.hosts),
+            "candidate_source": self.stage.candidates.describe(),
+            "status": self.status,
+            "candidates": list(self.candidates) if self.candidates is not None else None,
+            "candidate_count": self.candidate_count,
+            "decision_manual": self.decision.manual if self.decision else None,
+            "budgeted_gpu_hours": _round(self.budgeted_gpu_hours),
+            "estimated_gpu_hours": _round(self.estimated_gpu_hours),
+            "runs": [
+                {"condition_id": k.condition_id, "seed": k.seed, "host": k.host} for k in self.runs
+            ],
+        }
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -67,6 +158,23 @@ class Plan:
         raise KeyError(stage_id)
 
     @property
+    def candidates(self) -> dict[str, tuple[str, ...] | None]:
+        """Each stage's candidates (None while its feeding gate is undecided)."""
+        return {sp.stage.stage_id: sp.candidates for sp in self.stages}
+
+    def gate_candidates(self, gate: Gate) -> tuple[str, ...] | None:
+        """The conditions every pooled stage of the gate plans, in matrix order (None while one
+        of them is unknown)."""
+        sets = []
+        for sid in gate.stages:
+            cands = self.stage(sid).candidates
+            if cands is None:
+                return None
+            sets.append(set(cands))
+        common = set.intersection(*sets) if sets else set()
+        return tuple(c for c in self.study.condition_ids if c in common)
+
+    @property
     def total_budgeted_gpu_hours(self) -> float | None:
         hours = [sp.budgeted_gpu_hours for sp in self.stages]
         if any(h is None for h in hours):
@@ -76,6 +184,16 @@ class Plan:
     @property
     def known_budgeted_gpu_hours(self) -> float:
         return sum(sp.budgeted_gpu_hours or 0.0 for sp in self.stages if sp.known)
+
+    def to_json(self) -> dict[str, Any]:
+        """The object of `stagewise plan --json`."""
+        total = self.total_budgeted_gpu_hours
+        return {
+            "study": self.study.name,
+            "stages": [sp.to_json() for sp in self.stages],
+            "total_budgeted_gpu_hours": _round(total) if total is not None else "pending",
+            "known_budgeted_gpu_hours": _round(self.known_budgeted_gpu_hours),
+        }
 
 
 def fixed_promotion_count(gate: Gate, study: Study) -> tuple[int | None, bool]:
@@ -102,29 +220,20 @@ def fixed_promotion_count(gate: Gate, study: Study) -> tuple[int | None, bool]:
     return bound, True
 
 
-def build_plan(study: Study, ledger: Ledger | None = None) -> Plan:
-    decided: dict[str, DecisionRecord] = {}
+def build_plan(study: Study, ledger: DecisionSource | None = None) -> Plan:
+    decided: dict[str, Decided] = {}
     if ledger is not None:
         for gate_id in study.gates:
             decision = ledger.active_decision(gate_id)
             if decision is not None:
                 decided[gate_id] = decision
+    resolved = resolve_candidates(study, {g: d.promoted for g, d in decided.items()})
+    counted = any(s.budget.seconds is None for s in study.stages.values())
+    rates = _throughput(ledger) if counted and ledger is not None else {}
     plans = []
-    order = {cid: i for i, cid in enumerate(study.condition_ids)}
     for stage in study.stages.values():
         cand = stage.candidates
-        if cand.mode == "all":
-            ids: tuple[str, ...] | None = study.condition_ids
-        elif cand.mode == "list":
-            ids = cand.ids
-        else:
-            assert cand.gate is not None
-            decision = decided.get(cand.gate)
-            ids = (
-                tuple(sorted(decision.promoted, key=lambda c: order.get(c, 10**9)))
-                if decision
-                else None
-            )
+        ids = resolved[stage.stage_id]
         if ids is not None:
             count: int | None = len(ids)
             upper = False
@@ -138,6 +247,30 @@ def build_plan(study: Study, ledger: Ledger | None = None) -> Plan:
                 candidate_count=count,
                 count_is_upper_bound=upper,
                 decision=decided.get(cand.gate) if cand.gate else None,
+                estimated_gpu_hours=_estimate(stage, count, rates),
             )
         )
     return Plan(study, tuple(plans))
+
+
+def _throughput(ledger: Any) -> dict[str, float]:
+    """Recorded training seconds per token and per step over the study's succeeded runs."""
+    runs = getattr(ledger, "runs", None)
+    if runs is None:
+        return {}
+    seconds = tokens = steps = 0.0
+    for r in runs(status="succeeded"):
+        if r.training_seconds and r.total_tokens_M and r.num_steps:
+            seconds += r.training_seconds
+            tokens += r.total_tokens_M * 1e6
+            steps += r.num_steps
+    if seconds <= 0:
+        return {}
+    return {"tokens": seconds / tokens, "steps": seconds / steps}
+
+
+def _estimate(stage: Stage, count: int | None, rates: dict[str, float]) -> float | None:
+    rate = rates.get(stage.budget.unit)
+    if count is None or rate is None:
+        return None
+    return count * len(stage.seeds) * len(stage.hosts) * stage.budget.amount * rate / 3600.0

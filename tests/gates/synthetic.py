@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from stagewise.ledger import Ledger
+
 MATRIX = """\
 label,condition_id,role,depth,aspect_ratio,matrix_lr,total_batch_size
 ref,ref,reference,2,64,0.04,4096
@@ -114,4 +116,7 @@ def write(folder: Path, study: str = STUDY) -> Path:
     (folder / "study.toml").write_text(study, encoding="utf-8")
     (folder / "matrix.csv").write_text(MATRIX, encoding="utf-8")
     (folder / "results.csv").write_text(csv_rows(), encoding="utf-8")
+    # A study folder holds its ledger from the start (the CLI creates none in an existing one).
+    with Ledger.open(folder):
+        pass
     return folder

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stagewise.analysis.sensitivity import sweep
 from stagewise.gates.evaluate import Evaluation, evaluate_gate
-from stagewise.gates.registry import TOLERANCE, rule_specs
+from stagewise.gates.registry import rule_specs
 from stagewise.study import load_study
 from stagewise.study.model import Gate, Rule, Study
 from tests.gates import synthetic
@@ -137,7 +138,7 @@ def test_reference_absent_from_a_cell(study: Study) -> None:
     )
     assert ev.judgement.verdicts["ref"] == "incomplete"
     assert ev.judgement.verdicts["cmp"] == "fail"
-    assert "has no result in h3/seed2" in " ".join(ev.judgement.reasons["cmp"])
+    assert "has no result in h3/seed2" in " ".join(r.text for r in ev.judgement.reasons["cmp"])
     assert ev.stats.conditions["cmp"].max_gap_to_reference is None
     assert ev.stats.conditions["cmp"].mean_gap_to_reference is None
 
@@ -209,4 +210,26 @@ def test_ranks_are_min_ranks(study: Study, values) -> None:  # type: ignore[no-u
                 if values[d][synthetic.CELLS.index((cell.stage, cell.seed, cell.host))] < v
             )
             assert r == lower + 1
-    assert TOLERANCE == 1e-9
+
+
+@pytest.mark.parametrize(
+    ("observed", "expected"),
+    [(0.02, "pass"), (0.02 + 0.5e-9, "pass"), (0.02 + 2e-9, "fail"), (0.0199, "pass")],
+)
+def test_rule_and_sensitivity_grid_share_one_comparison(
+    study: Study, observed: float, expected: str
+) -> None:
+    # A mean gap of exactly `observed` for cmp: the rule's verdict at threshold 0.02 and the
+    # sensitivity grid's verdict at 0.02 must be the same (one tolerance, one comparison).
+    values = dict(synthetic.VALUES)
+    values["cmp"] = tuple(v + observed for v in values["ref"])  # type: ignore[operator]
+    ev = run(
+        study,
+        "confirm",
+        [rule("mean_gap_to_reference", conditions=("cmp",), threshold=0.02)],
+        values,
+    )
+    gap = ev.stats.conditions["cmp"].mean_gap_to_reference
+    assert gap is not None and abs(gap - observed) < 1e-12
+    assert ev.judgement.verdicts["cmp"] == expected
+    assert sweep(gap, (0.02,)).verdicts == (expected,)

@@ -86,7 +86,7 @@ def test_confirm_gate_by_hand(study) -> None:  # type: ignore[no-untyped-def]
     # cmp: max gap 0.02 <= 0.02 (inclusive); v2: mean gap 0.02 <= 0.02 (inclusive)
     assert v == {"ref": "untested", "cmp": "pass", "v1": "fail", "v2": "pass", "v3": "incomplete"}
     assert ev.promoted == ("cmp", "v2")
-    assert any("4/6" in r for r in ev.judgement.reasons["v1"])
+    assert any("4/6" in r.text for r in ev.judgement.reasons["v1"])
 
 
 def test_agreement_by_hand(study) -> None:  # type: ignore[no-untyped-def]

@@ -1,7 +1,7 @@
 """Threshold sensitivity: a threshold rule's verdict re-evaluated over a grid of thresholds.
 
 For one observed statistic (a gap) and a threshold rule `value <= t` (inclusive, with the rule
-tolerance), the verdict at each grid point, the smallest grid point at which it passes, and the
+tolerance, `stagewise.analysis.thresholds.within`), the verdict at each grid point, the smallest grid point at which it passes, and the
 exact threshold at which it flips (the observed value itself).
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-TOLERANCE = 1e-9
+from stagewise.analysis.thresholds import within
+
 DEFAULT_GRID: tuple[float, ...] = tuple(round(0.005 * i, 10) for i in range(1, 7))
 
 
@@ -31,10 +32,6 @@ def parse_grid(text: str) -> tuple[float, ...]:
     if not out:
         raise ValueError("the grid is empty")
     return tuple(sorted(set(out)))
-
-
-def passes(value: float, threshold: float) -> bool:
-    return value <= threshold + TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -60,6 +57,6 @@ def sweep(observed: float | None, grid: Sequence[float] = DEFAULT_GRID) -> Sweep
     grid = tuple(grid)
     if observed is None:
         return Sweep(None, grid, tuple("undefined" for _ in grid), None, None)
-    verdicts = tuple("pass" if passes(observed, t) else "fail" for t in grid)
+    verdicts = tuple("pass" if within(observed, t) else "fail" for t in grid)
     smallest = next((t for t, v in zip(grid, verdicts, strict=True) if v == "pass"), None)
     return Sweep(observed, grid, verdicts, smallest, observed)

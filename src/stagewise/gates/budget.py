@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from stagewise.analysis.budget import (
@@ -12,7 +13,7 @@ from stagewise.analysis.budget import (
     total,
 )
 from stagewise.ledger import Ledger
-from stagewise.plan import Plan, build_plan
+from stagewise.plan import build_plan
 from stagewise.study.model import Gate, Study
 
 
@@ -31,20 +32,7 @@ def final_gate(study: Study) -> Gate | None:
     return gates[-1] if gates else None
 
 
-def gate_candidates(plan: Plan, gate: Gate) -> tuple[str, ...] | None:
-    """The conditions every pooled stage of the gate plans (None while one is unknown)."""
-    sets = []
-    for sid in gate.stages:
-        cands = plan.stage(sid).candidates
-        if cands is None:
-            return None
-        sets.append(set(cands))
-    common = set.intersection(*sets) if sets else set()
-    order = plan.study.condition_ids
-    return tuple(c for c in order if c in common)
-
-
-def _cf_dict(cf: Counterfactual) -> dict[str, Any]:
+def counterfactual_json(cf: Counterfactual) -> dict[str, Any]:
     return {
         "gate": cf.gate,
         "scenario": cf.scenario,
@@ -55,7 +43,7 @@ def _cf_dict(cf: Counterfactual) -> dict[str, Any]:
     }
 
 
-def _stage_dict(sb: StageBudget) -> dict[str, Any]:
+def stage_json(sb: StageBudget) -> dict[str, Any]:
     return {
         "stage": sb.stage,
         "candidates": sb.candidates,
@@ -69,8 +57,35 @@ def _stage_dict(sb: StageBudget) -> dict[str, Any]:
     }
 
 
-def budget(study: Study, ledger: Ledger) -> dict[str, Any]:
-    """The object of `stagewise budget --json`."""
+@dataclass(frozen=True)
+class BudgetResult:
+    """The object of `stagewise budget --json`, typed. Hours are unrounded here; `to_json`
+    rounds them to nine decimals."""
+
+    study: str
+    stages: tuple[StageBudget, ...]
+    total_budgeted_gpu_hours: float | None
+    total_recorded_gpu_hours: float | None
+    final_gate: str | None
+    counterfactuals: tuple[Counterfactual, ...]  # the executed branch first
+
+    @property
+    def executed(self) -> Counterfactual | None:
+        return next((c for c in self.counterfactuals if c.gate is None), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "study": self.study,
+            "stages": [stage_json(s) for s in self.stages],
+            "total_budgeted_gpu_hours": _r(self.total_budgeted_gpu_hours),
+            "total_recorded_gpu_hours": _r(self.total_recorded_gpu_hours),
+            "final_gate": self.final_gate,
+            "counterfactuals": [counterfactual_json(cf) for cf in self.counterfactuals],
+        }
+
+
+def budget(study: Study, ledger: Ledger) -> BudgetResult:
+    """Budgeted and recorded GPU-hours per stage, totals and promotion counterfactuals."""
     plan = build_plan(study, ledger)
     runs = ledger.runs()
     stages = {
@@ -91,7 +106,7 @@ def budget(study: Study, ledger: Ledger) -> dict[str, Any]:
     if final is not None:
         final_stages = [stages[sid] for sid in final.stages]
         executed = total([s.budgeted_gpu_hours for s in final_stages])
-        executed_n = gate_candidates(plan, final)
+        executed_n = plan.gate_candidates(final)
         counterfactuals.append(
             counterfactual(
                 None,
@@ -107,7 +122,7 @@ def budget(study: Study, ledger: Ledger) -> dict[str, Any]:
         for gate in reversed(upstream):
             if gate.kind != "promote":
                 continue
-            cands = gate_candidates(plan, gate)
+            cands = plan.gate_candidates(gate)
             n = len(cands) if cands is not None else None
             counterfactuals.append(
                 counterfactual(
@@ -119,11 +134,14 @@ def budget(study: Study, ledger: Ledger) -> dict[str, Any]:
                     executed,
                 )
             )
-    return {
-        "study": study.name,
-        "stages": [_stage_dict(s) for s in stages.values()],
-        "total_budgeted_gpu_hours": _r(budgeted),
-        "total_recorded_gpu_hours": _r(sum(recorded_values)) if recorded_values else None,
-        "final_gate": final.gate_id if final else None,
-        "counterfactuals": [_cf_dict(cf) for cf in counterfactuals],
-    }
+    return BudgetResult(
+        study=study.name,
+        stages=tuple(stages.values()),
+        total_budgeted_gpu_hours=budgeted,
+        # A plain sum, as the JSON contract has always printed it (fsum can differ in the 9th decimal).
+        total_recorded_gpu_hours=sum(v for v in recorded_values if v is not None)
+        if recorded_values
+        else None,
+        final_gate=final.gate_id if final else None,
+        counterfactuals=tuple(counterfactuals),
+    )

@@ -12,166 +12,120 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from stagewise.analysis.cells import ResultLike
+from stagewise.analysis.published import compare_with_published
 from stagewise.errors import DecisionError
-from stagewise.examples.published import compare_with_published
 from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate
 from stagewise.gates.freeze import amendment_history, parse, require_frozen
+from stagewise.gates.results import (
+    CONDITION_KEYS,
+    ComparisonNote,
+    ConditionResult,
+    GateResult,
+    Incomplete,
+    RuleView,
+    freeze_json,
+)
 from stagewise.ledger import DecisionRecord, FreezeRecord, Ledger
 from stagewise.paths import safe_join
 from stagewise.plan import build_plan
 from stagewise.study.model import Study
 
+__all__ = [
+    "CONDITION_KEYS",
+    "DECISIONS_DIR",
+    "AppliedGate",
+    "apply_gate",
+    "compute_gate",
+    "gate_result",
+    "result_from_runs",
+    "write_records",
+]
+
 DECISIONS_DIR = "decisions"
 
-CONDITION_KEYS = (
-    "condition_id",
-    "label",
-    "role",
-    "n_cells",
-    "mean_val_bpb",
-    "sd_val_bpb",
-    "mean_rank",
-    "best_rank",
-    "worst_rank",
-    "first_rank_cells",
-    "gap_from_best",
-    "mean_gap_to_reference",
-    "max_gap_to_reference",
-    "params_M",
-    "tokens_M",
-    "training_hours",
-    "verdict",
-    "reasons",
-)
 
-
-def _num(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
-def condition_rows(ev: Evaluation) -> list[dict[str, Any]]:
-    """One dict per pooled condition: complete ones by mean then id, then the incomplete."""
+def condition_results(ev: Evaluation) -> tuple[ConditionResult, ...]:
+    """One result per pooled condition: complete ones by mean then id, then the incomplete."""
     labels = {c.condition_id: c for c in ev.study.conditions}
 
     def order(cid: str) -> tuple[int, float, str]:
         s = ev.stats.conditions[cid]
         return (0 if s.complete else 1, s.mean_val_bpb if s.mean_val_bpb is not None else 0.0, cid)
 
-    rows = []
+    out = []
     for cid in sorted(ev.pool.conditions, key=order):
         s = ev.stats.conditions[cid]
         cond = labels.get(cid)
-        rows.append(
-            {
-                "condition_id": cid,
-                "label": cond.label if cond else cid,
-                "role": cond.role if cond else "",
-                "n_cells": s.n_cells,
-                "mean_val_bpb": _num(s.mean_val_bpb),
-                "sd_val_bpb": _num(s.sd_val_bpb),
-                "mean_rank": _num(s.mean_rank),
-                "best_rank": s.best_rank,
-                "worst_rank": s.worst_rank,
-                "first_rank_cells": s.first_rank_cells,
-                "gap_from_best": _num(s.gap_from_best),
-                "mean_gap_to_reference": _num(s.mean_gap_to_reference),
-                "max_gap_to_reference": _num(s.max_gap_to_reference),
-                "params_M": _num(s.params_M),
-                "tokens_M": _num(s.tokens_M),
-                "training_hours": _num(s.training_hours),
-                "verdict": ev.judgement.verdicts[cid],
-                "reasons": list(ev.judgement.reasons[cid]),
-            }
+        out.append(
+            ConditionResult(
+                condition_id=cid,
+                label=cond.label if cond else cid,
+                role=cond.role if cond else "",
+                n_cells=s.n_cells,
+                mean_val_bpb=s.mean_val_bpb,
+                sd_val_bpb=s.sd_val_bpb,
+                mean_rank=s.mean_rank,
+                best_rank=s.best_rank,
+                worst_rank=s.worst_rank,
+                first_rank_cells=s.first_rank_cells,
+                gap_from_best=s.gap_from_best,
+                mean_gap_to_reference=s.mean_gap_to_reference,
+                max_gap_to_reference=s.max_gap_to_reference,
+                params_M=s.params_M,
+                tokens_M=s.tokens_M,
+                training_hours=s.training_hours,
+                verdict=ev.judgement.verdict(cid),
+            )
         )
-    return rows
+    return tuple(out)
 
 
-def gate_object(
+def gate_result(
     ev: Evaluation,
     *,
     freeze: FreezeRecord | None,
-    amendments: list[dict[str, Any]] | None = None,
-    manual: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The `stagewise gate --json` object (its first keys are the contract; the rest is extra)."""
+    amendments: Iterable[Mapping[str, Any]] = (),
+    manual: Iterable[DecisionRecord] = (),
+) -> GateResult:
+    """The typed result of an evaluated gate (nothing recorded)."""
     gate = ev.gate
-    stage = ev.study.stages[gate.stages[0]]
-    stability = list(ev.stability)
-    changed = sum(1 for s in stability if s.changed)
-    return {
-        "gate": gate.gate_id,
-        "kind": gate.kind,
-        "frozen_sha256": freeze.sha256 if freeze else None,
-        "stages": list(gate.stages),
-        "budget_seconds": stage.budget_seconds,
-        "reference": ev.study.reference,
-        "cells": [c.to_dict() for c in ev.cells],
-        "conditions": condition_rows(ev),
-        "promoted": list(ev.promoted),
-        "incomplete": [
-            {"condition_id": cid, "missing": [c.to_dict() for c in cells]}
-            for cid, cells in ev.pool.missing.items()
-        ],
-        # extras
-        "rules": [
-            {"rule": r.rule, "description": describe_rule(r), "reason": r.reason, **r.raw}
-            for r in gate.rules
-        ],
-        "freeze": (
-            {
-                "sha256": freeze.sha256,
-                "definition_sha256": parse(freeze).get("frozen_sha256"),
-                "kind": freeze.kind,
-                "frozen_at": freeze.frozen_at,
-                "post_hoc": freeze.post_hoc,
-                "results_at_freeze": len(freeze.results_at_freeze),
-                "reason": freeze.reason,
-            }
-            if freeze
-            else None
-        ),
-        "amendments": amendments or [],
-        "manual": manual or [],
-        "agreement": {
-            "kendalls_w": _num(ev.kendalls_w),
-            "hosts": [p.to_dict() for p in ev.host_pairs],
-        },
-        "stability": {
-            "cells_left_out": len(stability),
-            "changed": changed,
-            "unchanged_fraction": (len(stability) - changed) / len(stability)
-            if stability
-            else None,
-            "per_cell": [s.to_dict() for s in stability],
-        },
-    }
+    return GateResult(
+        gate=gate.gate_id,
+        kind=gate.kind,
+        frozen_sha256=freeze.sha256 if freeze else None,
+        stages=tuple(gate.stages),
+        budget_seconds=ev.study.stages[gate.stages[0]].budget_seconds,
+        reference=ev.study.reference,
+        cells=tuple(ev.cells),
+        conditions=condition_results(ev),
+        promoted=tuple(ev.promoted),
+        incomplete=tuple(Incomplete(cid, tuple(cells)) for cid, cells in ev.pool.missing.items()),
+        rules=tuple(RuleView(r.rule, describe_rule(r), r.reason, dict(r.raw)) for r in gate.rules),
+        freeze=freeze_json(freeze, parse(freeze).get("frozen_sha256")) if freeze else None,
+        amendments=tuple(amendments),
+        manual=tuple(manual),
+        kendalls_w=ev.kendalls_w,
+        host_pairs=tuple(ev.host_pairs),
+        stability=tuple(ev.stability),
+    )
 
 
-def _manual_history(ledger: Ledger, gate_id: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "promoted": list(d.promoted),
-            "reason": d.reason,
-            "source": d.source,
-            "decided_at": d.decided_at,
-            "withdrawn_at": d.withdrawn_at,
-            "withdraw_reason": d.withdraw_reason,
-        }
-        for d in ledger.decisions(gate_id)
-        if d.manual
-    ]
-
-
-def plan_candidates(study: Study, ledger: Ledger) -> dict[str, tuple[str, ...] | None]:
-    plan = build_plan(study, ledger)
-    return {sp.stage.stage_id: sp.candidates for sp in plan.stages}
+def result_from_runs(
+    study: Study,
+    gate_id: str,
+    runs: Iterable[ResultLike],
+    candidates: Mapping[str, tuple[str, ...] | None] | None = None,
+    *,
+    freeze: FreezeRecord | None = None,
+) -> GateResult:
+    """The gate's result computed read-only from run records (for reports and verification)."""
+    return gate_result(evaluate_gate(study, gate_id, list(runs), candidates), freeze=freeze)
 
 
 def compute_gate(
@@ -182,28 +136,36 @@ def compute_gate(
     *,
     freeze: FreezeRecord | None = None,
 ) -> dict[str, Any]:
-    """The gate object computed read-only from run records (for reports and verification)."""
-    ev = evaluate_gate(study, gate_id, list(runs), candidates)
-    return gate_object(ev, freeze=freeze)
+    """`result_from_runs(...).to_json()`: the JSON object, for callers that print or store it."""
+    return result_from_runs(study, gate_id, runs, candidates, freeze=freeze).to_json()
+
+
+def plan_candidates(study: Study, ledger: Ledger) -> dict[str, tuple[str, ...] | None]:
+    """`build_plan(study, ledger).candidates` (kept for `stagewise.walk`)."""
+    return build_plan(study, ledger).candidates
 
 
 @dataclass(frozen=True)
-class GateResult:
+class AppliedGate:
+    """A gate applied by `apply_gate`: its result, the recorded decision, the files written."""
+
+    result: GateResult
     evaluation: Evaluation
     decision: DecisionRecord
     freeze: FreezeRecord
-    object: dict[str, Any]
     files: tuple[Path, ...]
 
     @property
     def promoted(self) -> tuple[str, ...]:
-        return self.evaluation.promoted
+        return self.result.promoted
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.object
+    @property
+    def object(self) -> dict[str, Any]:
+        """The `stagewise gate --json` object (what `decisions/<gate>.json` holds)."""
+        return self.result.to_json()
 
 
-def apply_gate(study: Study, ledger: Ledger, gate_id: str) -> GateResult:
+def apply_gate(study: Study, ledger: Ledger, gate_id: str) -> AppliedGate:
     """Apply a frozen gate, record the computed decision and write `decisions/<gate>.*`."""
     active = ledger.active_decision(gate_id)
     if active is not None and active.manual:
@@ -213,18 +175,18 @@ def apply_gate(study: Study, ledger: Ledger, gate_id: str) -> GateResult:
             f'--reason "..."`'
         )
     freeze = require_frozen(study, ledger, gate_id)
-    ev = evaluate_gate(study, gate_id, ledger.runs(), plan_candidates(study, ledger))
+    ev = evaluate_gate(study, gate_id, ledger.runs(), build_plan(study, ledger).candidates)
     if not ev.pool.complete:
         missing = ", ".join(sorted(ev.pool.missing)) or "none planned"
         raise DecisionError(
             f"gate {gate_id} has no complete condition yet (a succeeded result in every cell of "
             f"{', '.join(ev.gate.stages)}); incomplete: {missing}"
         )
-    obj = gate_object(
+    result = gate_result(
         ev,
         freeze=freeze,
         amendments=amendment_history(ledger, gate_id),
-        manual=_manual_history(ledger, gate_id),
+        manual=[d for d in ledger.decisions(gate_id) if d.manual],
     )
     decision = ledger.record_decision(
         gate_id,
@@ -239,12 +201,16 @@ def apply_gate(study: Study, ledger: Ledger, gate_id: str) -> GateResult:
             "cells": len(ev.cells),
         },
     )
-    obj["decision"] = {"kind": decision.kind, "decided_at": decision.decided_at}
-    obj["published_comparison"] = compare_with_published(
-        study.root, list(ev.gate.stages), obj["conditions"]
+    notes = compare_with_published(
+        study.root, ev.gate.stages, [c.to_json() for c in result.conditions]
     )
-    files = write_records(study.root / DECISIONS_DIR, obj)
-    return GateResult(ev, decision, freeze, obj, files)
+    result = replace(
+        result,
+        decision=decision,
+        published_comparison=tuple(ComparisonNote(**n) for n in notes),
+    )
+    files = write_records(study.root / DECISIONS_DIR, result.to_json())
+    return AppliedGate(result, ev, decision, freeze, files)
 
 
 # ---------------------------------------------------------------------- records on disk

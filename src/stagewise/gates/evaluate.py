@@ -8,7 +8,7 @@ sensitivity grid and the leave-one-cell-out stability check.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from stagewise.analysis.agreement import HostPair, LeaveOneOut, host_agreement, kendalls_w
@@ -16,6 +16,7 @@ from stagewise.analysis.agreement import leave_one_cell_out as _loo
 from stagewise.analysis.cells import Cell, Pool, ResultLike, StageCells, pool_cells
 from stagewise.analysis.stats import PoolStats, pool_stats
 from stagewise.gates.registry import RuleCheck, get_rule
+from stagewise.gates.results import Reason, Verdict
 from stagewise.study.model import Gate, Rule, Study
 
 
@@ -45,9 +46,12 @@ class Judgement:
     """Verdicts of one gate over one set of pooled statistics."""
 
     verdicts: dict[str, str]
-    reasons: dict[str, tuple[str, ...]]
+    reasons: dict[str, tuple[Reason, ...]]
     checks: dict[str, tuple[tuple[int, RuleCheck], ...]]
     promoted: tuple[str, ...]
+
+    def verdict(self, cid: str) -> Verdict:
+        return Verdict(self.verdicts[cid], self.reasons[cid])
 
 
 def judge(gate: Gate, stats: PoolStats, study: Study) -> Judgement:
@@ -59,14 +63,18 @@ def judge(gate: Gate, stats: PoolStats, study: Study) -> Judgement:
         for cid, check in spec.fn(rule, stats, targets).items():
             targeted_by[cid].append((i, check))
     verdicts: dict[str, str] = {}
-    reasons: dict[str, tuple[str, ...]] = {}
+    reasons: dict[str, tuple[Reason, ...]] = {}
     promote = gate.kind == "promote"
     for cid in stats.pool.conditions:
         if cid not in targeted_by:
             missing = stats.pool.missing.get(cid, ())
             verdicts[cid] = "incomplete"
             reasons[cid] = (
-                "incomplete: no result in " + (", ".join(c.label for c in missing) or "any cell"),
+                Reason(
+                    "incomplete",
+                    "incomplete: no result in "
+                    + (", ".join(c.label for c in missing) or "any cell"),
+                ),
             )
             continue
         lines = []
@@ -77,15 +85,24 @@ def judge(gate: Gate, stats: PoolStats, study: Study) -> Judgement:
             else:
                 word = "holds" if check.holds else "fails"
             why = f" ({rule.reason})" if rule.reason else ""
-            lines.append(f"{describe_rule(rule)}: {word}: {check.detail}{why}")
+            lines.append(
+                Reason(
+                    "rule",
+                    f"{describe_rule(rule)}: {word}: {check.detail}{why}",
+                    rule_index=i,
+                    rule=rule.rule,
+                    holds=check.holds,
+                    declared=rule.reason,
+                )
+            )
         checks = targeted_by[cid]
         if promote:
             verdicts[cid] = "promote" if any(c.holds for _, c in checks) else "stop"
             if not checks:
-                lines.append("no rule selects it")
+                lines.append(Reason("no_rule", "no rule selects it"))
         elif not checks:
             verdicts[cid] = "untested"
-            lines.append("no rule targets it")
+            lines.append(Reason("no_rule", "no rule targets it"))
         else:
             verdicts[cid] = "pass" if all(c.holds for _, c in checks) else "fail"
         reasons[cid] = tuple(lines)
@@ -194,9 +211,3 @@ def evaluate_gate(
     gate = gate or study.gates[gate_id]
     pool = pool_cells(gate_stage_cells(study, gate, candidates), runs, study.condition_ids)
     return evaluate_pool(study, gate, pool, with_stability=with_stability)
-
-
-def with_threshold(rule: Rule, value: float) -> Rule:
-    spec = get_rule(rule.rule)
-    assert spec.threshold_param is not None
-    return replace(rule, params={**rule.params, spec.threshold_param: value})

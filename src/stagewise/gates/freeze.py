@@ -56,6 +56,12 @@ def frozen_definition(study: Study, gate_id: str) -> dict[str, Any]:
             {
                 "stage": sid,
                 "budget_seconds": study.stages[sid].budget_seconds,
+                # Only token/step budgets add a key, so existing freezes keep their sha256.
+                **(
+                    {"budget": str(study.stages[sid].budget)}
+                    if study.stages[sid].budget_spec
+                    else {}
+                ),
                 "seeds": list(study.stages[sid].seeds),
                 "hosts": list(study.stages[sid].hosts),
                 "candidates": stages_raw.get(sid, {}).get("candidates", "all"),
@@ -65,13 +71,13 @@ def frozen_definition(study: Study, gate_id: str) -> dict[str, Any]:
     }
 
 
-def plan_candidates(study: Study, ledger: Ledger, gate_id: str) -> dict[str, list[str] | None]:
-    plan = build_plan(study, ledger)
-    out: dict[str, list[str] | None] = {}
-    for sid in _gate(study, gate_id).stages:
-        cands = plan.stage(sid).candidates
-        out[sid] = list(cands) if cands is not None else None
-    return out
+def _stage_plan(study: Study, ledger: Ledger, gate_id: str) -> dict[str, list[str] | None]:
+    """The candidates each pooled stage has now (the `plan` part of a freeze record)."""
+    candidates = build_plan(study, ledger).candidates
+    return {
+        sid: (None if candidates[sid] is None else list(candidates[sid] or ()))
+        for sid in _gate(study, gate_id).stages
+    }
 
 
 def _results(study: Study, ledger: Ledger, gate_id: str) -> list[dict[str, Any]]:
@@ -146,7 +152,7 @@ def changes_since_freeze(study: Study, ledger: Ledger, gate_id: str) -> list[str
     if sha256_text(canonical_json(current)) != stored.get("frozen_sha256"):
         changes = _diff(stored.get("frozen", {}), current) or ["the frozen definition differs"]
     known = stored.get("plan", {})
-    now = plan_candidates(study, ledger, gate_id)
+    now = _stage_plan(study, ledger, gate_id)
     for sid, cands in known.items():
         if (
             cands is not None
@@ -195,7 +201,7 @@ def freeze(
         "reason": clean_reason,
         "frozen": definition,
         "frozen_sha256": sha256_text(canonical_json(definition)),
-        "plan": plan_candidates(study, ledger, gate_id),
+        "plan": _stage_plan(study, ledger, gate_id),
         "previous_sha256": previous[-1].sha256 if previous else None,
         "amends": current.sha256 if current is not None else None,
     }

@@ -7,7 +7,9 @@ withdrawn; both stay in the event log.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 
 from stagewise.errors import DecisionError
 from stagewise.ledger import DecisionRecord, Ledger
@@ -73,3 +75,20 @@ def withdraw(ledger: Ledger, study: Study, gate_id: str, reason: str) -> Decisio
     if not reason.strip():
         raise DecisionError("withdrawing a decision needs --reason")
     return ledger.withdraw_decision(gate_id, reason.strip())
+
+
+def apply_outside_decisions(study: Study, ledger: Ledger, path: Path) -> list[DecisionRecord]:
+    """Record the decisions of a study's `outside_decisions.toml` (paper06's published gates)."""
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    source = data.get("source")
+    return [
+        decide_manually(
+            study,
+            ledger,
+            entry["gate"],
+            entry["promote"],
+            reason=entry["reason"],
+            source=entry.get("source", source),
+        )
+        for entry in data.get("decision", [])
+    ]

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from stagewise.analysis.thresholds import TOLERANCE, within
+
 if TYPE_CHECKING:
     from stagewise.analysis.stats import PoolStats
     from stagewise.study.model import Rule
 
-# Thresholds are inclusive and compared with this tolerance, so a value printed as exactly the
-# threshold is not failed by binary floating-point noise.
-TOLERANCE = 1e-9
+__all__ = ["TOLERANCE", "RuleCheck", "RuleFn", "RuleSpec", "get_rule", "register_rule", "within"]
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,6 @@ def register_rule(
         return fn
 
     return wrap
-
-
-def within(value: float, threshold: float) -> bool:
-    """value <= threshold, inclusive, with the rule tolerance."""
-    return value <= threshold + TOLERANCE
 
 
 def rule_specs() -> dict[str, RuleSpec]:

@@ -3,37 +3,119 @@
 For each threshold rule and each complete condition it targets, the declared statistic and its
 diagnostic twin (max gap for a mean-gap rule and vice versa) are swept over the grid: observed
 value, declared threshold and verdict, the verdict at each grid point and the smallest threshold
-at which it would pass.
+at which it would pass. The verdicts use the same comparison as the rules
+(`stagewise.analysis.thresholds.within`), so the grid at the declared threshold is the gate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from stagewise.analysis.sensitivity import DEFAULT_GRID, passes, sweep
-from stagewise.gates.decide import plan_candidates
+from stagewise.analysis.sensitivity import DEFAULT_GRID, Sweep, sweep
+from stagewise.analysis.thresholds import within
 from stagewise.gates.evaluate import describe_rule, evaluate_gate, rule_targets
 from stagewise.gates.freeze import changes_since_freeze, require_frozen
 from stagewise.gates.registry import get_rule
 from stagewise.ledger import Ledger
+from stagewise.plan import build_plan
 from stagewise.study.model import Study
+
+
+@dataclass(frozen=True)
+class SensitivityRow:
+    """One statistic of one condition under one threshold rule, swept over the grid."""
+
+    rule_index: int
+    rule: str
+    rule_description: str
+    condition_id: str
+    label: str
+    statistic: str
+    declared: bool  # False: the diagnostic twin of the declared statistic
+    declared_threshold: float
+    sweep: Sweep
+
+    @property
+    def observed(self) -> float | None:
+        return self.sweep.observed
+
+    @property
+    def verdict_at_declared_threshold(self) -> str | None:
+        value = self.observed
+        return (
+            None
+            if value is None
+            else ("pass" if within(value, self.declared_threshold) else "fail")
+        )
+
+    @property
+    def declared_verdict(self) -> str | None:
+        return self.verdict_at_declared_threshold if self.declared else "diagnostic only"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule_index": self.rule_index,
+            "rule": self.rule,
+            "rule_description": self.rule_description,
+            "condition_id": self.condition_id,
+            "label": self.label,
+            "statistic": self.statistic,
+            "role": "declared" if self.declared else "diagnostic",
+            "observed": self.observed,
+            "declared_threshold": self.declared_threshold,
+            "declared_verdict": self.declared_verdict,
+            "verdict_at_declared_threshold": self.verdict_at_declared_threshold,
+            "grid": [
+                {"threshold": t, "verdict": v}
+                for t, v in zip(self.sweep.grid, self.sweep.verdicts, strict=True)
+            ],
+            "smallest_passing_threshold": self.sweep.smallest_passing,
+            "flip_threshold": self.sweep.flip_threshold,
+            "note": self.sweep.note(),
+        }
+
+
+@dataclass(frozen=True)
+class SensitivityGrid:
+    """The object of `stagewise sensitivity --json`, typed."""
+
+    gate: str
+    kind: str
+    frozen_sha256: str | None
+    reference: str
+    grid: tuple[float, ...]
+    rows: tuple[SensitivityRow, ...]
+
+    def declared_rows(self) -> tuple[SensitivityRow, ...]:
+        return tuple(r for r in self.rows if r.declared)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate,
+            "kind": self.kind,
+            "frozen_sha256": self.frozen_sha256,
+            "reference": self.reference,
+            "grid": list(self.grid),
+            "rows": [r.to_json() for r in self.rows],
+        }
 
 
 def sensitivity(
     study: Study, ledger: Ledger, gate_id: str, grid: Sequence[float] = DEFAULT_GRID
-) -> dict[str, Any]:
-    """The sensitivity object of `stagewise sensitivity --json`."""
+) -> SensitivityGrid:
+    """Every threshold rule of the gate swept over `grid`."""
     frozen_sha = None
     if ledger.current_freeze(gate_id) is not None:
         frozen_sha = require_frozen(study, ledger, gate_id).sha256
     else:
         changes_since_freeze(study, ledger, gate_id)  # validates the gate id
     ev = evaluate_gate(
-        study, gate_id, ledger.runs(), plan_candidates(study, ledger), with_stability=False
+        study, gate_id, ledger.runs(), build_plan(study, ledger).candidates, with_stability=False
     )
     labels = {c.condition_id: c.label for c in study.conditions}
-    rows: list[dict[str, Any]] = []
+    rows: list[SensitivityRow] = []
     for index, rule in enumerate(ev.gate.rules):
         spec = get_rule(rule.rule)
         if spec.threshold_param is None or spec.statistic is None:
@@ -47,38 +129,24 @@ def sensitivity(
         for cid in rule_targets(rule, study, ev.stats.complete):
             s = ev.stats.conditions[cid]
             for statistic, is_declared in statistics:
-                value = getattr(s, statistic)
-                sw = sweep(value, grid)
-                at_declared = (
-                    None if value is None else ("pass" if passes(value, declared) else "fail")
-                )
                 rows.append(
-                    {
-                        "rule_index": index,
-                        "rule": rule.rule,
-                        "rule_description": describe_rule(rule),
-                        "condition_id": cid,
-                        "label": labels.get(cid, cid),
-                        "statistic": statistic,
-                        "role": "declared" if is_declared else "diagnostic",
-                        "observed": value,
-                        "declared_threshold": declared,
-                        "declared_verdict": at_declared if is_declared else "diagnostic only",
-                        "verdict_at_declared_threshold": at_declared,
-                        "grid": [
-                            {"threshold": t, "verdict": v}
-                            for t, v in zip(sw.grid, sw.verdicts, strict=True)
-                        ],
-                        "smallest_passing_threshold": sw.smallest_passing,
-                        "flip_threshold": sw.flip_threshold,
-                        "note": sw.note(),
-                    }
+                    SensitivityRow(
+                        rule_index=index,
+                        rule=rule.rule,
+                        rule_description=describe_rule(rule),
+                        condition_id=cid,
+                        label=labels.get(cid, cid),
+                        statistic=statistic,
+                        declared=is_declared,
+                        declared_threshold=declared,
+                        sweep=sweep(getattr(s, statistic), grid),
+                    )
                 )
-    return {
-        "gate": gate_id,
-        "kind": ev.gate.kind,
-        "frozen_sha256": frozen_sha,
-        "reference": study.reference,
-        "grid": list(grid),
-        "rows": rows,
-    }
+    return SensitivityGrid(
+        gate=gate_id,
+        kind=ev.gate.kind,
+        frozen_sha256=frozen_sha,
+        reference=study.reference,
+        grid=tuple(grid),
+        rows=tuple(rows),
+    )

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from stagewise.cli.study_cmds import plan_dict
+from stagewise.gates.budget import BudgetResult
+from stagewise.gates.results import GateResult
+from stagewise.gates.sensitivity import SensitivityGrid
 from stagewise.ledger import DecisionRecord, Event, FreezeRecord, Ledger, RunRecord
 from stagewise.plan import Plan, build_plan
 from stagewise.report import analyses
@@ -21,8 +24,8 @@ class GateView:
     freezes: list[FreezeRecord]
     decisions: list[DecisionRecord]  # every decision, withdrawn ones included
     active: DecisionRecord | None
-    result: dict[str, Any] | None  # the `stagewise gate --json` object, when computable
-    sensitivity: dict[str, Any] | None
+    gate_result: GateResult | None  # when computable
+    sensitivity_grid: SensitivityGrid | None
     cells: list[dict[str, Any]]  # succeeded results of the gate's stages
     published: list[PublishedTable]
     pending: list[str] = field(default_factory=list)  # what is still missing, in words
@@ -35,18 +38,27 @@ class GateView:
     def current_freeze(self) -> FreezeRecord | None:
         return self.freezes[-1] if self.freezes else None
 
+    @cached_property
+    def result(self) -> dict[str, Any] | None:
+        """The `stagewise gate --json` object of `gate_result` (what tables serialise)."""
+        return self.gate_result.to_json() if self.gate_result is not None else None
+
+    @cached_property
+    def sensitivity(self) -> dict[str, Any] | None:
+        """The `stagewise sensitivity --json` object of `sensitivity_grid`."""
+        return self.sensitivity_grid.to_json() if self.sensitivity_grid is not None else None
+
 
 @dataclass
 class ReportContext:
     study: Study
     plan: Plan
-    plan_dict: dict[str, Any]
     status: dict[str, Any]
     runs: list[RunRecord]
     events: list[Event]
     chain_problems: list[str]
     gates: list[GateView]
-    budget: dict[str, Any] | None
+    budget_result: BudgetResult | None
     budget_note: str
     published: list[PublishedTable]
 
@@ -62,9 +74,15 @@ class ReportContext:
         except KeyError:
             return condition_id
 
-    @property
-    def stage_budget_order(self) -> list[str]:
-        return [s.stage_id for s in self.study.stages.values()]
+    @cached_property
+    def plan_dict(self) -> dict[str, Any]:
+        """The `stagewise plan --json` object."""
+        return self.plan.to_json()
+
+    @cached_property
+    def budget(self) -> dict[str, Any] | None:
+        """The `stagewise budget --json` object of `budget_result`."""
+        return self.budget_result.to_json() if self.budget_result is not None else None
 
 
 def gate_cells(study: Study, runs: Sequence[Any], gate: Gate) -> list[dict[str, Any]]:
@@ -122,8 +140,8 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
                 freezes=freezes,
                 decisions=decisions,
                 active=active,
-                result=result,
-                sensitivity=sensitivity,
+                gate_result=result,
+                sensitivity_grid=sensitivity,
                 cells=cells,
                 published=[p for p in published if p.gate == gate.gate_id],
                 pending=pending,
@@ -133,13 +151,12 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
     return ReportContext(
         study=study,
         plan=plan,
-        plan_dict=plan_dict(plan),
         status=study_status(study, ledger),
         runs=runs,
         events=ledger.events(),
         chain_problems=ledger.verify_chain(),
         gates=views,
-        budget=budget,
+        budget_result=budget,
         budget_note=budget_note,
         published=published,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stagewise.gates.decide import CONDITION_KEYS
+from stagewise.gates.results import CONDITION_KEYS, GateResult
 from stagewise.ledger.schema import SUMMARY_FIELDS
 from stagewise.paths import safe_join
 from stagewise.report.context import GateView, ReportContext
@@ -114,16 +114,6 @@ def flatten(value: Any) -> Any:
     if isinstance(value, dict | list | tuple):
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
     return value
-
-
-def rows_table(name: str, title: str, rows: list[dict[str, Any]], **kw: Any) -> Table:
-    columns: list[str] = []
-    for row in rows:
-        for key in row:
-            if key not in columns:
-                columns.append(key)
-    flat = [{k: flatten(v) for k, v in row.items()} for row in rows]
-    return Table(name, title, columns, flat, **kw)
 
 
 # --------------------------------------------------------------------------- study and plan
@@ -275,13 +265,14 @@ def decisions_table(ctx: ReportContext) -> Table:
 
 
 def gate_table(view: GateView) -> Table | None:
-    return gate_table_of(view.gate, view.result)
+    return gate_table_of(view.gate, view.gate_result)
 
 
-def gate_table_of(gate: Gate, result: dict[str, Any] | None) -> Table | None:
-    """The analysis table of one gate from its `stagewise gate --json` object."""
-    if result is None:
+def gate_table_of(gate: Gate, gate_result: GateResult | None) -> Table | None:
+    """The analysis table of one gate: the condition rows of its `stagewise gate --json`."""
+    if gate_result is None:
         return None
+    result = gate_result.to_json()
     rows = []
     for cond in result.get("conditions", []):
         row = {c: cond.get(c) for c in GATE_COLUMNS}
@@ -327,8 +318,9 @@ def cells_table_of(study: Study, gate: Gate, cells: list[dict[str, Any]]) -> Tab
     )
 
 
-def agreement_rows(gate_id: str, result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Kendall's W, host-pair tau/rho and leave-one-cell-out stability of one gate object."""
+def agreement_rows(gate_id: str, gate_result: GateResult) -> list[dict[str, Any]]:
+    """Kendall's W, host-pair tau/rho and leave-one-cell-out stability of one gate."""
+    result = gate_result.to_json()
     rows: list[dict[str, Any]] = []
     ag = result.get("agreement") or {}
     if "kendalls_w" in ag:
@@ -375,8 +367,8 @@ def agreement_rows(gate_id: str, result: dict[str, Any]) -> list[dict[str, Any]]
 def agreement_table(ctx: ReportContext) -> Table | None:
     rows = []
     for view in ctx.gates:
-        if view.result is not None:
-            rows.extend(agreement_rows(view.gate_id, view.result))
+        if view.gate_result is not None:
+            rows.extend(agreement_rows(view.gate_id, view.gate_result))
     if not rows:
         return None
     return Table(

@@ -1,17 +1,16 @@
-"""Create a study folder: a minimal template, or a copy of a shipped example."""
+"""The files of a new study folder: a minimal template, or a copy of a shipped example.
+
+Only files here (this is the study layer): `stagewise.create.init_study` also opens the ledger
+and records the example's decisions taken outside the tool (`outside_decisions.toml`).
+"""
 
 from __future__ import annotations
 
 import shutil
-import tomllib
 from importlib import resources
 from pathlib import Path
 
 from stagewise.errors import StudyError
-from stagewise.gates.manual import decide_manually
-from stagewise.ledger import Ledger
-from stagewise.study.load import load_study
-from stagewise.study.model import Study
 
 EXAMPLES = ("paper06",)
 OUTSIDE_DECISIONS = "outside_decisions.toml"
@@ -76,8 +75,8 @@ def example_path(name: str) -> Path:
     return Path(str(resources.files("stagewise.examples") / name))
 
 
-def init_study(folder: Path | str, example: str | None = None) -> Study:
-    """Create `folder` (which must be empty or absent) and its ledger; return the loaded study."""
+def write_study_files(folder: Path | str, example: str | None = None) -> Path:
+    """Write a new study folder (which must be empty or absent); return its path."""
     target = Path(folder)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise StudyError(f"{target}: already exists and is not empty; choose a new folder")
@@ -95,24 +94,4 @@ def init_study(folder: Path | str, example: str | None = None) -> Study:
             TEMPLATE_STUDY.format(name=target.resolve().name, folder=target), encoding="utf-8"
         )
         (target / "matrix.csv").write_text(TEMPLATE_MATRIX, encoding="utf-8")
-    study = load_study(target)
-    with Ledger.open(target) as ledger:
-        ledger.log_event("study.init", study.name, {"example": example})
-        outside = target / OUTSIDE_DECISIONS
-        if outside.is_file():
-            apply_outside_decisions(study, ledger, outside)
-    return study
-
-
-def apply_outside_decisions(study: Study, ledger: Ledger, path: Path) -> None:
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    source = data.get("source")
-    for entry in data.get("decision", []):
-        decide_manually(
-            study,
-            ledger,
-            entry["gate"],
-            entry["promote"],
-            reason=entry["reason"],
-            source=entry.get("source", source),
-        )
+    return target

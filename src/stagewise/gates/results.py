@@ -1,0 +1,315 @@
+"""What a gate produces, as frozen records: `GateResult` of `ConditionResult`s with `Verdict`s.
+
+Every consumer (the CLI's `--json`, `decisions/<gate>.*`, the report, the bundle, `verify`, the
+demo and the study driver) reads these records or their `to_json()` form, which is the
+`stagewise gate --json` object. Its keys and their order are a contract: add keys at the end,
+never rename or drop one.
+
+A reason is structured: the rule that gave it (index and rule id), what the rule said
+(`outcome`: selected / not selected / holds / fails, or why no rule applied) and the human
+text. Code asks `Verdict.decided_by()` instead of parsing the text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stagewise.analysis.agreement import HostPair, LeaveOneOut
+from stagewise.analysis.cells import Cell
+from stagewise.ledger import DecisionRecord, FreezeRecord
+
+# What a reason can be about: a rule's outcome, or why no rule's outcome applies.
+REASON_KINDS = ("rule", "incomplete", "no_rule")
+# The verdicts a gate gives, and the one that carries a condition forward for each gate kind.
+VERDICTS = ("promote", "stop", "pass", "fail", "incomplete", "untested")
+GOOD_VERDICT = {"promote": "promote", "confirm": "pass"}
+
+CONDITION_KEYS = (
+    "condition_id",
+    "label",
+    "role",
+    "n_cells",
+    "mean_val_bpb",
+    "sd_val_bpb",
+    "mean_rank",
+    "best_rank",
+    "worst_rank",
+    "first_rank_cells",
+    "gap_from_best",
+    "mean_gap_to_reference",
+    "max_gap_to_reference",
+    "params_M",
+    "tokens_M",
+    "training_hours",
+    "verdict",
+    "reasons",
+)
+
+
+def finite(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: those are written as null."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One line of a verdict: which rule said what, and the human text."""
+
+    kind: str  # one of REASON_KINDS
+    text: str
+    rule_index: int | None = None  # position in the gate's `rules = [...]`
+    rule: str | None = None  # the rule id, e.g. "max_gap_to_reference"
+    holds: bool | None = None  # the rule's outcome for this condition
+    declared: str | None = None  # the rule's declared reason in study.toml
+
+    def __post_init__(self) -> None:
+        if self.kind not in REASON_KINDS:
+            raise ValueError(f"reason kind must be one of {REASON_KINDS}, but got {self.kind!r}")
+        if self.kind == "rule" and (self.rule_index is None or self.rule is None):
+            raise ValueError(f"a rule reason needs its rule index and id: {self.text!r}")
+
+    def __str__(self) -> str:
+        return self.text
+
+    def to_json(self) -> str:
+        # The gate JSON contract writes a reason as its text.
+        return self.text
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A condition's verdict and the reasons behind it."""
+
+    value: str  # one of VERDICTS
+    reasons: tuple[Reason, ...]
+
+    def __post_init__(self) -> None:
+        if self.value not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, but got {self.value!r}")
+
+    def decided_by(self) -> tuple[Reason, ...]:
+        """The rule reasons that produced this verdict: the rules that selected a promoted
+        condition, that held for a passed one, or that failed for a failed one."""
+        wanted = {"promote": True, "pass": True, "fail": False}.get(self.value)
+        if wanted is None:
+            return ()
+        return tuple(r for r in self.reasons if r.kind == "rule" and r.holds is wanted)
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return tuple(r.text for r in self.reasons)
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    """One pooled condition of a gate: its statistics (unrounded) and its verdict.
+
+    `extra` holds optional fields added by later analyses (e.g. a decision-confidence
+    interval); they are written after the contract keys, in insertion order, and never
+    replace one.
+    """
+
+    condition_id: str
+    label: str
+    role: str
+    n_cells: int
+    mean_val_bpb: float | None
+    sd_val_bpb: float | None
+    mean_rank: float | None
+    best_rank: int | None
+    worst_rank: int | None
+    first_rank_cells: int | None
+    gap_from_best: float | None
+    mean_gap_to_reference: float | None
+    max_gap_to_reference: float | None
+    params_M: float | None
+    tokens_M: float | None
+    training_hours: float | None
+    verdict: Verdict
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        clash = set(self.extra) & set(CONDITION_KEYS)
+        if clash:
+            raise ValueError(f"extra fields may not replace contract keys: {sorted(clash)}")
+
+    def with_extra(self, **fields: Any) -> ConditionResult:
+        """A copy with more optional fields (existing extra keys are kept, in order)."""
+        return ConditionResult(
+            **{k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"},
+            extra={**self.extra, **fields},
+        )
+
+    def number(self, key: str) -> float | None:
+        value = getattr(self, key)
+        return None if value is None else float(value)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in CONDITION_KEYS:
+            if key == "verdict":
+                out[key] = self.verdict.value
+            elif key == "reasons":
+                out[key] = [r.to_json() for r in self.verdict.reasons]
+            else:
+                value = getattr(self, key)
+                out[key] = finite(value) if isinstance(value, float) else value
+        out.update(self.extra)
+        return out
+
+
+@dataclass(frozen=True)
+class RuleView:
+    """A gate rule as the result shows it."""
+
+    rule: str
+    description: str
+    reason: str | None
+    raw: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "description": self.description,
+            "reason": self.reason,
+            **self.raw,
+        }
+
+
+@dataclass(frozen=True)
+class Incomplete:
+    condition_id: str
+    missing: tuple[Cell, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"condition_id": self.condition_id, "missing": [c.to_dict() for c in self.missing]}
+
+
+@dataclass(frozen=True)
+class ComparisonNote:
+    """Where a recomputed number reads differently from a published table at its precision."""
+
+    table: str
+    label: str
+    column: str
+    recomputed: float
+    published: str
+    abs_diff: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "label": self.label,
+            "column": self.column,
+            "recomputed": self.recomputed,
+            "published": self.published,
+            "abs_diff": self.abs_diff,
+        }
+
+
+def freeze_json(record: FreezeRecord, definition_sha256: Any) -> dict[str, Any]:
+    return {
+        "sha256": record.sha256,
+        "definition_sha256": definition_sha256,
+        "kind": record.kind,
+        "frozen_at": record.frozen_at,
+        "post_hoc": record.post_hoc,
+        "results_at_freeze": len(record.results_at_freeze),
+        "reason": record.reason,
+    }
+
+
+def manual_json(decision: DecisionRecord) -> dict[str, Any]:
+    return {
+        "promoted": list(decision.promoted),
+        "reason": decision.reason,
+        "source": decision.source,
+        "decided_at": decision.decided_at,
+        "withdrawn_at": decision.withdrawn_at,
+        "withdraw_reason": decision.withdraw_reason,
+    }
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """A gate evaluated over its pooled cells, with its freeze and decision context.
+
+    `decision` and `published_comparison` are present only once the gate is applied
+    (`stagewise gate`); a read-only evaluation (report, verify) leaves them None and its JSON
+    has neither key.
+    """
+
+    gate: str
+    kind: str
+    frozen_sha256: str | None
+    stages: tuple[str, ...]
+    budget_seconds: float
+    reference: str
+    cells: tuple[Cell, ...]
+    conditions: tuple[ConditionResult, ...]
+    promoted: tuple[str, ...]
+    incomplete: tuple[Incomplete, ...]
+    rules: tuple[RuleView, ...]
+    freeze: Mapping[str, Any] | None  # freeze_json() of the current freeze
+    amendments: tuple[Mapping[str, Any], ...]  # gates.freeze.freeze_history_entry rows
+    manual: tuple[DecisionRecord, ...]
+    kendalls_w: float | None
+    host_pairs: tuple[HostPair, ...]
+    stability: tuple[LeaveOneOut, ...]
+    decision: DecisionRecord | None = None
+    published_comparison: tuple[ComparisonNote, ...] | None = None
+
+    def condition(self, condition_id: str) -> ConditionResult:
+        for c in self.conditions:
+            if c.condition_id == condition_id:
+                return c
+        raise KeyError(condition_id)
+
+    @property
+    def good_verdict(self) -> str:
+        """The verdict that carries a condition forward: promote, or pass for a confirm gate."""
+        return GOOD_VERDICT.get(self.kind, "promote")
+
+    @property
+    def stability_changed(self) -> int:
+        return sum(1 for s in self.stability if s.changed)
+
+    def to_json(self) -> dict[str, Any]:
+        """The `stagewise gate --json` object (its first keys are the contract)."""
+        n = len(self.stability)
+        changed = self.stability_changed
+        out: dict[str, Any] = {
+            "gate": self.gate,
+            "kind": self.kind,
+            "frozen_sha256": self.frozen_sha256,
+            "stages": list(self.stages),
+            "budget_seconds": self.budget_seconds,
+            "reference": self.reference,
+            "cells": [c.to_dict() for c in self.cells],
+            "conditions": [c.to_json() for c in self.conditions],
+            "promoted": list(self.promoted),
+            "incomplete": [i.to_json() for i in self.incomplete],
+            # extras
+            "rules": [r.to_json() for r in self.rules],
+            "freeze": dict(self.freeze) if self.freeze is not None else None,
+            "amendments": [dict(a) for a in self.amendments],
+            "manual": [manual_json(d) for d in self.manual],
+            "agreement": {
+                "kendalls_w": finite(self.kendalls_w),
+                "hosts": [p.to_dict() for p in self.host_pairs],
+            },
+            "stability": {
+                "cells_left_out": n,
+                "changed": changed,
+                "unchanged_fraction": (n - changed) / n if n else None,
+                "per_cell": [s.to_dict() for s in self.stability],
+            },
+        }
+        if self.decision is not None:
+            out["decision"] = {"kind": self.decision.kind, "decided_at": self.decision.decided_at}
+        if self.published_comparison is not None:
+            out["published_comparison"] = [c.to_json() for c in self.published_comparison]
+        return out
