@@ -1,7 +1,9 @@
 """The training loop: data -> model -> optimizer -> timed loop -> evaluation -> summary.
 
-Behaviour follows autoresearch's `train.py`: the budget counts training time only and the first
-10 steps are not counted (they include compilation and allocator warm-up); gradients are
+Behaviour follows autoresearch's `train.py`: the budget counts training time only; the steps that
+compile (and the first step, allocator warm-up) are not counted, at most MAX_UNTIMED_STEPS of
+them, and the summary says how many (`untimed_steps`) and how long compiling took
+(`compile_seconds`); evaluation time is reported apart (`eval_seconds`); gradients are
 accumulated to `total_batch_size` tokens per optimizer step; LR, Muon weight decay follow
 progress = training_time / budget (or step / steps with --deterministic); the run stops at the
 first NaN or a loss above 100 (status "diverged") instead of burning the rest of the budget.
@@ -15,6 +17,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,11 @@ from stagewise.protocol import (
 )
 from stagewise.runner.config import TrainConfig, config_sha256
 
-UNTIMED_STEPS = 10  # steps 0..10 are not counted against the budget (compile, warm-up)
+# autoresearch leaves steps 0..10 out of the budget to hide compilation. We leave out only the
+# steps that did hide something: the first (allocator warm-up, and compilation when on) and any
+# later one during which torch.compile built a graph; at most this many, so a model that
+# recompiles every step cannot hide the budget.
+MAX_UNTIMED_STEPS = 10
 DIVERGED_LOSS = 100.0  # far above ln(vocab) at init: the run has blown up
 PRINT_EVERY_S = 1.0  # progress lines at most this often (and on the last step)
 EMA_BETA = 0.9  # smoothing of the printed train loss
@@ -193,6 +200,11 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     setup = setup_device(cfg.device, cfg.compile)
+    if setup.compile:
+        # A warm worker trains many runs in one process: dynamo would count each fresh model as
+        # a recompile of the last run's and fall back to eager after its limit. The compiled
+        # kernels themselves come back from the inductor cache.
+        torch._dynamo.reset()
     if cfg.deterministic and setup.kind == "cuda":
         # CPU kernels are deterministic already; this call also imports torch._inductor (~1 s).
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -248,6 +260,8 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     # --- loop ---
     x, y, epoch = next(train_loader)
     step, training_time = 0, 0.0
+    untimed_steps, compile_seconds = 0, 0.0
+    graphs = _graph_counter(setup.compile)
     loss_log: list[tuple[int, float, float, float]] = []
     printer = ProgressPrinter(flops_per_token, setup.peak_flops)
     t_start_training = time.time()
@@ -255,6 +269,7 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
         while True:
             setup.synchronize()
             t0 = time.time()
+            graphs_before = graphs()
             for _ in range(grad_accum):
                 with setup.autocast_ctx():
                     loss = fwd(x, y)
@@ -279,7 +294,11 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
                 )
             setup.synchronize()
             dt = time.time() - t0
-            if step > UNTIMED_STEPS:
+            compiled = graphs() != graphs_before
+            if step < MAX_UNTIMED_STEPS and (step == 0 or compiled):
+                untimed_steps += 1
+                compile_seconds += dt if compiled else 0.0
+            else:
                 training_time += dt
             loss_log.append((step, progress, loss_f, lrm))
             if step == 0:
@@ -293,7 +312,7 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
                 done = step >= target
                 remaining = (target - step) * (time.time() - t_start_training) / step
             else:
-                done = step > UNTIMED_STEPS and training_time >= cfg.time_budget
+                done = step > untimed_steps and training_time >= cfg.time_budget
                 remaining = max(0.0, cfg.time_budget - training_time)
             printer.update(
                 step,
@@ -312,10 +331,13 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
             num_steps=step,
             training_seconds=training_time,
             total_tokens_M=step * cfg.total_batch_size / 1e6,
+            untimed_steps=untimed_steps,
+            compile_seconds=round(compile_seconds, 3),
         )
 
     # --- evaluation ---
     setup.synchronize()
+    t_eval = time.time()
     model.eval()
     val_loader = make_loader(data_dir, "val", cfg.device_batch_size, cfg.sequence_len, setup.device)
     with setup.autocast_ctx():
@@ -324,10 +346,12 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
         )
     check_batches = min(CHECK_BATCHES, cfg.eval_steps)
     check = check_bpb(model, cfg, data_dir, setup, check_batches)
+    setup.synchronize()
+    eval_seconds = time.time() - t_eval
 
     # --- checkpoint and summary ---
     ckpt_path, ckpt_sha = save_checkpoint(model, cfg.to_dict(), vocab_size, out)
-    timed_steps = step - UNTIMED_STEPS - 1
+    timed_steps = step - untimed_steps
     mfu_percent = None
     if setup.peak_flops and training_time > 0 and timed_steps > 0:
         mfu_percent = (
@@ -347,6 +371,7 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
         val_bpb=val_bpb,
         total_seconds=time.time() - t_start,
         startup_seconds=round(t_start_training - t_start, 2),
+        eval_seconds=round(eval_seconds, 3),
         peak_vram_mb=peak_vram,
         peak_rss_mb=_peak_rss_mb(),
         mfu_percent=mfu_percent,
@@ -358,6 +383,18 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     )
     summary.update(normalize_fields(summary))
     print(format_block(summary), flush=True)
+
+
+def _graph_counter(compiling: bool) -> Callable[[], int]:
+    """How many graphs torch.compile has built so far (always 0 when compile is off).
+
+    torch._dynamo is imported only when compiling: on CPU it is a second of start-up for nothing.
+    """
+    if not compiling:
+        return lambda: 0
+    from torch._dynamo.utils import counters
+
+    return lambda: int(counters["stats"]["unique_graphs"])
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, setup: Any) -> Any:
