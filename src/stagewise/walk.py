@@ -127,13 +127,28 @@ class WalkReporter:
         self.inner.end(state)
 
     def stage_eta(self) -> float | None:
-        return self.state.eta_seconds() if self.state is not None else None
+        """The stage's own ETA; before any run reports, its queued runs at the budget."""
+        if self.state is None:
+            return None
+        measured = self.state.eta_seconds()
+        if measured is not None:
+            return measured
+        seconds = self.study.stages[self.state.stage].budget_seconds if self.study else 0.0
+        if seconds <= 0:
+            return None if self.state.pending else 0.0
+        return self.state.pending * seconds * self._mean_ratio() / max(1, self.state.slots)
+
+    def _mean_ratio(self) -> float:
+        """How long runs took against their budget so far (start-up, evaluation included)."""
+        return sum(self._ratio) / len(self._ratio) if self._ratio else 1.0
 
     def overall_eta(self) -> float | None:
         """Seconds to the end of the walk, or None where a later stage's size is unknown."""
-        current = self.stage_eta() or 0.0
         slots = max(1, self.state.slots if self.state is not None else 1)
-        ratio = sum(self._ratio) / len(self._ratio) if self._ratio else 1.0
+        ratio = self._mean_ratio()
+        current = self.stage_eta()
+        if current is None:
+            return None
         rest = 0.0
         for sp in self._later:
             seconds = sp.stage.budget_seconds

@@ -1,0 +1,50 @@
+"""examples/own_trainer: a user's own PyTorch trainer, run and gated by `stagewise run --freeze`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stagewise.ledger import Ledger
+from tests.conftest import run_cli
+from tests.executors.conftest import sample_data  # noqa: F401  (the session fixture)
+from tests.walk.conftest import run_rows
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "own_trainer"
+
+
+@pytest.mark.slow
+def test_own_trainer_study_runs_and_gates(tmp_path: Path, sample_data: Path) -> None:  # noqa: F811
+    folder = tmp_path / "own"
+    shutil.copytree(EXAMPLE, folder)
+    (folder / "data").symlink_to(sample_data)
+    # Kept small for CI: two of the four recipes, one-second budgets; the rest is the example.
+    matrix = (folder / "matrix.csv").read_text().splitlines()
+    (folder / "matrix.csv").write_text("\n".join(matrix[:2] + matrix[4:5]) + "\n")
+    study = (folder / "study.toml").read_text()
+    (folder / "study.toml").write_text(study.replace('"3s"', '"1s"').replace('"6s"', '"1s"'))
+    Ledger.open(folder).close()
+
+    proc = run_cli("run", folder, "--freeze")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = run_rows(folder)
+    assert len(rows) == 4 + 4 and {r["status"] for r in rows} == {"succeeded"}
+    for row in rows:
+        summary = json.loads(row["summary_json"])
+        # A byte-level model scores bits per byte: well below 8 (uniform) after any training.
+        assert 0 < summary["val_bpb"] < 8
+        assert summary["num_steps"] > 0 and summary["total_tokens_M"] > 0
+        assert summary["training_seconds"] >= 1.0  # the trainer honoured its wall-clock budget
+    screen = json.loads((folder / "decisions" / "g_screen.json").read_text())
+    confirm = json.loads((folder / "decisions" / "g_confirm.json").read_text())
+    assert screen["kind"] == "promote" and len(screen["cells"]) == 2
+    promoted = {c["condition_id"] for c in screen["conditions"] if c["verdict"] == "promote"}
+    assert promoted == {"own_base", "own_hot"}  # the one variant and the kept reference
+    assert {r["condition_id"] for r in rows if r["stage"] == "confirm"} == promoted
+    verdict = {c["condition_id"]: c["verdict"] for c in confirm["conditions"]}
+    assert verdict["own_hot"] in ("pass", "fail")
+    gate = run_cli("gate", folder, "g_confirm", "--json")
+    assert gate.returncode == 0, gate.stderr
