@@ -86,3 +86,11 @@ def run_cli(
             f"stagewise {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A completed `stagewise demo --quick` (minutes of CPU: run once per session, on request)."""
+    out = tmp_path_factory.mktemp("quick-demo") / "demo"
+    run_cli("demo", "--out", out, "--quick", check=True)
+    return out

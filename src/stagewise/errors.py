@@ -11,7 +11,8 @@ StagewiseError                 base: the CLI prints its message on one line, exi
 ├── CheckpointError            a checkpoint fails verification
 ├── ExecutorError              a stage cannot be executed (no slot, cluster unreachable, ...)
 ├── RunFailed                  a training run failed (carries the cause)
-└── BundleError                report/bundle cannot be written or does not verify
+├── BundleError                report/bundle cannot be written or does not verify
+└── ExportError                an export (MLflow) cannot be written: extra missing, store refused
 """
 
 from __future__ import annotations
@@ -71,12 +72,17 @@ class BundleError(StagewiseError):
     pass
 
 
+class ExportError(StagewiseError):
+    pass
+
+
 __all__ = [
     "BundleError",
     "CheckpointError",
     "DataError",
     "DecisionError",
     "ExecutorError",
+    "ExportError",
     "FrozenRuleMismatch",
     "ImportRejected",
     "LedgerError",

@@ -1,20 +1,60 @@
-"""End to end: the paper06 report opened in headless Chromium loads, shows its figures and logs
-no console error. Skipped only when Debian's chromium is not installed (.ci/install-chromium)."""
+"""End to end: the paper06 and demo reports opened in headless Chromium at 1400 and 800 px.
+
+At both widths the page does not scroll sideways, the first viewport holds the outcome sentence
+and the promotion funnel, every figure loads, and nothing is logged to the console. Layout is
+measured by a copy of the page with a measuring script appended (the report itself runs no
+script); screenshots of the first viewport are written to a temporary folder (or to
+$STAGEWISE_SCREENSHOTS). Skipped only when Debian's chromium is not installed
+(.ci/install-chromium).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from stagewise.report.html import write_report
+from stagewise.report.html import ReportResult, write_report
 
 CHROMIUM = shutil.which("chromium") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 )
 OKABE_BLUE = (0, 114, 178)
+WIDTHS = (1400, 800)
+HEIGHT = 900  # a laptop screen's first viewport
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (.ci/install-chromium)"
+)
+
+MEASURE = """<script>
+window.addEventListener('load', () => {
+  const d = document.documentElement, vw = window.innerWidth, vh = window.innerHeight;
+  const box = (el) => { if (!el) return null; const r = el.getBoundingClientRect();
+    return {top: r.top, bottom: r.bottom, left: r.left, right: r.right}; };
+  const imgs = Array.from(document.images);
+  const outside = Array.from(document.body.querySelectorAll('*'))
+    .filter((el) => !el.closest('.scroll') && el.getBoundingClientRect().right > vw + 0.5)
+    .map((el) => el.tagName + '#' + el.id + '.' + el.className).slice(0, 5);
+  const out = {scrollWidth: d.scrollWidth, innerWidth: vw, innerHeight: vh,
+    lead: box(document.getElementById('outcome-sentence')),
+    leadText: (document.getElementById('outcome-sentence') || {}).textContent,
+    funnel: box(document.querySelector('#fig-funnel img')),
+    images: imgs.length,
+    loaded: imgs.filter((i) => i.complete && i.naturalWidth > 0).length,
+    outside: outside};
+  const pre = document.createElement('pre');
+  pre.id = 'measure';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
 
 
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -30,6 +70,7 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
+            "--hide-scrollbars",
             "--enable-logging=stderr",
             "--v=0",
             f"--user-data-dir={tmp_path / 'profile'}",
@@ -37,34 +78,73 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/install-chromium)")
-def test_report_in_headless_chromium(paper06: Path, tmp_path: Path) -> None:
-    out = tmp_path / "R"
-    result = write_report(paper06, out)
-    url = (out / "report.html").resolve().as_uri()
-    shot = tmp_path / "shot.png"
-    proc = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,9000", url)
-    assert shot.is_file(), proc.stderr[-2000:]
-    # Chromium logs console messages as "INFO:CONSOLE:<line>" whatever their level
-    # (console.error included); the report runs no script, so there must be none at all.
-    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
-    assert not console, console
-    assert "Failed to load resource" not in proc.stderr
+def measure(page: Path, width: int, tmp_path: Path) -> dict[str, Any]:
+    """Layout facts of `page` at `width` x HEIGHT, read from a measuring copy of it."""
+    copy = tmp_path / f"measure-{width}.html"
+    copy.write_text(
+        page.read_text(encoding="utf-8").replace("</body>", MEASURE + "</body>"), encoding="utf-8"
+    )
+    proc = _chromium(
+        tmp_path,
+        "--dump-dom",
+        "--virtual-time-budget=10000",
+        f"--window-size={width},{HEIGHT}",
+        copy.resolve().as_uri(),
+    )
+    found = re.search(r"<pre id=\"measure\">(.*?)</pre>", proc.stdout, re.S)
+    assert found, proc.stderr[-2000:]
+    return dict(json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&")))
 
-    from PIL import Image
 
-    with Image.open(shot) as img:
-        assert img.size == (1280, 9000)
-        rgb = img.convert("RGB")
-        small = rgb.resize((320, 2250))
-        colours = small.getcolors(maxcolors=1 << 20) or []
-        # A blank or error page has a handful of colours; a rendered report has thousands.
+def screenshots_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("STAGEWISE_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def check_report(result: ReportResult, name: str, tmp_path: Path) -> None:
+    drawn = [f for f in result.figures if f.png is not None]
+    shots = screenshots_dir(tmp_path)
+    for width in WIDTHS:
+        m = measure(result.html, width, tmp_path)
+        assert m["innerWidth"] == width, m
+        # No horizontal page scroll: wide tables scroll inside their own box.
+        assert m["scrollWidth"] <= m["innerWidth"], m
+        assert not m["outside"], m
+        # The first viewport holds the outcome sentence and the whole funnel.
+        assert m["leadText"].startswith(("Last decided:", "No gate has been decided")), m
+        assert 0 <= m["lead"]["top"] and m["lead"]["bottom"] <= m["innerHeight"], m
+        assert 0 <= m["funnel"]["top"] and m["funnel"]["bottom"] <= m["innerHeight"], m
+        assert m["funnel"]["right"] <= width, m
+        # Every figure loads.
+        assert m["images"] == m["loaded"] == len(drawn), m
+
+        shot = shots / f"{name}-{width}.png"
+        proc = _chromium(
+            tmp_path,
+            f"--screenshot={shot}",
+            f"--window-size={width},{HEIGHT}",
+            result.html.resolve().as_uri(),
+        )
+        assert shot.is_file(), proc.stderr[-2000:]
+        # Chromium logs console messages as "INFO:CONSOLE:<line>" whatever their level;
+        # the report runs no script, so there must be none at all.
+        console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+        assert not console, console
+        assert "Failed to load resource" not in proc.stderr
+
+        from PIL import Image
+
+        with Image.open(shot) as img:
+            assert img.size == (width, HEIGHT)
+            colours = img.convert("RGB").getcolors(maxcolors=1 << 22) or []
+        # A blank or error page has a handful of colours; a rendered report has thousands,
+        # and the funnel's stage bars fill a visible area in the Okabe-Ito blue.
         assert len(colours) > 500
-        # The figures are drawn: a large area in the Okabe-Ito blue of the bars and lines.
         blue = sum(
             n
             for n, c in colours
@@ -72,9 +152,14 @@ def test_report_in_headless_chromium(paper06: Path, tmp_path: Path) -> None:
         )
         assert blue > 2000, blue
 
-    # The DOM as loaded: every drawn figure is an <img> with a data URI, and the key sections.
-    dom = _chromium(tmp_path, "--dump-dom", url).stdout
-    drawn = [f for f in result.figures if f.png is not None]
-    assert dom.count("<img ") == len(drawn) == 5
-    for section in ("Gates: frozen rules", "Published summaries (not recomputed)", "Budget"):
-        assert section in dom
+
+def test_paper06_report_in_chromium(paper06: Path, tmp_path: Path) -> None:
+    result = write_report(paper06, tmp_path / "R")
+    check_report(result, "paper06", tmp_path)
+
+
+@pytest.mark.slow
+def test_demo_report_in_chromium(quick_demo: Path, tmp_path: Path) -> None:
+    result = write_report(quick_demo, tmp_path / "R")
+    assert any(f.name.startswith("learning_curves_") and f.png for f in result.figures)
+    check_report(result, "demo", tmp_path)

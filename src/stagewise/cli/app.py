@@ -9,11 +9,13 @@ import typer
 from stagewise.cli import (
     backtest_cmds,
     demo_cmd,
+    export_cmds,
     gate_cmds,
     report_cmds,
     run_cmds,
     runner_cmds,
     study_cmds,
+    worker_cmd,
 )
 from stagewise.cli.common import err_console
 from stagewise.errors import StagewiseError
@@ -33,7 +35,9 @@ run_cmds.register(app)
 gate_cmds.register(app)
 report_cmds.register(app)
 demo_cmd.register(app)
+export_cmds.register(app)
 backtest_cmds.register(app)
+worker_cmd.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Exports of a study into the tools a researcher already uses (MLflow)."""
