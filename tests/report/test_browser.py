@@ -117,8 +117,8 @@ def check_report(result: ReportResult, name: str, tmp_path: Path) -> None:
         assert not m["outside"], m
         # The first viewport holds the outcome sentence and the whole funnel.
         assert m["leadText"].startswith(("Last decided:", "No gate has been decided")), m
-        assert 0 <= m["lead"]["top"] and m["lead"]["bottom"] <= m["innerHeight"], m
-        assert 0 <= m["funnel"]["top"] and m["funnel"]["bottom"] <= m["innerHeight"], m
+        assert m["lead"]["top"] >= 0 and m["lead"]["bottom"] <= m["innerHeight"], m
+        assert m["funnel"]["top"] >= 0 and m["funnel"]["bottom"] <= m["innerHeight"], m
         assert m["funnel"]["right"] <= width, m
         # Every figure loads.
         assert m["images"] == m["loaded"] == len(drawn), m
