@@ -36,7 +36,7 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}")
 
 def run_dir(study: Study, stage: str, condition_id: str, seed: int, host: str) -> Path:
     """`<study>/runs/<stage>/<condition>/seed<seed>-<host>/`: train.log and out/ live here."""
-    return safe_join(study.root, "runs", stage, condition_id, f"seed{seed}-{host}")
+    return safe_join(study.root / "runs", stage, condition_id, f"seed{seed}-{host}")
 
 
 def format_value(value: Any) -> str:
