@@ -85,6 +85,7 @@ EXECUTOR_OPTIONS: dict[str, Option] = {
     "grace_seconds": Option("float", 0, BUDGET_MAX_SECONDS),
     "startup_seconds": Option("float", 0, BUDGET_MAX_SECONDS),
     "timeout_seconds": Option("float", 0, BUDGET_MAX_SECONDS),  # token/step-budget runs
+    "warm_workers": Option("bool"),  # false: one fresh process per run, as custom trainers
 }
 
 

@@ -25,7 +25,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,50 @@ def finished_summary(out: Path) -> dict[str, Any] | None:
     return summary
 
 
+# ---------------------------------------------------------------------------- warm workers
+# A warm worker (`python -m stagewise worker`) is our runner kept alive for one executor slot:
+# it reads one request line per run on stdin, prints the run's output exactly as `stagewise
+# train` would, then one done line with the exit code `stagewise train` would have returned.
+# It stays for the next run only after a success; any failure ends it (a fresh one follows).
+WORKER_ARGS = ("-m", "stagewise", "worker")  # after the Python interpreter
+TRAIN_ARGS = ("-m", "stagewise", "train")
+WORKER_READY = "@@stagewise-worker ready"
+WORKER_DONE = "@@stagewise-worker exit "
+
+
+def train_args(argv: Sequence[str]) -> list[str] | None:
+    """The options of a `<python> -m stagewise train ...` argv (what a warm worker can run)."""
+    if len(argv) < 4 or tuple(argv[1:4]) != TRAIN_ARGS:
+        return None
+    return list(argv[4:])
+
+
+def worker_request(args: Sequence[str], env: Mapping[str, str], cwd: str) -> str:
+    return json.dumps({"args": list(args), "env": dict(env), "cwd": cwd})
+
+
+def parse_worker_request(line: str) -> tuple[list[str], dict[str, str], str]:
+    data = json.loads(line)
+    args, env, cwd = data["args"], data["env"], data["cwd"]
+    if not (isinstance(args, list) and all(isinstance(a, str) for a in args)):
+        raise ValueError(f"worker request: args must be a list of strings, but got {args!r}")
+    if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+        raise ValueError(f"worker request: env must map names to strings, but got {env!r}")
+    return args, {str(k): v for k, v in env.items()}, str(cwd)
+
+
+def worker_done(code: int) -> str:
+    return f"{WORKER_DONE}{code}"
+
+
+def parse_worker_done(line: str) -> int | None:
+    text = line.strip()
+    if not text.startswith(WORKER_DONE):
+        return None
+    code = text[len(WORKER_DONE) :]
+    return int(code) if code.lstrip("-").isdigit() else None
+
+
 __all__ = [
     "BLOCK_FIELDS",
     "BLOCK_WIDTH",
@@ -258,6 +302,10 @@ __all__ = [
     "SUMMARY_FILE",
     "THREADS_ENV",
     "TIMING_FIELDS",
+    "TRAIN_ARGS",
+    "WORKER_ARGS",
+    "WORKER_DONE",
+    "WORKER_READY",
     "BlockError",
     "Progress",
     "finished_summary",
@@ -266,7 +314,12 @@ __all__ = [
     "normalize_fields",
     "parse_block",
     "parse_progress",
+    "parse_worker_done",
+    "parse_worker_request",
     "read_summary",
     "round_fields",
+    "train_args",
+    "worker_done",
+    "worker_request",
     "write_summary",
 ]

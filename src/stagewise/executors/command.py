@@ -22,7 +22,7 @@ from stagewise.paths import safe_join
 from stagewise.study.model import Condition, Host, Stage, Study
 
 # [runner] keys that configure the executor, not the runner: never passed to `stagewise train`.
-EXECUTOR_KEYS = frozenset({"grace_seconds", "startup_seconds", "timeout_seconds"})
+EXECUTOR_KEYS = frozenset({"grace_seconds", "startup_seconds", "timeout_seconds", "warm_workers"})
 # Runner options that are paths: relative values are relative to the study folder.
 PATH_KEYS = frozenset({"data"})
 

@@ -7,8 +7,10 @@ cores fairly: each gets STAGEWISE_TORCH_THREADS = max(1, cores // CPU workers th
 once). `--workers N` caps how many runs go at once over all local hosts.
 
 A run occupies its slot from `submit` until its outcome is queued; a thread per running run
-waits on the child (`process.run_task`), so `poll` only drains a queue and the driver's loop
-can hand a freed slot its next run within one poll interval.
+waits on the child, so `poll` only drains a queue and the driver's loop can hand a freed slot
+its next run within one poll interval. Runs of our own runner go to the slot's warm worker
+(`executors/warm.py`: one long-lived process per slot); custom argv templates, and every run
+when `[runner] warm_workers = false`, get a process of their own (`process.run_task`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from stagewise.errors import ExecutorError
 from stagewise.executors.base import Executor, ExecutorEvent, RunOutcome, RunTask
 from stagewise.executors.process import run_task
+from stagewise.executors.warm import WarmWorker, can_run_warm, run_warm, warm_env
 from stagewise.protocol import THREADS_ENV
 from stagewise.study.model import Host, Study
 
@@ -36,6 +39,7 @@ class Slot:
     name: str  # "block-a/cuda:1", "block-a/cpu#0"
     env: dict[str, str]
     busy: bool = False
+    warm: WarmWorker | None = None  # started on the slot's first warm run
 
 
 def available_cores() -> int:
@@ -86,6 +90,7 @@ class LocalExecutor(Executor):
         self._lock = threading.Lock()
         self._events: queue.Queue[ExecutorEvent] = queue.Queue()
         self._running: dict[str, tuple[Slot, _Cancel, threading.Thread]] = {}
+        self.warm_workers = study.runner.get("warm_workers", True) is not False
 
     # ------------------------------------------------------------------ contract
     def capacity(self, host: str) -> int:
@@ -119,9 +124,16 @@ class LocalExecutor(Executor):
 
     def _run(self, task: RunTask, slot: Slot, cancel: _Cancel) -> None:
         try:
-            outcome = run_task(
-                task, self._events.put, cancel=cancel, extra_env=slot.env, slot=slot.name
-            )
+            if self.warm_workers and can_run_warm(task):
+                if slot.warm is None or slot.warm.python != task.argv[0]:
+                    if slot.warm is not None:
+                        slot.warm.close()
+                    slot.warm = WarmWorker(task.argv[0], warm_env(os.environ, slot.env), slot.name)
+                outcome = run_warm(task, slot.warm, self._events.put, cancel=cancel, slot=slot.name)
+            else:
+                outcome = run_task(
+                    task, self._events.put, cancel=cancel, extra_env=slot.env, slot=slot.name
+                )
         except Exception as exc:  # an executor bug must not hang the stage
             outcome = RunOutcome(
                 key=task.key,
@@ -164,6 +176,10 @@ class LocalExecutor(Executor):
             threads = [t for _s, _c, t in self._running.values()]
         for thread in threads:
             thread.join(timeout=10)
+        for slot in self.slots:
+            if slot.warm is not None:
+                slot.warm.close()
+                slot.warm = None
 
 
 __all__ = ["LocalExecutor", "Slot", "available_cores", "host_slots"]

@@ -8,6 +8,7 @@ exactly what a real run would do. `make_task` resolves one claimed run into its 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +25,10 @@ from stagewise.ledger import RunKey, RunRecord
 from stagewise.study.model import Study
 
 Action = Literal["run", "skip", "awaiting import"]
+
+# One compile cache per study: every run of an architecture after the first compiles from it
+# (torch.compile's inductor kernels and Triton's), instead of paying the full compile again.
+COMPILE_CACHE = ".compile-cache"
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,13 @@ def build_queue(
     return StageQueue(tuple(entries))
 
 
+def compile_cache_env(study: Study) -> dict[str, str]:
+    """Where torch.compile keeps its caches for this study (unless the user chose already)."""
+    root = study.root / COMPILE_CACHE
+    wanted = {"TORCHINDUCTOR_CACHE_DIR": root / "inductor", "TRITON_CACHE_DIR": root / "triton"}
+    return {name: str(path) for name, path in wanted.items() if name not in os.environ}
+
+
 def make_task(
     study: Study, key: RunKey, attempt: int, owner: str, overrides: Mapping[str, Any]
 ) -> RunTask:
@@ -118,7 +130,10 @@ def make_task(
     return RunTask(
         key=key,
         argv=tuple(argv),
-        env=run_env(study, stage, condition, key.seed, host, out_dir),
+        env={
+            **compile_cache_env(study),
+            **run_env(study, stage, condition, key.seed, host, out_dir),
+        },
         workdir=str(study.root),
         out_dir=str(out_dir),
         log_path=str(folder / "train.log"),
@@ -130,4 +145,13 @@ def make_task(
     )
 
 
-__all__ = ["Action", "QueueEntry", "StageQueue", "build_queue", "interleaved", "make_task"]
+__all__ = [
+    "COMPILE_CACHE",
+    "Action",
+    "QueueEntry",
+    "StageQueue",
+    "build_queue",
+    "compile_cache_env",
+    "interleaved",
+    "make_task",
+]
