@@ -2,7 +2,7 @@
 
 Each condition c has a long-horizon value a_c = 1 + spread * q_c (q_c = its final quality rank
 scaled to [0, 1], 0 = best) and a value at the shortest budget
-    e_c = a_c + early_gap + spread * flip * (1 - 2 q_c) + jitter_c   (jitter ~ N(0, spread / 4)),
+    e_c = a_c + early_gap + spread * flip * (1 - 2 q_c) + jitter_c   (jitter ~ N(0, spread / 2C)),
 so the early values have slope spread * (1 - 2 flip) in q: with `flip = 0` the early order is
 the final order, at 0.5 it is unrelated to it, and at 1 it is reversed (the best at the end
 starts worst, like a large model or a low learning rate). In between,
@@ -75,7 +75,7 @@ def synthetic_rows(spec: SyntheticSpec) -> list[CurveRow]:
         final
         + spec.early_gap
         + spec.spread * spec.flip * (1.0 - 2.0 * quality)
-        + rng.normal(0.0, spec.spread / 4, n)
+        + rng.normal(0.0, spec.spread / (2 * n), n)
     )
     budgets = np.asarray(sorted(spec.budgets), dtype=np.float64)
     shape = (budgets / budgets[0]) ** -spec.alpha  # 1 at the shortest budget, -> 0 later

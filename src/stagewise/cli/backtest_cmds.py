@@ -151,6 +151,7 @@ def curves(
             f"{len(table.budgets)} levels ({', '.join(f'{b:g}s' for b in table.budgets)}), "
             f"cells per level {[lv.n_cells for lv in table.levels]}",
             markup=False,
+            soft_wrap=True,
         )
     if status_exit:
         err_console.print(
@@ -276,6 +277,7 @@ def _print_table(result: Any) -> None:
         f"cells per level {list(result.cells_per_level)}; final_only costs "
         f"{result.final_only_gpu_hours:.4g} GPU-h",
         markup=False,
+        soft_wrap=True,
     )
     grid = Table(show_edge=False, header_style="bold", box=None, pad_edge=False)
     for name in ("policy", "p_retain", "95%", "p_select", "regret", "GPU-h", "x final"):

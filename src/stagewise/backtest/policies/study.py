@@ -40,6 +40,11 @@ def stage_levels(study: Any, budgets: tuple[float, ...]) -> dict[str, int]:
     """Each stage's table level: the nearest budget on a log scale (ties: the longer)."""
     out = {}
     for sid, stage in study.stages.items():
+        if stage.budget_seconds <= 0:
+            raise CurvesError(
+                f"--study {study.root}: stage {sid} has no wall-clock budget (a token or step "
+                "budget); a curves table is indexed by budget_seconds, so it cannot be mapped"
+            )
         dist = [abs(math.log(b / stage.budget_seconds)) for b in budgets]
         best = min(range(len(budgets)), key=lambda i: (round(dist[i], 12), -i))
         out[sid] = best
@@ -114,9 +119,7 @@ class StudyGates(Policy):
                         for x in records[s]
                         if x.condition_id in candidates[s]
                     ]
-                    ev = evaluate_gate(
-                        derived, gid, rows, dict(candidates), with_stability=False
-                    )
+                    ev = evaluate_gate(derived, gid, rows, dict(candidates), with_stability=False)
                     promoted[gid] = ev.promoted
             for li, conds in enumerate(at_level):
                 for cid in conds:
