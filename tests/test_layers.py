@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "stagewise.errors",
             "stagewise.budget_units",
+            "stagewise.defaults",  # the runner's fixed constants and the model_dim formula
             "stagewise.protocol",  # the runner <-> executor protocol
             "stagewise.result",  # the dependency-free helper for a user's own trainer
             "stagewise.paths",  # safe ids and paths

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from stagewise.defaults import HEAD_DIM, VOCAB_SIZE, model_dim_for
+
 # SQLite INTEGER and NumPy/torch int64: counts (tokens, steps, seconds) must fit.
 INT64_MAX = 2**63 - 1
 # NumPy's legacy seeding takes 0 .. 2**32-1; the runner, the ledger and the plan all accept it.
@@ -137,13 +139,16 @@ def seed_problem(value: object) -> str | None:
 
 def approx_num_params(depth: int, aspect_ratio: int, head_dim: int, vocab_size: int) -> int:
     """The runner's parameter count to within its small terms, in closed form (no loop)."""
-    model_dim = -(-depth * aspect_ratio // head_dim) * head_dim
+    model_dim = model_dim_for(depth, aspect_ratio, head_dim)
     value_layers = (depth + 1) // 2  # value embeddings on alternating layers incl. the last
     return 12 * depth * model_dim**2 + (2 + value_layers) * vocab_size * model_dim
 
 
 def model_size_problem(
-    depth: object, aspect_ratio: object, head_dim: object = 128, vocab_size: object = 8192
+    depth: object,
+    aspect_ratio: object,
+    head_dim: object = HEAD_DIM,
+    vocab_size: object = VOCAB_SIZE,
 ) -> str | None:
     """Why this model shape cannot be a runner model (each dimension, then the total), or None."""
     for name, value in (

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from stagewise.bounds import model_size_problem, seed_problem
+from stagewise.defaults import VOCAB_SIZE
 from stagewise.errors import DataError, RunnerError
 from stagewise.paths import out_folder_problem
 from stagewise.runner.config import TrainConfig
@@ -26,7 +27,7 @@ def params(
     ],
     vocab_size: Annotated[
         int, typer.Option(help="Vocabulary size incl. the 4 special tokens.")
-    ] = 8192,
+    ] = VOCAB_SIZE,
     head_dim: Annotated[int, typer.Option(help="Attention head width.")] = _D.head_dim,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
@@ -131,13 +132,13 @@ def train(
     for option, problem in (
         ("--seed", seed_problem(seed)),
         ("--out", out_folder_problem(out)),
-        ("--depth", model_size_problem(depth, aspect_ratio, head_dim, vocab_size or 8192)),
+        ("--depth", model_size_problem(depth, aspect_ratio, head_dim, vocab_size or VOCAB_SIZE)),
     ):
         if problem is not None:
             raise RunnerError(f"{option}: {problem}")
+    from stagewise.protocol import EXIT_CODES
     from stagewise.runner.config import parse_budget, parse_count
     from stagewise.runner.loop import train as run_training
-    from stagewise.protocol import EXIT_CODES
 
     cfg = TrainConfig(
         depth=depth,
@@ -220,7 +221,7 @@ def data_prepare(
     out: Annotated[Path, typer.Option(help="Folder to prepare.")] = Path("data"),
     vocab_size: Annotated[
         int, typer.Option(help="Tokenizer vocabulary incl. 4 special tokens.")
-    ] = 8192,
+    ] = VOCAB_SIZE,
     num_shards: Annotated[
         int | None,
         typer.Option(help="Training shards to use/download (validation is always added)."),

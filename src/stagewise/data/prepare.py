@@ -31,9 +31,10 @@ from stagewise.data.tokenizer import (
     save_tokenizer,
     train_tokenizer,
 )
+from stagewise.defaults import VOCAB_SIZE
 from stagewise.errors import DataError
 
-DEFAULT_VOCAB = 8192  # autoresearch's vocabulary (incl. the 4 reserved special tokens)
+DEFAULT_VOCAB = VOCAB_SIZE
 DEFAULT_CLIMBMIX_SHARDS = 10  # autoresearch's default download: ~10 training shards
 CLIMBMIX_URL = "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main"
 CLIMBMIX_URL_ENV = "STAGEWISE_CLIMBMIX_URL"  # override, e.g. a mirror or a test server

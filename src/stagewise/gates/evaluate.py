@@ -15,6 +15,7 @@ from stagewise.analysis.agreement import HostPair, LeaveOneOut, host_agreement, 
 from stagewise.analysis.agreement import leave_one_cell_out as _loo
 from stagewise.analysis.cells import Cell, Pool, ResultLike, StageCells, pool_cells
 from stagewise.analysis.stats import PoolStats, pool_stats
+from stagewise.defaults import HEAD_DIM, VOCAB_SIZE
 from stagewise.gates.registry import RuleCheck, get_rule
 from stagewise.gates.results import Reason, Verdict
 from stagewise.study.model import Gate, Rule, Study
@@ -141,8 +142,8 @@ def params_lookup(study: Study) -> Any:
         from stagewise.runner.params import count_params
     except ImportError:  # pragma: no cover - the runner ships with the package
         return None
-    vocab = study.runner.get("vocab_size", 8192)
-    head_dim = study.runner.get("head_dim", 128)
+    vocab = study.runner.get("vocab_size", VOCAB_SIZE)
+    head_dim = study.runner.get("head_dim", HEAD_DIM)
 
     def lookup(cid: str) -> float | None:
         try:

@@ -15,11 +15,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from stagewise import defaults
 from stagewise.errors import RunnerError
 
-# A budget is training seconds; autoresearch's fixed budget is 5 minutes.
-DEFAULT_TIME_BUDGET = 300.0
-DEFAULT_EVAL_TOKENS = 40 * 524288  # autoresearch: ~21M validation tokens for a stable val_bpb
+# A budget is training seconds. The fixed values live in stagewise.defaults, with their reasons.
+DEFAULT_TIME_BUDGET = defaults.TIME_BUDGET
+DEFAULT_EVAL_TOKENS = defaults.EVAL_TOKENS
 WINDOW_LETTERS = frozenset("SL")
 
 
@@ -28,9 +29,9 @@ class TrainConfig:
     # --- model (autoresearch: DEPTH, ASPECT_RATIO, HEAD_DIM, WINDOW_PATTERN) ---
     depth: int = 8  # transformer layers
     aspect_ratio: int = 64  # model_dim = depth * aspect_ratio, rounded up to head_dim
-    head_dim: int = 128  # attention head width; heads = model_dim / head_dim
+    head_dim: int = defaults.HEAD_DIM  # attention head width; heads = model_dim / head_dim
     window_pattern: str = "SSSL"  # per layer, cycled: S = half-context window, L = full causal
-    sequence_len: int = 2048  # context length (autoresearch's MAX_SEQ_LEN)
+    sequence_len: int = defaults.SEQUENCE_LEN  # context length (autoresearch's MAX_SEQ_LEN)
     vocab_size: int | None = None  # None: whatever the prepared tokenizer has (8192 by default)
     # --- optimisation (autoresearch's tuned constants) ---
     total_batch_size: int = 2**19  # tokens per optimizer step (~524K)
@@ -52,7 +53,7 @@ class TrainConfig:
     token_budget: int | None = None  # trains ceil(token_budget / total_batch_size) steps
     step_budget: int | None = None
     eval_tokens: int = DEFAULT_EVAL_TOKENS
-    seed: int = 42  # autoresearch seeds torch with 42
+    seed: int = defaults.SEED
     deterministic: bool = False  # progress = step / steps instead of wall-clock time
     steps: int | None = None  # the fixed step count of a deterministic run
     # --- where and how ---
@@ -133,7 +134,7 @@ class TrainConfig:
     # --- derived quantities ---
     @property
     def model_dim(self) -> int:
-        return -(-self.depth * self.aspect_ratio // self.head_dim) * self.head_dim
+        return defaults.model_dim_for(self.depth, self.aspect_ratio, self.head_dim)
 
     @property
     def n_head(self) -> int:

@@ -7,15 +7,19 @@ layers, and the two per-layer scalars. A study uses this to cost conditions befo
 
 from __future__ import annotations
 
+from stagewise.defaults import HEAD_DIM, VOCAB_SIZE, model_dim_for
 from stagewise.errors import RunnerError
+
+__all__ = [
+    "MLP_EXPANSION",
+    "VE_GATE_CHANNELS",
+    "count_params",
+    "has_value_embedding",
+    "model_dim_for",
+]
 
 MLP_EXPANSION = 4  # hidden width of the relu^2 MLP, in multiples of model_dim
 VE_GATE_CHANNELS = 32  # the value-embedding gate reads this many leading channels of x
-
-
-def model_dim_for(depth: int, aspect_ratio: int, head_dim: int) -> int:
-    """depth * aspect_ratio rounded up to a whole number of heads."""
-    return -(-depth * aspect_ratio // head_dim) * head_dim
 
 
 def has_value_embedding(layer: int, n_layer: int) -> bool:
@@ -24,7 +28,7 @@ def has_value_embedding(layer: int, n_layer: int) -> bool:
 
 
 def count_params(
-    depth: int, aspect_ratio: int, vocab_size: int = 8192, head_dim: int = 128
+    depth: int, aspect_ratio: int, vocab_size: int = VOCAB_SIZE, head_dim: int = HEAD_DIM
 ) -> dict[str, int]:
     for name, value in (
         ("depth", depth),

@@ -127,10 +127,6 @@ class Study:
     def study_file(self) -> Path:
         return self.root / "study.toml"
 
-    @property
-    def ledger_path(self) -> Path:
-        return self.root / "ledger.sqlite"
-
     def condition(self, condition_id: str) -> Condition:
         for cond in self.conditions:
             if cond.condition_id == condition_id:
@@ -144,6 +140,3 @@ class Study:
     def gates_of_stage(self, stage_id: str) -> list[Gate]:
         """The gates that pool this stage (paper06's stage1b is pooled by g10a and by g10)."""
         return [gate for gate in self.gates.values() if stage_id in gate.stages]
-
-    def stages_fed_by(self, gate_id: str) -> list[Stage]:
-        return [s for s in self.stages.values() if s.candidates.gate == gate_id]
