@@ -123,3 +123,28 @@ def test_vocab_below_bytes_plus_specials() -> None:
 
 def test_table_dtype(sample_data: Path) -> None:
     assert load_token_bytes(sample_data / TOKENIZER_DIR).dtype == np.int32
+
+
+def test_cli_run_on_a_stale_folder_rebuilds_the_table(sample_data: Path, tmp_path: Path) -> None:
+    """End to end: `stagewise train` on a folder prepared by an older stagewise (raw byte
+    table, no marker) runs, and leaves the table rebuilt with its marker."""
+    from .conftest import stagewise
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_data, data)
+    folder = data / TOKENIZER_DIR
+    current = np.load(folder / TOKEN_BYTES_FILE)
+    enc = load_tokenizer(folder)
+    raw = np.array([len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)], np.int32)
+    raw[-4:] = 0
+    np.save(folder / TOKEN_BYTES_FILE, raw)
+    (folder / TOKEN_BYTES_META).unlink()
+    proc = stagewise(
+        "train", "--depth", 1, "--aspect-ratio", 32, "--head-dim", 32, "--device", "cpu",
+        "--sequence-len", 32, "--device-batch-size", 2, "--total-batch-size", 64,
+        "--eval-tokens", 128, "--deterministic", "--steps", 1, "--data", data,
+        "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert token_bytes_current(folder)
+    assert np.load(folder / TOKEN_BYTES_FILE).tolist() == current.tolist()
