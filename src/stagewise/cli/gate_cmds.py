@@ -165,6 +165,8 @@ def sensitivity(
     except ValueError as exc:
         raise StudyError(f"--grid: {exc}") from None
     with open_study(folder) as (study, ledger):
+        if gate not in study.gates:
+            raise StudyError(f"unknown gate {gate!r}; gates: {', '.join(study.gates)}")
         ledger.require_intact()
         obj = compute_sensitivity(study, ledger, gate, values).to_json()
     if json_:
