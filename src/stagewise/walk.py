@@ -20,6 +20,7 @@ from typing import Any, Literal
 from stagewise.errors import ExecutorError, FrozenRuleMismatch
 from stagewise.executors.base import ExecutorEvent, RunOutcome
 from stagewise.executors.stage import NullReporter, Reporter, StageState, run_stage
+from stagewise.gates.results import GateResult
 from stagewise.ledger import Ledger
 from stagewise.plan import Plan, StagePlan, build_plan
 from stagewise.study.model import Gate, Study
@@ -180,28 +181,16 @@ def _dur(seconds: float | None) -> str:
 
 
 # ---------------------------------------------------------------------- gate narration
-def _why(obj: dict[str, Any], cond: dict[str, Any]) -> str:
-    """The declared reason of the rule that decided this condition's verdict."""
-    wanted = {"promote": "selected", "pass": "holds", "fail": "fails"}.get(cond["verdict"])
-    if wanted is None:
-        return ""
-    for text in cond.get("reasons", []):
-        for rule in obj.get("rules", []):
-            head = f"{rule['description']}: "
-            if str(text).startswith(head) and str(text)[len(head) :].startswith(wanted):
-                return str(rule.get("reason") or rule["description"])
-    return ""
-
-
-def gate_line(obj: dict[str, Any]) -> str:
+def gate_line(result: GateResult) -> str:
     """One line per gate: `gate g1 (promote, 4 host-seed cells): promote b; fail a, c`."""
     groups: dict[str, list[str]] = {}
-    for cond in obj["conditions"]:
-        why = _why(obj, cond)
-        groups.setdefault(cond["verdict"], []).append(cond["label"] + (f" ({why})" if why else ""))
+    for cond in result.conditions:
+        # The declared reason of the rule that decided the verdict (structured, not parsed).
+        why = cond.verdict.why()
+        groups.setdefault(cond.verdict.value, []).append(cond.label + (f" ({why})" if why else ""))
     order = ("promote", "pass", "fail", "stop", "untested", "incomplete")
     body = "; ".join(f"{v} {', '.join(groups[v])}" for v in order if v in groups)
-    return f"gate {obj['gate']} ({obj['kind']}, {len(obj['cells'])} host-seed cells): {body}"
+    return f"gate {result.gate} ({result.kind}, {len(result.cells)} host-seed cells): {body}"
 
 
 # ---------------------------------------------------------------------- the walk
@@ -275,25 +264,25 @@ def run_study(
 
     def settle_gates() -> bool:
         """Apply every gate that is ready; False when a manual gate now awaits a human."""
-        from stagewise.gates.decide import apply_gate, compute_gate, plan_candidates
+        from stagewise.gates.decide import apply_gate, result_from_runs
 
         for gate in _ready_gates(study, ledger, build_plan(study, ledger)):
             if gate.decide == "manual":
                 problem = _unfrozen(study, ledger, gate)
                 if problem is not None:
                     raise FrozenRuleMismatch(problem)
-                obj = compute_gate(
-                    study, gate.gate_id, ledger.runs(), plan_candidates(study, ledger)
+                analysis = result_from_runs(
+                    study, gate.gate_id, ledger.runs(), build_plan(study, ledger).candidates
                 )
-                walk.awaiting_decision = obj
-                tell(gate_line(obj).replace("gate ", "analysis of gate ", 1))
+                walk.awaiting_decision = analysis.to_json()
+                tell(gate_line(analysis).replace("gate ", "analysis of gate ", 1))
                 walk.outcome = "waiting"
                 walk.stopped_at = gate.gate_id
                 walk.waiting_for = _waiting_for_decision(study, gate)
                 return False
             applied = apply_gate(study, ledger, gate.gate_id)
             walk.gates.append(applied.object)
-            tell(gate_line(applied.object))
+            tell(gate_line(applied.result))
         return True
 
     # Gates left ready by an earlier walk (killed right after its stage) are applied first.

@@ -140,11 +140,6 @@ def compute_gate(
     return result_from_runs(study, gate_id, runs, candidates, freeze=freeze).to_json()
 
 
-def plan_candidates(study: Study, ledger: Ledger) -> dict[str, tuple[str, ...] | None]:
-    """`build_plan(study, ledger).candidates` (kept for `stagewise.walk`)."""
-    return build_plan(study, ledger).candidates
-
-
 @dataclass(frozen=True)
 class AppliedGate:
     """A gate applied by `apply_gate`: its result, the recorded decision, the files written."""

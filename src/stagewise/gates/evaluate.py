@@ -94,6 +94,7 @@ def judge(gate: Gate, stats: PoolStats, study: Study) -> Judgement:
                     rule=rule.rule,
                     holds=check.holds,
                     declared=rule.reason,
+                    description=describe_rule(rule),
                 )
             )
         checks = targeted_by[cid]

@@ -64,6 +64,7 @@ class Reason:
     rule: str | None = None  # the rule id, e.g. "max_gap_to_reference"
     holds: bool | None = None  # the rule's outcome for this condition
     declared: str | None = None  # the rule's declared reason in study.toml
+    description: str | None = None  # the rule as `describe_rule` writes it
 
     def __post_init__(self) -> None:
         if self.kind not in REASON_KINDS:
@@ -101,6 +102,12 @@ class Verdict:
     @property
     def texts(self) -> tuple[str, ...]:
         return tuple(r.text for r in self.reasons)
+
+    def why(self) -> str:
+        """The declared reason (else the rule) of the first rule that decided this verdict."""
+        for reason in self.decided_by():
+            return reason.declared or reason.description or reason.text
+        return ""
 
 
 @dataclass(frozen=True)
