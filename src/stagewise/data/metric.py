@@ -1,6 +1,7 @@
 """val_bpb: bits per byte on the pinned validation shard, autoresearch's fixed metric.
 
-val_bpb = (sum over target tokens of cross-entropy in nats) / (ln 2 * sum of their UTF-8 bytes).
+val_bpb = (sum over target tokens of cross-entropy in nats) / (ln 2 * sum of their bytes), bytes
+counted per token as autoresearch counts them (see `data/tokenizer.py`: decode, then UTF-8).
 Dividing by bytes instead of tokens makes runs with different vocabularies comparable. Targets
 that are special tokens (byte length 0, i.e. BOS at a document start) are left out of both sums:
 predicting where a document begins is not language modelling.
