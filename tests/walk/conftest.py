@@ -21,7 +21,7 @@ COMMAND = [
     "{study}/journal.txt",
 ]
 # c_c is best, then c_b: g1 promotes c_c and c_b, g2 promotes c_c.
-SCORES = {"c_a": 2.0, "c_b": 1.9, "c_c": 1.8, "c_d": 2.1}
+SCORES = {"c_a": 2.0, "c_b": 1.9, "c_c": 1.8}
 
 
 def walk_study(
@@ -70,7 +70,7 @@ rules = [{{ rule = "best_k", k = 2 }}]
 
 [stages.s2]
 budget = "2s"
-seeds = [1, 2]
+seeds = [1]
 hosts = ["block-a", "block-b"]
 candidates = {{ gate = "g1" }}
 
