@@ -366,3 +366,13 @@ def test_unusual_safe_ids_run_end_to_end_inside_the_study(
     statuses = {r[0] for r in conn.execute("SELECT status FROM runs")}
     conn.close()
     assert statuses == {"succeeded"}
+
+
+def test_init_makes_a_safe_study_name_from_any_folder_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "My Study (v2)..café"
+    code, stdout, stderr = invoke(capsys, "init", folder)
+    assert code == 0, (stdout, stderr)
+    assert load_study(folder).name == "My-Study-v2-.caf"
+    assert {p.name for p in tmp_path.iterdir()} == {folder.name}

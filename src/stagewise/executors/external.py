@@ -8,6 +8,7 @@ file twice changes nothing.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -122,7 +123,8 @@ def _read_rows(path: Path, defaults: dict[str, Any]) -> list[dict[str, Any]]:
         if "val_bpb" not in block:
             raise ImportRejected(f"{path}: no autoresearch `---` summary block with val_bpb found")
         return [{**defaults, **block, "status": "succeeded", "_line": 1}]
-    reader = csv.DictReader(text.splitlines())
+    # Newlines inside quoted fields stay in the value (splitting lines first would join them).
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = reader.fieldnames or []
     missing = [f for f in (*KEY_FIELDS, "val_bpb") if f not in header and f not in defaults]
     if missing:

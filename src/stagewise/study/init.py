@@ -6,11 +6,13 @@ and records the example's decisions taken outside the tool (`outside_decisions.t
 
 from __future__ import annotations
 
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
 
 from stagewise.errors import StudyError
+from stagewise.paths import ID_MAX_LENGTH, is_safe_id
 
 EXAMPLES = ("paper06",)
 OUTSIDE_DECISIONS = "outside_decisions.toml"
@@ -69,6 +71,13 @@ deep,deep,variant,3,64,0.04,8192
 """
 
 
+def study_name(folder: Path) -> str:
+    """A safe id made from the folder's name: `My Study (v2)` -> `My-Study-v2`."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", folder.resolve().name, flags=re.ASCII)
+    name = re.sub(r"\.{2,}", ".", name).strip("._-")[:ID_MAX_LENGTH].rstrip("._-")
+    return name if is_safe_id(name) else "study"
+
+
 def example_path(name: str) -> Path:
     if name not in EXAMPLES:
         raise StudyError(f"--example: unknown example {name!r}; available: {', '.join(EXAMPLES)}")
@@ -90,8 +99,11 @@ def write_study_files(folder: Path | str, example: str | None = None) -> Path:
         )
     else:
         target.mkdir(parents=True, exist_ok=True)
+        # The folder's name becomes the study name, so it must follow the id rule; the folder
+        # is only a comment, but a newline in it would end the comment.
+        folder_text = str(target).replace("\n", " ").replace("\r", " ")
         (target / "study.toml").write_text(
-            TEMPLATE_STUDY.format(name=target.resolve().name, folder=target), encoding="utf-8"
+            TEMPLATE_STUDY.format(name=study_name(target), folder=folder_text), encoding="utf-8"
         )
         (target / "matrix.csv").write_text(TEMPLATE_MATRIX, encoding="utf-8")
     return target

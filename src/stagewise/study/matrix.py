@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import tomllib
 from pathlib import Path
@@ -103,7 +104,8 @@ def _load_csv(path: Path) -> list[Condition]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise StudyError(f"{path}: cannot read the matrix ({exc})") from None
-    reader = csv.DictReader(text.splitlines())
+    # Newlines inside quoted fields stay in the value (splitting lines first would join them).
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = reader.fieldnames or []
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
