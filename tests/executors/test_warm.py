@@ -1,0 +1,156 @@
+"""Warm workers: a slot's runs trained in one long-lived process, with nothing leaking between
+runs, and every failure taking the worker down so the next run gets a fresh one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stagewise.executors.base import ExecutorEvent, RunProgress, RunStarted, RunTask
+from stagewise.executors.process import run_task
+from stagewise.executors.warm import WarmWorker, can_run_warm, run_warm, warm_env
+from stagewise.ledger import RunKey
+
+
+def _argv(data: Path, out: Path, seed: int, steps: int = 6, *extra: str) -> tuple[str, ...]:
+    return (
+        sys.executable,
+        "-m",
+        "stagewise",
+        "train",
+        "--depth",
+        "2",
+        "--aspect-ratio",
+        "32",
+        "--total-batch-size",
+        "4096",
+        "--sequence-len",
+        "128",
+        "--device-batch-size",
+        "16",
+        "--eval-tokens",
+        "8192",
+        "--device",
+        "cpu",
+        "--data",
+        str(data),
+        "--deterministic",
+        "--steps",
+        str(steps),
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        *extra,
+    )
+
+
+def _task(tmp_path: Path, name: str, argv: tuple[str, ...], timeout: float = 300) -> RunTask:
+    folder = tmp_path / name
+    return RunTask(
+        key=RunKey("s1", name, 1, "h"),
+        argv=argv,
+        env={"STAGEWISE_TORCH_THREADS": "1"},
+        workdir=str(tmp_path),
+        out_dir=str(folder / "out"),
+        log_path=str(folder / "train.log"),
+        budget_seconds=60,
+        timeout_seconds=timeout,
+    )
+
+
+@pytest.fixture
+def worker() -> Iterator[WarmWorker]:
+    w = WarmWorker(sys.executable, warm_env(os.environ, {}), "test/cpu#0")
+    yield w
+    w.close()
+
+
+def _files(task: RunTask) -> tuple[dict[str, object], str]:
+    out = Path(task.out_dir)
+    summary = json.loads((out / "summary.json").read_text())
+    return summary, (out / "train_loss.csv").read_text()
+
+
+def test_deterministic_run_is_bit_identical_fresh_and_as_a_warm_workers_second_run(
+    tmp_path: Path, sample_data: Path, worker: WarmWorker
+) -> None:
+    events: list[ExecutorEvent] = []
+    # The warm worker first trains another run (other seed, other length), then the one compared.
+    first = _task(tmp_path, "warm1", _argv(sample_data, tmp_path / "warm1/out", seed=9, steps=4))
+    assert run_warm(first, worker, events.append).status == "succeeded"
+    pid = worker.proc.pid if worker.proc else None
+    # Both runs write the same out folder (its path is part of the checkpoint's config).
+    out = tmp_path / "cmp/out"
+    warm = _task(tmp_path, "cmp", _argv(sample_data, out, seed=3))
+    outcome = run_warm(warm, worker, events.append)
+    assert outcome.status == "succeeded", outcome.cause
+    assert worker.proc is not None and worker.proc.pid == pid and worker.runs == 2
+    assert "run 2 in it" in Path(warm.log_path).read_text()
+    warm_summary, warm_losses = _files(warm)
+    fresh = _task(tmp_path, "cmp", _argv(sample_data, out, seed=3))
+    assert run_task(fresh, events.append).status == "succeeded"
+    assert "warm worker" not in Path(fresh.log_path).read_text()
+
+    fresh_summary, fresh_losses = _files(fresh)
+    assert warm_losses == fresh_losses  # every step's loss, repr-exact
+    assert warm_summary["val_bpb"] == fresh_summary["val_bpb"]
+    assert warm_summary["checkpoint_sha256"] == fresh_summary["checkpoint_sha256"]
+    # The warm run streamed what a fresh one does.
+    assert any(isinstance(e, RunStarted) and e.key == warm.key for e in events)
+    assert any(isinstance(e, RunProgress) and e.key == warm.key for e in events)
+    assert outcome.summary["val_bpb"] == warm_summary["val_bpb"]
+
+
+def test_a_failed_or_killed_run_takes_the_worker_down(
+    tmp_path: Path, sample_data: Path, worker: WarmWorker
+) -> None:
+    def run(name: str, *extra: str, timeout: float = 300) -> tuple[str, str | None, int | None]:
+        argv = _argv(sample_data, tmp_path / name / "out", 1, 3, *extra)
+        outcome = run_warm(_task(tmp_path, name, argv, timeout), worker, lambda _e: None)
+        return outcome.status, outcome.failure, worker.proc.pid if worker.proc else None
+
+    status, _, pid1 = run("ok1")
+    assert status == "succeeded" and pid1 is not None
+    # Bad input (exit 2): recorded as in a fresh process, and the worker ends with it.
+    assert run("bad", "--depth", "0")[:3] == ("failed", "bad_input", None)
+    status, _, pid2 = run("ok2")
+    assert status == "succeeded" and pid2 not in (None, pid1)
+    # Killed at its timeout: the worker goes with the run.
+    assert run("slow", timeout=0.5)[:3] == ("failed", "timeout", None)
+    assert not Path(f"/proc/{pid2}").exists() or _zombie(pid2)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_only_our_runner_runs_warm(tmp_path: Path) -> None:
+    ours = _task(tmp_path, "a", (sys.executable, "-m", "stagewise", "train", "--depth", "2"))
+    custom = _task(tmp_path, "b", (sys.executable, "my_train.py", "--lr", "0.1"))
+    other = _task(tmp_path, "c", (sys.executable, "-m", "stagewise", "params"))
+    assert can_run_warm(ours) and not can_run_warm(custom) and not can_run_warm(other)
+
+
+def test_worker_command_is_hidden_and_ends_on_eof() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "stagewise", "worker"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "@@stagewise-worker ready"
+    help_text = subprocess.run(
+        [sys.executable, "-m", "stagewise", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    assert " worker " not in help_text
