@@ -57,7 +57,8 @@ def test_quick_demo_leaves_a_complete_study(tmp_path: Path) -> None:
     # Running it again resumes: nothing is rerun, the same decisions stand.
     again = run_cli("demo", "--out", out, "--quick")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "already frozen" in again.stdout
+    assert "stage screen: all 12 runs succeeded before" in again.stdout  # the walk resumed
+    assert "gate g_screen: frozen" not in again.stdout  # and froze nothing twice
     conn = sqlite3.connect(out / "ledger.sqlite")
     attempts = conn.execute("SELECT MAX(attempts) FROM runs").fetchone()[0]
     conn.close()

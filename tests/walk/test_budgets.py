@@ -198,3 +198,43 @@ def test_token_budget_stage_with_the_real_runner(tmp_path: Path, sample_data: Pa
             0.02048
         )
         assert "budget=18000 tokens" in Path(row["log_path"]).read_text()
+
+
+def test_gpu_hours_of_a_token_stage_are_recorded_not_budgeted(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from stagewise.analysis.budget import counterfactual, stage_budget
+
+    runs = [
+        SimpleNamespace(stage="s1", status="succeeded", training_seconds=1800.0),
+        SimpleNamespace(stage="s1", status="succeeded", training_seconds=1800.0),
+    ]
+    sb = stage_budget("s1", 2, 1, 1, 0.0, runs)  # type: ignore[arg-type]
+    assert sb.budgeted_gpu_hours is None and sb.recorded_gpu_hours == 1.0
+    assert counterfactual("g", "all", 2, [sb], 1.0).confirmation_gpu_hours is None
+    timed = stage_budget("s1", 2, 1, 1, 3600.0, runs)  # type: ignore[arg-type]
+    assert timed.budgeted_gpu_hours == 2.0
+
+    folder = write_study(tmp_path / "s", study=STUDY, matrix=MATRIX)
+    Ledger.open(folder).close()
+    plan = run_cli("plan", folder, "--json")
+    assert plan.returncode == 0, plan.stderr
+    s1 = next(s for s in json.loads(plan.stdout)["stages"] if s["stage"] == "s1")
+    # Nothing recorded yet: no throughput to estimate from, so the hours are unknown.
+    assert s1["budgeted_gpu_hours"] is None and s1["estimated_gpu_hours"] is None
+    assert (s1["budget_unit"], s1["budget_amount"]) == ("tokens", 32000)
+    table = run_cli("plan", folder)
+    assert "unknown" in table.stdout
+    # Once runs are recorded, their throughput gives an estimate, stated as one.
+    results = tmp_path / "r.csv"
+    results.write_text(
+        "stage,condition_id,seed,host,val_bpb,training_seconds,total_tokens_M,num_steps\n"
+        "s1,c_a,1,h,1.5,36,0.032,8\ns1,c_b,1,h,1.4,36,0.032,8\n"
+    )
+    run_cli("import", folder, results, check=True)
+    plan = run_cli("plan", folder, "--json")
+    stages = {s["stage"]: s for s in json.loads(plan.stdout)["stages"]}
+    # 72 s for 64,000 tokens and 16 steps: s1 is 2 x 32,000 tokens, s2 is 2 x 300 steps.
+    assert stages["s1"]["estimated_gpu_hours"] == pytest.approx(2 * 32_000 * 72 / 64_000 / 3600)
+    assert stages["s2"]["estimated_gpu_hours"] == pytest.approx(2 * 300 * 72 / 16 / 3600)
+    assert "(estimate)" in run_cli("plan", folder).stdout

@@ -1,6 +1,7 @@
 """GPU-hour accounting: budgeted and recorded hours per stage, totals and counterfactuals.
 
-Budgeted GPU-hours of a stage = candidates x seeds x hosts x budget (the paper's definition).
+Budgeted GPU-hours of a stage = candidates x seeds x hosts x budget (the paper's definition);
+unknown (None) for a budget in tokens or steps, whose hours only the recorded runs tell.
 Recorded GPU-hours = the sum of training_seconds / 3600 over the stage's succeeded runs that
 report it (None where none do). A counterfactual "continue all candidates of gate G through the
 final stages" costs |candidates of G| x (seeds x hosts x budget summed over those stages).
@@ -48,7 +49,12 @@ def stage_budget(
         for r in runs
         if r.stage == stage and r.status == "succeeded" and r.training_seconds is not None
     ]
-    budgeted = None if candidates is None else candidates * seeds * hosts * budget_seconds / 3600.0
+    # A token or step budget (budget_seconds 0) has no length in hours before it runs: unknown.
+    budgeted = (
+        None
+        if candidates is None or budget_seconds <= 0
+        else candidates * seeds * hosts * budget_seconds / 3600.0
+    )
     recorded = math.fsum(times) / 3600.0 if times else None
     return StageBudget(
         stage, candidates, seeds, hosts, budget_seconds, budgeted, recorded, len(times)
@@ -79,6 +85,7 @@ def counterfactual(
     executed: float | None,
 ) -> Counterfactual:
     per_candidate = math.fsum(s.hours_per_candidate for s in final)
-    cost = None if candidates is None else candidates * per_candidate
+    unknown = candidates is None or any(s.budget_seconds <= 0 for s in final)
+    cost = None if unknown or candidates is None else candidates * per_candidate
     added = None if cost is None or executed is None else cost - executed
     return Counterfactual(gate, scenario, candidates, tuple(s.stage for s in final), cost, added)

@@ -8,15 +8,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from stagewise.budget_units import format_duration
 from stagewise.cli.common import console, emit_json, open_study
+from stagewise.create import init_study
 from stagewise.errors import DecisionError
 from stagewise.executors.external import import_results
 from stagewise.gates.manual import decide_manually, withdraw
 from stagewise.plan import build_plan
 from stagewise.status import study_status
 from stagewise.study import load_study
-from stagewise.create import init_study
 from stagewise.study.init import EXAMPLES
 
 StudyDir = Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")]
@@ -73,11 +72,21 @@ def plan(folder: StudyDir, as_json: JsonFlag = False) -> None:
             ",".join(st["hosts"]),
             cands,
             str(len(st["runs"])) if st["candidates"] is not None else "-",
-            f"{hours:g}" if hours is not None else "pending",
+            _hours_cell(hours, st),
         )
     console.print(table)
     total = result["total_budgeted_gpu_hours"]
     console.print(f"total budgeted GPU-hours: {total if isinstance(total, str) else f'{total:g}'}")
+
+
+def _hours_cell(hours: float | None, st: dict[str, Any]) -> str:
+    if hours is not None:
+        return f"{hours:g}"
+    if st.get("budget_unit", "seconds") == "seconds" or st["candidate_count"] is None:
+        return "pending"
+    # A token or step budget takes as long as the hosts need: estimated, or unknown.
+    estimate = st.get("estimated_gpu_hours")
+    return f"~{estimate:.3g} (estimate)" if estimate is not None else "unknown"
 
 
 def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
