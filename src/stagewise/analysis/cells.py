@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class ResultLike(Protocol):
@@ -37,9 +37,12 @@ class ResultLike(Protocol):
     def num_params_M(self) -> float | None: ...
 
 
-@dataclass(frozen=True, order=True)
-class Cell:
-    """One host-seed cell of a pooled stage."""
+class Cell(NamedTuple):
+    """One host-seed cell of a pooled stage.
+
+    A named tuple, not a dataclass: every statistic of a gate is a dict keyed by cells, and a
+    dataclass's Python-level __hash__/__eq__ were most of a 20,000-cell gate's time (issue 18).
+    """
 
     stage: str
     seed: int
