@@ -112,7 +112,8 @@ def fmt_cell(value: Any) -> tuple[str, bool]:
 
 
 def fmt_hours(value: Any) -> str:
-    return f"{float(value):g}" if isinstance(value, int | float) else "?"
+    """GPU-hours at four significant digits (169.2, 432, 0.03159)."""
+    return f"{float(value):.4g}" if isinstance(value, int | float) else "?"
 
 
 BADGE_COLUMNS = ("verdict", "decision", "status", "declared_verdict")
@@ -344,13 +345,19 @@ def outcome_budget(ctx: ReportContext) -> str:
             f"GPU-hours: {fmt_hours(total)} budgeted by the plan so far; no budget accounting yet."
         )
     recorded = budget.get("total_recorded_gpu_hours")
+    budgeted = budget.get("total_budgeted_gpu_hours")
     text = (
         f"GPU-hours: {fmt_hours(recorded)} recorded (training time of the recorded runs), "
-        f"{fmt_hours(budget.get('total_budgeted_gpu_hours'))} budgeted."
+        f"{fmt_hours(budgeted)} budgeted"
         if recorded
-        else f"GPU-hours: {fmt_hours(budget.get('total_budgeted_gpu_hours'))} budgeted "
-        "(no training time recorded: the results were imported or are pending)."
+        else f"GPU-hours: {fmt_hours(budgeted)} budgeted "
+        "(no training time recorded: the results were imported or are pending)"
     )
+    if isinstance(budgeted, int | float) and budgeted < 1:
+        # a CPU demo spends minutes: say it in minutes too
+        minutes = [f"{60 * v:.3g}" for v in (recorded, budgeted) if isinstance(v, int | float)]
+        text += f" (= {' and '.join(minutes)} minutes)"
+    text += "."
     counter = budget.get("counterfactuals") or []
     executed = next((c for c in counter if c.get("gate") is None), None)
     alts = [c for c in counter if c.get("gate") is not None]
@@ -375,14 +382,20 @@ def outcome(ctx: ReportContext) -> Outcome:
     earlier_text = ""
     if view is not None:
         before = ctx.gates[: ctx.gates.index(view)]
-        decided = [(v.gate_id, v.active) for v in before if v.active is not None]
+        counts = {s["stage"]: s["candidate_count"] for s in ctx.plan_dict["stages"]}
+        decided = [(v, v.active) for v in before if v.active is not None]
         if decided:
             earlier_text = (
                 "Earlier gates: "
                 + "; ".join(
-                    f"{gid} promoted {len(d.promoted)}"
+                    f"{v.gate_id} promoted {len(d.promoted)}"
+                    + (
+                        f" of {counts[v.gate.stages[-1]]}"
+                        if counts.get(v.gate.stages[-1]) is not None
+                        else ""
+                    )
                     + (" (decided outside the tool)" if d.manual else "")
-                    for gid, d in decided
+                    for v, d in decided
                 )
                 + "."
             )
