@@ -106,6 +106,7 @@ def run_curves(
     *,
     workers: int | None = None,
     retries: int = 0,
+    retry_failed: bool = False,
     reporter: Reporter | None = None,
     notify: Callable[[str], None] | None = None,
 ) -> list[StageState]:
@@ -129,6 +130,7 @@ def run_curves(
             curves_stage_id(b),
             workers=workers,
             retries=retries,
+            retry_failed=retry_failed,
             reporter=reporter,
             notify=notify,
         )

@@ -14,6 +14,7 @@ from typing import Any
 from stagewise.backtest.replay import BacktestResult
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+MARKERS = ("o", "s", "^", "D")
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,9 @@ def draw_pareto(points: list[ParetoPoint], path: Path, *, title: str = "") -> Pa
                 [max(0.0, p.p_retain - p.p_retain_low)],
                 [max(0.0, p.p_retain_high - p.p_retain)],
             ],
-            fmt="o" if p.on_front else "s",
+            fmt=MARKERS[(i // len(OKABE_ITO)) % len(MARKERS)],
             color=color,
+            markerfacecolor=color if p.on_front else "white",
             markersize=6,
             capsize=3,
             label=p.label,
@@ -113,7 +115,10 @@ def draw_pareto(points: list[ParetoPoint], path: Path, *, title: str = "") -> Pa
     ax.set_xlabel("GPU-hours per replay (restart semantics)")
     ax.set_ylabel("p_retain (long-horizon best reaches the final level)")
     ax.set_ylim(-0.03, 1.05)
-    ax.set_title(title or "Back-test: cost against keeping the long-horizon best", fontsize=10)
+    ax.set_title(
+        title or "Back-test: cost against keeping the long-horizon best (hollow: dominated)",
+        fontsize=10,
+    )
     ax.grid(alpha=0.25)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()

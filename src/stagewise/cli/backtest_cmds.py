@@ -31,6 +31,9 @@ def curves(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="At most this many runs at once.")] = None,
     retries: Annotated[int, typer.Option(help="Retries of a run that failed transiently.")] = 0,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Also rerun runs recorded as failed before.")
+    ] = False,
     from_study: Annotated[
         Path | None,
         typer.Option(
@@ -117,6 +120,7 @@ def curves(
                 host_list,
                 workers=workers,
                 retries=retries,
+                retry_failed=retry_failed,
                 reporter=reporter,
                 notify=lambda m: err_console.print(m, markup=False, soft_wrap=True),
             )
@@ -154,10 +158,12 @@ def curves(
             soft_wrap=True,
         )
     if status_exit:
+        failed = sum(s["failed"] for s in summary.get("stages", []))
         err_console.print(
-            "some runs failed; the table holds the cells that succeeded "
-            "(rerun with --retries or `stagewise run --retry-failed` semantics)",
+            f"{failed} run(s) failed; the table holds the cells that succeeded (each failed "
+            "run's cause is in the ledger: `stagewise status`; rerun with --retry-failed)",
             markup=False,
+            soft_wrap=True,
         )
         raise typer.Exit(status_exit)
 
