@@ -9,6 +9,7 @@ import typer
 from stagewise.cli import (
     backtest_cmds,
     demo_cmd,
+    doctor_cmd,
     export_cmds,
     gate_cmds,
     report_cmds,
@@ -38,6 +39,7 @@ demo_cmd.register(app)
 export_cmds.register(app)
 backtest_cmds.register(app)
 worker_cmd.register(app)
+doctor_cmd.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,66 @@
+"""`stagewise doctor`: is this machine ready to train? One line per check, with the fix."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stagewise.cli.common import console, emit_json
+
+
+def doctor(
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Data folder to check (default ./data; the embedded sample if absent)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cuda, cuda:N or cpu.")] = "auto",
+    depth: Annotated[
+        int | None, typer.Option(help="Smoke model depth (default 8 on a GPU, 2 on CPU).")
+    ] = None,
+    aspect_ratio: Annotated[
+        int | None, typer.Option(help="Smoke model aspect ratio (default 64 on a GPU, 32 on CPU).")
+    ] = None,
+    device_batch_size: Annotated[
+        int | None, typer.Option(help="Smoke rows per step (default: the runner's on a GPU).")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Smoke training steps.")] = 20,
+    compile_check: Annotated[
+        bool, typer.Option("--compile", help="Also check torch.compile on a CPU.")
+    ] = False,
+    smoke: Annotated[
+        bool, typer.Option("--smoke/--no-smoke", help="Run the short smoke training.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Check torch, the device, bf16, compile, flex attention and data, then train 20 steps.
+
+    Prints tokens/s, MFU (where the GPU's peak is known), peak memory and the steps a 5-minute
+    budget would train. Exit code 1 when a check fails."""
+    from stagewise.doctor import run_doctor
+
+    size = {
+        k: v
+        for k, v in (
+            ("depth", depth),
+            ("aspect_ratio", aspect_ratio),
+            ("device_batch_size", device_batch_size),
+        )
+        if v is not None
+    }
+    report = run_doctor(
+        data=data, device=device, size=size, steps=steps, compile_check=compile_check, smoke=smoke
+    )
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for check in report.checks:
+            console.print(check.line(), markup=False, highlight=False, soft_wrap=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)
