@@ -17,8 +17,10 @@ from stagewise.report.figure_data import (
     LOSS_LOG,
     OKABE_ITO,
     PENDING_COLOR,
+    UNTIMED_STEPS,
     FigureData,
     LossCurve,
+    as_dict,
     condition_intervals,
     host_seed_rows,
     learning_curve_rows,
@@ -84,10 +86,24 @@ def test_read_loss_curve_derives_seconds_and_tokens(tmp_path: Path) -> None:
     assert read_loss_curve(tmp_path / "absent.csv", time_budget=8.0, batch_tokens=1) is None
 
 
-def test_loss_log_name_is_the_runners() -> None:
-    from stagewise.runner.loop import LOSS_LOG as RUNNER_LOSS_LOG
+def test_token_budget_curve_spreads_the_timed_seconds(tmp_path: Path) -> None:
+    path = tmp_path / LOSS_LOG
+    rows = [f"{s},{s / 21:.6f},{5.0 - s / 10},1.0" for s in range(21)]
+    path.write_text("step,progress,loss,lr_multiplier\n" + "\n".join(rows) + "\n")
+    # 21 steps, 22 training seconds, 10 untimed steps: 2 s per timed step after step 10
+    curve = read_loss_curve(path, time_budget=None, batch_tokens=100, timed=(22.0, 21, 10))
+    assert curve is not None
+    assert curve.seconds[:11] == (0.0,) * 11
+    assert curve.seconds[15] == pytest.approx(22.0 * 5 / 11)
+    assert curve.seconds[20] == pytest.approx(20.0)
+    assert curve.tokens[20] == 2100.0
 
-    assert LOSS_LOG == RUNNER_LOSS_LOG
+
+def test_runner_constants_match() -> None:
+    from stagewise.runner import loop
+
+    assert LOSS_LOG == loop.LOSS_LOG
+    assert UNTIMED_STEPS == loop.MAX_UNTIMED_STEPS
 
 
 def test_condition_intervals_from_a_confidence_result() -> None:
@@ -167,15 +183,19 @@ def test_host_seed_cells_data_paper06(paper06: Path) -> None:
     assert sorted(r["offset"] for r in greedy) == pytest.approx([-0.225, -0.075, 0.075, 0.225])
     assert all(r["reference"] == (r["condition_id"] == "p06_bridge_best") for r in rows)
     assert {r["color"] for r in rows} == set(OKABE_ITO[:4])
-    assert all(r["interval_low"] is None for r in rows)  # no confidence in this result
-    assert "interval" not in data.caption
+    # Decision confidence (the gate result's 90% interval of each mean) as vertical lines.
+    result = as_dict(ctx.gate("g12h").result)
+    assert result is not None
+    want = {c["condition_id"]: c["interval"]["mean"] for c in result["conditions"]}
+    for r in rows:
+        assert [r["interval_low"], r["interval_high"]] == want[r["condition_id"]]
+        assert r["interval_low"] <= r["mean_val_bpb"] <= r["interval_high"]
+    assert "the vertical line its 90% interval" in data.caption
 
 
 def test_host_seed_rows_carry_intervals_when_the_result_has_them(paper06: Path) -> None:
     ctx = context(paper06)
     view = ctx.gate("g12h")
-    from stagewise.report.figure_data import as_dict
-
     result = as_dict(view.result)
     assert result is not None
     for cond in result["conditions"]:

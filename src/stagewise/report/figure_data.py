@@ -37,6 +37,9 @@ EXECUTED_COLOR, ADDED_COLOR = OKABE_ITO[0], OKABE_ITO[5]
 # The runner's per-step loss log (`stagewise.runner.loop.LOSS_LOG`); named here too because
 # importing the runner would load torch into every report.
 LOSS_LOG = "train_loss.csv"
+# The runner does not count its first steps (compile, warm-up), at most this many
+# (`stagewise.runner.loop.MAX_UNTIMED_STEPS`); its summary says how many (`untimed_steps`).
+UNTIMED_STEPS = 10
 # The same smoothing as the runner's printed loss, bias-corrected so the first steps are not
 # pulled towards zero.
 SMOOTH_BETA = 0.9
@@ -84,6 +87,15 @@ def condition_style(ctx: ReportContext, condition_id: str) -> dict[str, str]:
         "marker": MARKERS[i % len(MARKERS)],
         "linestyle": LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)],
     }
+
+
+def budget_label(ctx: ReportContext, stages: Sequence[str]) -> str:
+    """The budget of the last of `stages` in study order, in its own unit ('10m', '50Mtok')."""
+    order = list(ctx.study.stages)
+    last = max(stages, key=lambda s: order.index(s) if s in order else -1)
+    stage = ctx.study.stages[last]
+    budget = getattr(stage, "budget", None)
+    return str(budget) if budget is not None else format_duration(stage.budget_seconds)
 
 
 def as_dict(result: Any) -> dict[str, Any] | None:
@@ -220,11 +232,12 @@ class Series:
     mean: dict[str, float]
     params_m: dict[str, float]
     tokens_m: dict[str, float]
+    budget: str = ""  # in its own unit: '10m', '50Mtok', '2000steps'
 
     @property
     def tick(self) -> str:
         tag = "published" if self.published else "recomputed"
-        return f"{self.key}\n{format_duration(self.budget_seconds)}\n({tag})"
+        return f"{self.key}\n{self.budget or format_duration(self.budget_seconds)}\n({tag})"
 
 
 def _label_map(ctx: ReportContext) -> dict[str, str]:
@@ -266,6 +279,7 @@ def gate_series(ctx: ReportContext) -> list[Series]:
                     mean,
                     params,
                     tokens,
+                    budget_label(ctx, stages),
                 )
             )
     for pub in ctx.published:
@@ -296,6 +310,7 @@ def gate_series(ctx: ReportContext) -> list[Series]:
                     mean,
                     params,
                     tokens,
+                    budget_label(ctx, pub.stages),
                 )
             )
     series.sort(key=lambda s: (s.budget_seconds, s.order))
@@ -456,6 +471,15 @@ def condition_intervals(result: Mapping[str, Any]) -> dict[str, tuple[float, flo
     return out
 
 
+def interval_level(result: Mapping[str, Any]) -> float | None:
+    """The confidence level of the conditions' intervals (e.g. 0.9), when the result says."""
+    for cond in result.get("conditions", []):
+        value = cond.get("interval")
+        if isinstance(value, Mapping) and isinstance(value.get("confidence"), int | float):
+            return float(value["confidence"])
+    return None
+
+
 def host_seed_rows(ctx: ReportContext, view: GateView) -> list[dict[str, Any]]:
     """One row per (condition, cell) of the gate, in matrix order, with where it is drawn."""
     conds = [c for c in ctx.study.condition_ids if any(x["condition_id"] == c for x in view.cells)]
@@ -526,6 +550,8 @@ def host_seed_cells_data(ctx: ReportContext) -> list[FigureData] | str:
             continue
         rows = host_seed_rows(ctx, view)
         has_interval = any(r["interval_low"] is not None for r in rows)
+        level = interval_level(as_dict(view.result) or {})
+        what = f"its {level:.0%} interval" if level is not None else "its interval"
         has_ref = any(r["reference"] for r in rows)
         name = f"host_seed_cells_{view.gate_id}"
         out.append(
@@ -536,7 +562,7 @@ def host_seed_cells_data(ctx: ReportContext) -> list[FigureData] | str:
                 f"Gate {view.gate_id}: val_bpb in each host-seed cell ({' + '.join(view.gate.stages)})",
                 "Each condition's val_bpb in every host-seed cell of the gate (marker = host "
                 "block, colour = cell); the black bar is the condition's mean"
-                + (" and the vertical line its interval" if has_interval else "")
+                + (f" and the vertical line {what}" if has_interval else "")
                 + ("; the reference is shaded" if has_ref else "")
                 + ".",
                 ("results/runs.csv", "study/study.toml"),
@@ -647,14 +673,19 @@ class LossCurve:
 
 
 def read_loss_curve(
-    path: Path, *, time_budget: float | None, batch_tokens: float | None
+    path: Path,
+    *,
+    time_budget: float | None,
+    batch_tokens: float | None,
+    timed: tuple[float, int, int] | None = None,
 ) -> LossCurve | None:
     """A runner's `train_loss.csv` (step, progress, loss, ...) or None when there is none.
 
-    The runner logs progress = training seconds / budget at the start of each step (the
-    untimed warm-up steps at 0), so seconds = progress x budget; tokens = (step + 1) x
-    tokens per optimizer step. Explicit `training_seconds`/`tokens` columns win where a
-    trainer writes them.
+    With a wall-clock budget the runner logs progress = training seconds / budget at the start
+    of each step (the untimed warm-up steps at 0), so seconds = progress x budget. A token or
+    step budget makes progress count steps; then `timed` = (training seconds, steps, untimed
+    steps) of the run spreads its training time evenly over the timed steps. Tokens = (step + 1) x tokens per
+    optimizer step. Explicit `training_seconds`/`tokens` columns win where a trainer writes them.
     """
     if not path.is_file():
         return None
@@ -669,9 +700,12 @@ def read_loss_curve(
             if not math.isfinite(value):
                 continue  # a diverged run's last line: nothing to draw
             sec = as_float(row.get("training_seconds"))
-            if sec is None:
+            if sec is None and time_budget:
                 progress = as_float(row.get("progress"))
-                sec = progress * time_budget if progress is not None and time_budget else None
+                sec = progress * time_budget if progress is not None else None
+            elif sec is None and timed is not None:
+                total, n, untimed = timed
+                sec = total * min(1.0, max(0, step - untimed) / max(1, n - untimed))
             tok = as_float(row.get("tokens"))
             if tok is None and batch_tokens:
                 tok = (step + 1) * batch_tokens
@@ -812,14 +846,31 @@ def load_curves(ctx: ReportContext) -> tuple[dict[RunKey, LossCurve], list[dict[
     for rec in ctx.runs:
         if rec.status != "succeeded":
             continue
-        config: dict[str, Any] = {}
+        summary: dict[str, Any] = {}
         if rec.summary_json:
             try:
-                config = dict(json.loads(rec.summary_json).get("config") or {})
-            except (ValueError, AttributeError):
-                config = {}
+                summary = dict(json.loads(rec.summary_json))
+            except (ValueError, TypeError):
+                summary = {}
+        config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+        assert isinstance(config, dict)
         stage = ctx.study.stages.get(rec.stage)
-        budget = _f(config.get("time_budget")) or (stage.budget_seconds if stage else None)
+        counted = bool(
+            config.get("token_budget") or config.get("step_budget") or config.get("deterministic")
+        )
+        if stage is not None and getattr(stage, "budget_spec", None) is not None:
+            counted = True
+        budget = None
+        if not counted:
+            budget = _f(config.get("time_budget")) or (stage.budget_seconds if stage else None)
+        timed = None
+        if rec.training_seconds is not None and rec.num_steps:
+            untimed = summary.get("untimed_steps")
+            timed = (
+                float(rec.training_seconds),
+                int(rec.num_steps),
+                untimed if isinstance(untimed, int) else UNTIMED_STEPS,
+            )
         batch = _f(config.get("total_batch_size")) or _f(ctx.study.runner.get("total_batch_size"))
         if batch is None:
             cond = next(
@@ -827,7 +878,7 @@ def load_curves(ctx: ReportContext) -> tuple[dict[RunKey, LossCurve], list[dict[
             )
             batch = _f(cond.params.get("total_batch_size")) if cond else None
         curve = read_loss_curve(
-            run_folder(ctx, rec.key) / LOSS_LOG, time_budget=budget, batch_tokens=batch
+            run_folder(ctx, rec.key) / LOSS_LOG, time_budget=budget, batch_tokens=batch, timed=timed
         )
         if curve is not None:
             curves[rec.key] = curve
@@ -864,8 +915,7 @@ def learning_curves_data(ctx: ReportContext) -> list[FigureData] | str:
                 name,
                 "learning_curves",
                 "curves",
-                f"Stage {stage} ({format_duration(ctx.study.stages[stage].budget_seconds)}): "
-                "smoothed train loss",
+                f"Stage {stage} ({budget_label(ctx, [stage])}): smoothed train loss",
                 f"Train loss smoothed (EMA {SMOOTH_BETA:g}, bias-corrected) against training "
                 "seconds and tokens; one line per condition"
                 + (

@@ -175,7 +175,7 @@ def draw_gap_trajectory(data: FigureData) -> Figure:
             )
     xs = sorted(ticks)
     ax.set_xticks(xs, [textwrap.fill(ticks[x], 12) for x in xs], fontsize=8)
-    ax.set_xlabel("gate or stage (wall-clock budget per run)")
+    ax.set_xlabel("gate or stage (budget per run)")
     ax.set_ylabel("mean gap from the best (val_bpb, bits per byte)")
     ax.set_title(textwrap.fill(data.title, 80))
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)

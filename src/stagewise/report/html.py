@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stagewise.budget_units import format_duration
 from stagewise.ledger import Ledger
 from stagewise.report.context import GateView, ReportContext, collect
-from stagewise.report.figure_data import as_dict, load_curves
+from stagewise.report.figure_data import as_dict, budget_label, load_curves
 from stagewise.report.figures import RenderedFigure, render_figures
 from stagewise.report.published import PUBLISHED_LABEL
 from stagewise.report.tables import GATE_COLUMNS, Table, all_tables
@@ -252,7 +251,7 @@ def _names(labels: Sequence[str]) -> str:
 
 
 def _gate_budget(ctx: ReportContext, view: GateView) -> str:
-    return format_duration(max(ctx.study.stages[s].budget_seconds for s in view.gate.stages))
+    return budget_label(ctx, view.gate.stages)
 
 
 def _rules_for(view: GateView, condition_id: str, role: str) -> list[str]:
@@ -546,28 +545,48 @@ def gate_verdicts(view: GateView) -> str:
     return out
 
 
+def _interval(value: Any) -> str:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return "[" + ", ".join(fmt_cell(float(v))[0] for v in value) + "]"
+    return fmt_cell(value)[0]
+
+
 def gate_confidence(view: GateView) -> str:
     """Per-condition decision confidence, where the gate result carries it (issue 13)."""
     result = as_dict(view.result)
     conds = (result or {}).get("conditions", [])
     if not any(k in c for c in conds for k in CONFIDENCE_KEYS):
         return ""
-    rows = [
-        {
-            "label": c.get("label"),
-            "verdict": c.get("verdict"),
-            **{k: c.get(k) for k in CONFIDENCE_KEYS},
-        }
-        for c in conds
-    ]
+    rows = []
+    level = None
+    for c in conds:
+        interval = c.get("interval") if isinstance(c.get("interval"), dict) else {}
+        level = interval.get("confidence", level)
+        rows.append(
+            {
+                "label": c.get("label"),
+                "verdict": c.get("verdict"),
+                "p_verdict": c.get("p_verdict"),
+                "decisive": c.get("decisive"),
+                **{f"{k} interval": _interval(v) for k, v in interval.items() if k != "confidence"},
+            }
+        )
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
     table = Table(
         f"confidence_{view.gate_id}",
-        f"Gate {view.gate_id}: decision confidence",
-        ["label", "verdict", *CONFIDENCE_KEYS],
+        f"Gate {view.gate_id}: decision confidence"
+        + (f" ({float(level):.0%} intervals)" if isinstance(level, int | float) else ""),
+        columns,
         rows,
-        note="from the gate result (stagewise gate --json)",
+        note="p_verdict = share of resampled gates (hosts as blocks, seeds within hosts) giving "
+        "the same verdict; from stagewise gate --json",
     )
-    return render_table(table)
+    return render_table(table).replace(
+        f"tables/confidence_{view.gate_id}.csv, tables/confidence_{view.gate_id}.json",
+        f"tables/gate_{view.gate_id}.json (conditions)",
+    )
 
 
 def render_gate(
