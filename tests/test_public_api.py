@@ -36,6 +36,7 @@ INTENDED = {
     "build_plan",
     "decide_manually",
     "evaluate_gate",
+    "export_mlflow",
     "freeze",
     "import_results",
     "init_study",
