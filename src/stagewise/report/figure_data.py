@@ -742,25 +742,17 @@ def _dedupe(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list
     return ox, oy
 
 
-def interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
-    """Linear interpolation on increasing `xs` (x inside [xs[0], xs[-1]])."""
-    if x <= xs[0]:
-        return ys[0]
-    for i in range(1, len(xs)):
-        if x <= xs[i]:
-            t = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
-            return ys[i - 1] + t * (ys[i] - ys[i - 1])
-    return ys[-1]
-
-
 def mean_band(
     curves: Sequence[tuple[Sequence[float], Sequence[float]]], points: int = CURVE_POINTS
 ) -> list[tuple[float, float, float, float]]:
     """(x, mean, low, high) of several (x, y) curves on the x range they all cover.
 
     The grid spans from the latest start to the earliest end, so every point averages every
-    cell (no mean that silently drops a short run); low/high are the lowest and highest cell.
+    cell (no mean that silently drops a short run); each curve is interpolated linearly onto
+    it; low/high are the lowest and highest cell.
     """
+    import numpy as np
+
     prepared = [_dedupe(xs, ys) for xs, ys in curves if len(xs)]
     if not prepared:
         return []
@@ -768,13 +760,14 @@ def mean_band(
     end = min(xs[-1] for xs, _ in prepared)
     if end < start:
         return []
-    n = 1 if end == start else points
-    out = []
-    for i in range(n):
-        x = start if n == 1 else start + (end - start) * i / (n - 1)
-        ys = [interpolate(xs, vs, x) for xs, vs in prepared]
-        out.append((x, sum(ys) / len(ys), min(ys), max(ys)))
-    return out
+    grid = np.array([start]) if end == start else np.linspace(start, end, points)
+    values = np.array([np.interp(grid, xs, ys) for xs, ys in prepared])
+    return [
+        (float(x), float(m), float(lo), float(hi))
+        for x, m, lo, hi in zip(
+            grid, values.mean(axis=0), values.min(axis=0), values.max(axis=0), strict=True
+        )
+    ]
 
 
 CURVE_COLUMNS = (
@@ -839,8 +832,21 @@ def run_folder(ctx: ReportContext, key: RunKey) -> Path:
     return run_dir(ctx.study, key.stage, key.condition_id, key.seed, key.host) / "out"
 
 
+# The last context's curves: the figure and the report's list of runs without a curve read the
+# same files once (a 12-hour run logs ~10^5 steps).
+_CURVES_OF: list[tuple[ReportContext, tuple[dict[RunKey, LossCurve], list[dict[str, Any]]]]] = []
+
+
 def load_curves(ctx: ReportContext) -> tuple[dict[RunKey, LossCurve], list[dict[str, Any]]]:
     """The loss curve of every succeeded run, and the runs that have none (with why)."""
+    if _CURVES_OF and _CURVES_OF[0][0] is ctx:
+        return _CURVES_OF[0][1]
+    result = _load_curves(ctx)
+    _CURVES_OF[:] = [(ctx, result)]
+    return result
+
+
+def _load_curves(ctx: ReportContext) -> tuple[dict[RunKey, LossCurve], list[dict[str, Any]]]:
     curves: dict[RunKey, LossCurve] = {}
     missing: list[dict[str, Any]] = []
     for rec in ctx.runs:
