@@ -27,8 +27,11 @@ def v1_study(tmp_path: Path) -> Path:
     return folder
 
 
-def test_the_asset_is_schema_v1() -> None:
-    conn = sqlite3.connect(f"file:{ASSET}?mode=ro", uri=True)
+def test_the_asset_is_schema_v1(tmp_path: Path) -> None:
+    # Read a copy: SQLite would put -wal/-shm files beside a WAL database, even read-only.
+    copy = tmp_path / "v1.sqlite"
+    shutil.copyfile(ASSET, copy)
+    conn = sqlite3.connect(copy)
     try:
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
