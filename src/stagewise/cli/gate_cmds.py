@@ -9,10 +9,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
 from stagewise.analysis.sensitivity import DEFAULT_GRID, parse_grid
 from stagewise.cli.common import console, emit_json, fmt, open_study
 from stagewise.errors import StudyError
 from stagewise.gates.budget import budget as compute_budget
+from stagewise.gates.confidence import DEFAULT_SEED, check_confidence
 from stagewise.gates.decide import apply_gate
 from stagewise.gates.freeze import amendment_history
 from stagewise.gates.freeze import freeze as freeze_gate
@@ -81,6 +83,9 @@ def _gate_tables(obj: dict[str, Any]) -> None:
     table = Table(title=f"{obj['gate']}: pooled cells (unrounded in --json)")
     cols: tuple[str, ...] = ("label", "n", "mean", "sd", "rank (best-worst)", "first", "gap best")
     cols += ("mean gap ref", "max gap ref", "params_M", "verdict")
+    conf = obj.get("confidence")
+    if conf is not None:
+        cols += (f"p_verdict ({conf['confidence']:g})",)
     for col in cols:
         table.add_column(col, justify="left" if col in ("label", "verdict") else "right")
     for r in obj["conditions"]:
@@ -101,8 +106,11 @@ def _gate_tables(obj: dict[str, Any]) -> None:
             fmt(r["max_gap_to_reference"]),
             fmt(r["params_M"], 2),
             r["verdict"],
+            *([_p_verdict(r)] if conf is not None else []),
         )
     console.print(table)
+    if conf is not None:
+        _confidence_lines(console, obj, conf)
     for r in obj["conditions"]:
         console.print(f"[bold]{r['label']}[/] {r['verdict']}")
         for reason in r["reasons"]:
@@ -137,11 +145,61 @@ def _i(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def gate(folder: StudyDir, gate: GateId, json_: JsonFlag = False) -> None:
+def _p_verdict(r: dict[str, Any]) -> str:
+    p = r.get("p_verdict")
+    if p is None:
+        return "-"
+    return f"{p:.3f}" + ("" if r.get("decisive") else " (not decisive)")
+
+
+def _confidence_lines(console: Console, obj: dict[str, Any], conf: dict[str, Any]) -> None:
+    level = conf["confidence"]
+    console.print(
+        f"verdict confidence: {conf['verdict_replicates']} blocked-bootstrap replicates "
+        f"(seed {conf['seed']}) with every rule re-applied; decisive = p_verdict >= {level:g}; "
+        f"{level:.0%} intervals:",
+        markup=False,
+    )
+    for r in obj["conditions"]:
+        iv = r.get("interval") or {}
+        # The reference's gaps to itself are zero by construction: only its mean is shown.
+        names = (
+            ("mean",) if r["condition_id"] == obj["reference"] else ("mean", "mean_gap", "max_gap")
+        )
+        parts = [f"{k} [{fmt(iv[k][0])}, {fmt(iv[k][1])}]" for k in names if iv.get(k)]
+        console.print(f"  {r['label']}: {'; '.join(parts) or '-'}", markup=False)
+    pooled = (conf.get("variance") or {}).get("pooled")
+    if pooled:
+        console.print(
+            "variance of the gaps to the reference (pooled): host "
+            f"sd {fmt(pooled['sd_host'])} (df {pooled['df_host']}), seed "
+            f"sd {fmt(pooled['sd_seed'])} (df {pooled['df_seed']})",
+            markup=False,
+        )
+    for note in conf.get("notes", []):
+        console.print(f"  note: {note}", markup=False)
+
+
+def gate(
+    folder: StudyDir,
+    gate: GateId,
+    json_: JsonFlag = False,
+    confidence: Annotated[
+        float,
+        typer.Option(
+            "--confidence",
+            help="Level of the verdict-confidence intervals; decisive = p_verdict >= it.",
+        ),
+    ] = DEFAULT_CONFIDENCE,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the blocked bootstrap (same seed, same numbers).")
+    ] = DEFAULT_SEED,
+) -> None:
     """Apply a frozen gate: verdicts, decision in the ledger, records in decisions/."""
+    check_confidence(confidence)
     with open_study(folder) as (study, ledger):
         ledger.require_intact()
-        result = apply_gate(study, ledger, gate)
+        result = apply_gate(study, ledger, gate, confidence=confidence, seed=seed)
         if json_:
             emit_json(result.object)
             return

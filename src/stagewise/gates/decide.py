@@ -1,4 +1,7 @@
-"""Applying a frozen gate: the decision, its JSON object and its records in `decisions/`.
+"""Applying a frozen gate: its typed result, the decision and its records in `decisions/`.
+
+`gate_result` turns an evaluation into a `GateResult` (`stagewise.gates.results`);
+`result_from_runs` does so read-only from run records (report, verify, the study driver).
 
 `apply_gate` refuses a gate that is not frozen as written (FrozenRuleMismatch) or that holds a
 manual decision (DecisionError), evaluates it over the pooled cells, records the computed
@@ -18,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.analysis.cells import ResultLike
+from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
 from stagewise.analysis.published import compare_with_published
 from stagewise.errors import DecisionError
+from stagewise.gates.confidence import DEFAULT_SEED, attach, verdict_confidence
 from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate
 from stagewise.gates.freeze import amendment_history, parse, require_frozen
 from stagewise.gates.results import (
@@ -92,10 +97,16 @@ def gate_result(
     freeze: FreezeRecord | None,
     amendments: Iterable[Mapping[str, Any]] = (),
     manual: Iterable[DecisionRecord] = (),
+    confidence: float | None = DEFAULT_CONFIDENCE,
+    seed: int = DEFAULT_SEED,
 ) -> GateResult:
-    """The typed result of an evaluated gate (nothing recorded)."""
+    """The typed result of an evaluated gate (nothing recorded).
+
+    With a `confidence` level (the default), every condition also carries its bootstrap
+    `interval`, `p_verdict` and `decisive` (`gates.confidence`); None leaves them out.
+    """
     gate = ev.gate
-    return GateResult(
+    result = GateResult(
         gate=gate.gate_id,
         kind=gate.kind,
         frozen_sha256=freeze.sha256 if freeze else None,
@@ -114,6 +125,9 @@ def gate_result(
         host_pairs=tuple(ev.host_pairs),
         stability=tuple(ev.stability),
     )
+    if confidence is None:
+        return result
+    return attach(result, verdict_confidence(ev, confidence=confidence, seed=seed))
 
 
 def result_from_runs(
@@ -123,9 +137,16 @@ def result_from_runs(
     candidates: Mapping[str, tuple[str, ...] | None] | None = None,
     *,
     freeze: FreezeRecord | None = None,
+    confidence: float | None = DEFAULT_CONFIDENCE,
+    seed: int = DEFAULT_SEED,
 ) -> GateResult:
     """The gate's result computed read-only from run records (for reports and verification)."""
-    return gate_result(evaluate_gate(study, gate_id, list(runs), candidates), freeze=freeze)
+    return gate_result(
+        evaluate_gate(study, gate_id, list(runs), candidates),
+        freeze=freeze,
+        confidence=confidence,
+        seed=seed,
+    )
 
 
 def compute_gate(
@@ -160,8 +181,19 @@ class AppliedGate:
         return self.result.to_json()
 
 
-def apply_gate(study: Study, ledger: Ledger, gate_id: str) -> AppliedGate:
-    """Apply a frozen gate, record the computed decision and write `decisions/<gate>.*`."""
+def apply_gate(
+    study: Study,
+    ledger: Ledger,
+    gate_id: str,
+    *,
+    confidence: float | None = DEFAULT_CONFIDENCE,
+    seed: int = DEFAULT_SEED,
+) -> AppliedGate:
+    """Apply a frozen gate, record the computed decision and write `decisions/<gate>.*`.
+
+    `confidence` and `seed` set the level and the bootstrap seed of the verdict confidence
+    added to the result; they never change a verdict or the recorded decision.
+    """
     active = ledger.active_decision(gate_id)
     if active is not None and active.manual:
         raise DecisionError(
@@ -182,6 +214,8 @@ def apply_gate(study: Study, ledger: Ledger, gate_id: str) -> AppliedGate:
         freeze=freeze,
         amendments=amendment_history(ledger, gate_id),
         manual=[d for d in ledger.decisions(gate_id) if d.manual],
+        confidence=confidence,
+        seed=seed,
     )
     decision = ledger.record_decision(
         gate_id,
@@ -213,18 +247,83 @@ def gate_json(obj: Mapping[str, Any]) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+# Verdict-confidence columns appended to the CSV record when the result carries them.
+CONFIDENCE_COLUMNS = (
+    "p_verdict",
+    "decisive",
+    "mean_low",
+    "mean_high",
+    "mean_gap_low",
+    "mean_gap_high",
+    "max_gap_low",
+    "max_gap_high",
+)
+
+
+def _confidence_cells(row: Mapping[str, Any]) -> list[Any]:
+    iv = row.get("interval") or {}
+    out: list[Any] = [row.get("p_verdict"), row.get("decisive")]
+    for key in ("mean", "mean_gap", "max_gap"):
+        pair = iv.get(key) or (None, None)
+        out += list(pair)
+    return ["" if v is None else v for v in out]
+
+
 def gate_csv(obj: Mapping[str, Any]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CONDITION_KEYS)
+    with_conf = obj.get("confidence") is not None
+    writer.writerow(CONDITION_KEYS + (CONFIDENCE_COLUMNS if with_conf else ()))
     for row in obj["conditions"]:
         writer.writerow(
             [
                 "; ".join(row[k]) if k == "reasons" else ("" if row[k] is None else row[k])
                 for k in CONDITION_KEYS
             ]
+            + (_confidence_cells(row) if with_conf else [])
         )
     return buf.getvalue()
+
+
+def confidence_markdown(obj: Mapping[str, Any]) -> list[str]:
+    """The record's verdict-confidence section (empty when the result carries none)."""
+    conf = obj.get("confidence")
+    if conf is None:
+        return []
+    level = conf["confidence"]
+    lines = [
+        "## Verdict confidence",
+        "",
+        f"Blocked bootstrap (host blocks resampled, seeds within hosts; seed {conf['seed']}): "
+        f"{conf['verdict_replicates']} replicates with every rule of the gate re-applied; "
+        f"`p_verdict` is the share returning the observed verdict, decisive when >= {level:g}. "
+        f"Intervals are {level:.0%} percentile intervals over {conf['replicates']} replicates. "
+        "Descriptive, not a significance test (docs/confidence.md).",
+        "",
+        "| condition | verdict | p_verdict | decisive | mean | mean gap to ref | max gap to ref |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def pair(v: Any) -> str:
+        return "-" if not v else f"[{_f(v[0])}, {_f(v[1])}]"
+
+    for r in obj["conditions"]:
+        iv = r.get("interval") or {}
+        decisive = "-" if r.get("decisive") is None else ("yes" if r["decisive"] else "**no**")
+        lines.append(
+            f"| {r['condition_id']} | {r['verdict']} | {_f(r.get('p_verdict'), 3)} | {decisive} "
+            f"| {pair(iv.get('mean'))} | {pair(iv.get('mean_gap'))} | {pair(iv.get('max_gap'))} |"
+        )
+    pooled = (conf.get("variance") or {}).get("pooled")
+    if pooled:
+        lines += [
+            "",
+            "Variance components of the gaps to the reference (pooled over conditions): "
+            f"condition-by-host sd {_f(pooled['sd_host'])} (df {pooled['df_host']}), "
+            f"within-host seed sd {_f(pooled['sd_seed'])} (df {pooled['df_seed']}).",
+        ]
+    lines += [f"- note: {n}" for n in conf.get("notes", [])]
+    return [*lines, ""]
 
 
 def _f(value: Any, digits: int = 6) -> str:
@@ -285,6 +384,7 @@ def gate_markdown(obj: Mapping[str, Any]) -> str:
         lines.append(f"- **{r['label']}** ({r['condition_id']}): {r['verdict']}")
         lines += [f"  - {reason}" for reason in r["reasons"]]
     lines += ["", f"Promoted: {', '.join(obj['promoted']) or 'none'}", ""]
+    lines += confidence_markdown(obj)
     if obj["incomplete"]:
         lines += ["## Incomplete", ""]
         for inc in obj["incomplete"]:

@@ -268,6 +268,8 @@ class GateResult:
     stability: tuple[LeaveOneOut, ...]
     decision: DecisionRecord | None = None
     published_comparison: tuple[ComparisonNote, ...] | None = None
+    # Verdict confidence and variance components (gates.confidence.GateConfidence.to_json).
+    confidence: Mapping[str, Any] | None = None
 
     def condition(self, condition_id: str) -> ConditionResult:
         for c in self.conditions:
@@ -319,4 +321,6 @@ class GateResult:
             out["decision"] = {"kind": self.decision.kind, "decided_at": self.decision.decided_at}
         if self.published_comparison is not None:
             out["published_comparison"] = [c.to_json() for c in self.published_comparison]
+        if self.confidence is not None:
+            out["confidence"] = dict(self.confidence)
         return out
