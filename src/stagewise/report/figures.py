@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from stagewise.paths import safe_join
 from stagewise.report.context import ReportContext
 from stagewise.report.figure_data import (
     ADDED_COLOR,
@@ -105,8 +106,8 @@ def render_figures(
                 data.name, data.title, data.caption, data.sources, section=data.section
             )
             fig = _DRAW[data.kind](data)
-            item.png = out / f"{data.name}.png"
-            item.svg = out / f"{data.name}.svg"
+            item.png = safe_join(out, f"{data.name}.png")  # names hold gate and stage ids
+            item.svg = safe_join(out, f"{data.name}.svg")
             fig.savefig(item.png, dpi=DPI, metadata={"Software": None})
             fig.savefig(item.svg, metadata={"Date": None, "Creator": None})
             plt.close(fig)
