@@ -157,6 +157,16 @@ def test_finding6_out_of_range_seeds_unknown_gate_and_out_files(
     assert a_file.read_text() == "x"
 
 
+def test_finding6_a_bad_schema_version_is_one_line(
+    study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conn = sqlite3.connect(study / "ledger.sqlite")
+    conn.execute("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    refused(capsys, "status", study, naming=("schema_version", "abc"))
+
+
 # ------------------------------------- finding 7: a refused run claims nothing
 
 
