@@ -18,19 +18,7 @@ from stagewise.gates.freeze import changes_since_freeze as _changes
 from stagewise.gates.results import GateResult
 from stagewise.gates.sensitivity import SensitivityGrid, sensitivity
 from stagewise.ledger import FreezeRecord, Ledger, RunRecord
-from stagewise.plan import build_plan
 from stagewise.study.model import Study
-
-
-def gate_result(study: Study, ledger: Ledger, gate_id: str) -> tuple[GateResult | None, str]:
-    """The gate's result computed read-only (nothing recorded), or (None, why not)."""
-    return gate_result_from_runs(
-        study,
-        ledger.runs(),
-        gate_id,
-        build_plan(study, ledger).candidates,
-        freeze=ledger.current_freeze(gate_id),
-    )
 
 
 def gate_result_from_runs(

@@ -116,7 +116,13 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
         pending = []
         result, sensitivity = None, None
         if cells:
-            result, why = analyses.gate_result(study, ledger, gate.gate_id)
+            result, why = analyses.gate_result_from_runs(
+                study,
+                runs,
+                gate.gate_id,
+                plan.candidates,  # the plan built once above, not again per gate
+                freeze=ledger.current_freeze(gate.gate_id),
+            )
             if result is None:
                 pending.append(f"analysis not available: {why}")
             sensitivity, why = analyses.sensitivity_result(study, ledger, gate.gate_id)
