@@ -163,3 +163,11 @@ def test_export_without_mlflow_names_the_extra(synthetic: Path, tmp_path: Path) 
     assert proc.stderr.strip().splitlines() == [
         "error: --mlflow needs the MLflow extra: pip install 'stagewise[mlflow]'"
     ]
+
+
+def test_export_of_a_missing_study_is_one_line_and_writes_no_store(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    proc = run_cli("export", tmp_path / "nope", "--mlflow", tmp_path / "store")
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "nope" in proc.stderr
+    assert not (tmp_path / "store").exists()

@@ -214,12 +214,12 @@ def tracking_uri(uri: str) -> str:
     return f"sqlite:///{path}"
 
 
-def _client(uri: str) -> Any:
+def _client_class() -> Any:
     try:
         from mlflow.tracking import MlflowClient
     except ImportError as exc:
         raise ExportError(f"--mlflow needs the MLflow extra: {INSTALL_HINT}") from exc
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient
 
 
 def _experiment(client: Any, name: str, study: str) -> str:
@@ -290,15 +290,17 @@ def _sync(client: Any, run: Any, want: DesiredRun, result: ExportResult) -> bool
 
 def export_mlflow(folder: Path, uri: str, experiment: str | None = None) -> ExportResult:
     """Export the study in `folder` to the MLflow tracking store at `uri` (idempotent)."""
-    client = _client(tracking_uri(uri))  # fails early, before the study is read
+    client_class = _client_class()  # a missing extra fails first, before anything is read
     study = load_study(folder)
     with Ledger.open(study.root) as ledger:
         ctx = collect(study, ledger)
     curves, _ = load_curves(ctx)
     name = experiment or study.name
+    store = tracking_uri(uri)  # only now: a wrong study folder leaves no store behind
     try:
+        client = client_class(tracking_uri=store)
         experiment_id = _experiment(client, name, study.name)
-        result = ExportResult(tracking_uri(uri), name, experiment_id)
+        result = ExportResult(store, name, experiment_id)
         existing = _existing_runs(client, experiment_id)
         for want in desired_runs(ctx, curves):
             run = existing.get(want.key)
