@@ -4,17 +4,20 @@ A host block is one kind of node. Its runs ask Ray for the host's `resources` (c
 such as `{"linux-l40s" = 1}` that only that kind of node advertises, set with
 `ray start --resources`), plus `num_cpus` (default 1) and `num_gpus` (default 0, or 1 when the
 host lists cuda devices), so Ray places them only on nodes of that block. Inside the task the
-node runs the same argv as the local executor, through `process.run_task` (its own process,
-full log, timeout, classification) and returns the `RunOutcome`: summary, log tail, checkpoint
-path, and `worker = "ray:<node ip>/<node id>"`, the node that ran it.
+node runs the same argv as the local executor: our runner on the warm worker of that Ray
+worker process (`executors/warm.py`; Ray reuses one worker process per node slot, so the slot's
+runs share one warm worker), a custom template through `process.run_task` (its own process);
+either way with the full log, timeout and classification. It returns the `RunOutcome`: summary,
+log tail, checkpoint path, and `worker = "ray:<node ip>/<node id>"`, the node that ran it.
 
 Faults:
 - A node (or worker process) that dies mid-run: Ray reruns the task on another node carrying
   the same label, up to `max_retries` times (`[hosts.x] max_retries`, default 3). Failures of
   the run itself (exit codes, NaN) are outcomes, not exceptions, so Ray never retries those;
   the stage driver decides (`--retries`).
-- The driver dies: Ray ends the tasks it owns (and `run_task`'s children die with them); the
-  ledger puts the runs it had claimed back to `interrupted` on the next `stagewise run`.
+- The driver dies: Ray ends the tasks and worker processes it owns (the runs' processes and warm
+  workers die with them, by their parent-death signal); the ledger puts the runs it had
+  claimed back to `interrupted` on the next `stagewise run`.
 - An unreachable cluster fails at once with the address and the command that starts one.
 
 Progress: the task writes the run's log where the local executor would (`<study>/runs/...`).
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import json
 import logging
 import os
 import socket
@@ -59,6 +63,7 @@ from stagewise.executors.ray_support import (
     requirements,
     runs_fitting,
 )
+from stagewise.executors.warm import WarmWorker, can_run_warm, run_warm, warm_env
 from stagewise.protocol import THREADS_ENV
 from stagewise.study.model import Host, Study
 
@@ -74,12 +79,32 @@ NODES_REFRESH_SECONDS = 2.0  # how stale the driver's view of the cluster's node
 
 
 # ---------------------------------------------------------------------- inside the task
-def _execute_on_node(task: RunTask, threads: int, gpus: float, driver_python: str) -> RunOutcome:
+# The warm worker of this Ray worker process (Ray keeps one per node slot and reuses it for the
+# job's tasks): (its python and environment, the worker). Replaced when a task needs another
+# interpreter or GPU; it dies with this process (parent-death signal of its spawning thread).
+_WARM: list[tuple[str, WarmWorker]] = []
+
+
+def _warm_worker(python: str, env: dict[str, str], slot: str) -> WarmWorker:
+    key = json.dumps([python, sorted(env.items())])
+    if _WARM and _WARM[0][0] == key:
+        return _WARM[0][1]
+    while _WARM:
+        _WARM.pop()[1].close()
+    worker = WarmWorker(python, env, slot)
+    _WARM.append((key, worker))
+    return worker
+
+
+def _execute_on_node(
+    task: RunTask, threads: int, gpus: float, driver_python: str, warm: bool = False
+) -> RunOutcome:
     """The body of the Ray task: run one attempt on this node and return its outcome.
 
-    `run_task` runs in a thread of its own so that `ray.cancel` (a KeyboardInterrupt in this
-    thread) can stop the child cleanly, and so the child's parent-death signal is tied to a
-    thread that lives exactly as long as the child.
+    The run goes to this node slot's warm worker when it is our runner and `warm` is on, else
+    to a process of its own. It is driven from a thread so that `ray.cancel` (a
+    KeyboardInterrupt in this thread) can stop the child cleanly, and so a per-run child's
+    parent-death signal is tied to a thread that lives exactly as long as the child.
     """
     ctx = ray.get_runtime_context()
     slot = f"ray:{ray.util.get_node_ip_address()}/{ctx.get_node_id()}"
@@ -93,7 +118,13 @@ def _execute_on_node(task: RunTask, threads: int, gpus: float, driver_python: st
     result: list[RunOutcome] = []
 
     def target() -> None:
-        result.append(run_task(task, lambda _event: None, cancel=cancel, extra_env=env, slot=slot))
+        if warm and can_run_warm(task):
+            worker = _warm_worker(task.argv[0], warm_env(os.environ, env), slot)
+            result.append(run_warm(task, worker, lambda _event: None, cancel=cancel, slot=slot))
+        else:
+            result.append(
+                run_task(task, lambda _event: None, cancel=cancel, extra_env=env, slot=slot)
+            )
 
     thread = threading.Thread(target=target, name=f"run-{task.key}", daemon=True)
     thread.start()
@@ -238,7 +269,13 @@ class RayExecutor(Executor):
             resources=custom,
             max_retries=self.max_retries[host.name],
             retry_exceptions=False,  # a failing run is an outcome; only node loss is retried
-        ).remote(task, int(need.get("CPU", 1.0)), need.get("GPU", 0.0), sys.executable)
+        ).remote(
+            task,
+            int(need.get("CPU", 1.0)),
+            need.get("GPU", 0.0),
+            sys.executable,
+            self.study.runner.get("warm_workers", True) is not False,
+        )
         self._pending[ref] = RayRun(task, ref, LogTail(Path(task.log_path)))
 
     def poll(self, timeout: float = 0.2) -> list[ExecutorEvent]:
