@@ -12,13 +12,15 @@ from rich.table import Table
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
 from stagewise.analysis.sensitivity import DEFAULT_GRID, parse_grid
 from stagewise.cli.common import console, emit_json, fmt, open_study
-from stagewise.errors import StudyError
+from stagewise.errors import StagewiseError, StudyError
 from stagewise.gates.budget import budget as compute_budget
-from stagewise.gates.confidence import DEFAULT_SEED, check_confidence
+from stagewise.gates.confidence import DEFAULT_SEED, SeedPlan, check_confidence, seed_plan
 from stagewise.gates.decide import apply_gate
 from stagewise.gates.freeze import amendment_history
 from stagewise.gates.freeze import freeze as freeze_gate
 from stagewise.gates.sensitivity import sensitivity as compute_sensitivity
+from stagewise.ledger import Ledger
+from stagewise.study.model import Study
 
 StudyDir = Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")]
 GateId = Annotated[str, typer.Argument(help="Gate id, as in [gates.<id>] of study.toml.")]
@@ -41,11 +43,25 @@ def freeze(
     ] = False,
     json_: JsonFlag = False,
 ) -> None:
-    """Freeze a gate and the plan of its stages (sha256, UTC time, chained to the ledger)."""
+    """Freeze a gate and the plan of its stages (sha256, UTC time, chained to the ledger).
+
+    Before freezing, when an earlier gate's cells say the planned cells are too few to decide a
+    threshold rule at 90% confidence and power (`stagewise plan DIR --seeds-for GATE`), the
+    advice is shown; it never blocks the freeze.
+    """
     with open_study(folder) as (study, ledger):
+        advice = _seed_advice(study, ledger, gate)
+        if not json_ and advice is not None:
+            _print_advice(advice)
         outcome = freeze_gate(study, ledger, gate, reason=reason, amend=amend)
         if json_:
-            emit_json({**outcome.to_dict(), "history": amendment_history(ledger, gate)})
+            emit_json(
+                {
+                    **outcome.to_dict(),
+                    "history": amendment_history(ledger, gate),
+                    "seed_advice": advice.to_json() if advice is not None else None,
+                }
+            )
             return
         rec = outcome.record
         if not outcome.created:
@@ -61,6 +77,36 @@ def freeze(
                 f"[yellow]post hoc:[/] {len(rec.results_at_freeze)} results of its stages "
                 "already existed; they are recorded with the freeze"
             )
+
+
+def _seed_advice(study: Study, ledger: Ledger, gate: str) -> SeedPlan | None:
+    """The seed plan of `gate` when its planned cells fall short of it, else None."""
+    if gate not in study.gates:
+        return None  # freeze_gate names the unknown gate
+    try:
+        plan = seed_plan(study, ledger, gate)
+    except StagewiseError:
+        return None  # no earlier cells to plan from: nothing to advise
+    return plan if plan.short else None
+
+
+def _print_advice(plan: SeedPlan) -> None:
+    console = _out()
+    console.print(
+        f"[yellow]advice[/] (never blocks the freeze): the plan of {plan.gate}'s stages has "
+        f"{plan.planned_hosts} hosts x {plan.planned_seeds_per_host} seeds per host; at "
+        f"confidence {plan.confidence:g} and power {plan.power:g}, with the variance observed at "
+        f"{plan.from_gate}:"
+    )
+    for r in plan.short:
+        if r.achievable:
+            need = f"{r.seeds_per_host} seeds per host x {r.hosts} hosts"
+        else:
+            need = "no seed count with these hosts" + (
+                f" (at least {r.hosts} hosts)" if r.hosts is not None else ""
+            )
+        console.print(f"  {r.condition_id} {r.description}: {need}", markup=False)
+    console.print(f"  details: stagewise plan DIR --seeds-for {plan.gate}", markup=False)
 
 
 def _gate_tables(obj: dict[str, Any]) -> None:

@@ -6,12 +6,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
-from stagewise.cli.common import console, emit_json, open_study
+from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
+from stagewise.cli.common import console, emit_json, fmt, open_study
 from stagewise.create import init_study
-from stagewise.errors import DecisionError
+from stagewise.errors import DecisionError, StudyError
 from stagewise.executors.external import import_results
+from stagewise.gates.confidence import DEFAULT_SEED, seed_plan
 from stagewise.gates.manual import decide_manually, withdraw
 from stagewise.plan import build_plan
 from stagewise.status import study_status
@@ -44,8 +47,42 @@ def validate(folder: StudyDir) -> None:
     )
 
 
-def plan(folder: StudyDir, as_json: JsonFlag = False) -> None:
+def plan(
+    folder: StudyDir,
+    as_json: JsonFlag = False,
+    seeds_for: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds-for",
+            metavar="GATE",
+            help="Seeds per host (and hosts) with which GATE's frozen thresholds would be decided.",
+        ),
+    ] = None,
+    confidence: Annotated[
+        float, typer.Option("--confidence", help="With --seeds-for: the confidence level.")
+    ] = DEFAULT_CONFIDENCE,
+    power: Annotated[
+        float, typer.Option("--power", help="With --seeds-for: the power to decide a threshold.")
+    ] = 0.9,
+    from_gate: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="GATE",
+            help="With --seeds-for: the gate whose cells give the variance (default: the "
+            "nearest decided upstream gate with cells).",
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="With --seeds-for: the seed of the simulations.")
+    ] = DEFAULT_SEED,
+) -> None:
     """Every run of every stage that can be known now, with budgeted GPU-hours."""
+    if seeds_for is not None:
+        _seeds_for(folder, seeds_for, as_json, confidence, power, from_gate, seed)
+        return
+    if from_gate is not None:
+        raise StudyError("--from needs --seeds-for GATE (it names where the variance comes from)")
     with open_study(folder) as (study, ledger):
         result = build_plan(study, ledger).to_json()
     if as_json:
@@ -77,6 +114,62 @@ def plan(folder: StudyDir, as_json: JsonFlag = False) -> None:
     console.print(table)
     total = result["total_budgeted_gpu_hours"]
     console.print(f"total budgeted GPU-hours: {total if isinstance(total, str) else f'{total:g}'}")
+
+
+def _seeds_for(
+    folder: Path,
+    gate: str,
+    as_json: bool,
+    confidence: float,
+    power: float,
+    from_gate: str | None,
+    seed: int,
+) -> None:
+    with open_study(folder) as (study, ledger):
+        result = seed_plan(
+            study,
+            ledger,
+            gate,
+            from_gate=from_gate,
+            confidence=confidence,
+            power=power,
+            seed=seed,
+        )
+        labels = {c.condition_id: c.label for c in study.conditions}
+    obj = result.to_json()
+    if as_json:
+        emit_json(obj)
+        return
+    out = console if console.is_terminal else Console(highlight=False, width=160)
+    out.print(
+        f"seeds for {gate} (confidence {confidence:g}, power {power:g}), variance from "
+        f"{obj['from']}; planned: {obj['planned_hosts']} hosts x "
+        f"{obj['planned_seeds_per_host']} seeds per host"
+    )
+    table = Table(title=f"{gate}: seeds per host to decide each frozen threshold")
+    cols = ("condition", "rule", "threshold", "observed gap", "sigma_d", "seeds/host", "hosts")
+    for col in (*cols, "achievable", "note"):
+        table.add_column(col, justify="left" if col in ("condition", "rule", "note") else "right")
+    for r in obj["rows"]:
+        extra = (
+            f"P(correct selection) with the plan {r['p_correct_selection']:.3f}; "
+            if r["p_correct_selection"] is not None
+            else ""
+        )
+        table.add_row(
+            labels.get(r["condition_id"], r["condition_id"]),
+            r["rule"],
+            "-" if r["threshold"] is None else f"{r['threshold']:g}",
+            fmt(r["observed_gap"]),
+            fmt(r["sigma_d"]),
+            "-" if r["seeds_per_host"] is None else str(r["seeds_per_host"]),
+            "-" if r["hosts"] is None else str(r["hosts"]),
+            "yes" if r["achievable"] else "no",
+            extra + r["note"],
+        )
+    out.print(table)
+    for note in obj["notes"]:
+        out.print(f"note: {note}", markup=False)
 
 
 def _hours_cell(hours: float | None, st: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -43,9 +43,11 @@ from stagewise.analysis.seed_plan import (
 from stagewise.analysis.stats import pool_stats
 from stagewise.analysis.variance import VarianceComponents, decompose, decompose_pooled
 from stagewise.errors import StudyError
-from stagewise.gates.evaluate import Evaluation, describe_rule, judge, rule_targets
+from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate, judge, rule_targets
 from stagewise.gates.registry import get_rule
 from stagewise.gates.results import ConditionResult, GateResult, finite
+from stagewise.ledger import Ledger
+from stagewise.plan import build_plan
 from stagewise.study.model import Gate, Study
 
 DEFAULT_SEED = 0
@@ -292,8 +294,6 @@ def _few_blocks(hosts: int) -> tuple[str, ...]:
 
 def attach(result: GateResult, conf: GateConfidence) -> GateResult:
     """The result with `interval`, `p_verdict`, `decisive` per condition and the gate summary."""
-    from dataclasses import replace
-
     conditions: list[ConditionResult] = []
     for c in result.conditions:
         row = conf.condition(c.condition_id)
@@ -329,6 +329,7 @@ class SeedRow:
     hosts: int | None = None
     achievable: bool = False
     note: str = ""
+    sigma_d: float | None = None  # sd of one cell's gap at the source gate (host + seed)
 
     @property
     def recommended_cells(self) -> int | None:
@@ -353,7 +354,7 @@ class SeedRow:
             "rule": self.rule,
             "threshold": self.threshold,
             "observed_gap": finite(self.observed_gap),
-            "sigma_d": finite(a.sigma_d) if a is not None and a.sigma_d is not None else None,
+            "sigma_d": finite(self.sigma_d),
             "seeds_per_host": self.seeds_per_host,
             "hosts": self.hosts,
             "achievable": self.achievable,
@@ -462,6 +463,11 @@ def seeds_for(
         notes.append("one seed per host at the source gate: the seed component is planned as 0")
     rows: list[SeedRow] = []
     vc = pooled if pooled is not None else VarianceComponents(0, 0, None, None, 0, 0, None, None, 0)
+    sigma_d = (
+        math.sqrt((vc.var_host or 0.0) + (vc.var_seed or 0.0))
+        if vc.var_host is not None or vc.var_seed is not None
+        else None
+    )
     for i, rule in enumerate(gate.rules):
         spec = get_rule(rule.rule)
         targets = rule_targets(rule, study, pool.complete)
@@ -493,6 +499,7 @@ def seeds_for(
                             hosts,
                             seeds_per_host,
                             note="no gap to the reference at the source gate",
+                            sigma_d=sigma_d,
                         )
                     )
                     continue
@@ -500,6 +507,13 @@ def seeds_for(
                     advice = plan_max_gap(gap, t, vc, hosts, power, seed)
                 else:
                     advice = plan_mean_gap(gap, t, vc, hosts, confidence, power, seed)
+                    if not advice.achievable and advice.min_hosts is not None:
+                        more = plan_mean_gap(gap, t, vc, advice.min_hosts, confidence, power, seed)
+                        extra += (
+                            f"no seed count suffices with {hosts} hosts (the host component "
+                            f"alone is too wide): {advice.min_hosts} hosts with "
+                            f"{more.seeds_per_host} seeds per host would; "
+                        )
                 rows.append(
                     SeedRow(
                         gate_id,
@@ -517,7 +531,8 @@ def seeds_for(
                         advice.seeds_per_host,
                         hosts if advice.achievable else advice.min_hosts,
                         advice.achievable,
-                        extra + advice.note,
+                        "; ".join(x for x in (extra.rstrip("; "), advice.note) if x),
+                        sigma_d,
                     )
                 )
         elif gate.kind == "promote" and rule.rule in ("best_k", "rank_first_in_all_cells"):
@@ -552,6 +567,7 @@ def seeds_for(
                     n is not None,
                     "probability that the best mean at the source gate is also the best "
                     "observed with the planned cells (simulated)",
+                    sigma_d,
                 )
             )
     return SeedPlan(
@@ -565,3 +581,67 @@ def seeds_for(
         tuple(rows),
         tuple(notes),
     )
+
+
+def _source_gate(
+    study: Study, ledger: Ledger, gate_id: str, candidates: Any
+) -> tuple[Evaluation, str]:
+    """The nearest decided upstream gate with cells, else the gate itself; (evaluation, note)."""
+    upstream = upstream_gates(study, gate_id)
+    runs = ledger.runs()
+    skipped = []
+    for g in upstream:
+        if ledger.active_decision(g) is None:
+            skipped.append(f"{g} (undecided)")
+            continue
+        ev = evaluate_gate(study, g, runs, candidates, with_stability=False)
+        if _has_gaps(ev):
+            return ev, f"--from {g}: the nearest decided upstream gate with cells"
+        skipped.append(f"{g} (no recorded cells: published summary or decided outside the tool)")
+    ev = evaluate_gate(study, gate_id, runs, candidates, with_stability=False)
+    if _has_gaps(ev):
+        why = f"; upstream: {', '.join(skipped)}" if skipped else ""
+        return ev, f"--from {gate_id}: its own cells (no decided upstream gate has cells{why})"
+    raise StudyError(
+        f"gate {gate_id}: no gate to plan from: "
+        + (", ".join(skipped) if skipped else "it has no upstream gate")
+        + f", and {gate_id} has no complete cells with the reference yet; variance and seed "
+        "counts need recorded cells (pass --from GATE naming a gate that has them)"
+    )
+
+
+def _has_gaps(ev: Evaluation) -> bool:
+    ref = ev.study.reference
+    return ref in ev.pool.complete and any(c != ref for c in ev.pool.complete)
+
+
+def seed_plan(
+    study: Study,
+    ledger: Ledger,
+    gate_id: str,
+    *,
+    from_gate: str | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+    power: float = 0.9,
+    seed: int = DEFAULT_SEED,
+) -> SeedPlan:
+    """`stagewise plan DIR --seeds-for GATE`: seeds_for from the recorded cells of `from_gate`."""
+    for name, g in (("--seeds-for", gate_id), ("--from", from_gate)):
+        if g is not None and g not in study.gates:
+            raise StudyError(f"{name}: unknown gate {g!r}; gates: {', '.join(study.gates)}")
+    check_confidence(confidence)
+    check_confidence(power, "--power")
+    candidates = build_plan(study, ledger).candidates
+    if from_gate is not None:
+        source = evaluate_gate(study, from_gate, ledger.runs(), candidates, with_stability=False)
+        if not _has_gaps(source):
+            raise StudyError(
+                f"--from {from_gate}: no complete cells with the reference "
+                f"{study.reference} and another condition (a gate decided from a published "
+                "summary has none); name a gate with recorded cells"
+            )
+        note = f"--from {from_gate}"
+    else:
+        source, note = _source_gate(study, ledger, gate_id, candidates)
+    out = seeds_for(study, gate_id, source, confidence=confidence, power=power, seed=seed)
+    return replace(out, notes=(note, *out.notes))

@@ -1,0 +1,263 @@
+"""Verdict confidence at a gate: replicates judged by the gate's own rules, counted by hand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stagewise.analysis.cells import StageCells, pool_cells
+from stagewise.analysis.confidence import BootstrapDesign
+from stagewise.analysis.variance import decompose
+from stagewise.errors import StudyError
+from stagewise.gates.confidence import (
+    gate_variance,
+    replicate_pool,
+    seeds_for,
+    upstream_gates,
+    verdict_confidence,
+)
+from stagewise.gates.evaluate import Evaluation, evaluate_pool
+from stagewise.study import load_study
+from stagewise.study.model import Study
+
+MATRIX = """\
+label,condition_id,role,depth,aspect_ratio,matrix_lr,total_batch_size
+ref,ref,reference,2,64,0.04,4096
+a,a,variant,2,48,0.04,4096
+b,b,variant,2,32,0.04,4096
+"""
+
+STUDY = """\
+[study]
+name = "conf"
+reference = "ref"
+matrix = "matrix.csv"
+
+[hosts.h0]
+executor = "external"
+[hosts.h1]
+executor = "external"
+
+[stages.s1]
+budget = "10m"
+seeds = [1]
+hosts = ["h0", "h1"]
+candidates = "all"
+
+[stages.s2]
+budget = "1h"
+seeds = [2]
+hosts = ["h0", "h1"]
+candidates = { gate = "gp" }
+
+[gates.gp]
+kind = "promote"
+stages = ["s1"]
+rules = [{ rule = "best_k", k = 1, conditions = ["a", "b"] }, { rule = "keep", roles = ["reference"] }]
+
+[gates.gmax]
+kind = "confirm"
+stages = ["s1"]
+rules = [{ rule = "max_gap_to_reference", threshold = 0.01, conditions = ["a"] }]
+
+[gates.g2]
+kind = "confirm"
+stages = ["s2"]
+rules = [
+  { rule = "mean_gap_to_reference", threshold = 0.02, conditions = ["a"] },
+  { rule = "max_gap_to_reference", threshold = 0.01, conditions = ["b"] },
+]
+"""
+
+
+@dataclass(frozen=True)
+class Rec:
+    stage: str
+    condition_id: str
+    seed: int
+    host: str
+    val_bpb: float | None
+    status: str = "succeeded"
+    training_seconds: float | None = 60.0
+    total_tokens_M: float | None = 1.0
+    num_params_M: float | None = 1.0
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Study:
+    (tmp_path / "study.toml").write_text(STUDY, encoding="utf-8")
+    (tmp_path / "matrix.csv").write_text(MATRIX, encoding="utf-8")
+    return load_study(tmp_path)
+
+
+def _evaluate(study: Study, gate_id: str, values: dict[tuple[str, str], float]) -> Evaluation:
+    """values: (condition, host) -> val_bpb for stage s1, seed 1."""
+    runs = [Rec("s1", cid, 1, host, v) for (cid, host), v in values.items()]
+    gate = study.gates[gate_id]
+    stages = [StageCells("s1", (1,), ("h0", "h1"), None)]
+    pool = pool_cells(stages, runs, study.condition_ids)
+    return evaluate_pool(study, gate, pool, with_stability=False)
+
+
+def test_max_gap_verdict_flips_in_a_quarter_of_replicates(study: Study) -> None:
+    # a's gap is 0.005 on h0 and 0.020 on h1: it fails the 0.01 max-gap rule. A replicate that
+    # draws h0 twice (probability 1/4) sees only 0.005 and passes, so p_verdict = 3/4.
+    ev = _evaluate(
+        study,
+        "gmax",
+        {("ref", "h0"): 1.0, ("ref", "h1"): 1.1, ("a", "h0"): 1.005, ("a", "h1"): 1.12},
+    )
+    assert ev.judgement.verdicts["a"] == "fail"
+    conf = verdict_confidence(ev, seed=1)
+    row = conf.condition("a")
+    assert row is not None and row.p_verdict is not None
+    assert row.p_verdict == pytest.approx(0.75, abs=0.05)
+    assert row.decisive is False
+    assert set(row.verdicts) == {"pass", "fail"}
+    assert sum(row.verdicts.values()) == conf.verdict_replicates
+    assert row.interval is not None
+    lo, hi = row.interval["max_gap"]
+    assert lo == pytest.approx(0.005) and hi == pytest.approx(0.02)
+    # The one-seed-per-host and two-block limits are said, not hidden.
+    assert any("one seed per host" in n for n in conf.notes)
+    assert any("only 2 host blocks" in n for n in conf.notes)
+
+
+def test_rules_comparing_conditions_are_reapplied(study: Study) -> None:
+    # best_k k=1 between a and b: a is best on h0 by 0.03, b on h1 by 0.01, so a has the best
+    # mean. Replicates drawing h1 twice (1/4) promote b instead.
+    ev = _evaluate(
+        study,
+        "gp",
+        {
+            ("ref", "h0"): 1.0,
+            ("ref", "h1"): 1.0,
+            ("a", "h0"): 0.97,
+            ("b", "h0"): 1.00,
+            ("a", "h1"): 1.01,
+            ("b", "h1"): 1.00,
+        },
+    )
+    assert ev.judgement.verdicts["a"] == "promote" and ev.judgement.verdicts["b"] == "stop"
+    conf = verdict_confidence(ev, seed=2)
+    pa, pb = conf.condition("a"), conf.condition("b")
+    assert pa is not None and pb is not None
+    assert pa.p_verdict == pytest.approx(0.75, abs=0.05)
+    assert pb.p_verdict == pa.p_verdict  # the two verdicts flip together
+    ref = conf.condition("ref")
+    assert ref is not None and ref.p_verdict == 1.0 and ref.decisive is True  # kept always
+
+
+def test_same_seed_same_numbers_other_seed_other_draws(study: Study) -> None:
+    values = {("ref", "h0"): 1.0, ("ref", "h1"): 1.1, ("a", "h0"): 1.005, ("a", "h1"): 1.12}
+    ev = _evaluate(study, "gmax", values)
+    one, two = verdict_confidence(ev, seed=5), verdict_confidence(ev, seed=5)
+    assert one.to_json() == two.to_json()
+    assert [c.fields() for c in one.conditions] == [c.fields() for c in two.conditions]
+    other = verdict_confidence(ev, seed=6)
+    assert other.condition("a") != one.condition("a")
+
+
+def test_incomplete_condition_gets_null_keys(study: Study) -> None:
+    ev = _evaluate(study, "gmax", {("ref", "h0"): 1.0, ("ref", "h1"): 1.1, ("a", "h0"): 1.005})
+    conf = verdict_confidence(ev)
+    row = conf.condition("a")
+    assert row is not None and row.verdict == "incomplete"
+    assert row.fields()["p_verdict"] is None and row.fields()["interval"] is None
+
+
+def test_confidence_level_is_checked(study: Study) -> None:
+    ev = _evaluate(study, "gmax", {("ref", "h0"): 1.0, ("ref", "h1"): 1.1})
+    for bad in (1.0, 0.2, float("nan")):
+        with pytest.raises(StudyError, match="--confidence"):
+            verdict_confidence(ev, confidence=bad)
+
+
+def test_replicate_pool_relabels_drawn_cells(study: Study) -> None:
+    ev = _evaluate(
+        study,
+        "gmax",
+        {("ref", "h0"): 1.0, ("ref", "h1"): 1.1, ("a", "h0"): 1.005, ("a", "h1"): 1.12},
+    )
+    design = BootstrapDesign.from_cells(ev.pool.cells)
+    rep = replicate_pool(ev.pool, design, [(0, 0, 1), (1, 0, 1)])  # h1 drawn twice
+    assert [c.label for c in rep.cells] == ["b0/seed0", "b1/seed0"]
+    assert list(rep.values("a").values()) == [1.12, 1.12]
+    assert rep.complete == ev.pool.complete
+
+
+def test_gate_variance_matches_decompose(study: Study) -> None:
+    ev = _evaluate(
+        study,
+        "gp",
+        {
+            ("ref", "h0"): 1.0,
+            ("ref", "h1"): 1.0,
+            ("a", "h0"): 0.97,
+            ("b", "h0"): 1.00,
+            ("a", "h1"): 1.01,
+            ("b", "h1"): 1.00,
+        },
+    )
+    pooled, per = gate_variance(ev.pool, "ref")
+    assert set(per) == {"a", "b"}  # the reference's zero gaps are not pooled
+    assert per["a"] == decompose({"h0": [0.97 - 1.0], "h1": [1.01 - 1.0]})
+    assert pooled is not None and pooled.df_host == 2 and pooled.df_seed == 0
+    # One seed per host: the host mean square holds everything. By hand: a's gaps -0.03, 0.01
+    # (mean -0.01, SS 2 * 0.02^2 = 0.0008, df 1); b's gaps 0, 0 (SS 0, df 1): 0.0008 / 2.
+    assert pooled.var_host == pytest.approx(0.0008 / 2)
+
+
+def test_upstream_gates_nearest_first(study: Study) -> None:
+    assert upstream_gates(study, "g2") == ["gp"]
+    assert upstream_gates(study, "gp") == []
+
+
+def test_seed_rows_per_threshold_rule_reach_the_power(study: Study) -> None:
+    # The spread observed at gp (two hosts, one seed) plans g2's two threshold rules.
+    ev = _evaluate(
+        study,
+        "gp",
+        {
+            ("ref", "h0"): 1.0,
+            ("ref", "h1"): 1.0,
+            ("a", "h0"): 1.012,
+            ("a", "h1"): 1.004,
+            ("b", "h0"): 0.996,
+            ("b", "h1"): 1.000,
+        },
+    )
+    plan = seeds_for(study, "g2", ev, confidence=0.9, power=0.9)
+    assert plan.planned_hosts == 2 and plan.planned_seeds_per_host == 1
+    rows = {(r.rule, r.condition_id): r for r in plan.rows}
+    assert set(rows) == {("mean_gap_to_reference", "a"), ("max_gap_to_reference", "b")}
+    mean_row = rows[("mean_gap_to_reference", "a")]
+    assert mean_row.observed_gap == pytest.approx(0.008)
+    assert mean_row.achievable and mean_row.seeds_per_host is not None
+    assert mean_row.advice is not None and mean_row.advice.simulated_power is not None
+    assert mean_row.advice.simulated_power >= 0.9 - 0.03
+    keys = set(mean_row.to_json())
+    contract = {"gate", "condition_id", "rule", "threshold", "observed_gap", "sigma_d"}
+    assert contract | {"seeds_per_host", "hosts", "achievable"} <= keys
+
+
+def test_promote_gate_gets_a_selection_row(study: Study) -> None:
+    ev = _evaluate(
+        study,
+        "gp",
+        {
+            ("ref", "h0"): 1.0,
+            ("ref", "h1"): 1.0,
+            ("a", "h0"): 0.99,
+            ("a", "h1"): 0.995,
+            ("b", "h0"): 1.0,
+            ("b", "h1"): 1.002,
+        },
+    )
+    plan = seeds_for(study, "gp", ev)
+    (row,) = [r for r in plan.rows if r.rule == "best_k"]
+    assert row.condition_id == "a" and row.threshold is None
+    assert row.p_correct_selection is not None and 0.5 <= row.p_correct_selection <= 1.0
+    assert row.observed_gap == pytest.approx(1.001 - 0.9925)
