@@ -810,6 +810,7 @@ def build(ctx: ReportContext, out: Path) -> ReportResult:
 def write_report(folder: Path, out: Path | None = None) -> ReportResult:
     """Render the report of the study in `folder` into `out` (default: folder/report)."""
     study = load_study(folder)
-    with Ledger.open(study.root) as ledger:
+    with Ledger.open(study.root, create=False) as ledger:
+        ledger.require_intact()  # a report of an altered ledger would launder it
         ctx = collect(study, ledger)
     return build(ctx, out if out is not None else study.root / "report")
