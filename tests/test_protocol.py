@@ -21,8 +21,13 @@ from stagewise.protocol import (
     normalize_fields,
     parse_block,
     parse_progress,
+    parse_worker_done,
+    parse_worker_request,
     read_summary,
     round_fields,
+    train_args,
+    worker_done,
+    worker_request,
     write_summary,
 )
 
@@ -183,3 +188,33 @@ def test_the_protocol_needs_neither_torch_nor_the_rest_of_stagewise() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@given(
+    st.lists(st.text(), max_size=6),
+    st.dictionaries(st.text(min_size=1), st.text(), max_size=4),
+    st.text(),
+)
+def test_worker_request_round_trip(args: list[str], env: dict[str, str], cwd: str) -> None:
+    line = worker_request(args, env, cwd)
+    assert "\n" not in line  # one request per line, whatever the arguments hold
+    assert parse_worker_request(line) == (args, env, cwd)
+
+
+@given(st.integers(-255, 255))
+def test_worker_done_round_trip(code: int) -> None:
+    assert parse_worker_done(worker_done(code) + "\n") == code
+
+
+def test_worker_lines_are_recognised_only_whole() -> None:
+    assert parse_worker_done("@@stagewise-worker exit x") is None
+    assert parse_worker_done("val_bpb: 1.0") is None
+    with pytest.raises(ValueError, match="args must be a list of strings"):
+        parse_worker_request('{"args": "--depth 2", "env": {}, "cwd": "."}')
+
+
+def test_train_args_only_for_our_runner() -> None:
+    assert train_args(["/py", "-m", "stagewise", "train", "--depth", "2"]) == ["--depth", "2"]
+    assert train_args(["/py", "-m", "stagewise", "train"]) == []
+    assert train_args(["/py", "-m", "stagewise", "params"]) is None
+    assert train_args(["/py", "train.py", "--depth", "2"]) is None

@@ -68,7 +68,9 @@ def run_one(command: Any, args: list[str], env: Mapping[str, str], cwd: str) -> 
         except StagewiseError as exc:
             print(f"error: {exc}", file=sys.stderr)
             code = exc.exit_code
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            # SIGTERM from the executor (`stagewise train` turns it into KeyboardInterrupt,
+            # which click reports as Abort); the summary already says "interrupted".
             print("interrupted", file=sys.stderr)
             code = EXIT_INTERRUPTED
         except Exception:
