@@ -52,7 +52,7 @@ def freeze(
     with open_study(folder) as (study, ledger):
         advice = _seed_advice(study, ledger, gate)
         if not json_ and advice is not None:
-            _print_advice(advice)
+            _print_advice(advice, folder)
         outcome = freeze_gate(study, ledger, gate, reason=reason, amend=amend)
         if json_:
             emit_json(
@@ -90,7 +90,7 @@ def _seed_advice(study: Study, ledger: Ledger, gate: str) -> SeedPlan | None:
     return plan if plan.short else None
 
 
-def _print_advice(plan: SeedPlan) -> None:
+def _print_advice(plan: SeedPlan, folder: Path) -> None:
     console = _out()
     console.print(
         f"[yellow]advice[/] (never blocks the freeze): the plan of {plan.gate}'s stages has "
@@ -106,7 +106,7 @@ def _print_advice(plan: SeedPlan) -> None:
                 f" (at least {r.hosts} hosts)" if r.hosts is not None else ""
             )
         console.print(f"  {r.condition_id} {r.description}: {need}", markup=False)
-    console.print(f"  details: stagewise plan DIR --seeds-for {plan.gate}", markup=False)
+    console.print(f"  details: stagewise plan {folder} --seeds-for {plan.gate}", markup=False)
 
 
 def _gate_tables(obj: dict[str, Any]) -> None:
