@@ -9,8 +9,9 @@ once). `--workers N` caps how many runs go at once over all local hosts.
 A run occupies its slot from `submit` until its outcome is queued; a thread per running run
 waits on the child, so `poll` only drains a queue and the driver's loop can hand a freed slot
 its next run within one poll interval. Runs of our own runner go to the slot's warm worker
-(`executors/warm.py`: one long-lived process per slot); custom argv templates, and every run
-when `[runner] warm_workers = false`, get a process of their own (`process.run_task`).
+(`executors/warm.py`: one long-lived process per slot, kept for the driver's next stage);
+custom argv templates, and every run when `[runner] warm_workers = false`, get a process of
+their own (`process.run_task`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from stagewise.errors import ExecutorError
 from stagewise.executors.base import Executor, ExecutorEvent, RunOutcome, RunTask
 from stagewise.executors.process import run_task
-from stagewise.executors.warm import WarmWorker, can_run_warm, run_warm, warm_env
+from stagewise.executors.warm import can_run_warm, pooled_worker, run_warm, warm_env
 from stagewise.protocol import THREADS_ENV
 from stagewise.study.model import Host, Study
 
@@ -39,7 +40,6 @@ class Slot:
     name: str  # "block-a/cuda:1", "block-a/cpu#0"
     env: dict[str, str]
     busy: bool = False
-    warm: WarmWorker | None = None  # started on the slot's first warm run
 
 
 def available_cores() -> int:
@@ -125,11 +125,9 @@ class LocalExecutor(Executor):
     def _run(self, task: RunTask, slot: Slot, cancel: _Cancel) -> None:
         try:
             if self.warm_workers and can_run_warm(task):
-                if slot.warm is None or slot.warm.python != task.argv[0]:
-                    if slot.warm is not None:
-                        slot.warm.close()
-                    slot.warm = WarmWorker(task.argv[0], warm_env(os.environ, slot.env), slot.name)
-                outcome = run_warm(task, slot.warm, self._events.put, cancel=cancel, slot=slot.name)
+                env = warm_env(os.environ, slot.env)
+                worker = pooled_worker(slot.name, task.argv[0], env)
+                outcome = run_warm(task, worker, self._events.put, cancel=cancel, slot=slot.name)
             else:
                 outcome = run_task(
                     task, self._events.put, cancel=cancel, extra_env=slot.env, slot=slot.name
@@ -176,10 +174,7 @@ class LocalExecutor(Executor):
             threads = [t for _s, _c, t in self._running.values()]
         for thread in threads:
             thread.join(timeout=10)
-        for slot in self.slots:
-            if slot.warm is not None:
-                slot.warm.close()
-                slot.warm = None
+        # The slots' warm workers stay for the driver's next stage (warm.pooled_worker).
 
 
 __all__ = ["LocalExecutor", "Slot", "available_cores", "host_slots"]

@@ -15,6 +15,7 @@ parent-death signal (the guarantee that no worker outlives a SIGKILLed driver) f
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import queue
@@ -101,11 +102,19 @@ class WarmWorker:
         self.runs = 0
         return self.proc, True
 
-    def forget(self) -> None:
-        """Drop an ended (or to-be-replaced) worker, killing it if it is still there."""
+    def forget(self, *, graceful: bool = False) -> None:
+        """Drop an ended (or to-be-replaced) worker, killing it if it is still there.
+
+        `graceful`: an idle worker is asked to end first (end of its input) and killed only if
+        it does not within a second."""
         proc, self.proc = self.proc, None
         if proc is None:
             return
+        if graceful and proc.poll() is None and proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1.0)
         if proc.poll() is None:
             _stop_group(proc)
         with contextlib.suppress(Exception):
@@ -116,9 +125,39 @@ class WarmWorker:
                     stream.close()
 
     def close(self) -> None:
-        self.forget()
+        self.forget(graceful=True)
         self._requests.put(None)
         self._thread.join(timeout=5)
+
+
+# Slot name -> its warm worker, kept for the life of the driver process: the whole-study walk
+# and the demo run stage after stage on the same slots, and each stage would otherwise pay the
+# workers' start again. Ended at exit (and by the parent-death signal if the driver is killed).
+_POOL: dict[str, WarmWorker] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def pooled_worker(slot: str, python: str, env: Mapping[str, str]) -> WarmWorker:
+    """The slot's warm worker, replaced when the interpreter or environment changed."""
+    with _POOL_LOCK:
+        worker = _POOL.get(slot)
+        if worker is not None and (worker.python != python or worker.env != dict(env)):
+            worker.close()
+            worker = None
+        if worker is None:
+            worker = _POOL[slot] = WarmWorker(python, env, slot)
+        return worker
+
+
+def close_pool() -> None:
+    with _POOL_LOCK:
+        workers = list(_POOL.values())
+        _POOL.clear()
+    for worker in workers:
+        worker.close()
+
+
+atexit.register(close_pool)
 
 
 def can_run_warm(task: RunTask) -> bool:
@@ -240,4 +279,4 @@ def warm_env(base: Mapping[str, str], slot_env: Mapping[str, str]) -> dict[str, 
     return env
 
 
-__all__ = ["WarmWorker", "can_run_warm", "run_warm", "warm_env"]
+__all__ = ["WarmWorker", "can_run_warm", "close_pool", "pooled_worker", "run_warm", "warm_env"]
