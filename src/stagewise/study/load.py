@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from stagewise import bounds
 from stagewise.budget_units import parse_budget
+from stagewise.defaults import HEAD_DIM, VOCAB_SIZE
 from stagewise.errors import StudyError
 from stagewise.paths import id_problem, safe_join
 from stagewise.study.matrix import TEXT_PARAMS, load_matrix
@@ -231,8 +232,8 @@ def _check_runner(
             problem = bounds.model_size_problem(
                 merged["depth"],
                 merged["aspect_ratio"],
-                merged.get("head_dim", 128),
-                merged.get("vocab_size", 8192),
+                merged.get("head_dim", HEAD_DIM),
+                merged.get("vocab_size", VOCAB_SIZE),
             )
             if problem is not None:
                 raise StudyError(f"{where}: {problem}")
@@ -405,6 +406,11 @@ def _stage(
             f"{key}.budget",
             f"expected at most {bounds.BUDGET_MAX_SECONDS:.0f} seconds (a year), "
             f"but got {table['budget']!r}",
+        )
+    if spec.unit != "seconds" and spec.amount > bounds.INT64_MAX:
+        raise ctx.fail(
+            f"{key}.budget",
+            f"expected at most {bounds.INT64_MAX} {spec.unit}, but got {table['budget']!r}",
         )
     seeds = table.get("seeds")
     if (
