@@ -236,6 +236,7 @@ GAPS = {
     "k-too-big": (('{ rule = "best_k", k = 1 }', '{ rule = "best_k", k = 50 }'), "k"),
     "arabic-digits": (('budget = "4s"', 'budget = "١m"'), "١m"),
     "huge-budget": (('budget = "4s"', "budget = 1.7e308"), "budget"),
+    "huge-token-budget": (('budget = "4s"', 'budget = "99999999999999999999Btok"'), "budget"),
     "runner-nested": (
         ('matrix = "matrix.csv"\n', 'matrix = "matrix.csv"\n[runner.sub]\nx = 1\n'),
         "runner.sub",
