@@ -11,14 +11,21 @@ and the read-only and full-disk cases, are tested with the ledger and the bundle
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from stagewise import bounds
 from stagewise.cli.app import main
+from stagewise.errors import ImportRejected
+from stagewise.executors.external import validate_rows
 from stagewise.ledger import Ledger
+from stagewise.study import load_study
 from tests.conftest import MATRIX, STUDY, write_study
 from tests.executors.conftest import FAKE_COMMAND
 
@@ -104,6 +111,38 @@ def test_finding4_an_empty_json_list_is_refused_like_a_header_only_csv(
     csv_line = refused(capsys, "import", study, tmp_path / "h.csv")
     json_line = refused(capsys, "import", study, tmp_path / "e.json")
     assert csv_line.split(": ", 2)[-1] == json_line.split(": ", 2)[-1] == "no result rows"
+
+
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.text(max_size=12),
+    st.none(),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(field=st.sampled_from(["val_bpb", "training_seconds", "num_steps", "seed"]), value=NUMBERS)
+def test_finding4_any_number_is_bounded_or_refused(study: Path, field: str, value: object) -> None:
+    """Whatever a JSON row holds, it is recorded within bounds or refused as a whole."""
+    row = {"stage": "s1", "condition_id": "c_a", "seed": 1, "host": "block-a", "val_bpb": 1.0}
+    row[field] = value
+    loaded = load_study(study)
+    with Ledger.open(study) as ledger:
+        try:
+            (clean,) = validate_rows(loaded, ledger, Path("r.json"), [{**row, "_line": 1}])
+        except ImportRejected as exc:
+            assert field in str(exc)
+            return
+    got = clean[field]
+    if field == "val_bpb":
+        assert isinstance(got, float) and 0 < got <= bounds.VAL_BPB_MAX
+    elif got is not None:
+        assert not isinstance(got, bool) and 0 <= got <= bounds.INT64_MAX
+        assert math.isfinite(got)
 
 
 # ------------------------------------------ finding 5: no parameter that spins
