@@ -123,7 +123,7 @@ NUMBERS = st.one_of(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(field=st.sampled_from(["val_bpb", "training_seconds", "num_steps", "seed"]), value=NUMBERS)
 def test_finding4_any_number_is_bounded_or_refused(study: Path, field: str, value: object) -> None:
