@@ -82,7 +82,13 @@ def write_study(folder: Path, cells: int) -> Path:
     return folder
 
 
-def measure(cells: int) -> dict[str, float]:
+def _has_confidence(fn: object) -> bool:
+    import inspect
+
+    return "confidence" in inspect.signature(fn).parameters  # type: ignore[arg-type]
+
+
+def measure(cells: int, with_confidence: bool = False) -> dict[str, float | None]:
     """Build, import and freeze a study of `cells` cells; time the gate computation."""
     from stagewise.executors.external import import_results
     from stagewise.gates.decide import compute_gate
@@ -100,15 +106,28 @@ def measure(cells: int) -> dict[str, float]:
             freeze(study, ledger, "g1")
             runs = ledger.runs()
             record = ledger.current_freeze("g1")
+            # The verdict-confidence bootstrap (issue 13) is timed apart: it re-judges the gate
+            # on a fixed number of replicates, a cost of its own on top of the gate's.
+            options = {"confidence": None} if _has_confidence(compute_gate) else {}
             t0 = time.perf_counter()
-            obj = compute_gate(study, "g1", runs, freeze=record)
+            obj = compute_gate(study, "g1", runs, freeze=record, **options)
             seconds = time.perf_counter() - t0
+            full = None
+            if with_confidence and options:
+                t0 = time.perf_counter()
+                compute_gate(study, "g1", runs, freeze=record)
+                full = time.perf_counter() - t0
             t0 = time.perf_counter()
             check = getattr(ledger, "require_intact", None)
             if check is not None:
                 check()
             check_s = time.perf_counter() - t0
-    return {"cells": float(len(obj["cells"])), "gate_s": seconds, "integrity_s": check_s}
+    return {
+        "cells": float(len(obj["cells"])),
+        "gate_s": seconds,
+        "gate_with_confidence_s": full,
+        "integrity_s": check_s,
+    }
 
 
 def _child(cells: int) -> None:
@@ -119,17 +138,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cells", type=int, nargs="*", default=[1250, 5000, 20000])
     parser.add_argument("--baseline", help="src/ folder of another checkout to compare with")
+    parser.add_argument(
+        "--with-confidence",
+        action="store_true",
+        help="also time the gate with its default verdict-confidence bootstrap",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child)
         return
-    results = [measure(n) for n in args.cells]
+    results = [measure(n, args.with_confidence) for n in args.cells]
     for r in results:
+        conf = r["gate_with_confidence_s"]
         print(
-            f"{int(r['cells']):>6} cells: gate {r['gate_s']:.2f} s "
-            f"({1e6 * r['gate_s'] / r['cells']:.0f} us/cell), integrity check "
+            f"{int(r['cells'] or 0):>6} cells: gate {r['gate_s']:.2f} s "
+            f"({1e6 * (r['gate_s'] or 0) / (r['cells'] or 1):.0f} us/cell), integrity check "
             f"{r['integrity_s']:.2f} s"
+            + (f", gate with verdict confidence {conf:.2f} s" if conf is not None else "")
         )
     if len(results) > 1:
         first, last = results[0], results[-1]

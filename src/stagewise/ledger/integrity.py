@@ -52,23 +52,13 @@ def key_digest(stage: str, condition_id: str, seed: int, host: str, id_hash: IdH
     return digest([id_hash(stage), id_hash(condition_id), int(seed), id_hash(host)])
 
 
-def run_digest(
-    stage: str,
-    condition_id: str,
-    seed: int,
-    host: str,
-    status: str,
-    cause_sha256: str,
-    numbers: Sequence[Any],
-    id_hash: IdHash,
-) -> str:
-    """The digest of one run's result: its key, state, cause and every summary number."""
-    numbers = [
+def run_digest(key_sha256: str, status: str, cause_sha256: str, numbers: Sequence[Any]) -> str:
+    """The digest of one run's result: its key (`key_digest`), state, cause and every summary
+    number (as floats: SQLite and JSON may give 3 or 3.0 for the same value)."""
+    floats = [
         float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in numbers
     ]
-    return digest(
-        [key_digest(stage, condition_id, seed, host, id_hash), status, cause_sha256, numbers]
-    )
+    return digest([key_sha256, status, cause_sha256, floats])
 
 
 def freeze_digest(

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ _RUN_COLUMNS = (
     "started_at, finished_at, " + ", ".join(SUMMARY_FIELDS) + ", summary_json, log_path, "
     "checkpoint_path, checkpoint_sha256, log_tail"
 )
+# The RunRecord fields after its key, in column order (split once: runs() reads every row).
+_RUN_FIELDS = tuple(c.strip() for c in _RUN_COLUMNS.split(",")[4:])
 
 
 def utc_now() -> str:
@@ -80,21 +83,19 @@ def event_hash(
     return _event_hash(prev_hash, ts, kind, subject, payload_text)
 
 
+# Ids repeat in every row; hashing each once keeps the integrity check cheap.
+_id_sha = lru_cache(maxsize=1 << 16)(sha256_text)
+
+
 def run_row(rec: RunRecord) -> TableRow:
     """A run as the chain commits to it."""
     k = rec.key
+    key = integrity.key_digest(k.stage, k.condition_id, k.seed, k.host, _id_sha)
     return TableRow(
         label=f"run {k}",
-        key=integrity.key_digest(k.stage, k.condition_id, k.seed, k.host, sha256_text),
+        key=key,
         digest=integrity.run_digest(
-            k.stage,
-            k.condition_id,
-            k.seed,
-            k.host,
-            rec.status,
-            text_hash(rec.cause),
-            [getattr(rec, f) for f in SUMMARY_FIELDS],
-            sha256_text,
+            key, rec.status, text_hash(rec.cause), [getattr(rec, f) for f in SUMMARY_FIELDS]
         ),
         finished=rec.status in ("succeeded", "failed"),
     )
@@ -232,7 +233,7 @@ class Ledger:
                         k.condition_id,
                         k.seed,
                         k.host,
-                        *(getattr(r, c.strip()) for c in _RUN_COLUMNS.split(",")[4:]),
+                        *(getattr(r, c) for c in _RUN_FIELDS),
                     ),
                 )
             for f in freezes:
@@ -546,7 +547,7 @@ class Ledger:
     @staticmethod
     def _run(row: sqlite3.Row) -> RunRecord:
         key = RunKey(row["stage"], row["condition_id"], int(row["seed"]), row["host"])
-        return RunRecord(key, *(row[c.strip()] for c in _RUN_COLUMNS.split(",")[4:]))
+        return RunRecord(key, *(row[c] for c in _RUN_FIELDS))
 
     def runs(self, stage: str | None = None, status: str | None = None) -> list[RunRecord]:
         sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE 1=1"
@@ -981,7 +982,7 @@ class Ledger:
 
 
 def _key_sha(key: RunKey) -> str:
-    return integrity.key_digest(key.stage, key.condition_id, key.seed, key.host, sha256_text)
+    return integrity.key_digest(key.stage, key.condition_id, key.seed, key.host, _id_sha)
 
 
 def _same_result(existing: RunRecord, row: Mapping[str, Any]) -> bool:

@@ -335,9 +335,11 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
     figures = render_figures(ctx, out / "figures")
     figure_manifest = {}
     for fig in figures:
-        if fig.svg is not None:
-            # SVG is text: the same safety net as every other text file.
-            fig.svg.write_text(scrub.text(fig.svg.read_text(encoding="utf-8")), encoding="utf-8")
+        for text_file in [p for p in (fig.svg,) if p is not None] + list(fig.data):
+            # SVG and figure data are text: the same safety net as every other text file.
+            text_file.write_text(
+                scrub.text(text_file.read_text(encoding="utf-8")), encoding="utf-8"
+            )
         figure_manifest[fig.name] = {
             "title": fig.title,
             "files": [f"figures/{fig.name}.png", f"figures/{fig.name}.svg"] if fig.png else [],

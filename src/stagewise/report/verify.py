@@ -358,18 +358,12 @@ def _run_rows(runs: list[RunRecord], h: _Hashes) -> Iterator[TableRow]:
 
     for r in runs:
         k = r.key
+        key = chain.key_digest(k.stage, k.condition_id, k.seed, k.host, h.id)
         yield TableRow(
             label=f"{RUNS_JSON}: run {k}",
-            key=chain.key_digest(k.stage, k.condition_id, k.seed, k.host, h.id),
+            key=key,
             digest=chain.run_digest(
-                k.stage,
-                k.condition_id,
-                k.seed,
-                k.host,
-                r.status,
-                h.text(r.cause),
-                [getattr(r, f) for f in SUMMARY_FIELDS],
-                h.id,
+                key, r.status, h.text(r.cause), [getattr(r, f) for f in SUMMARY_FIELDS]
             ),
             finished=r.status in ("succeeded", "failed"),
         )
