@@ -261,3 +261,16 @@ def test_promote_gate_gets_a_selection_row(study: Study) -> None:
     assert row.condition_id == "a" and row.threshold is None
     assert row.p_correct_selection is not None and 0.5 <= row.p_correct_selection <= 1.0
     assert row.observed_gap == pytest.approx(1.001 - 0.9925)
+
+
+def test_rule_naming_a_condition_absent_at_the_source_gets_a_row(study: Study) -> None:
+    ev = _evaluate(
+        study,
+        "gp",
+        {("ref", "h0"): 1.0, ("ref", "h1"): 1.0, ("a", "h0"): 1.01, ("a", "h1"): 1.02},
+    )
+    plan = seeds_for(study, "g2", ev)
+    row = next(r for r in plan.rows if r.condition_id == "b")
+    assert row.rule == "max_gap_to_reference" and row.achievable is False
+    assert row.observed_gap is None and "no complete cells at gp" in row.note
+    assert row.to_json()["seeds_per_host"] is None

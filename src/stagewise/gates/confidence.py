@@ -473,6 +473,24 @@ def seeds_for(
         targets = rule_targets(rule, study, pool.complete)
         if spec.threshold_param is not None:
             t = float(rule.params[spec.threshold_param])
+            for cid in (c for c in rule.conditions if c not in targets):
+                rows.append(
+                    SeedRow(
+                        gate_id,
+                        cid,
+                        rule.rule,
+                        i,
+                        describe_rule(rule),
+                        t,
+                        None,
+                        str(spec.statistic),
+                        None,
+                        hosts,
+                        seeds_per_host,
+                        note=f"no complete cells at {source.gate.gate_id}: nothing to plan from",
+                        sigma_d=sigma_d,
+                    )
+                )
             for cid in targets:
                 if cid == reference and spec.statistic != "gap_from_best":
                     continue
