@@ -551,8 +551,30 @@ def _interval(value: Any) -> str:
     return fmt_cell(value)[0]
 
 
-def gate_confidence(view: GateView) -> str:
+CONFIDENCE_SHOWN = (
+    "label",
+    "verdict",
+    "p_verdict",
+    "decisive",
+    "mean_gap_low",
+    "mean_gap_high",
+    "max_gap_low",
+    "max_gap_high",
+)
+
+
+def gate_confidence(view: GateView, tables: dict[str, Table] | None = None) -> str:
     """Per-condition decision confidence, where the gate result carries it (issue 13)."""
+    if view.result is None and view.published:
+        return (
+            "<p class='note'>Verdict confidence and variance components need host-seed cells; "
+            "this gate has only a published summary, so they cannot be computed here.</p>"
+        )
+    table = (tables or {}).get(f"confidence_{view.gate_id}")
+    if table is not None:
+        return render_table(
+            table, columns=list(CONFIDENCE_SHOWN), key_columns=list(CONFIDENCE_SHOWN)
+        ) + render_table((tables or {}).get(f"variance_{view.gate_id}"))
     result = as_dict(view.result)
     conds = (result or {}).get("conditions", [])
     if not any(k in c for c in conds for k in CONFIDENCE_KEYS):
@@ -626,7 +648,7 @@ def render_gate(
                 tables.get(f"gate_{gate.gate_id}"), columns=shown, key_columns=KEY_GATE_COLUMNS
             )
         )
-    out.append(gate_confidence(view))
+    out.append(gate_confidence(view, tables))
     sens = tables.get(f"sensitivity_{gate.gate_id}")
     if sens is not None:
         drop = {"condition_id", "rule_description", "flip_threshold"}

@@ -300,6 +300,92 @@ def gate_table_of(gate: Gate, gate_result: GateResult | None) -> Table | None:
     )
 
 
+CONFIDENCE_COLUMNS = (
+    "condition_id",
+    "label",
+    "verdict",
+    "p_verdict",
+    "decisive",
+    "mean_low",
+    "mean_high",
+    "mean_gap_low",
+    "mean_gap_high",
+    "max_gap_low",
+    "max_gap_high",
+)
+VARIANCE_COLUMNS = (
+    "scope",
+    "sd_host",
+    "df_host",
+    "sd_seed",
+    "df_seed",
+    "var_host",
+    "var_seed",
+    "n_hosts",
+    "n_cells",
+)
+
+
+def confidence_table_of(gate: Gate, gate_result: GateResult | None) -> Table | None:
+    """Each condition's p_verdict, decisive and intervals (issue 13), where computed from cells."""
+    if gate_result is None or gate_result.confidence is None:
+        return None
+    conf = gate_result.confidence
+    result = gate_result.to_json()
+    rows = []
+    for cond in result.get("conditions", []):
+        iv = cond.get("interval") or {}
+        row = {c: cond.get(c) for c in ("condition_id", "label", "verdict", "p_verdict")}
+        row["decisive"] = cond.get("decisive")
+        for key in ("mean", "mean_gap", "max_gap"):
+            pair = iv.get(key) or (None, None)
+            row[f"{key}_low"], row[f"{key}_high"] = pair
+        rows.append(row)
+    level = conf["confidence"]
+    note = (
+        f"blocked bootstrap, host blocks resampled and seeds within hosts (seed {conf['seed']}); "
+        f"p_verdict = share of {conf['verdict_replicates']} replicates, with every rule "
+        f"re-applied, returning the observed verdict; decisive when >= {level:g}; "
+        f"{level:.0%} percentile intervals; descriptive, not a significance test"
+    )
+    if conf.get("notes"):
+        note += "; " + "; ".join(conf["notes"])
+    return Table(
+        f"confidence_{gate.gate_id}",
+        f"Gate {gate.gate_id}: verdict confidence",
+        list(CONFIDENCE_COLUMNS),
+        rows,
+        note=note,
+        sources=[*STUDY_SOURCES, RUNS_SOURCE],
+        command=f"stagewise gate STUDY {gate.gate_id} --json",
+    )
+
+
+def variance_table_of(gate: Gate, gate_result: GateResult | None) -> Table | None:
+    """Condition-by-host and within-host (seed) components of the gaps to the reference."""
+    if gate_result is None or gate_result.confidence is None:
+        return None
+    variance = gate_result.confidence.get("variance") or {}
+    scoped = [("pooled", variance.get("pooled"))]
+    scoped += list((variance.get("conditions") or {}).items())
+    rows = [
+        {"scope": scope, **{c: v.get(c) for c in VARIANCE_COLUMNS[1:]}} for scope, v in scoped if v
+    ]
+    if not rows:
+        return None
+    return Table(
+        f"variance_{gate.gate_id}",
+        f"Gate {gate.gate_id}: variance of the gaps to the reference",
+        list(VARIANCE_COLUMNS),
+        rows,
+        note="random-effects components with hosts as blocks (method of moments): sd_host is "
+        "the condition-by-host effect more seeds never average away, sd_seed the seed-to-seed "
+        "scatter within a host; None where its degrees of freedom are 0",
+        sources=[*STUDY_SOURCES, RUNS_SOURCE],
+        command=f"stagewise gate STUDY {gate.gate_id} --json",
+    )
+
+
 def cells_table(ctx: ReportContext, view: GateView) -> Table | None:
     return cells_table_of(ctx.study, view.gate, view.cells)
 
@@ -538,7 +624,13 @@ def all_tables(ctx: ReportContext) -> list[Table]:
     tables = [summary_table(ctx), matrix_table(ctx), plan_table(ctx), freezes_table(ctx)]
     tables.append(decisions_table(ctx))
     for view in ctx.gates:
-        for maybe in (gate_table(view), cells_table(ctx, view), sensitivity_table(view)):
+        for maybe in (
+            gate_table(view),
+            confidence_table_of(view.gate, view.gate_result),
+            variance_table_of(view.gate, view.gate_result),
+            cells_table(ctx, view),
+            sensitivity_table(view),
+        ):
             if maybe is not None:
                 tables.append(maybe)
     agreement = agreement_table(ctx)
