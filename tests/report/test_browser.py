@@ -121,7 +121,7 @@ def check_report(result: ReportResult, name: str, tmp_path: Path) -> None:
         assert m["funnel"]["top"] >= 0 and m["funnel"]["bottom"] <= m["innerHeight"], m
         assert m["funnel"]["right"] <= width, m
         # Every figure loads.
-        assert m["images"] == m["loaded"] == len(drawn), m
+        assert m["images"] == m["loaded"] >= len(drawn), m
 
         shot = shots / f"{name}-{width}.png"
         proc = _chromium(
