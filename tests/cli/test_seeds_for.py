@@ -83,6 +83,8 @@ def test_paper06_12h_gate_confidence_and_seed_plan(tmp_path: Path) -> None:
     _one_line_refusal(run_cli("plan", p, "--seeds-for", "g12h", "--from", "g60"), "g60")
     _one_line_refusal(run_cli("plan", p, "--seeds-for", "nope"), "nope")
     _one_line_refusal(run_cli("gate", p, "g12h", "--confidence", "1.5"), "--confidence", "1.5")
+    _one_line_refusal(run_cli("gate", p, "g12h", "--seed", "-3"), "--seed", "-3")
+    _one_line_refusal(run_cli("plan", p, "--seeds-for", "g12h", "--power", "0"), "--power")
 
 
 MATRIX = """\

@@ -14,7 +14,13 @@ from stagewise.analysis.sensitivity import DEFAULT_GRID, parse_grid
 from stagewise.cli.common import console, emit_json, fmt, open_study
 from stagewise.errors import StagewiseError, StudyError
 from stagewise.gates.budget import budget as compute_budget
-from stagewise.gates.confidence import DEFAULT_SEED, SeedPlan, check_confidence, seed_plan
+from stagewise.gates.confidence import (
+    DEFAULT_SEED,
+    SeedPlan,
+    check_confidence,
+    check_seed,
+    seed_plan,
+)
 from stagewise.gates.decide import apply_gate
 from stagewise.gates.freeze import amendment_history
 from stagewise.gates.freeze import freeze as freeze_gate
@@ -243,6 +249,7 @@ def gate(
 ) -> None:
     """Apply a frozen gate: verdicts, decision in the ledger, records in decisions/."""
     check_confidence(confidence)
+    check_seed(seed)
     with open_study(folder) as (study, ledger):
         ledger.require_intact()
         result = apply_gate(study, ledger, gate, confidence=confidence, seed=seed)

@@ -68,6 +68,12 @@ def check_confidence(value: float, option: str = "--confidence") -> float:
     return float(value)
 
 
+def check_seed(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise StudyError(f"--seed: expected an integer in [0, 2**63), but got {value!r}")
+    return value
+
+
 def _interval_json(row: Mapping[str, Interval], level: float) -> dict[str, Any]:
     out: dict[str, Any] = {"confidence": level}
     for key in ("mean", "mean_gap", "max_gap"):
@@ -212,6 +218,7 @@ def verdict_confidence(
 ) -> GateConfidence:
     """Intervals, p_verdict and decisive for every pooled condition of an evaluated gate."""
     confidence = check_confidence(confidence)
+    check_seed(seed)
     pool = ev.pool
     complete = pool.complete
     pooled_var, per_var = gate_variance(pool, ev.study.reference)
@@ -449,6 +456,7 @@ def seeds_for(
     """Seeds per host (and hosts) for every threshold rule of `gate_id`, from `source`'s cells."""
     confidence = check_confidence(confidence)
     power = check_confidence(power, "--power")
+    check_seed(seed)
     gate = study.gates[gate_id]
     hosts, seeds_per_host = planned_layout(study, gate)
     pool = source.pool
@@ -649,6 +657,7 @@ def seed_plan(
             raise StudyError(f"{name}: unknown gate {g!r}; gates: {', '.join(study.gates)}")
     check_confidence(confidence)
     check_confidence(power, "--power")
+    check_seed(seed)
     candidates = build_plan(study, ledger).candidates
     if from_gate is not None:
         source = evaluate_gate(study, from_gate, ledger.runs(), candidates, with_stability=False)
