@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stagewise.errors import DecisionError, LedgerError
-from stagewise.ledger import Ledger, RunKey
+from stagewise.ledger import Ledger, RunKey, sha256_text
 from stagewise.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -136,3 +136,123 @@ def test_claim_is_exclusive_and_finish_respects_owner(tmp_path: Path) -> None:
             and run.val_bpb == 1.5
             and run.attempts == 2
         )
+
+
+def _v2_ledger(folder: Path) -> None:
+    """A schema-v2 ledger as the code before issue 18 left it: one imported run, one freeze,
+    one decision, their events hashed the v1 way."""
+    from stagewise.ledger.store import GENESIS, _event_hash
+
+    conn = sqlite3.connect(folder / "ledger.sqlite")
+    for version in (1, 2):
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    conn.execute(
+        "INSERT INTO runs (stage, condition_id, seed, host, status, created_at, val_bpb) "
+        "VALUES ('s', 'c', 1, 'h', 'succeeded', 'then', 1.25)"
+    )
+    prev = GENESIS
+    for kind, subject, payload in [
+        ("import", "r.csv", '{"added":1}'),
+        ("gate.freeze", "g", '{"sha256":"x"}'),
+    ]:
+        digest = _event_hash(prev, "then", kind, subject, payload)
+        conn.execute(
+            "INSERT INTO events (ts, kind, subject, payload, prev_hash, hash) VALUES (?,?,?,?,?,?)",
+            ("then", kind, subject, payload, prev, digest),
+        )
+        prev = digest
+    conn.execute(
+        "INSERT INTO freezes (gate, kind, sha256, canonical, frozen_at, post_hoc, reason, "
+        "results_at_freeze, event_seq) VALUES ('g', 'freeze', ?, '{}', 'then', 0, NULL, '[]', 2)",
+        (sha256_text("{}"),),
+    )
+    conn.commit()
+    conn.close()
+
+
+def test_v2_ledger_upgrades_to_a_chain_that_covers_its_data(tmp_path: Path) -> None:
+    _v2_ledger(tmp_path)
+    with Ledger.open(tmp_path, create=False) as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION == 3
+        assert ledger.integrity_problems() == []
+        baseline = ledger.events("ledger.migrate")[-1]
+        assert baseline.format == 2 and len(baseline.payload["runs"]) == 1
+        assert len(baseline.payload["freezes"]) == 1
+        head = ledger.head
+    assert (tmp_path / "ledger.sqlite.v2.bak").is_file()
+    # What the baseline committed to can no longer change unnoticed.
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite")
+    conn.execute("UPDATE runs SET val_bpb = 1.0")
+    conn.execute("UPDATE freezes SET post_hoc = 1")
+    conn.commit()
+    conn.close()
+    with Ledger.open(tmp_path, create=False) as ledger:
+        problems = ledger.integrity_problems()
+        assert ledger.head == head  # the chain itself is intact; the tables are not
+    assert any("run s/c/seed1/h" in p and "event 3" in p for p in problems), problems
+    assert any("freeze g #1" in p for p in problems), problems
+
+
+def test_every_write_commits_to_what_it_wrote(tmp_path: Path) -> None:
+    key = RunKey("s", "c", 1, "h")
+    with Ledger.open(tmp_path) as ledger:
+        ledger.ensure_runs([key])
+        assert ledger.claim(key, "me") is not None
+        ledger.finish(key, "succeeded", summary={"val_bpb": 1.5, "num_steps": 3}, owner="me")
+        ledger.record_imports(
+            [
+                {
+                    "stage": "s",
+                    "condition_id": "d",
+                    "seed": 1,
+                    "host": "h",
+                    "status": "succeeded",
+                    "val_bpb": 1.4,
+                    "_line": 2,
+                }
+            ],
+            "r.csv",
+        )
+        ledger.record_freeze(
+            "g",
+            "freeze",
+            sha256_text("{}"),
+            "{}",
+            post_hoc=True,
+            reason=None,
+            results_at_freeze=[{"c": 1}],
+        )
+        ledger.record_decision(
+            "g", "computed", ["c"], reason=None, source=None, frozen_sha256="x", payload={}
+        )
+        ledger.record_decision(
+            "g", "computed", ["d"], reason=None, source=None, frozen_sha256="x", payload={}
+        )
+        ledger.withdraw_decision("g", "redo")
+        assert ledger.integrity_problems() == []
+    assert (tmp_path / "ledger.sqlite.bak").is_file()  # refreshed after each such record
+    tampers = {
+        "UPDATE runs SET num_steps = 4 WHERE condition_id = 'c'": "run s/c/seed1/h",
+        "UPDATE runs SET val_bpb = 1.3 WHERE condition_id = 'd'": "run s/d/seed1/h",
+        "DELETE FROM runs WHERE condition_id = 'd'": "missing from the runs table",
+        "UPDATE freezes SET reason = 'why not'": "freeze g #1",
+        "UPDATE decisions SET promoted = '[\"d\"]' WHERE id = 1": "decision g #1",
+        "UPDATE decisions SET withdrawn_at = NULL WHERE id = 1": "decision g #1",
+        "UPDATE events SET payload = replace(payload, '1.5', '1.2') WHERE kind = 'run.succeeded'": (
+            "hash does not match"
+        ),
+    }
+    pristine = (tmp_path / "ledger.sqlite").read_bytes()
+    for statement, needle in tampers.items():
+        (tmp_path / "ledger.sqlite").write_bytes(pristine)
+        conn = sqlite3.connect(tmp_path / "ledger.sqlite")
+        assert conn.execute(statement).rowcount == 1, statement
+        conn.commit()
+        conn.close()
+        with Ledger.open(tmp_path, create=False) as ledger:
+            problems = ledger.integrity_problems()
+            assert any(needle in p for p in problems), (statement, problems)
+            with pytest.raises(LedgerError, match="integrity check failed"):
+                ledger.require_intact()
