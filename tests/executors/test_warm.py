@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,3 +155,53 @@ def test_worker_command_is_hidden_and_ends_on_eof() -> None:
         [sys.executable, "-m", "stagewise", "--help"], capture_output=True, text=True, timeout=60
     ).stdout
     assert " worker " not in help_text
+
+
+def test_a_sigkilled_driver_takes_its_warm_workers_along_and_resume_finishes(
+    tmp_path: Path, sample_data: Path
+) -> None:
+    """The promise of per-run processes holds for warm workers: no orphan after SIGKILL."""
+    from tests.conftest import TINY_RUNNER
+    from tests.executors.conftest import run_cli, runs, with_ledger
+
+    study = tmp_path / "s"
+    study.mkdir()
+    (study / "matrix.csv").write_text(
+        "label,condition_id,role,depth,aspect_ratio,matrix_lr,total_batch_size\n"
+        "a,c_a,reference,2,32,0.04,4096\nb,c_b,variant,1,64,0.05,4096\n"
+    )
+    (study / "study.toml").write_text(
+        '[study]\nname = "w"\nreference = "c_a"\nmatrix = "matrix.csv"\n'
+        + TINY_RUNNER.replace("{data}", str(sample_data))
+        + '[hosts.h]\nexecutor = "local"\ndevices = ["cpu"]\nworkers = 1\n'
+        '[stages.s1]\nbudget = "3s"\nseeds = [1]\nhosts = ["h"]\ncandidates = "all"\n'
+    )
+    with_ledger(study)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "stagewise", "run", str(study), "s1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    logs = study / "runs/s1"
+    try:
+        deadline = time.monotonic() + 240
+        pid = None
+        while pid is None and time.monotonic() < deadline:
+            for log in logs.glob("*/*/train.log"):
+                text = log.read_text(errors="replace")
+                if "progress:" in text and "# warm worker pid " in text:
+                    pid = int(text.split("# warm worker pid ")[1].split(",")[0])
+            time.sleep(0.1)
+        assert pid is not None, "no warm worker started training"
+    finally:
+        driver.kill()
+        driver.wait(timeout=10)
+    end = time.monotonic() + 20
+    while Path(f"/proc/{pid}").exists() and not _zombie(pid) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists() or _zombie(pid), "the warm worker outlived its driver"
+    proc = run_cli("run", study, "s1", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = runs(study)
+    assert {r["status"] for r in table.values()} == {"succeeded"} and len(table) == 2
+    assert all(1 <= r["attempts"] <= 2 for r in table.values())
