@@ -292,7 +292,8 @@ def export_mlflow(folder: Path, uri: str, experiment: str | None = None) -> Expo
     """Export the study in `folder` to the MLflow tracking store at `uri` (idempotent)."""
     client_class = _client_class()  # a missing extra fails first, before anything is read
     study = load_study(folder)
-    with Ledger.open(study.root) as ledger:
+    with Ledger.open(study.root, create=False) as ledger:
+        ledger.require_intact()  # an export of an altered ledger would launder it
         ctx = collect(study, ledger)
     curves, _ = load_curves(ctx)
     name = experiment or study.name
