@@ -39,3 +39,18 @@ def test_an_unreadable_result_is_named_not_raised(tmp_path: Path) -> None:
     (tmp_path / "backtest" / "backtest.json").write_text("{not json")
     ((_, _, body),) = backtest_sections(tmp_path)
     assert "cannot be read: backtest/backtest.json" in body
+
+
+def test_stagewise_report_shows_the_back_test_section(tmp_path: Path) -> None:
+    from stagewise.ledger import Ledger
+    from tests.conftest import run_cli, write_study
+
+    study = write_study(tmp_path / "study")
+    Ledger.open(study).close()
+    table = table_from({"c_a": [1.0, 0.9], "c_b": [1.1, 0.8], "c_c": [1.2, 0.7]}, [4.0, 8.0])
+    write_result(
+        backtest(table, parse_policies("final_only,sh:eta=2"), replays=5), study / "backtest"
+    )
+    run_cli("report", study, "--out", tmp_path / "rep", check=True)
+    page = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Back-test</h2>" in page and "Truth: <b>c_c</b>" in page
