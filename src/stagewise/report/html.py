@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stagewise.backtest.report import backtest_sections
 from stagewise.ledger import Ledger
 from stagewise.report.context import GateView, ReportContext, collect
 from stagewise.report.figure_data import as_dict, budget_label, load_curves
@@ -783,6 +784,7 @@ def render_html(ctx: ReportContext, tables: list[Table], figures: list[RenderedF
         ),
         ("curves", "Learning curves", section_curves(ctx, figures)),
         ("budget", "Budget", section_budget(tables, figures)),
+        *backtest_sections(study.root),  # only when the study holds a back-test result
         ("pending", "What is pending", section_pending(ctx)),
         ("setup", "Study setup: summary, matrix and plan", section_setup(by_name)),
         ("records", "Frozen rules and decisions", section_records(by_name)),
