@@ -274,3 +274,23 @@ def test_rule_naming_a_condition_absent_at_the_source_gets_a_row(study: Study) -
     assert row.rule == "max_gap_to_reference" and row.achievable is False
     assert row.observed_gap is None and "no complete cells at gp" in row.note
     assert row.to_json()["seeds_per_host"] is None
+
+
+def test_too_large_a_gate_gets_intervals_but_no_p_verdict(
+    study: Study, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stagewise.gates.confidence as gc
+
+    values = {("ref", "h0"): 1.0, ("ref", "h1"): 1.1, ("a", "h0"): 1.005, ("a", "h1"): 1.12}
+    ev = _evaluate(study, "gmax", values)
+    # Two conditions x two cells = 4 values; a budget of 100 values fits 25 < 100 replicates.
+    monkeypatch.setattr(gc, "VERDICT_WORK", 100)
+    conf = verdict_confidence(ev)
+    assert conf.verdict_replicates == 0
+    row = conf.condition("a")
+    assert row is not None and row.p_verdict is None and row.decisive is None
+    assert row.interval is not None and row.interval["max_gap"] is not None
+    assert any("p_verdict not computed" in n for n in conf.notes)
+    # Between the floor and the full count, the judged replicates shrink with the budget.
+    monkeypatch.setattr(gc, "VERDICT_WORK", 4 * 300)
+    assert verdict_confidence(ev).verdict_replicates == 300

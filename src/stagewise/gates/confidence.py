@@ -51,13 +51,17 @@ from stagewise.plan import build_plan
 from stagewise.study.model import Gate, Study
 
 DEFAULT_SEED = 0
-# Replicate verdicts cost one pool_stats + judge each (about 10 us per condition-cell on one core),
-# so past this many (replicate x condition x cell) values the replicate count shrinks, never below
-# MIN_VERDICT_REPLICATES, to keep a large gate within seconds; the count used is reported and the
-# intervals always use every replicate (they are vectorised).
+# Replicate verdicts cost one pool_stats + judge each (about 2 us per condition-cell on one core),
+# so past VERDICT_WORK (replicate x condition x cell) values the judged replicates shrink; a gate
+# so large that fewer than MIN_VERDICT_REPLICATES would fit gets no p_verdict (said in its notes)
+# rather than a `stagewise gate` of minutes (issue 18's 20,000-cell gate). The vectorised
+# intervals hold [replicates, cells] arrays per condition, so their replicates shrink past
+# INTERVAL_WORK values (memory), never below MIN_INTERVAL_REPLICATES. Counts used are reported.
 VERDICT_REPLICATES = 1000
-VERDICT_WORK = 250_000
-MIN_VERDICT_REPLICATES = 200
+VERDICT_WORK = 500_000
+MIN_VERDICT_REPLICATES = 100
+INTERVAL_WORK = 8_000_000
+MIN_INTERVAL_REPLICATES = 100
 BOOTSTRAP_STAGE = "bootstrap"
 FEW_HOSTS = 4  # below this many blocks the percentile interval under-covers (docs/confidence.md)
 
@@ -147,9 +151,16 @@ class GateConfidence:
 
 
 def _verdict_replicates(replicates: int, n_conditions: int, n_cells: int) -> int:
+    """Replicates to judge (0: the gate is too large for replicate verdicts)."""
     per = max(1, n_conditions * n_cells)
     wanted = min(replicates, VERDICT_REPLICATES)
-    return max(min(wanted, MIN_VERDICT_REPLICATES), min(wanted, VERDICT_WORK // per))
+    n = min(wanted, VERDICT_WORK // per)
+    return n if n >= min(wanted, MIN_VERDICT_REPLICATES) else 0
+
+
+def _interval_replicates(replicates: int, n_conditions: int, n_cells: int) -> int:
+    per = max(1, n_conditions * n_cells)
+    return min(replicates, max(MIN_INTERVAL_REPLICATES, INTERVAL_WORK // per))
 
 
 def _draw_key(positions: Sequence[tuple[int, int, int]]) -> tuple[tuple[int, ...], ...]:
@@ -240,10 +251,18 @@ def verdict_confidence(
         )
     design = BootstrapDesign.from_cells(pool.cells)
     rng = np.random.default_rng(seed)
-    draws = draw(design, replicates, rng)
+    n_interval = _interval_replicates(replicates, len(complete), len(pool.cells))
+    draws = draw(design, n_interval, rng)
     values = {cid: pool.values(cid) for cid in complete}
     intervals = condition_intervals(design, values, complete, ev.study.reference, draws, confidence)
-    n_verdict = _verdict_replicates(replicates, len(complete), len(pool.cells))
+    n_verdict = min(n_interval, _verdict_replicates(replicates, len(complete), len(pool.cells)))
+    notes = design.notes() + _few_blocks(len(design.hosts))
+    if n_verdict == 0:
+        notes += (
+            f"p_verdict not computed: {len(complete)} conditions x {len(pool.cells)} cells "
+            f"exceed what {MIN_VERDICT_REPLICATES} re-judged replicates may cost "
+            f"({VERDICT_WORK:,} condition-cell values); the intervals use {n_interval} replicates",
+        )
     observed = ev.judgement.verdicts
     counts: dict[str, dict[str, int]] = {cid: {} for cid in complete}
     seen: dict[tuple[tuple[int, ...], ...], dict[str, str]] = {}
@@ -263,14 +282,14 @@ def verdict_confidence(
         if cid not in counts:
             rows.append(ConditionConfidence(cid, observed[cid], None, None, None, {}, None))
             continue
-        p = counts[cid].get(observed[cid], 0) / n_verdict
+        p = counts[cid].get(observed[cid], 0) / n_verdict if n_verdict else None
         rows.append(
             ConditionConfidence(
                 cid,
                 observed[cid],
                 _interval_json(intervals[cid], confidence),
                 p,
-                p >= confidence,
+                None if p is None else p >= confidence,
                 dict(sorted(counts[cid].items())),
                 per_var.get(cid),
             )
@@ -279,11 +298,11 @@ def verdict_confidence(
         ev.gate.gate_id,
         confidence,
         seed,
-        replicates,
+        n_interval,
         n_verdict,
         len(design.hosts),
         len(pool.cells),
-        design.notes() + _few_blocks(len(design.hosts)),
+        notes,
         tuple(rows),
         pooled_var,
     )
