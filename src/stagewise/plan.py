@@ -191,9 +191,17 @@ class Plan:
         return {
             "study": self.study.name,
             "stages": [sp.to_json() for sp in self.stages],
-            "total_budgeted_gpu_hours": _round(total) if total is not None else "pending",
+            "total_budgeted_gpu_hours": _round(total)
+            if total is not None
+            else self._why_no_total(),
             "known_budgeted_gpu_hours": _round(self.known_budgeted_gpu_hours),
         }
+
+    def _why_no_total(self) -> str:
+        """ "unknown" when a stage counts tokens or steps (no hours before it runs), else
+        "pending" (a stage's candidates await a gate)."""
+        counted = any(sp.stage.budget.seconds is None for sp in self.stages)
+        return "unknown" if counted else "pending"
 
 
 def fixed_promotion_count(gate: Gate, study: Study) -> tuple[int | None, bool]:

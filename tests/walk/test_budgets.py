@@ -223,6 +223,7 @@ def test_gpu_hours_of_a_token_stage_are_recorded_not_budgeted(tmp_path: Path) ->
     # Nothing recorded yet: no throughput to estimate from, so the hours are unknown.
     assert s1["budgeted_gpu_hours"] is None and s1["estimated_gpu_hours"] is None
     assert (s1["budget_unit"], s1["budget_amount"]) == ("tokens", 32000)
+    assert json.loads(plan.stdout)["total_budgeted_gpu_hours"] == "unknown"
     table = run_cli("plan", folder)
     assert "unknown" in table.stdout
     # Once runs are recorded, their throughput gives an estimate, stated as one.
