@@ -77,7 +77,11 @@ def plan(
         int, typer.Option("--seed", help="With --seeds-for: the seed of the simulations.")
     ] = DEFAULT_SEED,
 ) -> None:
-    """Every run of every stage that can be known now, with budgeted GPU-hours."""
+    """Every run of every stage that can be known now, with budgeted GPU-hours.
+
+    With --seeds-for GATE: the seeds per host (and hosts) each frozen threshold rule of GATE
+    needs to be decided, from the variance observed at an earlier gate (docs/confidence.md).
+    """
     if seeds_for is not None:
         _seeds_for(folder, seeds_for, as_json, confidence, power, from_gate, seed)
         return
