@@ -92,7 +92,9 @@ def _refused(proc: object, *needles: str) -> str:
 # --------------------------------------------------------------------------- finding 1
 
 
-def test_f1_an_edited_result_is_caught_and_every_reader_refuses(p06: Path, tmp_path: Path) -> None:
+def test_f1_an_edited_result_is_caught_and_every_reader_refuses(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     study = _copy(p06, tmp_path)
     assert json.loads(run_cli("status", study, "--json", check=True).stdout)["chain_ok"] is True
     changed = _sql(
@@ -105,13 +107,16 @@ def test_f1_an_edited_result_is_caught_and_every_reader_refuses(p06: Path, tmp_p
     assert status["chain_ok"] is False
     assert TAMPERED_RUN in status["first_broken_link"]
     assert re.fullmatch(r"[0-9a-f]{64}", status["chain_head"])
+    # The same CLI entry point in this process (a fresh interpreter per command adds nothing).
     for args in (
-        ("gate", study, "g12h"),
-        ("sensitivity", study, "g12h"),
-        ("report", study, "--out", tmp_path / "report"),
-        ("bundle", study, "--out", tmp_path / "bundle"),
+        ["gate", str(study), "g12h"],
+        ["sensitivity", str(study), "g12h"],
+        ["report", str(study), "--out", str(tmp_path / "report")],
+        ["bundle", str(study), "--out", str(tmp_path / "bundle")],
     ):
-        _refused(run_cli(*args), TAMPERED_RUN)
+        code, _out, err = _main(args, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (args, err)
+        assert TAMPERED_RUN in err, err
 
 
 def test_f1_a_rewritten_freeze_with_a_matching_study_toml_is_caught(
