@@ -494,6 +494,8 @@ def test_f6_f10_a_read_only_study_is_read_and_writes_say_so(
     assert code == 0, err
     code, out, err = _main(["sensitivity", str(study), "g12h", "--json"], capsys)
     assert code == 0, err
+    code, out, err = _main(["bundle", str(study), "--out", str(tmp_path / "b")], capsys)
+    assert code == 0 and "chain head:" in out, err
     code, out, err = _main(["freeze", str(study), "g12h", "--amend", "--reason", "x"], capsys)
     assert code == 2 and "the study folder is read-only" in err and len(err.splitlines()) == 1
     assert (study / "ledger.sqlite").read_bytes() == before
