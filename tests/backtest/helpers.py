@@ -22,13 +22,19 @@ def table_from(values: dict[str, list[float]], budgets: list[float]) -> CurvesTa
 
 
 def curve_study(
-    folder: Path, conditions: dict[str, tuple[float, float]], *, gates: str = ""
+    folder: Path,
+    conditions: dict[str, tuple[float, float]],
+    *,
+    gates: str = "",
+    sleep: float = 0.0,
+    workers: int = 2,
 ) -> Path:
     """A study whose conditions run the fake curve trainer (final, early) on one local host."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = ["label,condition_id,role,final,early"]
+    rows = ["label,condition_id,role,final,early,sleep"]
     for i, (cid, (final, early)) in enumerate(conditions.items()):
-        rows.append(f"{cid},{cid},{'reference' if i == 0 else 'variant'},{final},{early}")
+        role = "reference" if i == 0 else "variant"
+        rows.append(f"{cid},{cid},{role},{final},{early},{sleep}")
     (folder / "matrix.csv").write_text("\n".join(rows) + "\n")
     command = [
         "{python}",
@@ -43,6 +49,8 @@ def curve_study(
         "{seed}",
         "--journal",
         "{study}/journal.txt",
+        "--sleep",
+        "{sleep}",
     ]
     (folder / "study.toml").write_text(
         f"""[study]
@@ -55,7 +63,7 @@ grace_seconds = 5
 [hosts.block-a]
 executor = "local"
 devices = ["cpu"]
-workers = 2
+workers = {workers}
 [stages.s1]
 budget = "1s"
 seeds = [1]

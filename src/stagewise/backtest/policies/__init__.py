@@ -20,8 +20,18 @@ from stagewise.backtest.policies.optuna_pruners import INSTALL, optuna_available
 from stagewise.backtest.table import CurvesError
 
 OPTUNA_POLICIES = ("optuna-sh", "optuna-hyperband", "optuna-wilcoxon")
-DEFAULT_POLICIES = (
-    "final_only,top_k:k=1,top_k:k=2,top_k:k=3,sh:eta=2,sh:eta=3,hyperband:eta=3,asha:eta=2,asha:eta=3"
+DEFAULT_POLICIES = ",".join(
+    (
+        "final_only",
+        "top_k:k=1",
+        "top_k:k=2",
+        "top_k:k=3",
+        "sh:eta=2",
+        "sh:eta=3",
+        "hyperband:eta=3",
+        "asha:eta=2",
+        "asha:eta=3",
+    )
 )
 
 
