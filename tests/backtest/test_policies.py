@@ -174,3 +174,19 @@ def test_top_k_p_retain_never_decreases_with_k(table, seed) -> None:
     assert all(a <= b for a, b in itertools.pairwise(retains))
     assert retains[-1] == 1
     assert all(math.isfinite(p.gpu_hours) for p in res.policies)
+
+
+def test_optuna_pruners_run_in_process_deterministically_and_without_warnings() -> None:
+    pytest.importorskip("optuna")  # warnings are errors here: ExperimentalWarning must not leak
+    table = table_from(VALUES, BUDGETS)
+    text = "optuna-sh:eta=3,optuna-hyperband:eta=3,optuna-wilcoxon:p=0.1"
+    first = backtest(table, parse_policies(text), replays=6, seed=2)
+    second = backtest(table, parse_policies(text), replays=6, seed=2)
+    assert [p.to_json() for p in first.policies] == [p.to_json() for p in second.policies]
+    ctx = ReplayContext(draw(table, 6, seed=2), seed=2)
+    for policy in parse_policies(text):
+        runs = policy.run(ctx)
+        assert (runs[0] == 1).all()  # every trial reports the first level
+        for lower, upper in itertools.pairwise(runs):  # a pruned trial reports nothing later
+            assert not ((upper > 0) & (lower == 0)).any()
+        assert (runs[-1].sum(axis=1) >= 1).all()  # the first trial is never pruned
