@@ -125,7 +125,16 @@ def curves(
                 notify=lambda m: err_console.print(m, markup=False, soft_wrap=True),
             )
             rows, skipped = rows_from_ledger(study, ledger, only_reserved=True)
-            rows = [r for r in rows if r.budget_seconds in levels and r.seed in seed_list]
+            ran_on = set(
+                host_list or (h for h, v in study.hosts.items() if v.executor != "external")
+            )
+            # Only this invocation's factorial: earlier `curves` runs on other levels, seeds
+            # or hosts stay in the ledger but not in this table.
+            rows = [
+                r
+                for r in rows
+                if r.budget_seconds in levels and r.seed in seed_list and r.host in ran_on
+            ]
         summary["stages"] = [
             {
                 "stage": s.stage,
