@@ -190,3 +190,22 @@ def test_optuna_pruners_run_in_process_deterministically_and_without_warnings() 
         for lower, upper in itertools.pairwise(runs):  # a pruned trial reports nothing later
             assert not ((upper > 0) & (lower == 0)).any()
         assert (runs[-1].sum(axis=1) >= 1).all()  # the first trial is never pruned
+
+
+def test_study_policy_on_cells_split_unevenly_over_hosts() -> None:
+    from importlib.resources import files
+
+    from stagewise.backtest.synthetic import SyntheticSpec, synthetic_rows
+    from stagewise.study import load_study
+
+    study = load_study(str(files("stagewise.examples") / "curves" / "synthetic_study"))
+    table = build_table(synthetic_rows(SyntheticSpec(flip=0.0)), "syn")
+    # Three cells per early level on two hosts: 2 + 1, so the gate reads one pseudo-host per cell.
+    res = backtest(
+        table, parse_policies("study"), replays=4, cells=(3, 3, 3, 3, 3, 16), study=study
+    )
+    (p,) = res.policies
+    assert p.p_retain == 1  # no flipping: the screen's best four hold the truth
+    # screen: 12 x 3 cells x 60 s; replicate: 4 x 3 x 540 s; confirm: 2 or 3 x 16 x 14580 s
+    assert p.runs_per_level[0] == 36 and p.runs_per_level[2] == 12
+    assert "stage replicate (540s) -> level 540s" in p.notes
