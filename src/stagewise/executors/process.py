@@ -50,18 +50,18 @@ LEDGER_TAIL_CHARS = 4000
 TERM_WAIT_SECONDS = 5.0  # SIGTERM, then SIGKILL if the group is still there after this
 
 _PR_SET_PDEATHSIG = 1
-_LIBC: Any = None
+LIBC: Any = None
 if sys.platform.startswith("linux"):
     with contextlib.suppress(OSError):
-        _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+        LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 
 _OOM_TEXT = re.compile(r"out of memory|OutOfMemoryError|CUDA error: out of memory", re.I)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+def die_with_parent() -> None:  # pragma: no cover - runs in the forked child
     """preexec_fn: ask the kernel to SIGKILL this child when the thread that started it dies."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if LIBC is not None:
+        LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def parse_progress(line: str, key: RunKey) -> RunProgress | None:
@@ -181,7 +181,7 @@ def prepare_dirs(task: RunTask) -> None:
         log.replace(log.with_name(f"{log.stem}.attempt{previous}{log.suffix}"))
 
 
-def _stop_group(proc: subprocess.Popen[str]) -> None:
+def stop_group(proc: subprocess.Popen[str]) -> None:
     """SIGTERM the child's process group, SIGKILL it if it is still there a little later."""
     for sig, wait in ((signal.SIGTERM, TERM_WAIT_SECONDS), (signal.SIGKILL, 2.0)):
         if proc.poll() is not None:
@@ -234,7 +234,7 @@ def run_task(
                 errors="replace",
                 bufsize=1,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if _LIBC is not None else None,
+                preexec_fn=die_with_parent if LIBC is not None else None,
             )
         except OSError as exc:
             log.write(f"cannot start: {exc}\n")
@@ -254,11 +254,11 @@ def run_task(
             while not finished.wait(0.1):
                 if cancel is not None and cancel.is_set():
                     state["cancelled"] = str(getattr(cancel, "reason", "") or "interrupted")
-                    _stop_group(proc)
+                    stop_group(proc)
                     return
                 if time.monotonic() > deadline:
                     state["timed_out"] = True
-                    _stop_group(proc)
+                    stop_group(proc)
                     return
 
         watcher = threading.Thread(target=watch, name=f"watch-{task.key}", daemon=True)
@@ -296,4 +296,12 @@ def run_task(
     )
 
 
-__all__ = ["classify", "parse_progress", "prepare_dirs", "read_summary", "run_task"]
+__all__ = [
+    "classify",
+    "die_with_parent",
+    "parse_progress",
+    "prepare_dirs",
+    "read_summary",
+    "run_task",
+    "stop_group",
+]

@@ -28,13 +28,13 @@ from typing import Any
 
 from stagewise.executors.base import ExecutorEvent, RunOutcome, RunStarted, RunTask
 from stagewise.executors.process import (
-    _LIBC,
+    LIBC,
     TAIL_LINES,
-    _die_with_parent,
-    _stop_group,
     classify,
+    die_with_parent,
     parse_progress,
     prepare_dirs,
+    stop_group,
 )
 from stagewise.protocol import (
     EXIT_BAD_INPUT,
@@ -90,7 +90,7 @@ class WarmWorker:
             errors="replace",
             bufsize=1,
             start_new_session=True,
-            preexec_fn=_die_with_parent if _LIBC is not None else None,
+            preexec_fn=die_with_parent if LIBC is not None else None,
         )
 
     def live(self) -> tuple[subprocess.Popen[str], bool]:
@@ -116,7 +116,7 @@ class WarmWorker:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1.0)
         if proc.poll() is None:
-            _stop_group(proc)
+            stop_group(proc)
         with contextlib.suppress(Exception):
             proc.wait(timeout=5)
         for stream in (proc.stdin, proc.stdout):
@@ -205,11 +205,11 @@ def run_warm(
             while not finished.wait(0.1):
                 if cancel is not None and cancel.is_set():
                     state["cancelled"] = str(getattr(cancel, "reason", "") or "interrupted")
-                    _stop_group(proc)
+                    stop_group(proc)
                     return
                 if time.monotonic() > deadline:
                     state["timed_out"] = True
-                    _stop_group(proc)
+                    stop_group(proc)
                     return
 
         watcher = threading.Thread(target=watch, name=f"watch-{task.key}", daemon=True)
