@@ -111,7 +111,7 @@ def curves(
         seed_list = parse_seeds(seeds)
         host_list = [h.strip() for h in hosts.split(",")] if hosts else None
         reporter: Reporter = NullReporter() if as_json else PlainReporter(err_console)
-        with open_study(folder) as (study, ledger):
+        with open_study(folder, start=True) as (study, ledger):
             states = run_curves(
                 study,
                 ledger,

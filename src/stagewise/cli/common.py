@@ -35,9 +35,13 @@ def emit_json(value: Any) -> None:
 
 
 @contextmanager
-def open_study(folder: Path) -> Iterator[tuple[Study, Ledger]]:
+def open_study(folder: Path, *, start: bool = False) -> Iterator[tuple[Study, Ledger]]:
+    """The study and its ledger. Reading commands never create a ledger; the commands that record
+    (`start=True`: freeze, import, decide, run, curves) start the ledger of a hand-written study
+    that has recorded nothing yet, as `init` would. A folder that shows recorded work but has no
+    ledger is refused either way (the ledger refuses it and names the backup)."""
     study = load_study(folder)
-    with Ledger.open(study.root, create=False) as ledger:
+    with Ledger.open(study.root, create=start) as ledger:
         yield study, ledger
 
 

@@ -55,7 +55,7 @@ def freeze(
     threshold rule at 90% confidence and power (`stagewise plan DIR --seeds-for GATE`), the
     advice is shown; it never blocks the freeze.
     """
-    with open_study(folder) as (study, ledger):
+    with open_study(folder, start=True) as (study, ledger):
         advice = _seed_advice(study, ledger, gate)
         if not json_ and advice is not None:
             _print_advice(advice, folder)

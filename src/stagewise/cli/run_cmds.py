@@ -97,7 +97,7 @@ def run(
         reporter = LiveReporter(console)
     else:
         reporter = PlainReporter(console)
-    with open_study(folder) as (study, ledger):
+    with open_study(folder, start=True) as (study, ledger):
         state = run_stage(
             study,
             ledger,

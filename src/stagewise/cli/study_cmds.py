@@ -257,7 +257,7 @@ def import_(
         )
         if v is not None
     }
-    with open_study(folder) as (study, ledger):
+    with open_study(folder, start=True) as (study, ledger):
         report = import_results(study, ledger, files, defaults)
     for path, added, unchanged in report:
         console.print(f"{path.name}: {added} recorded, {unchanged} already present")
@@ -276,7 +276,7 @@ def decide(
     ] = False,
 ) -> None:
     """Record a decision taken outside the tool (flagged manual), or withdraw one."""
-    with open_study(folder) as (study, ledger):
+    with open_study(folder, start=True) as (study, ledger):
         if withdraw_:
             if promote is not None:
                 raise DecisionError("--withdraw and --promote exclude each other; give one")

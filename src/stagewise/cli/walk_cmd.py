@@ -64,7 +64,7 @@ def walk(
             console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     inner = None if as_json or dry_run else view_for_terminal()
-    with open_study(folder) as (study, ledger):
+    with open_study(folder, start=True) as (study, ledger):
         view = walk_reporter(inner)
         result = run_study(
             study,
