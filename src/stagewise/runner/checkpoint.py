@@ -103,9 +103,9 @@ def verify_checkpoint(
     path: str | Path, data: str | Path | None = None, device: str = "cpu"
 ) -> dict[str, Any]:
     """Check a run's checkpoint; raises CheckpointError on any mismatch, else returns findings."""
+    from stagewise.protocol import SUMMARY_FILE, read_summary
     from stagewise.runner.config import TrainConfig
     from stagewise.runner.device import setup_device
-    from stagewise.protocol import SUMMARY_FILE, read_summary
 
     path = Path(path)
     ckpt = path / CHECKPOINT_FILE if path.is_dir() else path
