@@ -461,6 +461,25 @@ def test_f8_a_study_folder_without_a_ledger_is_not_given_one(tmp_path: Path) -> 
         Ledger.open(root)  # even the library refuses where work was recorded
 
 
+def test_a_hand_written_study_gets_its_ledger_from_the_first_recording_command(
+    tmp_path: Path,
+) -> None:
+    """Reading commands create nothing; `freeze` starts the ledger of a study with no recorded work,
+    as `init` would, and a study that recorded work and lost its ledger is still refused."""
+    root = write_study(tmp_path / "s")
+    _refused(run_cli("status", root), "only `stagewise init` creates a ledger")
+    assert not (root / "ledger.sqlite").exists()
+    first_gate = next(iter(load_study(root).gates))
+    frozen = run_cli("freeze", root, first_gate)
+    assert frozen.returncode == 0, frozen.stderr
+    assert (root / "ledger.sqlite").is_file()
+    assert run_cli("status", root).returncode == 0
+    (root / "ledger.sqlite").unlink()
+    (root / "decisions").mkdir(exist_ok=True)
+    (root / "decisions" / "g.json").write_text("{}")
+    _refused(run_cli("freeze", root, first_gate), "ledger")
+
+
 # --------------------------------------------------------------------------- findings 6, 10
 
 
