@@ -65,11 +65,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 # Upward imports still to be removed, each with who removes it. Remove an entry when its
 # import is gone (test_allow_list_is_current fails on a stale entry).
-ALLOWED: dict[tuple[str, str], str] = {
-    # The study loader validates `rules = [...]` against the gate rule registry (a plug-in
-    # point); the registry's names and parameter types belong below the study layer.
-    ("stagewise.study.load", "stagewise.gates.registry"): "C1/lead: issue 11 item 4",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def layer_of(module: str) -> int | None:

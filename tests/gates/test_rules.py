@@ -56,6 +56,26 @@ def test_registry_declares_the_six_rules() -> None:
     assert specs["mean_gap_to_reference"].twin == "max_gap_to_reference"
 
 
+def test_loader_and_registry_read_one_declaration_of_parameters() -> None:
+    """The loader (study layer) and the rules (gates layer) agree on every rule's parameters,
+    and a plug-in rule registered with its parameters becomes known to the loader."""
+    from stagewise.gates.registry import register_rule
+    from stagewise.study.rule_params import rule_params
+
+    params = rule_params()
+    for name, spec in rule_specs().items():
+        assert params[name].required == spec.required
+        assert params[name].threshold_param == spec.threshold_param
+
+    @register_rule("test_plugin_at_most", required={"limit": float}, threshold_param="limit")
+    def at_most(rule, stats, targets):  # type: ignore[no-untyped-def]
+        return {}
+
+    assert rule_params()["test_plugin_at_most"].required == {"limit": float}
+    with pytest.raises(ValueError, match="declare its parameters"):
+        register_rule("test_undeclared_rule")
+
+
 def test_best_k_lowest_means(study: Study) -> None:
     ev = run(study, "promote", [rule("best_k", k=2)])
     assert ev.promoted == ("ref", "v1")

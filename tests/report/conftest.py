@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from stagewise.create import init_study
 from stagewise.gates.decide import apply_gate
 from stagewise.gates.freeze import freeze
 from stagewise.ledger import Ledger, RunKey
 from stagewise.study import load_study
-from stagewise.create import init_study
 from tests.conftest import write_study
 
 CELLS = """\

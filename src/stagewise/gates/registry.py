@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stagewise.analysis.thresholds import TOLERANCE, within
+from stagewise.study.rule_params import RuleParams, declare_rule_params, declared
 
 if TYPE_CHECKING:
     from stagewise.analysis.stats import PoolStats
@@ -60,16 +61,27 @@ def register_rule(
     statistic: str | None = None,
     twin: str | None = None,
 ) -> Callable[[RuleFn], RuleFn]:
-    """Decorator: make `fn` available to study files as `{ rule = "<name>", ... }`."""
+    """Decorator: make `fn` available to study files as `{ rule = "<name>", ... }`.
+
+    A built-in rule's parameters are declared once, in `study.rule_params` (the loader reads them
+    there); a plug-in rule passes them here and they are declared for it.
+    """
+    if required is not None or optional is not None or threshold_param is not None:
+        declare_rule_params(
+            RuleParams(name, dict(required or {}), dict(optional or {}), threshold_param)
+        )
+    params = declared(name)
+    if params is None:
+        raise ValueError(f"rule {name!r}: declare its parameters (required=..., optional=...)")
 
     def wrap(fn: RuleFn) -> RuleFn:
         doc = (fn.__doc__ or "").strip().splitlines()
         _RULES[name] = RuleSpec(
             name=name,
             fn=fn,
-            required=dict(required or {}),
-            optional=dict(optional or {}),
-            threshold_param=threshold_param,
+            required=dict(params.required),
+            optional=dict(params.optional),
+            threshold_param=params.threshold_param,
             summary=summary or (doc[0] if doc else ""),
             statistic=statistic,
             twin=twin,

@@ -17,7 +17,7 @@ def _f(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6f}"
 
 
-@register_rule("best_k", required={"k": int}, summary="the k lowest means")
+@register_rule("best_k", summary="the k lowest means")
 def best_k(rule: Rule, stats: PoolStats, targets: tuple[str, ...]) -> dict[str, RuleCheck]:
     """The k lowest means (ties broken by mean rank, then condition id)."""
     k = int(rule.params["k"])
@@ -41,8 +41,6 @@ def best_k(rule: Rule, stats: PoolStats, targets: tuple[str, ...]) -> dict[str, 
 
 @register_rule(
     "within_gap_of_best",
-    required={"threshold": float},
-    threshold_param="threshold",
     summary="mean - best mean <= threshold",
     statistic="gap_from_best",
 )
@@ -105,8 +103,6 @@ def _reference_gap_check(stats: PoolStats, cid: str, threshold: float, statistic
 
 @register_rule(
     "max_gap_to_reference",
-    required={"threshold": float},
-    threshold_param="threshold",
     summary="in every cell, value - reference value <= threshold",
     statistic="max_gap_to_reference",
     twin="mean_gap_to_reference",
@@ -121,8 +117,6 @@ def max_gap_to_reference(
 
 @register_rule(
     "mean_gap_to_reference",
-    required={"threshold": float},
-    threshold_param="threshold",
     summary="mean over cells of the gap to the reference <= threshold",
     statistic="mean_gap_to_reference",
     twin="max_gap_to_reference",

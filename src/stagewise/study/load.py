@@ -20,6 +20,7 @@ from stagewise.errors import StudyError
 from stagewise.paths import id_problem, safe_join
 from stagewise.study.matrix import TEXT_PARAMS, load_matrix
 from stagewise.study.model import Candidates, Condition, Gate, Host, Rule, Stage, Study
+from stagewise.study.rule_params import rule_params
 
 STUDY_FILE = "study.toml"
 EXECUTORS = ("local", "ray", "external")
@@ -469,8 +470,6 @@ def _gate(
     ids: set[str],
     conditions: tuple[Any, ...],
 ) -> Gate:
-    from stagewise.gates.registry import rule_specs
-
     key = f"gates.{gid}"
     if not isinstance(table, dict):
         raise ctx.fail(key, "expected a table")
@@ -498,7 +497,7 @@ def _gate(
     rules_raw = table.get("rules")
     if not isinstance(rules_raw, list) or not rules_raw:
         raise ctx.fail(f"{key}.rules", 'expected a non-empty list of { rule = "...", ... } tables')
-    specs = rule_specs()
+    specs = rule_params()
     roles = {c.role for c in conditions}
     rules = []
     for i, rule_raw in enumerate(rules_raw):
