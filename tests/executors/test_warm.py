@@ -117,9 +117,10 @@ def test_deterministic_run_is_bit_identical_fresh_and_as_a_warm_workers_second_r
     fresh_summary, fresh_losses = _files(fresh)
     assert warm_losses == fresh_losses  # every step's loss, repr-exact
     assert warm_summary["val_bpb"] == fresh_summary["val_bpb"]
-    # Every weight bit-identical, and the same metadata. (Not the file's sha256: safetensors
-    # writes the metadata keys in a per-process hash order, so two fresh runs differ there too.)
+    # Every weight bit-identical, the same metadata, and so the same file: the checkpoint's
+    # sha256 recorded in both summaries is equal (one metadata key keeps the header's order).
     assert _checkpoint(tmp_path / "warm.safetensors") == _checkpoint(out / "model.safetensors")
+    assert warm_summary["checkpoint_sha256"] == fresh_summary["checkpoint_sha256"]
     # The warm run streamed what a fresh one does.
     assert any(isinstance(e, RunStarted) and e.key == warm.key for e in events)
     assert any(isinstance(e, RunProgress) and e.key == warm.key for e in events)

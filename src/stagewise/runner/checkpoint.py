@@ -17,6 +17,7 @@ from stagewise.errors import CheckpointError, StagewiseError
 
 CHECKPOINT_FILE = "model.safetensors"
 FORMAT = "stagewise-gpt/1"
+META_KEY = "stagewise"  # the one metadata entry: format, config and vocab size as sorted JSON
 CHECK_BATCHES = 2  # validation batches re-evaluated by verify (cheap, yet model-specific)
 # A reload on another device or precision moves bpb in the third decimal; a different model
 # moves it by tenths.
@@ -38,11 +39,10 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    meta = {
-        "format": FORMAT,
-        "config": json.dumps(config, sort_keys=True),
-        "vocab_size": str(vocab_size),
-    }
+    # One metadata key: safetensors writes its metadata map in a per-process hash order, so
+    # several keys would give the same weights a different file (and sha256) in every process.
+    fields = {"format": FORMAT, "config": config, "vocab_size": vocab_size}
+    meta = {META_KEY: json.dumps(fields, sort_keys=True)}
     path = out / CHECKPOINT_FILE
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -63,6 +63,13 @@ def load_checkpoint(path: Path, device: Any = "cpu") -> tuple[Any, dict[str, Any
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc})") from exc
+    if META_KEY in meta:  # checkpoints written before it kept three keys (read below)
+        packed = json.loads(meta[META_KEY])
+        meta = {
+            "format": packed.get("format"),
+            "config": json.dumps(packed.get("config"), sort_keys=True),
+            "vocab_size": str(packed.get("vocab_size")),
+        }
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a stagewise checkpoint (format={meta.get('format')!r})")
     config = json.loads(meta["config"])
