@@ -47,7 +47,7 @@ class TrainConfig:
     warmdown_ratio: float = 0.5  # fraction of the budget spent ramping the LR down
     final_lr_frac: float = 0.0  # LR multiplier reached at the end of the warmdown
     # --- budget, evaluation, reproducibility ---
-    time_budget: float = DEFAULT_TIME_BUDGET  # training seconds (first 10 steps not counted)
+    time_budget: float = DEFAULT_TIME_BUDGET  # training seconds (untimed steps excluded)
     # A budget in tokens or optimizer steps replaces the time budget: host speed then changes
     # only how long a run takes, not what it trains on (A100 and L40S see the same tokens).
     token_budget: int | None = None  # trains ceil(token_budget / total_batch_size) steps
