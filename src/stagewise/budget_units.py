@@ -43,6 +43,29 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def format_eta(seconds: float | None, unknown: str = "-") -> str:
+    """A remaining time for a progress line: 42s, 3m05s, 2h07m (`unknown` when not known)."""
+    if seconds is None:
+        return unknown
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
+
+
+def json_safe(value: object) -> object:
+    """JSON has no NaN or infinity: non-finite floats become null, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 # ---------------------------------------------------------------------- tokens and steps
 BudgetUnit = Literal["seconds", "tokens", "steps"]
 _MULTIPLIERS = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9}

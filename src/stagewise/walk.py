@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from stagewise.budget_units import format_eta
 from stagewise.errors import ExecutorError, FrozenRuleMismatch
 from stagewise.executors.base import ExecutorEvent, RunOutcome
 from stagewise.executors.stage import NullReporter, Reporter, StageState, run_stage
@@ -164,20 +165,9 @@ class WalkReporter:
         index, total = self.position
         name = self.state.stage if self.state is not None else "-"
         return (
-            f"walk: stage {index} of {total} ({name}), ETA stage {_dur(self.stage_eta())}, "
-            f"overall {_dur(self.overall_eta())}"
+            f"walk: stage {index} of {total} ({name}), ETA stage {format_eta(self.stage_eta(), 'unknown')}, "
+            f"overall {format_eta(self.overall_eta(), 'unknown')}"
         )
-
-
-def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
 
 
 # ---------------------------------------------------------------------- gate narration

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from stagewise.backtest.figure import draw_pareto, pareto_points, write_pareto_csv
 from stagewise.backtest.replay import BacktestResult
+from stagewise.budget_units import json_safe as _clean
 
 RESULT_DIR = "backtest"
 RESULT_JSON = "backtest.json"
@@ -36,16 +36,6 @@ POLICY_COLUMNS = (
     "cost_vs_final_only_low",
     "cost_vs_final_only_high",
 )
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def policy_rows(result: BacktestResult) -> list[dict[str, Any]]:

@@ -12,22 +12,12 @@ from typing import Any
 
 from rich.console import Console
 
+from stagewise.budget_units import json_safe as _clean
 from stagewise.ledger import Ledger
 from stagewise.study import Study, load_study
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN: non-finite floats become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def emit_json(value: Any) -> None:

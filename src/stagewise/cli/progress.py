@@ -13,19 +13,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from stagewise.budget_units import format_eta as _dur
 from stagewise.executors.base import ExecutorEvent, RunOutcome
 from stagewise.executors.state import StageState
-
-
-def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
 
 
 def outcome_line(state: StageState, outcome: RunOutcome) -> str:

@@ -198,6 +198,42 @@ def stop_group(proc: subprocess.Popen[str]) -> None:
             continue
 
 
+class RunWatch:
+    """Stops a run's process group when the stage is cancelled or the run passes its deadline,
+    from a thread of its own (the caller is blocked reading the run's output)."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[str],
+        task: RunTask,
+        t0: float,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.timed_out = False
+        self.cancelled: str | None = None
+        self._finished = threading.Event()
+        self._proc, self._cancel = proc, cancel
+        self._deadline = t0 + task.timeout_seconds
+        self._thread = threading.Thread(target=self._watch, name=f"watch-{task.key}", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._finished.wait(0.1):
+            if self._cancel is not None and self._cancel.is_set():
+                self.cancelled = str(getattr(self._cancel, "reason", "") or "interrupted")
+                stop_group(self._proc)
+                return
+            if time.monotonic() > self._deadline:
+                self.timed_out = True
+                stop_group(self._proc)
+                return
+
+    def stop(self) -> None:
+        """The run has ended: stop watching."""
+        self._finished.set()
+        self._thread.join()
+
+
 def run_task(
     task: RunTask,
     emit: Callable[[ExecutorEvent], None],
@@ -246,23 +282,7 @@ def run_task(
                 worker=slot,
             )
         emit(RunStarted(task.key, task.attempt, slot, proc.pid))
-        state: dict[str, Any] = {"timed_out": False, "cancelled": None}
-        finished = threading.Event()
-
-        def watch() -> None:
-            deadline = t0 + task.timeout_seconds
-            while not finished.wait(0.1):
-                if cancel is not None and cancel.is_set():
-                    state["cancelled"] = str(getattr(cancel, "reason", "") or "interrupted")
-                    stop_group(proc)
-                    return
-                if time.monotonic() > deadline:
-                    state["timed_out"] = True
-                    stop_group(proc)
-                    return
-
-        watcher = threading.Thread(target=watch, name=f"watch-{task.key}", daemon=True)
-        watcher.start()
+        watch = RunWatch(proc, task, t0, cancel)
         startup: float | None = None
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -277,10 +297,9 @@ def run_task(
                     emit(progress)
         proc.stdout.close()  # one fd per run: a long stage must not leak them
         returncode = proc.wait()
-        finished.set()
-        watcher.join()
+        watch.stop()
         log.write(f"# exit code {returncode} after {time.monotonic() - t0:.1f}s\n")
-    if state["timed_out"] or state["cancelled"] or returncode < 0:
+    if watch.timed_out or watch.cancelled or returncode < 0:
         # A killed child may leave grandchildren holding its group; make sure they go too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -288,8 +307,8 @@ def run_task(
         task,
         returncode,
         "".join(tail),
-        timed_out=bool(state["timed_out"]),
-        cancelled=state["cancelled"],
+        timed_out=watch.timed_out,
+        cancelled=watch.cancelled,
         elapsed_seconds=time.monotonic() - t0,
         startup_seconds=startup,
         worker=slot,

@@ -30,6 +30,7 @@ from stagewise.executors.base import ExecutorEvent, RunOutcome, RunStarted, RunT
 from stagewise.executors.process import (
     LIBC,
     TAIL_LINES,
+    RunWatch,
     classify,
     die_with_parent,
     parse_progress,
@@ -197,23 +198,7 @@ def run_warm(
         worker.runs += 1
         log.write(f"# warm worker pid {proc.pid}, run {worker.runs} in it\n")
         log.flush()
-        state: dict[str, Any] = {"timed_out": False, "cancelled": None}
-        finished = threading.Event()
-
-        def watch() -> None:
-            deadline = t0 + task.timeout_seconds
-            while not finished.wait(0.1):
-                if cancel is not None and cancel.is_set():
-                    state["cancelled"] = str(getattr(cancel, "reason", "") or "interrupted")
-                    stop_group(proc)
-                    return
-                if time.monotonic() > deadline:
-                    state["timed_out"] = True
-                    stop_group(proc)
-                    return
-
-        watcher = threading.Thread(target=watch, name=f"watch-{task.key}", daemon=True)
-        watcher.start()
+        watch = RunWatch(proc, task, t0, cancel)
         assert proc.stdin is not None and proc.stdout is not None
         code: int | None = None
         startup: float | None = None
@@ -247,8 +232,7 @@ def run_warm(
                         emit(progress)
         except (BrokenPipeError, ValueError):
             pass  # the worker died (or was killed) before it took the request: see below
-        finished.set()
-        watcher.join()
+        watch.stop()
         returncode = code
         if code is None or code != 0:
             # A run that did not succeed takes its worker down (it exits by itself after
@@ -263,8 +247,8 @@ def run_warm(
         task,
         returncode,
         "".join(tail),
-        timed_out=bool(state["timed_out"]),
-        cancelled=state["cancelled"],
+        timed_out=watch.timed_out,
+        cancelled=watch.cancelled,
         elapsed_seconds=time.monotonic() - t0,
         startup_seconds=startup,
         worker=slot,

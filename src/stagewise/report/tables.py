@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stagewise.gates.decide import CONFIDENCE_COLUMNS as RECORD_CONFIDENCE_COLUMNS
 from stagewise.gates.results import CONDITION_KEYS, GateResult
 from stagewise.ledger.schema import SUMMARY_FIELDS
 from stagewise.paths import safe_join
@@ -300,19 +301,7 @@ def gate_table_of(gate: Gate, gate_result: GateResult | None) -> Table | None:
     )
 
 
-CONFIDENCE_COLUMNS = (
-    "condition_id",
-    "label",
-    "verdict",
-    "p_verdict",
-    "decisive",
-    "mean_low",
-    "mean_high",
-    "mean_gap_low",
-    "mean_gap_high",
-    "max_gap_low",
-    "max_gap_high",
-)
+CONFIDENCE_COLUMNS = ("condition_id", "label", "verdict", *RECORD_CONFIDENCE_COLUMNS)
 VARIANCE_COLUMNS = (
     "scope",
     "sd_host",
