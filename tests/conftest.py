@@ -92,5 +92,7 @@ def run_cli(
 def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A completed `stagewise demo --quick` (minutes of CPU: run once per session, on request)."""
     out = tmp_path_factory.mktemp("quick-demo") / "demo"
-    run_cli("demo", "--out", out, "--quick", check=True)
+    proc = run_cli("demo", "--out", out, "--quick", check=True)
+    # What the demo printed, for the tests that read it (beside the study, not inside it).
+    (out.parent / "demo-stdout.txt").write_text(proc.stdout)
     return out
