@@ -216,3 +216,15 @@ def test_scrubber_rules(tmp_path: Path) -> None:
     ids = Scrubber([tmp_path], ids=[plant["host"]])
     assert ids.text(f"[hosts.{plant['host']}]") == "[hosts.scrubbed-host]"
     assert list(ids.renamed) == ["scrubbed-host"]
+
+
+def test_a_study_opened_by_a_relative_path_keeps_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stagewise bundle demo` from the study's parent: the folder's absolute path is scrubbed,
+    but the bare word `demo` (the study's own name, say) is not a path and stays."""
+    (tmp_path / "demo").mkdir()
+    monkeypatch.chdir(tmp_path)
+    scrub = Scrubber([Path("demo")])
+    assert scrub.text('name = "demo"') == 'name = "demo"'
+    assert scrub.text(f"{tmp_path / 'demo'}/runs/x.log") == "<study>/runs/x.log"

@@ -53,7 +53,9 @@ class Scrubber:
     ) -> None:
         prefixes: dict[str, str] = {}
         for root in roots:
-            for form in {str(root), str(Path(root).resolve())}:
+            # Absolute forms only: a study opened as `demo` must not turn every "demo" into
+            # `<study>` (its own name in study.toml included).
+            for form in {str(Path(root).absolute()), str(Path(root).resolve())}:
                 if len(form) > 1:
                     prefixes[form.rstrip("/")] = "<study>"
         # Longest first: one study folder may sit inside another form of it.
