@@ -53,7 +53,7 @@ details{margin:.3em 0 .8em}summary{cursor:pointer;color:#0072B2;font-size:12px}
 code,.hash{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
 figure{margin:1em 0;border:1px solid #ddd;padding:.5em;background:#fff;max-width:100%}
 figure img{max-width:100%;height:auto;display:block}figcaption{font-size:12px;color:#444}
-nav ul{columns:3;font-size:13px;margin:.3em 0}ul.pending li{color:#6b5800}
+nav ul{columns:3;column-gap:2em;font-size:13px;margin:.3em 0}nav li{break-inside:avoid;overflow-wrap:anywhere}ul.pending li{color:#6b5800}
 .outcome{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);
 grid-template-areas:"lead fig" "more fig";grid-template-rows:auto 1fr;gap:0 1.5em;align-items:start}
 .outcome .lead{grid-area:lead;font-size:16px;margin:.3em 0 .5em}
