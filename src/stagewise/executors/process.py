@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from stagewise.executors.base import (
     ExecutorEvent,
@@ -198,6 +198,32 @@ def stop_group(proc: subprocess.Popen[str]) -> None:
             continue
 
 
+class RunOutput:
+    """Follows a run's output: every line to its log file, the last lines kept for the `---`
+    block, progress lines parsed and emitted; the first one also dates the run's start-up."""
+
+    def __init__(
+        self, log: IO[str], task: RunTask, t0: float, emit: Callable[[ExecutorEvent], None]
+    ) -> None:
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.startup: float | None = None
+        self._log, self._key, self._t0, self._emit = log, task.key, t0, emit
+
+    def line(self, line: str) -> None:
+        self._log.write(line)
+        self.tail.append(line)
+        if line.startswith(PROGRESS_PREFIX):
+            self._log.flush()
+            progress = parse_progress(line, self._key)
+            if progress is not None:
+                if self.startup is None:
+                    self.startup = time.monotonic() - self._t0
+                self._emit(progress)
+
+    def text(self) -> str:
+        return "".join(self.tail)
+
+
 class RunWatch:
     """Stops a run's process group when the stage is cancelled or the run passes its deadline,
     from a thread of its own (the caller is blocked reading the run's output)."""
@@ -253,7 +279,6 @@ def run_task(
     env.update(extra_env or {})
     env.setdefault("PYTHONUNBUFFERED", "1")
     t0 = time.monotonic()
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
     with open(task.log_path, "w", encoding="utf-8", errors="replace") as log:
         log.write(f"# {task.key} attempt {task.attempt} on {slot or '?'}\n")
         log.write("# argv: " + json.dumps(list(task.argv)) + "\n")
@@ -283,18 +308,10 @@ def run_task(
             )
         emit(RunStarted(task.key, task.attempt, slot, proc.pid))
         watch = RunWatch(proc, task, t0, cancel)
-        startup: float | None = None
+        output = RunOutput(log, task, t0, emit)
         assert proc.stdout is not None
         for line in proc.stdout:
-            log.write(line)
-            tail.append(line)
-            if line.startswith(PROGRESS_PREFIX):
-                log.flush()
-                progress = parse_progress(line, task.key)
-                if progress is not None:
-                    if startup is None:
-                        startup = time.monotonic() - t0
-                    emit(progress)
+            output.line(line)
         proc.stdout.close()  # one fd per run: a long stage must not leak them
         returncode = proc.wait()
         watch.stop()
@@ -306,11 +323,11 @@ def run_task(
     return classify(
         task,
         returncode,
-        "".join(tail),
+        output.text(),
         timed_out=watch.timed_out,
         cancelled=watch.cancelled,
         elapsed_seconds=time.monotonic() - t0,
-        startup_seconds=startup,
+        startup_seconds=output.startup,
         worker=slot,
     )
 

@@ -22,24 +22,21 @@ import queue
 import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from stagewise.executors.base import ExecutorEvent, RunOutcome, RunStarted, RunTask
 from stagewise.executors.process import (
     LIBC,
-    TAIL_LINES,
+    RunOutput,
     RunWatch,
     classify,
     die_with_parent,
-    parse_progress,
     prepare_dirs,
     stop_group,
 )
 from stagewise.protocol import (
     EXIT_BAD_INPUT,
-    PROGRESS_PREFIX,
     WORKER_ARGS,
     WORKER_READY,
     parse_worker_done,
@@ -179,7 +176,6 @@ def run_warm(
     assert args is not None, "run_warm needs a `stagewise train` argv (see can_run_warm)"
     prepare_dirs(task)
     t0 = time.monotonic()
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
     with open(task.log_path, "w", encoding="utf-8", errors="replace") as log:
         log.write(f"# {task.key} attempt {task.attempt} on {slot or '?'}\n")
         log.write("# argv: " + json.dumps(list(task.argv)) + "\n")
@@ -201,7 +197,7 @@ def run_warm(
         watch = RunWatch(proc, task, t0, cancel)
         assert proc.stdin is not None and proc.stdout is not None
         code: int | None = None
-        startup: float | None = None
+        output = RunOutput(log, task, t0, emit)
 
         def send() -> None:
             assert proc.stdin is not None
@@ -221,15 +217,7 @@ def run_warm(
                 if ready and (done := parse_worker_done(line)) is not None:
                     code = done
                     break
-                log.write(line)
-                tail.append(line)
-                if line.startswith(PROGRESS_PREFIX):
-                    log.flush()
-                    progress = parse_progress(line, task.key)
-                    if progress is not None:
-                        if startup is None:
-                            startup = time.monotonic() - t0
-                        emit(progress)
+                output.line(line)
         except (BrokenPipeError, ValueError):
             pass  # the worker died (or was killed) before it took the request: see below
         watch.stop()
@@ -246,11 +234,11 @@ def run_warm(
     return classify(
         task,
         returncode,
-        "".join(tail),
+        output.text(),
         timed_out=watch.timed_out,
         cancelled=watch.cancelled,
         elapsed_seconds=time.monotonic() - t0,
-        startup_seconds=startup,
+        startup_seconds=output.startup,
         worker=slot,
     )
 
