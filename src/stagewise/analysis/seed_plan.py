@@ -80,6 +80,15 @@ def _seeds_needed(
     return max(1, n) if n <= MAX_SEEDS_PER_HOST else None
 
 
+def _simulated_gaps(
+    gap: float, var_host: float, var_seed: float, hosts: int, seeds: int, rng: np.random.Generator
+) -> np.ndarray:
+    """SIMULATIONS gates' cell gaps [S, hosts, seeds] from the random-effects model."""
+    b = rng.normal(0.0, math.sqrt(var_host), size=(SIMULATIONS, hosts, 1))
+    e = rng.normal(0.0, math.sqrt(var_seed), size=(SIMULATIONS, hosts, seeds))
+    return gap + b + e
+
+
 def _simulate_mean_power(
     gap: float,
     t: float,
@@ -91,9 +100,7 @@ def _simulate_mean_power(
     rng: np.random.Generator,
 ) -> float:
     """Share of simulated gates whose interval for the mean gap lies wholly on the observed side."""
-    b = rng.normal(0.0, math.sqrt(var_host), size=(SIMULATIONS, hosts, 1))
-    e = rng.normal(0.0, math.sqrt(var_seed), size=(SIMULATIONS, hosts, seeds))
-    means = (gap + b + e).mean(axis=(1, 2))
+    means = _simulated_gaps(gap, var_host, var_seed, hosts, seeds, rng).mean(axis=(1, 2))
     se = math.sqrt(var_host / hosts + var_seed / (hosts * seeds))
     zc = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0)
     if gap <= t:
@@ -167,9 +174,7 @@ def _max_power(
     seeds: int,
     rng: np.random.Generator,
 ) -> float:
-    b = rng.normal(0.0, math.sqrt(var_host), size=(SIMULATIONS, hosts, 1))
-    e = rng.normal(0.0, math.sqrt(var_seed), size=(SIMULATIONS, hosts, seeds))
-    maxima = (gap + b + e).max(axis=(1, 2))
+    maxima = _simulated_gaps(gap, var_host, var_seed, hosts, seeds, rng).max(axis=(1, 2))
     return float(np.mean(maxima <= t)) if gap <= t else float(np.mean(maxima > t))
 
 
