@@ -64,7 +64,7 @@ def run(
         str | None, typer.Option(help="Walk only: stop after this stage (and its gates).")
     ] = None,
 ) -> None:
-    """Run a stage's pending runs on its local (and Ray) hosts; resumable after any crash.
+    """Walk the whole study (no STAGE) or run one stage, on local (and Ray) hosts; resumable.
 
     Exit codes: 0 every run succeeded (or awaits import), 1 a run failed (now or before), 2 bad input or refused (e.g. gate not frozen),
     130 interrupted (running runs are marked interrupted and rerun next time).
