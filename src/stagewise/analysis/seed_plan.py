@@ -41,6 +41,19 @@ class SeedAdvice:
     simulated_power: float | None
     note: str
 
+    @classmethod
+    def undecided(
+        cls,
+        statistic: str,
+        threshold: float,
+        gap: float,
+        sigma_d: float | None,
+        hosts: int,
+        note: str,
+    ) -> SeedAdvice:
+        """No seed count decides the rule with these hosts (or nothing could be estimated)."""
+        return cls(statistic, threshold, gap, sigma_d, hosts, None, None, False, None, note)
+
     def to_json(self) -> dict[str, object]:
         return {
             "statistic": self.statistic,
@@ -120,32 +133,24 @@ def plan_mean_gap(
     comps = _components(vc)
     delta = abs(threshold - observed_gap)
     if comps is None:
-        return SeedAdvice(
+        return SeedAdvice.undecided(
             "mean_gap",
             threshold,
             observed_gap,
             None,
             hosts,
-            None,
-            None,
-            False,
-            None,
             "no variance could be estimated at the earlier gate",
         )
     var_host, var_seed = comps
     sigma_d = math.sqrt(var_host + var_seed)
     note = _note(vc)
     if delta == 0:
-        return SeedAdvice(
+        return SeedAdvice.undecided(
             "mean_gap",
             threshold,
             observed_gap,
             sigma_d,
             hosts,
-            None,
-            None,
-            False,
-            None,
             "the observed gap equals the threshold: no sample size decides it",
         )
     z = _z(confidence, power)
@@ -194,16 +199,12 @@ def plan_max_gap(
     """
     comps = _components(vc)
     if comps is None:
-        return SeedAdvice(
+        return SeedAdvice.undecided(
             "max_gap",
             threshold,
             observed_gap,
             None,
             hosts,
-            None,
-            None,
-            False,
-            None,
             "no variance could be estimated at the earlier gate",
         )
     var_host, var_seed = comps
@@ -221,9 +222,7 @@ def plan_max_gap(
     if observed_gap <= threshold:
         note = (note + "; " if note else "") + "a max-over-cells pass gets harder with more cells"
     if best is None:
-        return SeedAdvice(
-            "max_gap", threshold, observed_gap, sigma_d, hosts, None, None, False, None, note
-        )
+        return SeedAdvice.undecided("max_gap", threshold, observed_gap, sigma_d, hosts, note)
     return SeedAdvice(
         "max_gap", threshold, observed_gap, sigma_d, hosts, best[0], hosts, True, best[1], note
     )

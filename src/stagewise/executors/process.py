@@ -320,6 +320,18 @@ def run_task(
         # A killed child may leave grandchildren holding its group; make sure they go too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+    return run_outcome(task, returncode, output, watch, t0, slot)
+
+
+def run_outcome(
+    task: RunTask,
+    returncode: int | None,
+    output: RunOutput,
+    watch: RunWatch,
+    t0: float,
+    slot: str,
+) -> RunOutcome:
+    """How a fresh or warm run ended, from its exit code, its output and its watchdog."""
     return classify(
         task,
         returncode,

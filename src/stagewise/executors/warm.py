@@ -33,6 +33,7 @@ from stagewise.executors.process import (
     classify,
     die_with_parent,
     prepare_dirs,
+    run_outcome,
     stop_group,
 )
 from stagewise.protocol import (
@@ -231,16 +232,7 @@ def run_warm(
                 returncode = proc.returncode if proc.returncode is not None else -9
             worker.forget()
         log.write(f"# exit code {returncode} after {time.monotonic() - t0:.1f}s\n")
-    return classify(
-        task,
-        returncode,
-        output.text(),
-        timed_out=watch.timed_out,
-        cancelled=watch.cancelled,
-        elapsed_seconds=time.monotonic() - t0,
-        startup_seconds=output.startup,
-        worker=slot,
-    )
+    return run_outcome(task, returncode, output, watch, t0, slot)
 
 
 def warm_env(base: Mapping[str, str], slot_env: Mapping[str, str]) -> dict[str, str]:
