@@ -42,7 +42,7 @@ def test_doctor_passes_and_measures_on_this_machine(sample_data: Path) -> None: 
     smoke = report["smoke"]
     assert smoke["steps"] == 6 and smoke["untimed_steps"] >= 1
     assert smoke["tokens_per_second"] > 0 and smoke["steps_in_5_minutes"] > 0
-    assert 0 < smoke["val_bpb"] < 20
+    assert 0 < smoke["val_bpb"] < 20 and smoke["eval_batch_size"] >= 1
     if not torch.cuda.is_available():
         assert smoke["device"] == "cpu" and smoke["mfu_percent"] is None
         assert by_name["flex attention"]["status"] == "SKIP"

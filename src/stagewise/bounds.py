@@ -13,7 +13,14 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from stagewise.defaults import HEAD_DIM, VOCAB_SIZE, model_dim_for
+from stagewise.defaults import (
+    DEVICE_BATCH_SIZE,
+    EVAL_TOKENS,
+    HEAD_DIM,
+    SEQUENCE_LEN,
+    VOCAB_SIZE,
+    model_dim_for,
+)
 
 # SQLite INTEGER and NumPy/torch int64: counts (tokens, steps, seconds) must fit.
 INT64_MAX = 2**63 - 1
@@ -74,6 +81,7 @@ RUNNER_OPTIONS: dict[str, Option] = {
     "token_budget": Option("budget"),
     "step_budget": Option("budget"),
     "eval_tokens": Option("int", 1, MAX_TOKENS),
+    "eval_batch_size": Option("int", 1, MAX_TOKENS),
     "seed": Option("seed"),
     "deterministic": Option("bool"),
     "steps": Option("int", 1, INT64_MAX),
@@ -172,6 +180,40 @@ def model_size_problem(
     return None
 
 
+def divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)})
+
+
+def eval_rows(eval_tokens: int, device_batch_size: int, sequence_len: int) -> int:
+    """The validation rows val_bpb is computed over: whole training batches within eval_tokens."""
+    return eval_tokens // (device_batch_size * sequence_len) * device_batch_size
+
+
+def eval_batch_problem(
+    eval_batch_size: object,
+    eval_tokens: object = EVAL_TOKENS,
+    device_batch_size: object = DEVICE_BATCH_SIZE,
+    sequence_len: object = SEQUENCE_LEN,
+) -> str | None:
+    """Why an explicit evaluation batch cannot be used, or None. It must divide the rows, so
+    that every batch size reads the same rows (and val_bpb does not depend on it)."""
+    values = (eval_batch_size, eval_tokens, device_batch_size, sequence_len)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        return None  # each is checked on its own; only the relation is checked here
+    assert isinstance(eval_tokens, int) and isinstance(device_batch_size, int)
+    assert isinstance(sequence_len, int) and isinstance(eval_batch_size, int)
+    rows = eval_rows(eval_tokens, device_batch_size, sequence_len)
+    if rows == 0 or rows % eval_batch_size == 0:
+        return None
+    near = [d for d in divisors(rows) if d <= 4 * eval_batch_size][-6:]
+    return (
+        f"must divide the {rows} evaluation rows (eval_tokens // (device_batch_size * "
+        f"sequence_len) batches of device_batch_size rows), so that every batch size reads the "
+        f"same rows; nearby choices: {', '.join(map(str, near))}"
+    )
+
+
 __all__ = [
     "BUDGET_MAX_SECONDS",
     "EXECUTOR_OPTIONS",
@@ -189,6 +231,9 @@ __all__ = [
     "VAL_BPB_MAX",
     "Option",
     "approx_num_params",
+    "divisors",
+    "eval_batch_problem",
+    "eval_rows",
     "model_size_problem",
     "number_problem",
     "option_problem",

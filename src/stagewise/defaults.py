@@ -11,6 +11,7 @@ from __future__ import annotations
 VOCAB_SIZE = 8192  # autoresearch's BPE vocabulary, incl. its 4 reserved special tokens
 HEAD_DIM = 128  # autoresearch's attention head width; model_dim is rounded up to a multiple
 SEQUENCE_LEN = 2048  # autoresearch's MAX_SEQ_LEN: the context every training row fills
+DEVICE_BATCH_SIZE = 128  # autoresearch's rows per forward/backward on an H100
 EVAL_TOKENS = 40 * 524288  # autoresearch's ~21M validation tokens: a val_bpb stable to ~1e-3
 TIME_BUDGET = 300.0  # autoresearch's fixed budget: 5 minutes of training
 SEED = 42  # autoresearch seeds torch with 42

@@ -278,6 +278,7 @@ def smoke_training(
         "peak_rss_mb": summary.get("peak_rss_mb"),
         "compile_seconds": summary.get("compile_seconds"),
         "eval_seconds": summary.get("eval_seconds"),
+        "eval_batch_size": summary.get("eval_batch_size"),
         "steps_in_5_minutes": (
             math.floor(REFERENCE_BUDGET_SECONDS / per_step) if per_step else None
         ),

@@ -57,3 +57,21 @@ def test_model_size_bounds() -> None:
 )
 def test_seed_bounds(value: object, ok: bool) -> None:
     assert (bounds.seed_problem(value) is None) is ok
+
+
+def test_eval_batch_must_divide_the_evaluation_rows(tmp_path: Path) -> None:
+    """Checked when the study loads, not when each run fails: [runner] and matrix columns."""
+    from stagewise.errors import StudyError
+    from tests.conftest import MATRIX, STUDY
+
+    runner = "[runner]\nsequence_len = 128\ndevice_batch_size = 16\neval_tokens = 8192\n"
+    ok = write_study(tmp_path / "ok", STUDY + runner + "eval_batch_size = 32\n")
+    assert load_study(ok).runner["eval_batch_size"] == 32
+    bad = write_study(tmp_path / "bad", STUDY + runner + "eval_batch_size = 24\n")
+    with pytest.raises(StudyError, match=r"runner\.eval_batch_size: 24 must divide the 64"):
+        load_study(bad)
+    rows = MATRIX.splitlines()
+    column = [rows[0] + ",eval_batch_size"] + [r + ",8" for r in rows[1:-1]] + [rows[-1] + ",5"]
+    bad_column = write_study(tmp_path / "col", STUDY + runner, "\n".join(column) + "\n")
+    with pytest.raises(StudyError, match=r"condition c_c: eval_batch_size=5 must divide the 64"):
+        load_study(bad_column)

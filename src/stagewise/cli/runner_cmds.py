@@ -91,6 +91,10 @@ def train(
     eval_tokens: Annotated[
         int, typer.Option(help="Validation tokens for val_bpb.")
     ] = _D.eval_tokens,
+    eval_batch_size: Annotated[
+        int | None,
+        typer.Option(help="Rows per evaluation forward (default: sized for the device)."),
+    ] = None,
     vocab_size: Annotated[
         int | None, typer.Option(help="Expected vocab (default: the data's tokenizer).")
     ] = None,
@@ -161,6 +165,7 @@ def train(
         final_lr_frac=final_lr_frac,
         time_budget=parse_budget(time_budget),
         eval_tokens=eval_tokens,
+        eval_batch_size=eval_batch_size,
         seed=seed,
         deterministic=deterministic,
         steps=steps,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stagewise import defaults
+from stagewise.bounds import eval_batch_problem
 from stagewise.errors import RunnerError
 
 # A budget is training seconds. The fixed values live in stagewise.defaults, with their reasons.
@@ -35,7 +36,9 @@ class TrainConfig:
     vocab_size: int | None = None  # None: whatever the prepared tokenizer has (8192 by default)
     # --- optimisation (autoresearch's tuned constants) ---
     total_batch_size: int = 2**19  # tokens per optimizer step (~524K)
-    device_batch_size: int = 128  # rows per forward/backward; grad accumulation makes up the rest
+    device_batch_size: int = (
+        defaults.DEVICE_BATCH_SIZE
+    )  # rows per forward/backward; grad accumulation makes up the rest
     matrix_lr: float = 0.04  # Muon LR for the transformer matrices
     embedding_lr: float = 0.6  # Adam LR for token and value embeddings (scaled by 1/sqrt(d/768))
     unembedding_lr: float = 0.004  # Adam LR for lm_head (scaled by 1/sqrt(d/768))
@@ -53,6 +56,9 @@ class TrainConfig:
     token_budget: int | None = None  # trains ceil(token_budget / total_batch_size) steps
     step_budget: int | None = None
     eval_tokens: int = DEFAULT_EVAL_TOKENS
+    # Rows per evaluation forward; None: sized for the device (runner/eval_batch.py). Any size
+    # reads the same validation rows, so it changes how fast val_bpb comes, not its value.
+    eval_batch_size: int | None = None
     seed: int = defaults.SEED
     deterministic: bool = False  # progress = step / steps instead of wall-clock time
     steps: int | None = None  # the fixed step count of a deterministic run
@@ -101,7 +107,7 @@ class TrainConfig:
             )
         if not 0 < self.time_budget < float("inf"):
             raise bad("time_budget", "a positive number of seconds")
-        for name in ("token_budget", "step_budget"):
+        for name in ("token_budget", "step_budget", "eval_batch_size"):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
@@ -124,6 +130,12 @@ class TrainConfig:
                 f"eval_tokens={self.eval_tokens} must be at least device_batch_size * sequence_len"
                 f" = {tokens_per_pass} (one evaluation batch)"
             )
+        if self.eval_batch_size is not None:
+            problem = eval_batch_problem(
+                self.eval_batch_size, self.eval_tokens, self.device_batch_size, self.sequence_len
+            )
+            if problem is not None:
+                raise RunnerError(f"eval_batch_size={self.eval_batch_size} {problem}")
         if self.device not in ("auto", "cuda", "cpu") and not self.device.startswith("cuda:"):
             raise bad("device", "'auto', 'cuda', 'cuda:N' or 'cpu'")
         if self.deterministic and (self.steps is None or self.steps < 1):
@@ -188,7 +200,7 @@ def canonical_json(data: dict[str, Any]) -> str:
 def config_sha256(config: TrainConfig | dict[str, Any]) -> str:
     data = dict(config.to_dict() if isinstance(config, TrainConfig) else config)
     data.pop("out", None)
-    for name in ("token_budget", "step_budget"):
+    for name in ("token_budget", "step_budget", "eval_batch_size"):
         if data.get(name) is None:
             data.pop(name, None)  # recipes from before these existed keep their hash
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()

@@ -89,6 +89,16 @@ class DeviceSetup:
         if self.kind == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def release_memory(self) -> None:
+        """Hand cached, now unreferenced device memory back (after an out-of-memory)."""
+        import gc
+
+        import torch
+
+        gc.collect()
+        if self.kind == "cuda":
+            torch.cuda.empty_cache()
+
 
 def set_threads() -> None:
     import torch

@@ -188,12 +188,14 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     import numpy as np
     import torch
 
+    from stagewise.bounds import eval_rows
     from stagewise.data.loader import TOKENIZER_DIR, make_loader
     from stagewise.data.metric import evaluate_bpb
     from stagewise.data.prepare import read_manifest
     from stagewise.data.tokenizer import load_token_bytes
     from stagewise.runner.checkpoint import CHECK_BATCHES, check_bpb, save_checkpoint
     from stagewise.runner.device import setup_device, versions
+    from stagewise.runner.eval_batch import with_fallback
     from stagewise.runner.optim import build_optimizer
 
     out = Path(cfg.out)
@@ -339,11 +341,24 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     setup.synchronize()
     t_eval = time.time()
     model.eval()
-    val_loader = make_loader(data_dir, "val", cfg.device_batch_size, cfg.sequence_len, setup.device)
-    with setup.autocast_ctx():
-        val_bpb = evaluate_bpb(
-            lambda a, b: fwd(a, b, reduction="none"), val_loader, cfg.eval_steps, token_bytes
-        )
+    rows = eval_rows(cfg.eval_tokens, cfg.device_batch_size, cfg.sequence_len)
+
+    def evaluate(batch_rows: int) -> float:
+        loader = make_loader(data_dir, "val", batch_rows, cfg.sequence_len, setup.device)
+        with setup.autocast_ctx():
+            return evaluate_bpb(
+                lambda a, b: fwd(a, b, reduction="none"), loader, rows // batch_rows, token_bytes
+            )
+
+    val_bpb, batch = with_fallback(
+        evaluate,
+        _eval_batch(cfg, setup, vocab_size, rows),
+        cfg.device_batch_size,
+        rows,
+        _is_oom,
+        setup.release_memory,
+    )
+    print(f"eval: {rows} rows, {batch.rows} per forward ({batch.why})", flush=True)
     check_batches = min(CHECK_BATCHES, cfg.eval_steps)
     check = check_bpb(model, cfg, data_dir, setup, check_batches)
     setup.synchronize()
@@ -372,6 +387,7 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
         total_seconds=time.time() - t_start,
         startup_seconds=round(t_start_training - t_start, 2),
         eval_seconds=round(eval_seconds, 3),
+        eval_batch_size=batch.rows,
         peak_vram_mb=peak_vram,
         peak_rss_mb=_peak_rss_mb(),
         mfu_percent=mfu_percent,
@@ -383,6 +399,37 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     )
     summary.update(normalize_fields(summary))
     print(format_block(summary), flush=True)
+
+
+def _eval_batch(cfg: TrainConfig, setup: Any, vocab_size: int, rows: int) -> Any:
+    """The evaluation batch: the configured one, or sized for the device after training.
+
+    On CUDA the training peak says what one training row needed (peak minus what stays held:
+    weights and optimizer state); evaluation needs less per row, so it is a safe bound.
+    """
+    from stagewise.runner.eval_batch import EvalBatch, choose
+
+    if cfg.eval_batch_size is not None:
+        size = cfg.eval_batch_size
+        return EvalBatch(rows=size, steps=rows // size, why="eval_batch_size")
+    free_bytes = row_bytes = None
+    if setup.kind == "cuda":
+        import torch
+
+        held = torch.cuda.memory_allocated(setup.device)
+        row_bytes = (torch.cuda.max_memory_allocated(setup.device) - held) / cfg.device_batch_size
+        free_now, _total = torch.cuda.mem_get_info(setup.device)
+        free_bytes = free_now + torch.cuda.memory_reserved(setup.device) - held
+    return choose(
+        rows,
+        cfg.device_batch_size,
+        cfg.sequence_len,
+        vocab_size,
+        kind=setup.kind,
+        deterministic=cfg.deterministic,
+        free_bytes=free_bytes,
+        row_bytes=row_bytes,
+    )
 
 
 def _graph_counter(compiling: bool) -> Callable[[], int]:

@@ -15,7 +15,13 @@ from typing import Any, cast
 
 from stagewise import bounds
 from stagewise.budget_units import parse_budget
-from stagewise.defaults import HEAD_DIM, VOCAB_SIZE
+from stagewise.defaults import (
+    DEVICE_BATCH_SIZE,
+    EVAL_TOKENS,
+    HEAD_DIM,
+    SEQUENCE_LEN,
+    VOCAB_SIZE,
+)
 from stagewise.errors import StudyError
 from stagewise.paths import id_problem, safe_join
 from stagewise.study.matrix import TEXT_PARAMS, load_matrix
@@ -238,6 +244,18 @@ def _check_runner(
             )
             if problem is not None:
                 raise StudyError(f"{where}: {problem}")
+        if own_runner and "eval_batch_size" in merged:
+            problem = bounds.eval_batch_problem(
+                merged["eval_batch_size"],
+                merged.get("eval_tokens", EVAL_TOKENS),
+                merged.get("device_batch_size", DEVICE_BATCH_SIZE),
+                merged.get("sequence_len", SEQUENCE_LEN),
+            )
+            if problem is not None:
+                value = merged["eval_batch_size"]
+                if "eval_batch_size" in cond.params:
+                    raise StudyError(f"{where}: eval_batch_size={value} {problem}")
+                raise ctx.fail("runner.eval_batch_size", f"{value} {problem}")
 
 
 # Names every command template may use besides the runner options (executors/command.py's
