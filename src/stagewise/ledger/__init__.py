@@ -1,6 +1,6 @@
-from stagewise.ledger.integrity import sha256_text
+from stagewise.ledger.integrity import canonical_json, sha256_text
 from stagewise.ledger.records import DecisionRecord, Event, FreezeRecord, RunKey, RunRecord
-from stagewise.ledger.store import LEDGER_FILE, Ledger, canonical_json, utc_now
+from stagewise.ledger.store import LEDGER_FILE, Ledger, utc_now
 
 __all__ = [
     "LEDGER_FILE",

@@ -20,7 +20,11 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, Protocol
+
+from stagewise.ledger.records import DecisionRecord, FreezeRecord, RunRecord
+from stagewise.ledger.schema import SUMMARY_FIELDS
 
 IdHash = Callable[[str], str]
 
@@ -32,6 +36,13 @@ BASELINE_KIND = "ledger.migrate"
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation that is hashed: sorted keys, no whitespace, UTF-8 kept."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def _dumps(value: Any) -> str:
@@ -167,6 +178,79 @@ class TableRow:
     digest: str
     finished: bool = True  # runs: succeeded/failed; decisions: unused
     active: bool = True  # decisions only
+
+
+class Hashes(Protocol):
+    """How ids and free texts enter a row's digest (the ledger's own, or a bundle's)."""
+
+    def id(self, value: str) -> str: ...
+    def text(self, value: str | None) -> str: ...
+    def json(self, value: Any) -> str: ...
+
+
+class LedgerHashes:
+    """Ids and texts as the ledger holds them: nothing renamed, nothing scrubbed."""
+
+    # Ids repeat in every row; hashing each once keeps the integrity check cheap.
+    _id = staticmethod(lru_cache(maxsize=1 << 16)(sha256_text))
+
+    def id(self, value: str) -> str:
+        return self._id(value)
+
+    def text(self, value: str | None) -> str:
+        return text_hash(value)
+
+    def json(self, value: Any) -> str:
+        return text_hash(canonical_json(value))
+
+
+def run_row(rec: RunRecord, h: Hashes, label: str) -> TableRow:
+    """A run as the chain commits to it."""
+    k = rec.key
+    key = key_digest(k.stage, k.condition_id, k.seed, k.host, h.id)
+    numbers = [getattr(rec, f) for f in SUMMARY_FIELDS]
+    return TableRow(
+        label=label,
+        key=key,
+        digest=run_digest(key, rec.status, h.text(rec.cause), numbers),
+        finished=rec.status in ("succeeded", "failed"),
+    )
+
+
+def freeze_row(rec: FreezeRecord, h: Hashes, label: str) -> TableRow:
+    return TableRow(
+        label=label,
+        key=rec.event_seq,
+        digest=freeze_digest(
+            rec.gate,
+            rec.kind,
+            rec.sha256,
+            rec.frozen_at,
+            rec.post_hoc,
+            h.text(rec.reason),
+            h.json(rec.results_at_freeze),
+            h.id,
+        ),
+    )
+
+
+def decision_row(rec: DecisionRecord, h: Hashes, label: str) -> TableRow:
+    return TableRow(
+        label=label,
+        key=rec.event_seq,
+        digest=decision_digest(
+            rec.gate,
+            rec.kind,
+            rec.promoted,
+            h.text(rec.reason),
+            h.text(rec.source),
+            rec.frozen_sha256,
+            rec.decided_at,
+            h.json(rec.payload),
+            h.id,
+        ),
+        active=rec.active,
+    )
 
 
 def compare(

@@ -15,13 +15,12 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from stagewise.errors import DecisionError, ImportRejected, LedgerError
 from stagewise.ledger import integrity
-from stagewise.ledger.integrity import TableRow, sha256_text, text_hash
+from stagewise.ledger.integrity import TableRow, canonical_json, sha256_text, text_hash
 from stagewise.ledger.records import (
     DecisionRecord,
     Event,
@@ -52,13 +51,6 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def canonical_json(value: Any) -> str:
-    """The one serialisation that is hashed: sorted keys, no whitespace, UTF-8 kept."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
 def _event_hash(prev_hash: str, ts: str, kind: str, subject: str, payload: str) -> str:
     return sha256_text(canonical_json([prev_hash, ts, kind, subject, payload]))
 
@@ -83,57 +75,23 @@ def event_hash(
     return _event_hash(prev_hash, ts, kind, subject, payload_text)
 
 
-# Ids repeat in every row; hashing each once keeps the integrity check cheap.
-_id_sha = lru_cache(maxsize=1 << 16)(sha256_text)
+_HASHES = integrity.LedgerHashes()
 
 
 def run_row(rec: RunRecord) -> TableRow:
     """A run as the chain commits to it."""
-    k = rec.key
-    key = integrity.key_digest(k.stage, k.condition_id, k.seed, k.host, _id_sha)
-    return TableRow(
-        label=f"run {k}",
-        key=key,
-        digest=integrity.run_digest(
-            key, rec.status, text_hash(rec.cause), [getattr(rec, f) for f in SUMMARY_FIELDS]
-        ),
-        finished=rec.status in ("succeeded", "failed"),
-    )
+    return integrity.run_row(rec, _HASHES, f"run {rec.key}")
 
 
 def freeze_row(rec: FreezeRecord) -> TableRow:
-    return TableRow(
-        label=f"freeze {rec.gate} #{rec.id} (event {rec.event_seq})",
-        key=rec.event_seq,
-        digest=integrity.freeze_digest(
-            rec.gate,
-            rec.kind,
-            rec.sha256,
-            rec.frozen_at,
-            rec.post_hoc,
-            text_hash(rec.reason),
-            text_hash(canonical_json(rec.results_at_freeze)),
-            sha256_text,
-        ),
+    return integrity.freeze_row(
+        rec, _HASHES, f"freeze {rec.gate} #{rec.id} (event {rec.event_seq})"
     )
 
 
 def decision_row(rec: DecisionRecord) -> TableRow:
-    return TableRow(
-        label=f"decision {rec.gate} #{rec.id} (event {rec.event_seq})",
-        key=rec.event_seq,
-        digest=integrity.decision_digest(
-            rec.gate,
-            rec.kind,
-            rec.promoted,
-            text_hash(rec.reason),
-            text_hash(rec.source),
-            rec.frozen_sha256,
-            rec.decided_at,
-            text_hash(canonical_json(rec.payload)),
-            sha256_text,
-        ),
-        active=rec.active,
+    return integrity.decision_row(
+        rec, _HASHES, f"decision {rec.gate} #{rec.id} (event {rec.event_seq})"
     )
 
 
@@ -982,7 +940,7 @@ class Ledger:
 
 
 def _key_sha(key: RunKey) -> str:
-    return integrity.key_digest(key.stage, key.condition_id, key.seed, key.host, _id_sha)
+    return integrity.key_digest(key.stage, key.condition_id, key.seed, key.host, _HASHES.id)
 
 
 def _same_result(existing: RunRecord, row: Mapping[str, Any]) -> bool:

@@ -40,7 +40,7 @@ from stagewise.ledger import (
     sha256_text,
 )
 from stagewise.ledger import integrity as chain
-from stagewise.ledger.integrity import TableRow, text_hash
+from stagewise.ledger.integrity import TableRow
 from stagewise.ledger.store import GENESIS, event_hash_v2
 from stagewise.report.bundle import (
     COMMITMENTS_JSON,
@@ -271,7 +271,7 @@ def check_events(
 # --------------------------------------------------------------------------- bundled records
 
 
-class _Hashes:
+class _Hashes(chain.LedgerHashes):
     """Hashes of ids and texts as the ledger had them, through ledger/commitments.json."""
 
     def __init__(self, data: dict[str, Any]) -> None:
@@ -279,14 +279,14 @@ class _Hashes:
         self.texts = {str(k): str(v) for k, v in dict(data.get("texts", {})).items()}
 
     def id(self, value: str) -> str:
-        return self.renamed.get(value) or sha256_text(value)
+        return self.renamed.get(value) or super().id(value)
 
     def text(self, value: str | None) -> str:
-        shown = text_hash(value)
+        shown = super().text(value)
         return self.texts.get(shown, shown)
 
     def json(self, value: Any) -> str:
-        shown = text_hash(canonical_json(value))
+        shown = super().json(value)
         return self.texts.get(shown, shown)
 
 
@@ -354,57 +354,20 @@ def load_decisions(bundle: Path) -> list[DecisionRecord]:
 
 
 def _run_rows(runs: list[RunRecord], h: _Hashes) -> Iterator[TableRow]:
-    from stagewise.ledger.schema import SUMMARY_FIELDS
-
     for r in runs:
-        k = r.key
-        key = chain.key_digest(k.stage, k.condition_id, k.seed, k.host, h.id)
-        yield TableRow(
-            label=f"{RUNS_JSON}: run {k}",
-            key=key,
-            digest=chain.run_digest(
-                key, r.status, h.text(r.cause), [getattr(r, f) for f in SUMMARY_FIELDS]
-            ),
-            finished=r.status in ("succeeded", "failed"),
-        )
+        yield chain.run_row(r, h, f"{RUNS_JSON}: run {r.key}")
 
 
 def _freeze_rows(freezes: list[FreezeRecord], h: _Hashes) -> Iterator[TableRow]:
     for f in freezes:
-        yield TableRow(
-            label=f"frozen/{f.gate}.json: {f.kind} record (event {f.event_seq})",
-            key=f.event_seq,
-            digest=chain.freeze_digest(
-                f.gate,
-                f.kind,
-                f.sha256,
-                f.frozen_at,
-                f.post_hoc,
-                h.text(f.reason),
-                h.json(f.results_at_freeze),
-                h.id,
-            ),
-        )
+        label = f"frozen/{f.gate}.json: {f.kind} record (event {f.event_seq})"
+        yield chain.freeze_row(f, h, label)
 
 
 def _decision_rows(decisions: list[DecisionRecord], h: _Hashes) -> Iterator[TableRow]:
     for d in decisions:
-        yield TableRow(
-            label=f"{DECISIONS_JSON}: decision {d.id} of {d.gate} (event {d.event_seq})",
-            key=d.event_seq,
-            digest=chain.decision_digest(
-                d.gate,
-                d.kind,
-                d.promoted,
-                h.text(d.reason),
-                h.text(d.source),
-                d.frozen_sha256,
-                d.decided_at,
-                h.json(d.payload),
-                h.id,
-            ),
-            active=d.active,
-        )
+        label = f"{DECISIONS_JSON}: decision {d.id} of {d.gate} (event {d.event_seq})"
+        yield chain.decision_row(d, h, label)
 
 
 # --------------------------------------------------------------------------- 4. frozen rules
