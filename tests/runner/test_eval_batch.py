@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,17 +20,12 @@ from stagewise.runner.eval_batch import (
 )
 from stagewise.runner.loop import train
 
-from .conftest import stagewise
+from .conftest import stagewise, tiny_config
 
 MiB = 2**20
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    before = torch.get_num_threads()
-    monkeypatch.setenv("STAGEWISE_TORCH_THREADS", "1")
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_divisors() -> None:
@@ -151,19 +145,8 @@ def test_any_batch_reads_the_same_rows(sample_data: Path, tmp_path: Path) -> Non
     """One deterministic model evaluated at 1, 16 (training) and auto rows per forward."""
     bpbs = {}
     for name, size in (("one", 1), ("train", 16), ("auto", None)):
-        cfg = TrainConfig(
-            depth=2,
-            aspect_ratio=32,
-            total_batch_size=2048,
-            device="cpu",
-            sequence_len=128,
-            device_batch_size=16,
-            eval_tokens=8192,
-            eval_batch_size=size,
-            deterministic=True,
-            steps=3,
-            data=str(sample_data),
-            out=str(tmp_path / name),
+        cfg = tiny_config(
+            sample_data, tmp_path / name, eval_batch_size=size, deterministic=True, steps=3
         )
         summary = train(cfg)
         assert summary["status"] == "succeeded", summary["cause"]

@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from stagewise.runner.checkpoint import file_sha256, load_checkpoint, verify_che
 from stagewise.runner.config import TrainConfig, config_sha256
 from stagewise.runner.loop import train
 
-from .conftest import stagewise
+from .conftest import stagewise, tiny_config
 
 PROGRESS = re.compile(
     r"^progress: step=(\d+) progress=([0-9.]+) loss=([0-9.]+|nan) tok_per_s=([0-9.]+) "
@@ -43,29 +42,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """In-process runs use one thread too (see `stagewise()`), and give the setting back."""
-    before = torch.get_num_threads()
-    monkeypatch.setenv("STAGEWISE_TORCH_THREADS", "1")
-    yield
-    torch.set_num_threads(before)
-
-
-def _tiny_config(data: Path, out: Path, **changes: object) -> TrainConfig:
-    base = TrainConfig(
-        depth=2,
-        aspect_ratio=32,
-        total_batch_size=4096,
-        device="cpu",
-        sequence_len=128,
-        device_batch_size=16,
-        eval_tokens=8192,
-        time_budget=2,
-        data=str(data),
-        out=str(out),
-    )
-    return base.replace(**changes)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +169,7 @@ def test_deterministic_runs_repeat(sample_data: Path, tmp_path: Path) -> None:
     runs = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         summary = train(
-            _tiny_config(sample_data, tmp_path / name, seed=seed, deterministic=True, steps=14)
+            tiny_config(sample_data, tmp_path / name, seed=seed, deterministic=True, steps=14)
         )
         assert summary["status"] == "succeeded" and summary["num_steps"] == 14
         runs.append((tmp_path / name / "train_loss.csv").read_text())
@@ -230,7 +207,7 @@ def test_out_of_memory_is_reported(
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(optim.MuonAdamW, "step", boom)
-    summary = train(_tiny_config(sample_data, tmp_path))
+    summary = train(tiny_config(sample_data, tmp_path))
     assert summary["status"] == "oom" and "out of memory" in summary["cause"]
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "oom"
 
@@ -279,7 +256,7 @@ def test_threads_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_tiny_cuda_run(sample_data: Path, tmp_path: Path) -> None:
-    summary = train(_tiny_config(sample_data, tmp_path, device="cuda", time_budget=5))
+    summary = train(tiny_config(sample_data, tmp_path, device="cuda", time_budget=5))
     assert summary["status"] == "succeeded" and summary["mfu_percent"] is not None
 
 
