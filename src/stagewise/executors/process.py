@@ -64,6 +64,26 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the forked child
         LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def spawn(
+    argv: list[str], env: Mapping[str, str], *, stdin: int, cwd: str | Path | None = None
+) -> subprocess.Popen[str]:
+    """A child with its output and errors as one line-buffered text stream, in its own session
+    (our Ctrl-C and process-group signals are the executor's to pass on), dying with us (Linux)."""
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=dict(env),
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+        start_new_session=True,
+        preexec_fn=die_with_parent if LIBC is not None else None,
+    )
+
+
 def parse_progress(line: str, key: RunKey) -> RunProgress | None:
     """A runner's progress line as the event of run `key` (None for any other line)."""
     p = parse_progress_line(line)
@@ -284,19 +304,7 @@ def run_task(
         log.write("# argv: " + json.dumps(list(task.argv)) + "\n")
         log.flush()
         try:
-            proc = subprocess.Popen(
-                list(task.argv),
-                cwd=task.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                bufsize=1,
-                start_new_session=True,
-                preexec_fn=die_with_parent if LIBC is not None else None,
-            )
+            proc = spawn(list(task.argv), env, stdin=subprocess.DEVNULL, cwd=task.workdir)
         except OSError as exc:
             log.write(f"cannot start: {exc}\n")
             return classify(
@@ -351,5 +359,6 @@ __all__ = [
     "prepare_dirs",
     "read_summary",
     "run_task",
+    "spawn",
     "stop_group",
 ]

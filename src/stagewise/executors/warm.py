@@ -27,13 +27,12 @@ from typing import Any
 
 from stagewise.executors.base import ExecutorEvent, RunOutcome, RunStarted, RunTask
 from stagewise.executors.process import (
-    LIBC,
     RunOutput,
     RunWatch,
     classify,
-    die_with_parent,
     prepare_dirs,
     run_outcome,
+    spawn,
     stop_group,
 )
 from stagewise.protocol import (
@@ -79,18 +78,7 @@ class WarmWorker:
         return proc
 
     def _popen(self) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [self.python, *WORKER_ARGS],
-            env=self.env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            bufsize=1,
-            start_new_session=True,
-            preexec_fn=die_with_parent if LIBC is not None else None,
-        )
+        return spawn([self.python, *WORKER_ARGS], self.env, stdin=subprocess.PIPE)
 
     def live(self) -> tuple[subprocess.Popen[str], bool]:
         """The running worker and whether it was just started (it must then say ready)."""
