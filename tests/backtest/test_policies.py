@@ -209,3 +209,51 @@ def test_study_policy_on_cells_split_unevenly_over_hosts() -> None:
     # screen: 12 x 3 cells x 60 s; replicate: 4 x 3 x 540 s; confirm: 2 or 3 x 16 x 14580 s
     assert p.runs_per_level[0] == 36 and p.runs_per_level[2] == 12
     assert "stage replicate (540s) -> level 540s" in p.notes
+
+
+def _asha_stop_by_hand(ctx: ReplayContext, eta: float, label: str) -> list[np.ndarray]:
+    """Ray Tune's ASHA bracket, one trial at a time, written plainly per replay."""
+    runs = ctx.zeros()
+    arrivals = np.argsort(ctx.rng(label).random((ctx.replays, ctx.n_conditions)), axis=1)
+    for r in range(ctx.replays):
+        recorded: list[list[float]] = [[] for _ in range(ctx.n_levels - 1)]
+        for c in arrivals[r]:
+            for li in range(ctx.n_levels):
+                runs[li][r, c] += 1
+                if li == ctx.n_levels - 1:
+                    break
+                reward = -float(ctx.draws.levels[li].means[r, c])
+                rung = recorded[li]
+                cutoff = np.percentile(rung, (1 - 1 / eta) * 100) if rung else None
+                rung.append(reward)
+                if cutoff is not None and reward < cutoff:
+                    break
+    return runs
+
+
+@pytest.mark.parametrize("eta", [2, 3, 4])
+def test_asha_stop_matches_a_plain_port_of_ray_tunes_rule(eta: int) -> None:
+    rng = np.random.default_rng(eta)
+    values = {c: list(rng.normal(1.0, 0.1, size=4)) for c in NAMES}
+    table = table_from(values, [10.0, 30.0, 90.0, 270.0])
+    ctx = ReplayContext(draw(table, 40, seed=eta), seed=eta)
+    policy = parse_policies(f"asha-stop:eta={eta}")[0]
+    runs = policy.run(ctx)
+    for ours, plain in zip(runs, _asha_stop_by_hand(ctx, eta, policy.label), strict=True):
+        np.testing.assert_array_equal(ours, plain)
+    # The first arrival of every replay reaches the final level: ASHA-stop never stalls.
+    assert (runs[-1].sum(axis=1) >= 1).all()
+    for lower, upper in itertools.pairwise(runs):
+        assert not ((upper > 0) & (lower == 0)).any()
+
+
+def test_asha_stop_keeps_going_only_what_beats_the_rung_quantile() -> None:
+    # Two conditions, eta=2: the second arrival continues only if it is at least as good as
+    # the first at level 0 (the median of one value is that value).
+    table = table_from({"x": [2.0, 1.0], "y": [1.0, 3.0]}, [10.0, 20.0])
+    ctx = ReplayContext(draw(table, 8, seed=0), seed=0)
+    runs = parse_policies("asha-stop:eta=2")[0].run(ctx)
+    assert (runs[0] == 1).all()
+    x_went_on = runs[1][:, 0] == 1  # only when x arrived first
+    assert x_went_on.any() and not x_went_on.all()  # both arrival orders occur
+    assert (runs[1][:, 1] == 1).all()  # y (1.0) always goes on: first, or better than x

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from stagewise.backtest.policies import (  # noqa: F401  (each module registers its policy)
     asha,
+    asha_stop,
     final_only,
     hyperband,
     optuna_pruners,
@@ -31,6 +32,8 @@ DEFAULT_POLICIES = ",".join(
         "hyperband:eta=3",
         "asha:eta=2",
         "asha:eta=3",
+        "asha-stop:eta=2",
+        "asha-stop:eta=3",
     )
 )
 

@@ -1,0 +1,57 @@
+"""`asha-stop` (eta): ASHA as Ray Tune's `ASHAScheduler` runs it, deciding by stopping.
+
+`asha` promotes from a rung only once eta times as many conditions finished there, so on one
+worker with few conditions it can stall below the final level. Ray Tune's scheduler instead
+lets every trial run on and stops it at a rung milestone when its result is worse than the
+(1 - 1/eta) quantile of the results recorded at that rung before it (numpy's linear
+percentile, as Ray computes it); the first trial at a rung always continues. Here one worker
+takes the conditions in a random arrival order per replay, each from the first level up until
+it is stopped or reaches the final level. Lower val_bpb is better (Ray's `mode="min"`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+
+from stagewise.backtest.policies.base import IntArray, Policy, ReplayContext, check_eta, register
+
+
+@register
+class AshaStop(Policy):
+    name = "asha-stop"
+    defaults: ClassVar[Mapping[str, float | int]] = {"eta": 3}
+
+    def check(self) -> None:
+        check_eta(self)
+
+    def run(self, ctx: ReplayContext) -> list[IntArray]:
+        runs = ctx.zeros()
+        r_n, c_n, l_n = ctx.replays, ctx.n_conditions, ctx.n_levels
+        quantile = (1 - 1 / float(self.params["eta"])) * 100
+        arrivals = np.argsort(ctx.rng(self.label).random((r_n, c_n)), axis=1)
+        rows = np.arange(r_n)
+        # recorded[l][r, k]: the loss the k-th arrival recorded at rung l (NaN: never got there).
+        recorded = [np.full((r_n, c_n), np.nan) for _ in range(l_n - 1)]
+        for k in range(c_n):
+            cid = arrivals[:, k]
+            going = np.ones(r_n, dtype=bool)
+            for li in range(l_n):
+                runs[li][rows[going], cid[going]] += 1
+                if li == l_n - 1:
+                    break
+                loss = ctx.draws.levels[li].means[rows, cid]
+                stop = np.zeros(r_n, dtype=bool)
+                if k > 0:
+                    reward = -recorded[li][going, :k]  # Ray's max form of mode="min"
+                    has = ~np.isnan(reward).all(axis=1)
+                    cutoff = np.full(len(reward), -np.inf)  # nothing recorded yet: go on
+                    cutoff[has] = np.nanpercentile(reward[has], quantile, axis=1)
+                    stop[going] = -loss[going] < cutoff
+                recorded[li][going, k] = loss[going]
+                going &= ~stop
+                if not going.any():
+                    break
+        return runs
