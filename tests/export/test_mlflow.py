@@ -24,7 +24,7 @@ from stagewise.gates.decide import apply_gate
 from stagewise.gates.freeze import freeze
 from stagewise.ledger import Ledger, RunKey
 from stagewise.report.context import collect
-from stagewise.report.figure_data import LossCurve, load_curves
+from stagewise.report.loss_curves import LossCurve, load_curves
 from stagewise.study import load_study
 from tests.conftest import run_cli
 

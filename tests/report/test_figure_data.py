@@ -12,24 +12,26 @@ import pytest
 
 from stagewise.ledger import Ledger, RunKey
 from stagewise.report.context import ReportContext, collect
-from stagewise.report.figure_data import (
-    FIGURE_DATA,
-    LOSS_LOG,
+from stagewise.report.decision_figures import condition_intervals, host_seed_rows
+from stagewise.report.figure_base import (
     OKABE_ITO,
     PENDING_COLOR,
-    UNTIMED_STEPS,
+    REGISTERED_FIGURES,
     FigureData,
-    LossCurve,
     as_dict,
-    condition_intervals,
-    host_seed_rows,
-    learning_curve_rows,
+)
+from stagewise.report.figure_data import FIGURE_DATA, FIGURE_ORDER
+from stagewise.report.figures import render_figures
+from stagewise.report.loss_curves import (
+    LOSS_LOG,
+    UNTIMED_STEPS,
+    LossCurve,
     load_curves,
     mean_band,
     read_loss_curve,
     smooth,
 )
-from stagewise.report.figures import render_figures
+from stagewise.report.training_figures import learning_curve_rows
 from stagewise.study import load_study
 
 
@@ -246,6 +248,20 @@ def test_budget_data_paper06(paper06: Path) -> None:
     # Imported results carry no training time: the title does not claim a recorded bar.
     assert "no training time recorded" in data.title
     assert "published" not in data.caption
+
+
+def test_figures_in_the_report_order_whichever_module_is_imported_first() -> None:
+    # This module imports decision_figures before figure_data, so the registry is not in
+    # report order here; FIGURE_DATA is, and holds every registered family.
+    assert list(FIGURE_DATA) == [
+        "funnel",
+        "gap_trajectory",
+        "cost_quality",
+        "host_seed_cells",
+        "budget",
+        "learning_curves",
+    ]
+    assert tuple(FIGURE_DATA) == FIGURE_ORDER and set(REGISTERED_FIGURES) == set(FIGURE_ORDER)
 
 
 def test_every_colour_is_okabe_ito(paper06: Path) -> None:

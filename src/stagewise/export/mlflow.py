@@ -23,7 +23,8 @@ from typing import Any
 from stagewise.errors import ExportError
 from stagewise.ledger import Ledger, RunRecord
 from stagewise.report.context import GateView, ReportContext, collect
-from stagewise.report.figure_data import LossCurve, as_dict, load_curves
+from stagewise.report.figure_base import as_dict
+from stagewise.report.loss_curves import LossCurve, load_curves
 from stagewise.study import load_study
 
 STUDY_TAG = "stagewise.study"

@@ -1,4 +1,4 @@
-"""The report's figures: matplotlib drawing of the rows that `figure_data` computes.
+"""The report's figures: matplotlib drawing of the rows that the figure data functions compute.
 
 A figure function here only maps a `FigureData` table to marks: every number, colour and title
 comes from the data (tested by number in tests/report/test_figure_data.py). Each figure is saved
@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from stagewise.paths import safe_join
 from stagewise.report.context import ReportContext
-from stagewise.report.figure_data import (
+from stagewise.report.figure_base import (
     ADDED_COLOR,
     EXECUTED_COLOR,
-    FIGURE_DATA,
     GATE_COLOR,
     OKABE_ITO,
     STAGE_COLOR,
     FigureData,
 )
+from stagewise.report.figure_data import FIGURE_DATA
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -63,7 +63,7 @@ def draws(kind: str) -> Callable[[DrawFn], DrawFn]:
 
 
 def figure_specs() -> dict[str, Callable[[ReportContext], list[FigureData] | str]]:
-    """Figure families by name: data function (figure_data.py) + drawing function (here)."""
+    """Figure families by name in report order: data function (figure_data.py) + drawing (here)."""
     return dict(FIGURE_DATA)
 
 

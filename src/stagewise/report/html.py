@@ -25,8 +25,9 @@ from typing import Any
 from stagewise.backtest.report import backtest_sections
 from stagewise.ledger import Ledger
 from stagewise.report.context import GateView, ReportContext, collect
-from stagewise.report.figure_data import as_dict, budget_label, load_curves
+from stagewise.report.figure_base import as_dict, budget_label
 from stagewise.report.figures import RenderedFigure, render_figures
+from stagewise.report.loss_curves import load_curves
 from stagewise.report.published import PUBLISHED_LABEL
 from stagewise.report.tables import GATE_COLUMNS, Table, all_tables
 from stagewise.study import load_study

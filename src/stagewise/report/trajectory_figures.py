@@ -1,0 +1,249 @@
+"""The figures that follow the conditions across gates (or stages), in budget order: the gap
+from each gate's best mean, and mean val_bpb against model size.
+
+Recomputed gate results are used where cells exist; published pooled tables fill in the rest
+(and are drawn hollow).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from stagewise.budget_units import format_duration
+from stagewise.report.context import ReportContext
+from stagewise.report.figure_base import (
+    FigureData,
+    as_dict,
+    budget_label,
+    color,
+    condition_style,
+    figure_data,
+    figure_table,
+)
+from stagewise.report.published import PUBLISHED_LABEL, as_float
+
+
+@dataclass(frozen=True)
+class Series:
+    """Per-condition numbers of one gate or stage, recomputed or published."""
+
+    key: str
+    budget_seconds: float
+    order: int
+    published: bool
+    mean: dict[str, float]
+    params_m: dict[str, float]
+    tokens_m: dict[str, float]
+    budget: str = ""  # in its own unit: '10m', '50Mtok', '2000steps'
+
+    @property
+    def tick(self) -> str:
+        tag = "published" if self.published else "recomputed"
+        return f"{self.key}\n{self.budget or format_duration(self.budget_seconds)}\n({tag})"
+
+
+def _label_map(ctx: ReportContext) -> dict[str, str]:
+    """Published tables name conditions by label; map labels (and ids) to condition ids."""
+    out = {c.label: c.condition_id for c in ctx.study.conditions}
+    out.update({c.condition_id: c.condition_id for c in ctx.study.conditions})
+    return out
+
+
+def gate_series(ctx: ReportContext) -> list[Series]:
+    """Recomputed gates where cells exist; published pooled tables otherwise; ordered by budget."""
+    stage_index = {s: i for i, s in enumerate(ctx.study.stages)}
+    labels = _label_map(ctx)
+    series: list[Series] = []
+    recomputed = set()
+    for view in ctx.gates:
+        result = as_dict(view.result)
+        if result is None:
+            continue
+        recomputed.add(view.gate_id)
+        mean, params, tokens = {}, {}, {}
+        for cond in result.get("conditions", []):
+            cid = cond.get("condition_id")
+            if cond.get("mean_val_bpb") is None or cid is None:
+                continue
+            mean[cid] = float(cond["mean_val_bpb"])
+            if cond.get("params_M") is not None:
+                params[cid] = float(cond["params_M"])
+            if cond.get("tokens_M") is not None:
+                tokens[cid] = float(cond["tokens_M"])
+        if mean:
+            stages = view.gate.stages
+            series.append(
+                Series(
+                    view.gate_id,
+                    max(ctx.study.stages[s].budget_seconds for s in stages),
+                    max(stage_index[s] for s in stages),
+                    False,
+                    mean,
+                    params,
+                    tokens,
+                    budget_label(ctx, stages),
+                )
+            )
+    for pub in ctx.published:
+        if pub.kind != "pooled" or (pub.gate and pub.gate in recomputed):
+            continue
+        if "mean_val_bpb" not in pub.columns:
+            continue
+        mean, params, tokens = {}, {}, {}
+        for row in pub.rows:
+            cid = labels.get(row.get("label", "") or row.get("condition_id", ""))
+            value = as_float(row.get("mean_val_bpb"))
+            if cid is None or value is None:
+                continue
+            mean[cid] = value
+            p = as_float(row.get("params_M"))
+            t = as_float(row.get("tokens_M"))
+            if p is not None:
+                params[cid] = p
+            if t is not None:
+                tokens[cid] = t
+        if mean:
+            series.append(
+                Series(
+                    pub.gate or pub.stages[0],
+                    max(ctx.study.stages[s].budget_seconds for s in pub.stages),
+                    max(stage_index[s] for s in pub.stages),
+                    True,
+                    mean,
+                    params,
+                    tokens,
+                    budget_label(ctx, pub.stages),
+                )
+            )
+    series.sort(key=lambda s: (s.budget_seconds, s.order))
+    return series
+
+
+@figure_data("gap_trajectory")
+def gap_trajectory_data(ctx: ReportContext) -> list[FigureData] | str:
+    series = gate_series(ctx)
+    if not series:
+        return "no gate has results and no published pooled table exists"
+    rows = []
+    for x, s in enumerate(series):
+        best = min(s.mean.values())
+        for cid in ctx.study.condition_ids:
+            if cid not in s.mean:
+                continue
+            style = condition_style(ctx, cid)
+            rows.append(
+                {
+                    "x": x,
+                    "series": s.key,
+                    "tick": s.tick.replace("\n", " "),
+                    "budget_seconds": s.budget_seconds,
+                    "published": s.published,
+                    "condition_id": cid,
+                    "label": ctx.label(cid),
+                    "mean_val_bpb": s.mean[cid],
+                    "best_mean_val_bpb": best,
+                    "gap_from_best": s.mean[cid] - best,
+                    **style,
+                }
+            )
+    any_published = any(s.published for s in series)
+    columns = [
+        "x",
+        "series",
+        "tick",
+        "budget_seconds",
+        "published",
+        "condition_id",
+        "label",
+        "mean_val_bpb",
+        "best_mean_val_bpb",
+        "gap_from_best",
+        "color",
+        "marker",
+        "linestyle",
+    ]
+    return [
+        FigureData(
+            "gap_trajectory",
+            "gap_trajectory",
+            "across",
+            "Gap from the best mean, gate by gate (or stage)"
+            + (" (hollow = published summary, not recomputed)" if any_published else ""),
+            "Each condition's mean val_bpb minus the best mean of that gate or stage, in budget "
+            "order; filled markers are recomputed from cells"
+            + (f"; hollow markers: {PUBLISHED_LABEL}" if any_published else "")
+            + ".",
+            ("tables/gate_*.csv", "tables/published_*.csv"),
+            figure_table("gap_trajectory", "Gap from the best mean per gate", columns, rows),
+        )
+    ]
+
+
+@figure_data("cost_quality")
+def cost_quality_data(ctx: ReportContext) -> list[FigureData] | str:
+    series = [s for s in gate_series(ctx) if s.params_m]
+    if not series:
+        return "no gate or published table gives parameter counts yet"
+    all_tokens = [t for s in series for t in s.tokens_m.values()]
+    tmax = max(all_tokens) if all_tokens else 0.0
+    rows = []
+    for i, s in enumerate(series):
+        for cid in s.mean:
+            if cid not in s.params_m:
+                continue
+            tokens = s.tokens_m.get(cid)
+            # Area grows with the square root so a 100x token count stays on the page.
+            area = 30 + 900 * math.sqrt(tokens / tmax) if tokens is not None and tmax > 0 else 60.0
+            rows.append(
+                {
+                    "series": s.key,
+                    "budget_seconds": s.budget_seconds,
+                    "published": s.published,
+                    "color": color(i),
+                    "condition_id": cid,
+                    "label": ctx.label(cid),
+                    "params_M": s.params_m[cid],
+                    "mean_val_bpb": s.mean[cid],
+                    "tokens_M": tokens,
+                    "bubble_area": area,
+                }
+            )
+    has_tokens = any(r["tokens_M"] is not None for r in rows)
+    any_published = any(s.published for s in series)
+    columns = [
+        "series",
+        "budget_seconds",
+        "published",
+        "color",
+        "condition_id",
+        "label",
+        "params_M",
+        "mean_val_bpb",
+        "tokens_M",
+        "bubble_area",
+    ]
+    return [
+        FigureData(
+            "cost_quality",
+            "cost_quality",
+            "across",
+            "Mean val_bpb against model size"
+            + (" (bubble area ~ tokens trained)" if has_tokens else ""),
+            "Mean val_bpb against parameters per gate or stage"
+            + (
+                "; bubble area grows with the tokens trained, summed over cells"
+                if has_tokens
+                else ""
+            )
+            + (
+                "; bubbles without a token count have a fixed size"
+                if has_tokens and not all(r["tokens_M"] is not None for r in rows)
+                else ""
+            )
+            + (f"; hollow bubbles: {PUBLISHED_LABEL}" if any_published else "")
+            + ".",
+            ("tables/gate_*.csv", "tables/published_*.csv"),
+            figure_table("cost_quality", "Cost-quality points", columns, rows),
+        )
+    ]
