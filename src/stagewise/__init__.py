@@ -41,7 +41,7 @@ _LAZY = {
     "evaluate_gate": "stagewise.gates.evaluate",
     "sensitivity": "stagewise.gates.sensitivity",
     "verdict_confidence": "stagewise.gates.confidence",
-    "seed_plan": "stagewise.gates.confidence",
+    "seed_plan": "stagewise.gates.seed_planning",
     "budget": "stagewise.gates.budget",
     "run_stage": "stagewise.executors.stage",
     "run_study": "stagewise.walk",

@@ -2,109 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from stagewise.analysis.cells import StageCells, pool_cells
 from stagewise.analysis.confidence import BootstrapDesign
 from stagewise.analysis.variance import decompose
 from stagewise.errors import StudyError
-from stagewise.gates.confidence import (
-    gate_variance,
-    replicate_pool,
-    seeds_for,
-    upstream_gates,
-    verdict_confidence,
-)
-from stagewise.gates.evaluate import Evaluation, evaluate_pool
-from stagewise.study import load_study
+from stagewise.gates.confidence import gate_variance, replicate_pool, verdict_confidence
 from stagewise.study.model import Study
-
-MATRIX = """\
-label,condition_id,role,depth,aspect_ratio,matrix_lr,total_batch_size
-ref,ref,reference,2,64,0.04,4096
-a,a,variant,2,48,0.04,4096
-b,b,variant,2,32,0.04,4096
-"""
-
-STUDY = """\
-[study]
-name = "conf"
-reference = "ref"
-matrix = "matrix.csv"
-
-[hosts.h0]
-executor = "external"
-[hosts.h1]
-executor = "external"
-
-[stages.s1]
-budget = "10m"
-seeds = [1]
-hosts = ["h0", "h1"]
-candidates = "all"
-
-[stages.s2]
-budget = "1h"
-seeds = [2]
-hosts = ["h0", "h1"]
-candidates = { gate = "gp" }
-
-[gates.gp]
-kind = "promote"
-stages = ["s1"]
-rules = [{ rule = "best_k", k = 1, conditions = ["a", "b"] }, { rule = "keep", roles = ["reference"] }]
-
-[gates.gmax]
-kind = "confirm"
-stages = ["s1"]
-rules = [{ rule = "max_gap_to_reference", threshold = 0.01, conditions = ["a"] }]
-
-[gates.g2]
-kind = "confirm"
-stages = ["s2"]
-rules = [
-  { rule = "mean_gap_to_reference", threshold = 0.02, conditions = ["a"] },
-  { rule = "max_gap_to_reference", threshold = 0.01, conditions = ["b"] },
-]
-"""
-
-
-@dataclass(frozen=True)
-class Rec:
-    stage: str
-    condition_id: str
-    seed: int
-    host: str
-    val_bpb: float | None
-    status: str = "succeeded"
-    training_seconds: float | None = 60.0
-    total_tokens_M: float | None = 1.0
-    num_params_M: float | None = 1.0
+from tests.gates.two_host_study import evaluate_values, write_study
 
 
 @pytest.fixture
 def study(tmp_path: Path) -> Study:
-    (tmp_path / "study.toml").write_text(STUDY, encoding="utf-8")
-    (tmp_path / "matrix.csv").write_text(MATRIX, encoding="utf-8")
-    return load_study(tmp_path)
-
-
-def _evaluate(study: Study, gate_id: str, values: dict[tuple[str, str], float]) -> Evaluation:
-    """values: (condition, host) -> val_bpb for stage s1, seed 1."""
-    runs = [Rec("s1", cid, 1, host, v) for (cid, host), v in values.items()]
-    gate = study.gates[gate_id]
-    stages = [StageCells("s1", (1,), ("h0", "h1"), None)]
-    pool = pool_cells(stages, runs, study.condition_ids)
-    return evaluate_pool(study, gate, pool, with_stability=False)
+    return write_study(tmp_path)
 
 
 def test_max_gap_verdict_flips_in_a_quarter_of_replicates(study: Study) -> None:
     # a's gap is 0.005 on h0 and 0.020 on h1: it fails the 0.01 max-gap rule. A replicate that
     # draws h0 twice (probability 1/4) sees only 0.005 and passes, so p_verdict = 3/4.
-    ev = _evaluate(
+    ev = evaluate_values(
         study,
         "gmax",
         {("ref", "h0"): 1.0, ("ref", "h1"): 1.1, ("a", "h0"): 1.005, ("a", "h1"): 1.12},
@@ -128,7 +46,7 @@ def test_max_gap_verdict_flips_in_a_quarter_of_replicates(study: Study) -> None:
 def test_rules_comparing_conditions_are_reapplied(study: Study) -> None:
     # best_k k=1 between a and b: a is best on h0 by 0.03, b on h1 by 0.01, so a has the best
     # mean. Replicates drawing h1 twice (1/4) promote b instead.
-    ev = _evaluate(
+    ev = evaluate_values(
         study,
         "gp",
         {
@@ -152,7 +70,7 @@ def test_rules_comparing_conditions_are_reapplied(study: Study) -> None:
 
 def test_same_seed_same_numbers_other_seed_other_draws(study: Study) -> None:
     values = {("ref", "h0"): 1.0, ("ref", "h1"): 1.1, ("a", "h0"): 1.005, ("a", "h1"): 1.12}
-    ev = _evaluate(study, "gmax", values)
+    ev = evaluate_values(study, "gmax", values)
     one, two = verdict_confidence(ev, seed=5), verdict_confidence(ev, seed=5)
     assert one.to_json() == two.to_json()
     assert [c.fields() for c in one.conditions] == [c.fields() for c in two.conditions]
@@ -161,7 +79,9 @@ def test_same_seed_same_numbers_other_seed_other_draws(study: Study) -> None:
 
 
 def test_incomplete_condition_gets_null_keys(study: Study) -> None:
-    ev = _evaluate(study, "gmax", {("ref", "h0"): 1.0, ("ref", "h1"): 1.1, ("a", "h0"): 1.005})
+    ev = evaluate_values(
+        study, "gmax", {("ref", "h0"): 1.0, ("ref", "h1"): 1.1, ("a", "h0"): 1.005}
+    )
     conf = verdict_confidence(ev)
     row = conf.condition("a")
     assert row is not None and row.verdict == "incomplete"
@@ -169,14 +89,14 @@ def test_incomplete_condition_gets_null_keys(study: Study) -> None:
 
 
 def test_confidence_level_is_checked(study: Study) -> None:
-    ev = _evaluate(study, "gmax", {("ref", "h0"): 1.0, ("ref", "h1"): 1.1})
+    ev = evaluate_values(study, "gmax", {("ref", "h0"): 1.0, ("ref", "h1"): 1.1})
     for bad in (1.0, 0.2, float("nan")):
         with pytest.raises(StudyError, match="--confidence"):
             verdict_confidence(ev, confidence=bad)
 
 
 def test_replicate_pool_relabels_drawn_cells(study: Study) -> None:
-    ev = _evaluate(
+    ev = evaluate_values(
         study,
         "gmax",
         {("ref", "h0"): 1.0, ("ref", "h1"): 1.1, ("a", "h0"): 1.005, ("a", "h1"): 1.12},
@@ -189,7 +109,7 @@ def test_replicate_pool_relabels_drawn_cells(study: Study) -> None:
 
 
 def test_gate_variance_matches_decompose(study: Study) -> None:
-    ev = _evaluate(
+    ev = evaluate_values(
         study,
         "gp",
         {
@@ -210,79 +130,13 @@ def test_gate_variance_matches_decompose(study: Study) -> None:
     assert pooled.var_host == pytest.approx(0.0008 / 2)
 
 
-def test_upstream_gates_nearest_first(study: Study) -> None:
-    assert upstream_gates(study, "g2") == ["gp"]
-    assert upstream_gates(study, "gp") == []
-
-
-def test_seed_rows_per_threshold_rule_reach_the_power(study: Study) -> None:
-    # The spread observed at gp (two hosts, one seed) plans g2's two threshold rules.
-    ev = _evaluate(
-        study,
-        "gp",
-        {
-            ("ref", "h0"): 1.0,
-            ("ref", "h1"): 1.0,
-            ("a", "h0"): 1.012,
-            ("a", "h1"): 1.004,
-            ("b", "h0"): 0.996,
-            ("b", "h1"): 1.000,
-        },
-    )
-    plan = seeds_for(study, "g2", ev, confidence=0.9, power=0.9)
-    assert plan.planned_hosts == 2 and plan.planned_seeds_per_host == 1
-    rows = {(r.rule, r.condition_id): r for r in plan.rows}
-    assert set(rows) == {("mean_gap_to_reference", "a"), ("max_gap_to_reference", "b")}
-    mean_row = rows[("mean_gap_to_reference", "a")]
-    assert mean_row.observed_gap == pytest.approx(0.008)
-    assert mean_row.achievable and mean_row.seeds_per_host is not None
-    assert mean_row.advice is not None and mean_row.advice.simulated_power is not None
-    assert mean_row.advice.simulated_power >= 0.9 - 0.03
-    keys = set(mean_row.to_json())
-    contract = {"gate", "condition_id", "rule", "threshold", "observed_gap", "sigma_d"}
-    assert contract | {"seeds_per_host", "hosts", "achievable"} <= keys
-
-
-def test_promote_gate_gets_a_selection_row(study: Study) -> None:
-    ev = _evaluate(
-        study,
-        "gp",
-        {
-            ("ref", "h0"): 1.0,
-            ("ref", "h1"): 1.0,
-            ("a", "h0"): 0.99,
-            ("a", "h1"): 0.995,
-            ("b", "h0"): 1.0,
-            ("b", "h1"): 1.002,
-        },
-    )
-    plan = seeds_for(study, "gp", ev)
-    (row,) = [r for r in plan.rows if r.rule == "best_k"]
-    assert row.condition_id == "a" and row.threshold is None
-    assert row.p_correct_selection is not None and 0.5 <= row.p_correct_selection <= 1.0
-    assert row.observed_gap == pytest.approx(1.001 - 0.9925)
-
-
-def test_rule_naming_a_condition_absent_at_the_source_gets_a_row(study: Study) -> None:
-    ev = _evaluate(
-        study,
-        "gp",
-        {("ref", "h0"): 1.0, ("ref", "h1"): 1.0, ("a", "h0"): 1.01, ("a", "h1"): 1.02},
-    )
-    plan = seeds_for(study, "g2", ev)
-    row = next(r for r in plan.rows if r.condition_id == "b")
-    assert row.rule == "max_gap_to_reference" and row.achievable is False
-    assert row.observed_gap is None and "no complete cells at gp" in row.note
-    assert row.to_json()["seeds_per_host"] is None
-
-
 def test_too_large_a_gate_gets_intervals_but_no_p_verdict(
     study: Study, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import stagewise.gates.confidence as gc
 
     values = {("ref", "h0"): 1.0, ("ref", "h1"): 1.1, ("a", "h0"): 1.005, ("a", "h1"): 1.12}
-    ev = _evaluate(study, "gmax", values)
+    ev = evaluate_values(study, "gmax", values)
     # Two conditions x two cells = 4 values; a budget of 100 values fits 25 < 100 replicates.
     monkeypatch.setattr(gc, "VERDICT_WORK", 100)
     conf = verdict_confidence(ev)

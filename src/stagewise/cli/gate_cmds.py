@@ -14,16 +14,11 @@ from stagewise.analysis.sensitivity import DEFAULT_GRID, parse_grid
 from stagewise.cli.common import console, emit_json, fmt, open_study
 from stagewise.errors import StagewiseError, StudyError
 from stagewise.gates.budget import budget as compute_budget
-from stagewise.gates.confidence import (
-    DEFAULT_SEED,
-    SeedPlan,
-    check_confidence,
-    check_seed,
-    seed_plan,
-)
+from stagewise.gates.confidence import DEFAULT_SEED, check_confidence, check_seed
 from stagewise.gates.decide import apply_gate
 from stagewise.gates.freeze import amendment_history
 from stagewise.gates.freeze import freeze as freeze_gate
+from stagewise.gates.seed_planning import SeedPlan, seed_plan
 from stagewise.gates.sensitivity import sensitivity as compute_sensitivity
 from stagewise.ledger import Ledger
 from stagewise.study.model import Study

@@ -14,8 +14,9 @@ from stagewise.cli.common import console, emit_json, fmt, open_study
 from stagewise.create import init_study
 from stagewise.errors import DecisionError, StudyError
 from stagewise.executors.external import import_results
-from stagewise.gates.confidence import DEFAULT_SEED, seed_plan
+from stagewise.gates.confidence import DEFAULT_SEED
 from stagewise.gates.manual import decide_manually, withdraw
+from stagewise.gates.seed_planning import seed_plan
 from stagewise.plan import build_plan
 from stagewise.status import study_status
 from stagewise.study import load_study
