@@ -1,0 +1,246 @@
+"""One report section per gate: its frozen rule, decisions, verdicts with reasons, verdict
+confidence, host-seed figure, sensitivity and tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from stagewise.report.context import GateView, ReportContext
+from stagewise.report.figure_base import as_dict
+from stagewise.report.figures import RenderedFigure
+from stagewise.report.html_blocks import (
+    CONFIDENCE_KEYS,
+    KEY_GATE_COLUMNS,
+    KEY_SENSITIVITY_COLUMNS,
+    badge,
+    e,
+    figures_in,
+    fmt_cell,
+    render_figure,
+    render_table,
+    skipped_figure,
+)
+from stagewise.report.outcome_section import gate_budget
+from stagewise.report.tables import GATE_COLUMNS, Table
+
+
+def _rule_text(rule: Any) -> str:
+    params = ", ".join(f"{k} = {v}" for k, v in sorted(rule.params.items()))
+    target = []
+    if rule.conditions:
+        target.append("conditions " + ", ".join(rule.conditions))
+    if rule.roles:
+        target.append("roles " + ", ".join(rule.roles))
+    return (
+        f"<code>{e(rule.rule)}</code>{e(' (' + params + ')') if params else ''}"
+        f" — {e('; '.join(target) if target else 'all conditions')}"
+        + (f"<br><span class='note'>reason: {e(rule.reason)}</span>" if rule.reason else "")
+    )
+
+
+def gate_freeze(view: GateView) -> str:
+    freeze = view.current_freeze
+    if freeze is None:
+        return (
+            "<p><span class='badge pending'>not frozen</span> the rule has no freeze record yet</p>"
+        )
+    flags = "<span class='badge posthoc'>post hoc</span>" if freeze.post_hoc else ""
+    amends = [f for f in view.freezes if f.kind == "amend"]
+    out = (
+        f"<p>Frozen {flags}sha256 <span class='hash'>{e(freeze.sha256)}</span> at {e(freeze.frozen_at)}"
+        f"{' (post hoc: ' + str(len(freeze.results_at_freeze)) + ' results existed at freeze time)' if freeze.post_hoc else ''}"
+        f"; {len(amends)} amendment(s).</p>"
+    )
+    if len(view.freezes) > 1:
+        out += (
+            "<p>Freeze and amendment history:</p><ol>"
+            + "".join(
+                f"<li>{e(f.kind)} {e(f.frozen_at)} <span class='hash'>{e(f.sha256)}</span>"
+                f"{' post hoc' if f.post_hoc else ''}{' — ' + e(f.reason) if f.reason else ''}</li>"
+                for f in view.freezes
+            )
+            + "</ol>"
+        )
+    return out
+
+
+def gate_decisions(ctx: ReportContext, view: GateView) -> str:
+    if not view.decisions:
+        return ""
+    items = []
+    for d in view.decisions:
+        kind = (
+            "<span class='badge manual'>manual</span>"
+            if d.manual
+            else badge("pass").replace(">pass<", ">computed<")
+        )
+        state = (
+            ""
+            if d.active
+            else f" <span class='badge incomplete'>withdrawn: {e(d.withdraw_reason or '')}</span>"
+        )
+        items.append(
+            f"<li>{kind}{state} promoted <b>{e(', '.join(ctx.label(c) for c in d.promoted) or 'none')}</b>"
+            f" — {e(d.reason or '')}{' (source: ' + e(d.source) + ')' if d.source else ''}"
+            f" <span class='note'>{e(d.decided_at)}</span></li>"
+        )
+    return "<h4>Decision</h4><ul>" + "".join(items) + "</ul>"
+
+
+def gate_verdicts(view: GateView) -> str:
+    result = as_dict(view.result)
+    if result is None:
+        return ""
+    conds = result.get("conditions", [])
+    summary = " ".join(f"{badge(str(c.get('verdict')))}<b>{e(c.get('label'))}</b>" for c in conds)
+    items = "".join(
+        f"<li>{badge(str(c.get('verdict')))}<b>{e(c.get('label'))}</b> "
+        f"<span class='note'>({e(c.get('condition_id'))})</span><ul>"
+        + "".join(
+            f"<li>{e(r if not isinstance(r, dict) else r.get('text', r))}</li>"
+            for r in c.get("reasons", [])
+        )
+        + "</ul></li>"
+        for c in conds
+    )
+    out = f"<p>{summary}</p><h4>Verdicts and reasons</h4><ul>{items}</ul>"
+    if view.active is None or view.active.manual:
+        out += (
+            "<p class='note'>This analysis is computed from the recorded cells; "
+            "no computed decision has been recorded for it yet.</p>"
+        )
+    return out
+
+
+def _interval(value: Any) -> str:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return "[" + ", ".join(fmt_cell(float(v))[0] for v in value) + "]"
+    return fmt_cell(value)[0]
+
+
+CONFIDENCE_SHOWN = (
+    "label",
+    "verdict",
+    "p_verdict",
+    "decisive",
+    "mean_gap_low",
+    "mean_gap_high",
+    "max_gap_low",
+    "max_gap_high",
+)
+
+
+def gate_confidence(view: GateView, tables: dict[str, Table] | None = None) -> str:
+    """Per-condition decision confidence, where the gate result carries it (issue 13)."""
+    if view.result is None and view.published:
+        return (
+            "<p class='note'>Verdict confidence and variance components need host-seed cells; "
+            "this gate has only a published summary, so they cannot be computed here.</p>"
+        )
+    table = (tables or {}).get(f"confidence_{view.gate_id}")
+    if table is not None:
+        return render_table(
+            table, columns=list(CONFIDENCE_SHOWN), key_columns=list(CONFIDENCE_SHOWN)
+        ) + render_table((tables or {}).get(f"variance_{view.gate_id}"))
+    result = as_dict(view.result)
+    conds = (result or {}).get("conditions", [])
+    if not any(k in c for c in conds for k in CONFIDENCE_KEYS):
+        return ""
+    rows = []
+    level = None
+    for c in conds:
+        interval = c.get("interval") if isinstance(c.get("interval"), dict) else {}
+        level = interval.get("confidence", level)
+        rows.append(
+            {
+                "label": c.get("label"),
+                "verdict": c.get("verdict"),
+                "p_verdict": c.get("p_verdict"),
+                "decisive": c.get("decisive"),
+                **{f"{k} interval": _interval(v) for k, v in interval.items() if k != "confidence"},
+            }
+        )
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    table = Table(
+        f"confidence_{view.gate_id}",
+        f"Gate {view.gate_id}: decision confidence"
+        + (f" ({float(level):.0%} intervals)" if isinstance(level, int | float) else ""),
+        columns,
+        rows,
+        note="p_verdict = share of resampled gates (hosts as blocks, seeds within hosts) giving "
+        "the same verdict; from stagewise gate --json",
+    )
+    return render_table(table).replace(
+        f"tables/confidence_{view.gate_id}.csv, tables/confidence_{view.gate_id}.json",
+        f"tables/gate_{view.gate_id}.json (conditions)",
+    )
+
+
+def render_gate(
+    ctx: ReportContext,
+    view: GateView,
+    tables: dict[str, Table],
+    figures: Sequence[RenderedFigure] = (),
+) -> str:
+    gate = view.gate
+    out = [
+        f"<h3 id='gate-{e(gate.gate_id)}'>Gate {e(gate.gate_id)} "
+        f"<span class='note'>({e(gate.kind)}, {e(gate_budget(ctx, view))}; pools "
+        f"{e(' + '.join(gate.stages))})</span></h3>"
+    ]
+    if gate.description:
+        out.append(f"<p>{e(gate.description)}</p>")
+    out.append(gate_verdicts(view))
+    out.append(
+        "<h4>Rule</h4><ul>" + "".join(f"<li>{_rule_text(r)}</li>" for r in gate.rules) + "</ul>"
+    )
+    out.append(gate_freeze(view))
+    out.append(gate_decisions(ctx, view))
+    out.extend(render_figure(f) for f in figures_in(figures, f"gate:{gate.gate_id}"))
+    if view.result is not None:
+        shown = [
+            "label",
+            "role",
+            "verdict",
+            *[
+                c
+                for c in GATE_COLUMNS
+                if c not in ("condition_id", "label", "role", "verdict", "reasons")
+            ],
+        ]
+        out.append(
+            render_table(
+                tables.get(f"gate_{gate.gate_id}"), columns=shown, key_columns=KEY_GATE_COLUMNS
+            )
+        )
+    out.append(gate_confidence(view, tables))
+    sens = tables.get(f"sensitivity_{gate.gate_id}")
+    if sens is not None:
+        drop = {"condition_id", "rule_description", "flip_threshold"}
+        columns = [c for c in sens.columns if c not in drop]
+        grid = [c for c in columns if c.startswith("at ")]
+        out.append(
+            render_table(sens, columns=columns, key_columns=[*KEY_SENSITIVITY_COLUMNS, *grid])
+        )
+    out.append(render_table(tables.get(f"cells_{gate.gate_id}"), folded=True))
+    for pub in view.published:
+        out.append(
+            "<div class='pub'>" + render_table(tables.get(f"published_{pub.name}")) + "</div>"
+        )
+    if view.pending and view.active is not None and view.active.manual:
+        out.append(f"<p class='note'>Decided outside the tool; {e('; '.join(view.pending))}.</p>")
+    elif view.pending:
+        out.append("<p>" + badge("pending") + " " + e("; ".join(view.pending)) + "</p>")
+    return f"<section class='gate'>{''.join(out)}</section>"
+
+
+def section_gates(
+    ctx: ReportContext, tables: dict[str, Table], figures: Sequence[RenderedFigure]
+) -> str:
+    if not ctx.gates:
+        return "<p>This study declares no gates.</p>"
+    skipped = skipped_figure(figures, "host_seed_cells")
+    return render_figure(skipped) + "".join(render_gate(ctx, v, tables, figures) for v in ctx.gates)
