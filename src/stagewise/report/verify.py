@@ -22,25 +22,13 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from stagewise.errors import StagewiseError
-from stagewise.ledger import (
-    DecisionRecord,
-    FreezeRecord,
-    Ledger,
-    RunKey,
-    RunRecord,
-    canonical_json,
-    sha256_text,
-)
+from stagewise.ledger import FreezeRecord, Ledger, canonical_json, sha256_text
 from stagewise.ledger import integrity as chain
-from stagewise.ledger.integrity import TableRow
 from stagewise.ledger.store import GENESIS, event_hash_v2
 from stagewise.report.bundle import (
     COMMITMENTS_JSON,
@@ -57,11 +45,26 @@ from stagewise.report.bundle import (
     canonical_hash_ok,
     sha256_file,
 )
-from stagewise.report.tables import RUN_COLUMNS, Table
+from stagewise.report.bundle_records import (
+    BundleHashes,
+    decision_rows,
+    freeze_rows,
+    load_decisions,
+    load_freezes,
+    load_runs,
+    run_rows,
+)
+from stagewise.report.verify_rederive import (
+    check_decisions,
+    check_figures,
+    check_runs_files,
+    check_summary_ledger_rows,
+    compare_table,
+)
+from stagewise.report.verify_report import VerifyReport, load_json
 from stagewise.study import load_study
 from stagewise.study.model import Study
 
-TOLERANCE = 1e-9
 FIXED_FILES = (
     "README.md",
     f"{STUDY_DIR}/study.toml",
@@ -96,43 +99,6 @@ DATA_FIELDS = frozenset(
 )
 # Figures drawn from files outside the bundle (each run's loss log): listed, not re-derived.
 NOT_REDERIVABLE = ("figures/learning_curve",)
-# Summary rows that describe the ledger file itself, checked against the event log instead.
-LEDGER_SUMMARY_ITEMS = ("ledger events", "event chain")
-
-
-@dataclass
-class VerifyReport:
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    files: int = 0
-    frozen: int = 0
-    frozen_unchecked: int = 0
-    events: int = 0
-    rederived: int = 0
-    commitments: int = 0
-    figures: int = 0
-    chain_head: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def summary(self) -> str:
-        scrubbed = f" ({self.frozen_unchecked} scrubbed)" if self.frozen_unchecked else ""
-        return (
-            f"{self.files} files re-hashed, {self.events} events linked (head "
-            f"{self.chain_head}), {self.commitments} records proven against the chain, "
-            f"{self.frozen} frozen rules re-hashed{scrubbed}, {self.rederived} tables and "
-            f"{self.figures} figures re-derived"
-        )
-
-
-def _load_json(path: Path, report: VerifyReport) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        report.problems.append(f"{path.name}: unreadable ({exc})")
-        return None
 
 
 def safe_member(bundle: Path, rel: str) -> Path | None:
@@ -152,7 +118,7 @@ def safe_member(bundle: Path, rel: str) -> Path | None:
 
 
 def check_manifest(bundle: Path, report: VerifyReport) -> set[str]:
-    manifest = _load_json(bundle / MANIFEST_JSON, report)
+    manifest = load_json(bundle / MANIFEST_JSON, report)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
         report.problems.append(f"{MANIFEST_JSON}: missing or malformed")
         return set()
@@ -206,7 +172,7 @@ def check_events(
     bundle: Path, report: VerifyReport, expect: str | None
 ) -> list[tuple[int, str, dict[str, Any]]]:
     """Re-link and re-hash the event log; return the events whose data fields are proven."""
-    data = _load_json(bundle / EVENTS_JSON, report)
+    data = load_json(bundle / EVENTS_JSON, report)
     if not isinstance(data, dict) or not isinstance(data.get("events"), list):
         report.problems.append(f"{EVENTS_JSON}: missing or malformed")
         return []
@@ -268,108 +234,6 @@ def check_events(
     return proven
 
 
-# --------------------------------------------------------------------------- bundled records
-
-
-class _Hashes(chain.LedgerHashes):
-    """Hashes of ids and texts as the ledger had them, through ledger/commitments.json."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.renamed = {str(k): str(v) for k, v in dict(data.get("renamed", {})).items()}
-        self.texts = {str(k): str(v) for k, v in dict(data.get("texts", {})).items()}
-
-    def id(self, value: str) -> str:
-        return self.renamed.get(value) or super().id(value)
-
-    def text(self, value: str | None) -> str:
-        shown = super().text(value)
-        return self.texts.get(shown, shown)
-
-    def json(self, value: Any) -> str:
-        shown = super().json(value)
-        return self.texts.get(shown, shown)
-
-
-def load_runs(bundle: Path) -> list[RunRecord]:
-    data = json.loads((bundle / RUNS_JSON).read_text(encoding="utf-8"))
-    fields = RunRecord.__dataclass_fields__
-    runs = []
-    for row in data["runs"]:
-        values = {k: row.get(k) for k in fields if k != "key"}
-        values["attempts"] = values.get("attempts") or 0
-        values["created_at"] = values.get("created_at") or ""
-        key = RunKey(row["stage"], row["condition_id"], int(row["seed"]), row["host"])
-        runs.append(RunRecord(key=key, **values))
-    return runs
-
-
-def load_freezes(bundle: Path) -> list[FreezeRecord]:
-    records = []
-    for path in sorted((bundle / "frozen").glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        for rec in data["records"]:
-            records.append((int(rec["event_seq"]), str(data["gate"]), rec))
-    out = []
-    for i, (seq, gate, rec) in enumerate(sorted(records, key=lambda r: r[0]), start=1):
-        out.append(
-            FreezeRecord(
-                i,
-                gate,
-                str(rec["kind"]),
-                str(rec["sha256"]),
-                str(rec["canonical"]),
-                str(rec["frozen_at"]),
-                bool(rec["post_hoc"]),
-                rec.get("reason"),
-                list(rec.get("results_at_freeze") or []),
-                seq,
-            )
-        )
-    return out
-
-
-def load_decisions(bundle: Path) -> list[DecisionRecord]:
-    data = json.loads((bundle / DECISIONS_JSON).read_text(encoding="utf-8"))
-    out = []
-    for d in data["decisions"]:
-        out.append(
-            DecisionRecord(
-                int(d["id"]),
-                str(d["gate"]),
-                str(d["kind"]),
-                tuple(d["promoted"]),
-                d.get("reason"),
-                d.get("source"),
-                d.get("frozen_sha256"),
-                dict(d.get("payload") or {}),
-                str(d["decided_at"]),
-                d.get("withdrawn_at"),
-                d.get("withdraw_reason"),
-                int(d["event_seq"]),
-            )
-        )
-        if bool(d.get("active")) != (d.get("withdrawn_at") is None):
-            raise ValueError(f"decision {d['id']}: 'active' contradicts 'withdrawn_at'")
-    return sorted(out, key=lambda d: d.id)
-
-
-def _run_rows(runs: list[RunRecord], h: _Hashes) -> Iterator[TableRow]:
-    for r in runs:
-        yield chain.run_row(r, h, f"{RUNS_JSON}: run {r.key}")
-
-
-def _freeze_rows(freezes: list[FreezeRecord], h: _Hashes) -> Iterator[TableRow]:
-    for f in freezes:
-        label = f"frozen/{f.gate}.json: {f.kind} record (event {f.event_seq})"
-        yield chain.freeze_row(f, h, label)
-
-
-def _decision_rows(decisions: list[DecisionRecord], h: _Hashes) -> Iterator[TableRow]:
-    for d in decisions:
-        label = f"{DECISIONS_JSON}: decision {d.id} of {d.gate} (event {d.event_seq})"
-        yield chain.decision_row(d, h, label)
-
-
 # --------------------------------------------------------------------------- 4. frozen rules
 
 
@@ -379,7 +243,7 @@ def check_frozen(
     from stagewise.gates.freeze import frozen_definition
 
     for path in sorted((bundle / "frozen").glob("*.json")):
-        data = _load_json(path, report)
+        data = load_json(path, report)
         if not isinstance(data, dict):
             continue
         for i, rec in enumerate(data.get("records", [])):
@@ -415,177 +279,6 @@ def check_frozen(
 # --------------------------------------------------------------------------- 5. re-derivation
 
 
-def same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return bool(a == b)
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-            return True
-        return abs(float(a) - float(b)) <= TOLERANCE
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    return bool(a == b)
-
-
-def compare_table(bundle: Path, table: Table, report: VerifyReport) -> None:
-    rel = f"tables/{table.name}.json"
-    bundled = _load_json(bundle / rel, report) if (bundle / rel).is_file() else None
-    if not isinstance(bundled, dict):
-        report.problems.append(f"{rel}: missing (the bundled results give it)")
-        return
-    fresh = json.loads(table.to_json())
-    if bundled.get("columns") != fresh["columns"]:
-        report.problems.append(f"{rel}: columns differ from the re-derived table")
-        return
-    rows_b, rows_f = bundled.get("rows", []), fresh["rows"]
-    if table.name == "summary":
-        rows_b = [r for r in rows_b if r.get("item") not in LEDGER_SUMMARY_ITEMS]
-        rows_f = [r for r in rows_f if r.get("item") not in LEDGER_SUMMARY_ITEMS]
-    if len(rows_b) != len(rows_f):
-        report.problems.append(f"{rel}: {len(rows_b)} rows, re-derived {len(rows_f)}")
-        return
-    for i, (rb, rf) in enumerate(zip(rows_b, rows_f, strict=True)):
-        for col in fresh["columns"]:
-            if not same(rb.get(col), rf.get(col)):
-                report.problems.append(
-                    f"{rel}: row {i + 1} ({rf.get('condition_id', rf.get('item', ''))}) {col}: "
-                    f"bundled {rb.get(col)!r}, re-derived {rf.get(col)!r}"
-                )
-    csv_path = bundle / f"tables/{table.name}.csv"
-    if table.rows and table.name != "summary":
-        if not csv_path.is_file():
-            report.problems.append(f"tables/{table.name}.csv: missing")
-        elif csv_path.read_text(encoding="utf-8") != table.to_csv():
-            report.problems.append(f"tables/{table.name}.csv: differs from the re-derived table")
-    report.rederived += 1
-
-
-def _check_summary_ledger_rows(bundle: Path, report: VerifyReport) -> None:
-    data = _load_json(bundle / "tables" / "summary.json", report)
-    if not isinstance(data, dict):
-        return
-    items = {r.get("item"): r.get("value") for r in data.get("rows", [])}
-    if "ledger events" in items and items["ledger events"] != report.events:
-        report.problems.append(
-            f"tables/summary.json: ledger events {items['ledger events']!r}, the event log "
-            f"holds {report.events}"
-        )
-    if "event chain" in items and items["event chain"] != "intact":
-        report.problems.append(f"tables/summary.json: event chain {items['event chain']!r}")
-
-
-def check_runs_files(bundle: Path, runs: list[RunRecord], report: VerifyReport) -> None:
-    """results/runs.csv must say exactly what results/runs.json says."""
-    rows = [{c: getattr(r, c) for c in RUN_COLUMNS} for r in runs]
-    table = Table("runs", "Runs", list(RUN_COLUMNS), rows)
-    path = bundle / RUNS_CSV
-    if path.is_file() and path.read_text(encoding="utf-8") != table.to_csv():
-        report.problems.append(f"{RUNS_CSV}: differs from {RUNS_JSON}")
-
-
-def check_decisions(ctx: Any, report: VerifyReport) -> None:
-    """Each active computed decision is what its frozen rule gives on the bundled results."""
-    for view in ctx.gates:
-        active = view.active
-        if active is None or active.manual:
-            continue
-        freeze = view.current_freeze
-        if freeze is None or active.frozen_sha256 != freeze.sha256:
-            report.problems.append(
-                f"{DECISIONS_JSON}: the active decision of {view.gate_id} names frozen sha256 "
-                f"{active.frozen_sha256}, not the gate's current freeze"
-            )
-            continue
-        result = view.result
-        if result is None:
-            report.problems.append(
-                f"{DECISIONS_JSON}: the decision of {view.gate_id} cannot be re-derived from "
-                "the bundled results"
-            )
-            continue
-        cells = active.payload.get("cells")
-        if isinstance(cells, int) and cells != len(result.get("cells", [])):
-            report.notes.append(
-                f"decision of {view.gate_id} was taken on {cells} cells; the bundle now holds "
-                f"{len(result.get('cells', []))}: proven against the chain, not re-derived"
-            )
-            continue
-        if sorted(active.promoted) != sorted(result.get("promoted", [])):
-            report.problems.append(
-                f"{DECISIONS_JSON}: {view.gate_id} promotes {sorted(active.promoted)}, its "
-                f"frozen rule on the bundled results promotes {sorted(result['promoted'])}"
-            )
-        verdicts = active.payload.get("verdicts")
-        fresh = {c["condition_id"]: c["verdict"] for c in result.get("conditions", [])}
-        if isinstance(verdicts, dict) and verdicts != fresh:
-            report.problems.append(
-                f"{DECISIONS_JSON}: the verdicts recorded for {view.gate_id} differ from the "
-                "re-derived ones"
-            )
-
-
-def _same_bytes(a: Path, b: Path) -> bool:
-    return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
-
-
-def check_figures(
-    bundle: Path, ctx: Any, scratch: Path, h: _Hashes, report: VerifyReport, images: bool
-) -> set[str]:
-    """Every figure's data re-derived and compared; with `images`, every figure re-drawn and
-    compared byte for byte when this matplotlib is the one that drew the bundle's."""
-    from stagewise.report.bundle import _matplotlib_version
-    from stagewise.report.figure_data import FIGURE_DATA
-    from stagewise.report.figures import render_figures
-
-    manifest = _load_json(bundle / FIGURE_MANIFEST, report) or {}
-    drawn_by = (manifest.get("renderer") or {}).get("matplotlib")
-    compare_images = (
-        images and bool(drawn_by) and drawn_by == _matplotlib_version() and not h.renamed
-    )
-    if images and not compare_images:
-        report.notes.append(
-            f"figures drawn by matplotlib {drawn_by or '?'}, here {_matplotlib_version() or '?'}"
-            f"{' (ids renamed)' if h.renamed else ''}: images not compared, their data is"
-        )
-    out = scratch / "figures"
-    fresh_files: list[Path] = []
-    if compare_images:
-        for fig in render_figures(ctx, out):
-            fresh_files += [p for p in (fig.png, fig.svg) if p is not None] + list(fig.data)
-            report.figures += 0 if fig.skipped else 1
-    else:
-        for fn in FIGURE_DATA.values():
-            result = fn(ctx)
-            if isinstance(result, str):
-                continue
-            for data in result:
-                fresh_files += [out / f"{data.name}.png", out / f"{data.name}.svg"]
-                fresh_files += data.table.write(out)
-                report.figures += 1
-    expected: set[str] = set()
-    for fresh in fresh_files:
-        rel = f"figures/{fresh.name}"
-        expected.add(rel)
-        bundled = bundle / rel
-        if not bundled.is_file():
-            report.problems.append(f"missing file: {rel} (the bundled results draw it)")
-            continue
-        if fresh.suffix in (".png", ".svg") and not compare_images:
-            continue
-        if fresh.suffix == ".json":
-            ok = same(
-                json.loads(fresh.read_text(encoding="utf-8")),
-                json.loads(bundled.read_text(encoding="utf-8")),
-            )
-        else:
-            ok = _same_bytes(fresh, bundled)
-        if not ok:
-            report.problems.append(f"{rel}: differs from the figure re-drawn from the results")
-    return expected
-
-
 def rederive(
     bundle: Path,
     listed: set[str],
@@ -601,7 +294,7 @@ def rederive(
         runs = load_runs(bundle)
         freezes = load_freezes(bundle)
         decisions = load_decisions(bundle)
-        hashes = _Hashes(json.loads((bundle / COMMITMENTS_JSON).read_text(encoding="utf-8")))
+        hashes = BundleHashes(json.loads((bundle / COMMITMENTS_JSON).read_text(encoding="utf-8")))
     except (StagewiseError, OSError, ValueError, KeyError, TypeError) as exc:
         report.problems.append(f"cannot load the bundled study or records: {exc}")
         return
@@ -610,9 +303,9 @@ def rederive(
     # 3. every bundled record against the chain's commitments
     problems = chain.compare(
         chain.commitments(proven),
-        _run_rows(runs, hashes),
-        _freeze_rows(freezes, hashes),
-        _decision_rows(decisions, hashes),
+        run_rows(runs, hashes),
+        freeze_rows(freezes, hashes),
+        decision_rows(decisions, hashes),
     )
     report.problems.extend(problems)
     report.commitments = len(runs) + len(freezes) + len(decisions)
@@ -636,7 +329,7 @@ def rederive(
             expected.add(f"tables/{table.name}.json")
             if table.rows:
                 expected.add(f"tables/{table.name}.csv")
-        _check_summary_ledger_rows(bundle, report)
+        check_summary_ledger_rows(bundle, report)
         check_decisions(ctx, report)
         expected |= check_figures(bundle, ctx, scratch, hashes, report, images)
     for rel in sorted(listed):

@@ -1,0 +1,117 @@
+"""The records an audit bundle carries (runs, frozen records, decisions), read back as the
+ledger's record types, and reduced to the rows the event chain committed to.
+
+Ids a scrubbed bundle renamed and texts it scrubbed enter the digests through the hashes the
+bundle publishes in ledger/commitments.json, so a scrubbed bundle still proves its rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from stagewise.ledger import DecisionRecord, FreezeRecord, RunKey, RunRecord
+from stagewise.ledger import integrity as chain
+from stagewise.ledger.integrity import TableRow
+from stagewise.report.bundle import DECISIONS_JSON, RUNS_JSON
+
+
+class BundleHashes(chain.LedgerHashes):
+    """Hashes of ids and texts as the ledger had them, through ledger/commitments.json."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.renamed = {str(k): str(v) for k, v in dict(data.get("renamed", {})).items()}
+        self.texts = {str(k): str(v) for k, v in dict(data.get("texts", {})).items()}
+
+    def id(self, value: str) -> str:
+        return self.renamed.get(value) or super().id(value)
+
+    def text(self, value: str | None) -> str:
+        shown = super().text(value)
+        return self.texts.get(shown, shown)
+
+    def json(self, value: Any) -> str:
+        shown = super().json(value)
+        return self.texts.get(shown, shown)
+
+
+def load_runs(bundle: Path) -> list[RunRecord]:
+    data = json.loads((bundle / RUNS_JSON).read_text(encoding="utf-8"))
+    fields = RunRecord.__dataclass_fields__
+    runs = []
+    for row in data["runs"]:
+        values = {k: row.get(k) for k in fields if k != "key"}
+        values["attempts"] = values.get("attempts") or 0
+        values["created_at"] = values.get("created_at") or ""
+        key = RunKey(row["stage"], row["condition_id"], int(row["seed"]), row["host"])
+        runs.append(RunRecord(key=key, **values))
+    return runs
+
+
+def load_freezes(bundle: Path) -> list[FreezeRecord]:
+    records = []
+    for path in sorted((bundle / "frozen").glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for rec in data["records"]:
+            records.append((int(rec["event_seq"]), str(data["gate"]), rec))
+    out = []
+    for i, (seq, gate, rec) in enumerate(sorted(records, key=lambda r: r[0]), start=1):
+        out.append(
+            FreezeRecord(
+                i,
+                gate,
+                str(rec["kind"]),
+                str(rec["sha256"]),
+                str(rec["canonical"]),
+                str(rec["frozen_at"]),
+                bool(rec["post_hoc"]),
+                rec.get("reason"),
+                list(rec.get("results_at_freeze") or []),
+                seq,
+            )
+        )
+    return out
+
+
+def load_decisions(bundle: Path) -> list[DecisionRecord]:
+    data = json.loads((bundle / DECISIONS_JSON).read_text(encoding="utf-8"))
+    out = []
+    for d in data["decisions"]:
+        out.append(
+            DecisionRecord(
+                int(d["id"]),
+                str(d["gate"]),
+                str(d["kind"]),
+                tuple(d["promoted"]),
+                d.get("reason"),
+                d.get("source"),
+                d.get("frozen_sha256"),
+                dict(d.get("payload") or {}),
+                str(d["decided_at"]),
+                d.get("withdrawn_at"),
+                d.get("withdraw_reason"),
+                int(d["event_seq"]),
+            )
+        )
+        if bool(d.get("active")) != (d.get("withdrawn_at") is None):
+            raise ValueError(f"decision {d['id']}: 'active' contradicts 'withdrawn_at'")
+    return sorted(out, key=lambda d: d.id)
+
+
+def run_rows(runs: list[RunRecord], h: BundleHashes) -> Iterator[TableRow]:
+    for r in runs:
+        yield chain.run_row(r, h, f"{RUNS_JSON}: run {r.key}")
+
+
+def freeze_rows(freezes: list[FreezeRecord], h: BundleHashes) -> Iterator[TableRow]:
+    for f in freezes:
+        label = f"frozen/{f.gate}.json: {f.kind} record (event {f.event_seq})"
+        yield chain.freeze_row(f, h, label)
+
+
+def decision_rows(decisions: list[DecisionRecord], h: BundleHashes) -> Iterator[TableRow]:
+    for d in decisions:
+        label = f"{DECISIONS_JSON}: decision {d.id} of {d.gate} (event {d.event_seq})"
+        yield chain.decision_row(d, h, label)

@@ -1,0 +1,194 @@
+"""Step 5 of `stagewise verify`: what the report's own code derives from the bundled records,
+compared with what the bundle holds (tables, figure data, figures, computed decisions).
+
+Numbers agree within TOLERANCE, everything else exactly; figures byte for byte when drawn by the
+same matplotlib as the bundle's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from stagewise.ledger import RunRecord
+from stagewise.report.bundle import DECISIONS_JSON, FIGURE_MANIFEST, RUNS_CSV, RUNS_JSON
+from stagewise.report.bundle_records import BundleHashes
+from stagewise.report.tables import RUN_COLUMNS, Table
+from stagewise.report.verify_report import VerifyReport, load_json
+
+TOLERANCE = 1e-9
+# Summary rows that describe the ledger file itself, checked against the event log instead.
+LEDGER_SUMMARY_ITEMS = ("ledger events", "event chain")
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return bool(a == b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+            return True
+        return abs(float(a) - float(b)) <= TOLERANCE
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def compare_table(bundle: Path, table: Table, report: VerifyReport) -> None:
+    rel = f"tables/{table.name}.json"
+    bundled = load_json(bundle / rel, report) if (bundle / rel).is_file() else None
+    if not isinstance(bundled, dict):
+        report.problems.append(f"{rel}: missing (the bundled results give it)")
+        return
+    fresh = json.loads(table.to_json())
+    if bundled.get("columns") != fresh["columns"]:
+        report.problems.append(f"{rel}: columns differ from the re-derived table")
+        return
+    rows_b, rows_f = bundled.get("rows", []), fresh["rows"]
+    if table.name == "summary":
+        rows_b = [r for r in rows_b if r.get("item") not in LEDGER_SUMMARY_ITEMS]
+        rows_f = [r for r in rows_f if r.get("item") not in LEDGER_SUMMARY_ITEMS]
+    if len(rows_b) != len(rows_f):
+        report.problems.append(f"{rel}: {len(rows_b)} rows, re-derived {len(rows_f)}")
+        return
+    for i, (rb, rf) in enumerate(zip(rows_b, rows_f, strict=True)):
+        for col in fresh["columns"]:
+            if not same(rb.get(col), rf.get(col)):
+                report.problems.append(
+                    f"{rel}: row {i + 1} ({rf.get('condition_id', rf.get('item', ''))}) {col}: "
+                    f"bundled {rb.get(col)!r}, re-derived {rf.get(col)!r}"
+                )
+    csv_path = bundle / f"tables/{table.name}.csv"
+    if table.rows and table.name != "summary":
+        if not csv_path.is_file():
+            report.problems.append(f"tables/{table.name}.csv: missing")
+        elif csv_path.read_text(encoding="utf-8") != table.to_csv():
+            report.problems.append(f"tables/{table.name}.csv: differs from the re-derived table")
+    report.rederived += 1
+
+
+def check_summary_ledger_rows(bundle: Path, report: VerifyReport) -> None:
+    data = load_json(bundle / "tables" / "summary.json", report)
+    if not isinstance(data, dict):
+        return
+    items = {r.get("item"): r.get("value") for r in data.get("rows", [])}
+    if "ledger events" in items and items["ledger events"] != report.events:
+        report.problems.append(
+            f"tables/summary.json: ledger events {items['ledger events']!r}, the event log "
+            f"holds {report.events}"
+        )
+    if "event chain" in items and items["event chain"] != "intact":
+        report.problems.append(f"tables/summary.json: event chain {items['event chain']!r}")
+
+
+def check_runs_files(bundle: Path, runs: list[RunRecord], report: VerifyReport) -> None:
+    """results/runs.csv must say exactly what results/runs.json says."""
+    rows = [{c: getattr(r, c) for c in RUN_COLUMNS} for r in runs]
+    table = Table("runs", "Runs", list(RUN_COLUMNS), rows)
+    path = bundle / RUNS_CSV
+    if path.is_file() and path.read_text(encoding="utf-8") != table.to_csv():
+        report.problems.append(f"{RUNS_CSV}: differs from {RUNS_JSON}")
+
+
+def check_decisions(ctx: Any, report: VerifyReport) -> None:
+    """Each active computed decision is what its frozen rule gives on the bundled results."""
+    for view in ctx.gates:
+        active = view.active
+        if active is None or active.manual:
+            continue
+        freeze = view.current_freeze
+        if freeze is None or active.frozen_sha256 != freeze.sha256:
+            report.problems.append(
+                f"{DECISIONS_JSON}: the active decision of {view.gate_id} names frozen sha256 "
+                f"{active.frozen_sha256}, not the gate's current freeze"
+            )
+            continue
+        result = view.result
+        if result is None:
+            report.problems.append(
+                f"{DECISIONS_JSON}: the decision of {view.gate_id} cannot be re-derived from "
+                "the bundled results"
+            )
+            continue
+        cells = active.payload.get("cells")
+        if isinstance(cells, int) and cells != len(result.get("cells", [])):
+            report.notes.append(
+                f"decision of {view.gate_id} was taken on {cells} cells; the bundle now holds "
+                f"{len(result.get('cells', []))}: proven against the chain, not re-derived"
+            )
+            continue
+        if sorted(active.promoted) != sorted(result.get("promoted", [])):
+            report.problems.append(
+                f"{DECISIONS_JSON}: {view.gate_id} promotes {sorted(active.promoted)}, its "
+                f"frozen rule on the bundled results promotes {sorted(result['promoted'])}"
+            )
+        verdicts = active.payload.get("verdicts")
+        fresh = {c["condition_id"]: c["verdict"] for c in result.get("conditions", [])}
+        if isinstance(verdicts, dict) and verdicts != fresh:
+            report.problems.append(
+                f"{DECISIONS_JSON}: the verdicts recorded for {view.gate_id} differ from the "
+                "re-derived ones"
+            )
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
+
+
+def check_figures(
+    bundle: Path, ctx: Any, scratch: Path, h: BundleHashes, report: VerifyReport, images: bool
+) -> set[str]:
+    """Every figure's data re-derived and compared; with `images`, every figure re-drawn and
+    compared byte for byte when this matplotlib is the one that drew the bundle's."""
+    from stagewise.report.bundle import _matplotlib_version
+    from stagewise.report.figure_data import FIGURE_DATA
+    from stagewise.report.figures import render_figures
+
+    manifest = load_json(bundle / FIGURE_MANIFEST, report) or {}
+    drawn_by = (manifest.get("renderer") or {}).get("matplotlib")
+    compare_images = (
+        images and bool(drawn_by) and drawn_by == _matplotlib_version() and not h.renamed
+    )
+    if images and not compare_images:
+        report.notes.append(
+            f"figures drawn by matplotlib {drawn_by or '?'}, here {_matplotlib_version() or '?'}"
+            f"{' (ids renamed)' if h.renamed else ''}: images not compared, their data is"
+        )
+    out = scratch / "figures"
+    fresh_files: list[Path] = []
+    if compare_images:
+        for fig in render_figures(ctx, out):
+            fresh_files += [p for p in (fig.png, fig.svg) if p is not None] + list(fig.data)
+            report.figures += 0 if fig.skipped else 1
+    else:
+        for fn in FIGURE_DATA.values():
+            result = fn(ctx)
+            if isinstance(result, str):
+                continue
+            for data in result:
+                fresh_files += [out / f"{data.name}.png", out / f"{data.name}.svg"]
+                fresh_files += data.table.write(out)
+                report.figures += 1
+    expected: set[str] = set()
+    for fresh in fresh_files:
+        rel = f"figures/{fresh.name}"
+        expected.add(rel)
+        bundled = bundle / rel
+        if not bundled.is_file():
+            report.problems.append(f"missing file: {rel} (the bundled results draw it)")
+            continue
+        if fresh.suffix in (".png", ".svg") and not compare_images:
+            continue
+        if fresh.suffix == ".json":
+            ok = same(
+                json.loads(fresh.read_text(encoding="utf-8")),
+                json.loads(bundled.read_text(encoding="utf-8")),
+            )
+        else:
+            ok = _same_bytes(fresh, bundled)
+        if not ok:
+            report.problems.append(f"{rel}: differs from the figure re-drawn from the results")
+    return expected
