@@ -1,0 +1,81 @@
+"""Per gate: each condition's verdict confidence, and the variance of the gaps to the reference."""
+
+from __future__ import annotations
+
+from stagewise.gates.decide import CONFIDENCE_COLUMNS as RECORD_CONFIDENCE_COLUMNS
+from stagewise.gates.results import GateResult
+from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table
+from stagewise.study.model import Gate
+
+CONFIDENCE_COLUMNS = ("condition_id", "label", "verdict", *RECORD_CONFIDENCE_COLUMNS)
+VARIANCE_COLUMNS = (
+    "scope",
+    "sd_host",
+    "df_host",
+    "sd_seed",
+    "df_seed",
+    "var_host",
+    "var_seed",
+    "n_hosts",
+    "n_cells",
+)
+
+
+def confidence_table_of(gate: Gate, gate_result: GateResult | None) -> Table | None:
+    """Each condition's p_verdict, decisive and intervals (issue 13), where computed from cells."""
+    if gate_result is None or gate_result.confidence is None:
+        return None
+    conf = gate_result.confidence
+    result = gate_result.to_json()
+    rows = []
+    for cond in result.get("conditions", []):
+        iv = cond.get("interval") or {}
+        row = {c: cond.get(c) for c in ("condition_id", "label", "verdict", "p_verdict")}
+        row["decisive"] = cond.get("decisive")
+        for key in ("mean", "mean_gap", "max_gap"):
+            pair = iv.get(key) or (None, None)
+            row[f"{key}_low"], row[f"{key}_high"] = pair
+        rows.append(row)
+    level = conf["confidence"]
+    note = (
+        f"blocked bootstrap, host blocks resampled and seeds within hosts (seed {conf['seed']}); "
+        f"p_verdict = share of {conf['verdict_replicates']} replicates, with every rule "
+        f"re-applied, returning the observed verdict; decisive when >= {level:g}; "
+        f"{level:.0%} percentile intervals; descriptive, not a significance test"
+    )
+    if conf.get("notes"):
+        note += "; " + "; ".join(conf["notes"])
+    return Table(
+        f"confidence_{gate.gate_id}",
+        f"Gate {gate.gate_id}: verdict confidence",
+        list(CONFIDENCE_COLUMNS),
+        rows,
+        note=note,
+        sources=[*STUDY_SOURCES, RUNS_SOURCE],
+        command=f"stagewise gate STUDY {gate.gate_id} --json",
+    )
+
+
+def variance_table_of(gate: Gate, gate_result: GateResult | None) -> Table | None:
+    """Condition-by-host and within-host (seed) components of the gaps to the reference."""
+    if gate_result is None or gate_result.confidence is None:
+        return None
+    variance = gate_result.confidence.get("variance") or {}
+    scoped = [("pooled", variance.get("pooled"))]
+    scoped += list((variance.get("conditions") or {}).items())
+    rows = [
+        {"scope": scope, **{c: v.get(c) for c in VARIANCE_COLUMNS[1:]}} for scope, v in scoped if v
+    ]
+    if not rows:
+        return None
+    return Table(
+        f"variance_{gate.gate_id}",
+        f"Gate {gate.gate_id}: variance of the gaps to the reference",
+        list(VARIANCE_COLUMNS),
+        rows,
+        note="random-effects components with hosts as blocks (method of moments): sd_host is "
+        "the condition-by-host effect more seeds never average away, sd_seed the seed-to-seed "
+        "scatter within a host; None where its degrees of freedom are 0",
+        sources=[*STUDY_SOURCES, RUNS_SOURCE],
+        command=f"stagewise gate STUDY {gate.gate_id} --json",
+    )

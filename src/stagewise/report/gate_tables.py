@@ -1,0 +1,227 @@
+"""The gates' tables: frozen rules, decisions, analysis, host-seed cells, agreement, sensitivity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stagewise.gates.results import CONDITION_KEYS, GateResult
+from stagewise.report.context import GateView, ReportContext
+from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table, flatten
+from stagewise.study.model import Gate, Study
+
+GATE_COLUMNS = CONDITION_KEYS  # the gate table is the gate JSON's condition rows
+
+
+def freezes_table(ctx: ReportContext) -> Table:
+    rows = []
+    for view in ctx.gates:
+        for rec in view.freezes:
+            rows.append(
+                {
+                    "gate": rec.gate,
+                    "record": rec.kind,
+                    "sha256": rec.sha256,
+                    "frozen_at": rec.frozen_at,
+                    "post_hoc": rec.post_hoc,
+                    "results_at_freeze": len(rec.results_at_freeze),
+                    "reason": rec.reason or "",
+                    "current": rec is view.freezes[-1],
+                }
+            )
+    columns = ["gate", "record", "sha256", "frozen_at", "post_hoc", "results_at_freeze"]
+    return Table(
+        "freezes",
+        "Frozen rules and amendments",
+        [*columns, "reason", "current"],
+        rows,
+        note="sha256 of the canonical JSON of the gate and its stages' plan (frozen/<gate>.json)",
+        sources=["frozen/"],
+        command="stagewise freeze STUDY GATE",
+    )
+
+
+def decisions_table(ctx: ReportContext) -> Table:
+    columns = (
+        "gate",
+        "kind",
+        "manual",
+        "promoted",
+        "reason",
+        "source",
+        "frozen_sha256",
+        "decided_at",
+        "active",
+        "withdraw_reason",
+    )
+    rows = []
+    for view in ctx.gates:
+        for rec in view.decisions:
+            record = rec.as_dict()
+            rows.append({c: "" if record[c] is None else record[c] for c in columns})
+    return Table(
+        "decisions",
+        "Decisions with reasons",
+        list(columns),
+        rows,
+        note="manual = taken outside the tool (a researcher's judgement or a published outcome)",
+        sources=["decisions/decisions.json"],
+        command="stagewise gate STUDY GATE / stagewise decide STUDY GATE",
+    )
+
+
+def gate_table(view: GateView) -> Table | None:
+    return gate_table_of(view.gate, view.gate_result)
+
+
+def gate_table_of(gate: Gate, gate_result: GateResult | None) -> Table | None:
+    """The analysis table of one gate: the condition rows of its `stagewise gate --json`."""
+    if gate_result is None:
+        return None
+    result = gate_result.to_json()
+    rows = []
+    for cond in result.get("conditions", []):
+        row = {c: cond.get(c) for c in GATE_COLUMNS}
+        row["reasons"] = [
+            str(r) if not isinstance(r, dict) else flatten(r) for r in cond.get("reasons", [])
+        ]
+        rows.append(row)
+    cells = result.get("cells", [])
+    missing = result.get("incomplete", [])
+    note = (
+        f"{len(cells)} host-seed cells; promoted: {', '.join(result.get('promoted', [])) or 'none'}"
+    )
+    if missing:
+        note += "; incomplete: " + ", ".join(
+            f"{m.get('condition_id')} (missing {flatten(m.get('missing'))})" for m in missing
+        )
+    return Table(
+        f"gate_{gate.gate_id}",
+        f"Gate {gate.gate_id}: analysis of {' + '.join(gate.stages)} (recomputed from cells)",
+        list(GATE_COLUMNS),
+        rows,
+        note=note,
+        sources=[*STUDY_SOURCES, RUNS_SOURCE],
+        command=f"stagewise gate STUDY {gate.gate_id} --json",
+    )
+
+
+def cells_table(ctx: ReportContext, view: GateView) -> Table | None:
+    return cells_table_of(ctx.study, view.gate, view.cells)
+
+
+def cells_table_of(study: Study, gate: Gate, cells: list[dict[str, Any]]) -> Table | None:
+    if not cells:
+        return None
+    labels = {c.condition_id: c.label for c in study.conditions}
+    rows = [{**c, "label": labels.get(c["condition_id"], c["condition_id"])} for c in cells]
+    return Table(
+        f"cells_{gate.gate_id}",
+        f"Gate {gate.gate_id}: host-seed cell values",
+        ["stage", "host", "seed", "condition_id", "label", "val_bpb"],
+        rows,
+        sources=[RUNS_SOURCE],
+    )
+
+
+def agreement_rows(gate_id: str, gate_result: GateResult) -> list[dict[str, Any]]:
+    """Kendall's W, host-pair tau/rho and leave-one-cell-out stability of one gate."""
+    result = gate_result.to_json()
+    rows: list[dict[str, Any]] = []
+    ag = result.get("agreement") or {}
+    if "kendalls_w" in ag:
+        rows.append(
+            {
+                "gate": gate_id,
+                "measure": "Kendall's W over cells",
+                "between": "all cells",
+                "value": ag["kendalls_w"],
+            }
+        )
+    for pair in ag.get("hosts", []):
+        between = f"{pair.get('host_a')} vs {pair.get('host_b')} (mean ranks)"
+        rows.append(
+            {
+                "gate": gate_id,
+                "measure": "Kendall tau",
+                "between": between,
+                "value": pair.get("kendall_tau"),
+            }
+        )
+        rows.append(
+            {
+                "gate": gate_id,
+                "measure": "Spearman rho",
+                "between": between,
+                "value": pair.get("spearman_rho"),
+            }
+        )
+    st = result.get("stability") or {}
+    if st.get("cells_left_out"):
+        rows.append(
+            {
+                "gate": gate_id,
+                "measure": "leave-one-cell-out: promoted set unchanged (fraction)",
+                "between": f"{st['cells_left_out'] - st.get('changed', 0)} of "
+                f"{st['cells_left_out']} cells left out",
+                "value": st.get("unchanged_fraction"),
+            }
+        )
+    return rows
+
+
+def agreement_table(ctx: ReportContext) -> Table | None:
+    rows = []
+    for view in ctx.gates:
+        if view.gate_result is not None:
+            rows.extend(agreement_rows(view.gate_id, view.gate_result))
+    if not rows:
+        return None
+    return Table(
+        "agreement",
+        "Rank agreement and leave-one-cell-out stability",
+        ["gate", "measure", "between", "value"],
+        rows,
+        note="Kendall's W over cells; Kendall tau / Spearman rho between hosts' mean rankings; "
+        "null where a statistic does not exist (fewer than two conditions or hosts)",
+        sources=[*STUDY_SOURCES, RUNS_SOURCE],
+        command="stagewise gate STUDY GATE --json",
+    )
+
+
+SENSITIVITY_COLUMNS = (
+    "label",
+    "condition_id",
+    "rule_description",
+    "statistic",
+    "role",
+    "observed",
+    "declared_threshold",
+    "declared_verdict",
+    "smallest_passing_threshold",
+    "flip_threshold",
+    "note",
+)
+
+
+def sensitivity_table(view: GateView) -> Table | None:
+    sens = view.sensitivity
+    if not sens or not isinstance(sens.get("rows"), list) or not sens["rows"]:
+        return None
+    grid = [float(g) for g in sens.get("grid", [])]
+    grid_cols = [f"at {g:g}" for g in grid]
+    rows = []
+    for raw in sens["rows"]:
+        row = {c: raw.get(c) for c in SENSITIVITY_COLUMNS}
+        for col, point in zip(grid_cols, raw.get("grid", []), strict=False):
+            row[col] = point.get("verdict")
+        rows.append(row)
+    return Table(
+        f"sensitivity_{view.gate_id}",
+        f"Gate {view.gate_id}: threshold sensitivity",
+        [*SENSITIVITY_COLUMNS, *grid_cols],
+        rows,
+        note="each threshold rule re-evaluated over the grid, for its declared statistic and its "
+        "diagnostic twin; 'at t' = verdict with threshold t",
+        sources=[*STUDY_SOURCES, RUNS_SOURCE],
+        command=f"stagewise sensitivity STUDY {view.gate_id} --json",
+    )
