@@ -70,7 +70,7 @@ class Event:
     payload: dict[str, Any]
     prev_hash: str
     hash: str
-    format: int = 1  # how `hash` was computed (see ledger.store.event_hash)
+    format: int = 1  # how `hash` was computed (see ledger.core.event_hash)
 
 
 @dataclass(frozen=True)
