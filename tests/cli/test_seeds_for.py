@@ -11,6 +11,7 @@ from stagewise.ledger import Ledger
 from stagewise.plan import build_plan
 from stagewise.study import load_study
 from tests.conftest import run_cli
+from tests.gates.two_host_study import MATRIX  # the same three recipes
 
 ROW_KEYS = (
     "gate",
@@ -86,13 +87,6 @@ def test_paper06_12h_gate_confidence_and_seed_plan(tmp_path: Path) -> None:
     _one_line_refusal(run_cli("gate", p, "g12h", "--seed", "-3"), "--seed", "-3")
     _one_line_refusal(run_cli("plan", p, "--seeds-for", "g12h", "--power", "0"), "--power")
 
-
-MATRIX = """\
-label,condition_id,role,depth,aspect_ratio,matrix_lr,total_batch_size
-ref,ref,reference,2,64,0.04,4096
-a,a,variant,2,48,0.04,4096
-b,b,variant,2,32,0.04,4096
-"""
 
 STUDY = """\
 [study]
