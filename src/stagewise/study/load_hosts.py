@@ -70,16 +70,7 @@ def parse_host(ctx: TomlContext, name: str, table: Any) -> Host:
                 raise ctx.fail(f"{key}.{num_key}", problem)
         nums[num_key] = float(value) if value is not None else None
     command = argv_list(ctx, f"{key}.command", table["command"]) if "command" in table else None
-    known = {
-        "executor",
-        "devices",
-        "workers",
-        "resources",
-        "address",
-        "num_cpus",
-        "num_gpus",
-        "command",
-    }
+    known = set(HOST_KEYS) - {"max_retries"}  # what is left is the executor's own options
     return Host(
         name=name,
         executor=cast(Any, executor),
