@@ -8,28 +8,20 @@ condition has arrived and nothing can be promoted. Simulated for all replays in 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import ClassVar
-
 import numpy as np
 
 from stagewise.backtest.policies.base import (
+    EtaPolicy,
     IntArray,
-    Policy,
     ReplayContext,
     best_first,
-    check_eta,
     register,
 )
 
 
 @register
-class Asha(Policy):
+class Asha(EtaPolicy):
     name = "asha"
-    defaults: ClassVar[Mapping[str, float | int]] = {"eta": 3}
-
-    def check(self) -> None:
-        check_eta(self)
 
     def run(self, ctx: ReplayContext) -> list[IntArray]:
         runs = ctx.zeros()

@@ -11,21 +11,14 @@ it is stopped or reaches the final level. Lower val_bpb is better (Ray's `mode="
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import ClassVar
-
 import numpy as np
 
-from stagewise.backtest.policies.base import IntArray, Policy, ReplayContext, check_eta, register
+from stagewise.backtest.policies.base import EtaPolicy, IntArray, ReplayContext, register
 
 
 @register
-class AshaStop(Policy):
+class AshaStop(EtaPolicy):
     name = "asha-stop"
-    defaults: ClassVar[Mapping[str, float | int]] = {"eta": 3}
-
-    def check(self) -> None:
-        check_eta(self)
 
     def run(self, ctx: ReplayContext) -> list[IntArray]:
         runs = ctx.zeros()

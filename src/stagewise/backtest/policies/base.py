@@ -150,21 +150,26 @@ def register(cls: type[Policy]) -> type[Policy]:
     return cls
 
 
-def check_eta(policy: Policy) -> None:
-    eta = policy.params["eta"]
-    if eta < 2:
-        raise CurvesError(f"--policies: {policy.name}:eta must be >= 2, but got eta={eta:g}")
+class EtaPolicy(Policy):
+    """A halving policy whose one parameter is the reduction factor eta (default 3, >= 2)."""
+
+    defaults: ClassVar[Mapping[str, float | int]] = {"eta": 3}
+
+    def check(self) -> None:
+        eta = self.params["eta"]
+        if eta < 2:
+            raise CurvesError(f"--policies: {self.name}:eta must be >= 2, but got eta={eta:g}")
 
 
 __all__ = [
     "REGISTRY",
     "BoolArray",
+    "EtaPolicy",
     "FloatArray",
     "IntArray",
     "Policy",
     "ReplayContext",
     "best_first",
-    "check_eta",
     "keep_best",
     "register",
 ]

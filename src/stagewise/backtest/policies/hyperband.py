@@ -11,12 +11,10 @@ reaching the final level in two brackets ran (and cost) twice; it is retained on
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import ClassVar
 
 import numpy as np
 
-from stagewise.backtest.policies.base import IntArray, Policy, ReplayContext, check_eta, register
+from stagewise.backtest.policies.base import EtaPolicy, IntArray, ReplayContext, register
 from stagewise.backtest.policies.sh import halve
 
 
@@ -31,12 +29,8 @@ def bracket_sizes(n_conditions: int, n_levels: int, eta: float) -> list[tuple[in
 
 
 @register
-class Hyperband(Policy):
+class Hyperband(EtaPolicy):
     name = "hyperband"
-    defaults: ClassVar[Mapping[str, float | int]] = {"eta": 3}
-
-    def check(self) -> None:
-        check_eta(self)
 
     def run(self, ctx: ReplayContext) -> list[IntArray]:
         runs = ctx.zeros()

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from stagewise.backtest.policies.base import IntArray, Policy, ReplayContext, check_eta, register
+from stagewise.backtest.policies.base import EtaPolicy, IntArray, Policy, ReplayContext, register
 from stagewise.backtest.table import CurvesError
 
 INSTALL = "pip install 'stagewise[optuna]'"
@@ -78,14 +78,10 @@ class _OptunaPolicy(Policy):
 
 
 @register
-class OptunaSH(_OptunaPolicy):
+class OptunaSH(EtaPolicy, _OptunaPolicy):
     """optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta)."""
 
     name = "optuna-sh"
-    defaults: ClassVar[Mapping[str, float | int]] = {"eta": 3}
-
-    def check(self) -> None:
-        check_eta(self)
 
     def pruner(self, optuna: Any, n_levels: int) -> Any:
         return optuna.pruners.SuccessiveHalvingPruner(
@@ -94,14 +90,10 @@ class OptunaSH(_OptunaPolicy):
 
 
 @register
-class OptunaHyperband(_OptunaPolicy):
+class OptunaHyperband(EtaPolicy, _OptunaPolicy):
     """optuna.pruners.HyperbandPruner(min_resource=1, max_resource=levels, reduction_factor=eta)."""
 
     name = "optuna-hyperband"
-    defaults: ClassVar[Mapping[str, float | int]] = {"eta": 3}
-
-    def check(self) -> None:
-        check_eta(self)
 
     def pruner(self, optuna: Any, n_levels: int) -> Any:
         return optuna.pruners.HyperbandPruner(

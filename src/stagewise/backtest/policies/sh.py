@@ -7,17 +7,13 @@ the cells, then condition_id) and run at the next level.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import ClassVar
-
 import numpy as np
 
 from stagewise.backtest.policies.base import (
     BoolArray,
+    EtaPolicy,
     IntArray,
-    Policy,
     ReplayContext,
-    check_eta,
     keep_best,
     register,
 )
@@ -38,12 +34,8 @@ def halve(
 
 
 @register
-class SuccessiveHalving(Policy):
+class SuccessiveHalving(EtaPolicy):
     name = "sh"
-    defaults: ClassVar[Mapping[str, float | int]] = {"eta": 3}
-
-    def check(self) -> None:
-        check_eta(self)
 
     def run(self, ctx: ReplayContext) -> list[IntArray]:
         runs = ctx.zeros()
