@@ -68,7 +68,7 @@ def choose(
         size = max(fits, default=1)
         why = f"CPU: <= {CPU_LOGITS_BYTES // 2**20} MiB of logits per forward"
     elif deterministic or not free_bytes or not row_bytes or row_bytes <= 0:
-        size = train_rows if rows % train_rows == 0 else max(d for d in options if d <= train_rows)
+        size = train_rows  # rows are whole training batches (bounds.eval_rows)
         why = "the training batch" + (" (deterministic run)" if deterministic else "")
     else:
         by_memory = int(free_bytes * GPU_MEMORY_SHARE / row_bytes)

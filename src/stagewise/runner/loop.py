@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stagewise.bounds import eval_rows
 from stagewise.errors import RunnerError, StagewiseError
 from stagewise.protocol import (
     Progress,
@@ -30,6 +31,7 @@ from stagewise.protocol import (
     write_summary,
 )
 from stagewise.runner.config import TrainConfig, config_sha256
+from stagewise.runner.eval_batch import EvalBatch, choose, with_fallback
 
 # autoresearch leaves steps 0..10 out of the budget to hide compilation. We leave out only the
 # steps that did hide something: the first (allocator warm-up, and compilation when on) and any
@@ -188,14 +190,12 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     import numpy as np
     import torch
 
-    from stagewise.bounds import eval_rows
     from stagewise.data.loader import TOKENIZER_DIR, make_loader
     from stagewise.data.metric import evaluate_bpb
     from stagewise.data.prepare import read_manifest
     from stagewise.data.tokenizer import load_token_bytes
     from stagewise.runner.checkpoint import CHECK_BATCHES, check_bpb, save_checkpoint
     from stagewise.runner.device import setup_device, versions
-    from stagewise.runner.eval_batch import with_fallback
     from stagewise.runner.optim import build_optimizer
 
     out = Path(cfg.out)
@@ -401,14 +401,12 @@ def _run(cfg: TrainConfig, summary: dict[str, Any], t_start: float) -> None:
     print(format_block(summary), flush=True)
 
 
-def _eval_batch(cfg: TrainConfig, setup: Any, vocab_size: int, rows: int) -> Any:
+def _eval_batch(cfg: TrainConfig, setup: Any, vocab_size: int, rows: int) -> EvalBatch:
     """The evaluation batch: the configured one, or sized for the device after training.
 
     On CUDA the training peak says what one training row needed (peak minus what stays held:
     weights and optimizer state); evaluation needs less per row, so it is a safe bound.
     """
-    from stagewise.runner.eval_batch import EvalBatch, choose
-
     if cfg.eval_batch_size is not None:
         size = cfg.eval_batch_size
         return EvalBatch(rows=size, steps=rows // size, why="eval_batch_size")
