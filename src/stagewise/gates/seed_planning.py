@@ -204,23 +204,26 @@ def seeds_for(
         targets = rule_targets(rule, study, pool.complete)
         if spec.threshold_param is not None:
             t = float(rule.params[spec.threshold_param])
+
+            # The row of a condition the source gate gives nothing to plan from.
+            unplanned = SeedRow(
+                gate_id,
+                "",
+                rule.rule,
+                i,
+                describe_rule(rule),
+                t,
+                None,
+                "",
+                None,
+                hosts,
+                seeds_per_host,
+                sigma_d=sigma_d,
+            )
             for cid in (c for c in rule.conditions if c not in targets):
+                note = f"no complete cells at {source.gate.gate_id}: nothing to plan from"
                 rows.append(
-                    SeedRow(
-                        gate_id,
-                        cid,
-                        rule.rule,
-                        i,
-                        describe_rule(rule),
-                        t,
-                        None,
-                        str(spec.statistic),
-                        None,
-                        hosts,
-                        seeds_per_host,
-                        note=f"no complete cells at {source.gate.gate_id}: nothing to plan from",
-                        sigma_d=sigma_d,
-                    )
+                    replace(unplanned, condition_id=cid, statistic=str(spec.statistic), note=note)
                 )
             for cid in targets:
                 if cid == reference and spec.statistic != "gap_from_best":
@@ -234,22 +237,9 @@ def seeds_for(
                 else:
                     gap, statistic, extra = s.mean_gap_to_reference, "mean_gap", ""
                 if gap is None:
+                    note = "no gap to the reference at the source gate"
                     rows.append(
-                        SeedRow(
-                            gate_id,
-                            cid,
-                            rule.rule,
-                            i,
-                            describe_rule(rule),
-                            t,
-                            None,
-                            statistic,
-                            None,
-                            hosts,
-                            seeds_per_host,
-                            note="no gap to the reference at the source gate",
-                            sigma_d=sigma_d,
-                        )
+                        replace(unplanned, condition_id=cid, statistic=statistic, note=note)
                     )
                     continue
                 if statistic == "max_gap":
@@ -285,12 +275,9 @@ def seeds_for(
                     )
                 )
         elif gate.kind == "promote" and rule.rule in ("best_k", "rank_first_in_all_cells"):
-            means = {
-                cid: stats[cid].mean_val_bpb
-                for cid in targets
-                if stats[cid].mean_val_bpb is not None
+            clean = {
+                cid: float(mean) for cid in targets if (mean := stats[cid].mean_val_bpb) is not None
             }
-            clean = {k: float(v) for k, v in means.items() if v is not None}
             if len(clean) < 2:
                 continue
             best = min(clean, key=lambda c: (clean[c], c))
