@@ -80,3 +80,18 @@ def test_rule_naming_a_condition_absent_at_the_source_gets_a_row(study: Study) -
     assert row.rule == "max_gap_to_reference" and row.achievable is False
     assert row.observed_gap is None and "no complete cells at gp" in row.note
     assert row.to_json()["seeds_per_host"] is None
+
+
+def test_a_condition_without_cells_at_the_source_gets_an_unplanned_row(study: Study) -> None:
+    ev = evaluate_values(
+        study,
+        "gp",
+        {("ref", "h0"): 1.0, ("ref", "h1"): 1.0, ("a", "h0"): 1.012, ("a", "h1"): 1.004},
+    )
+    plan = seeds_for(study, "g2", ev, confidence=0.9, power=0.9)
+    row = {r.condition_id: r for r in plan.rows}["b"]
+    assert row.rule == "max_gap_to_reference" and row.rule_index == 1 and row.threshold == 0.01
+    assert row.statistic == "max_gap_to_reference" and row.observed_gap is None
+    assert row.advice is None and row.seeds_per_host is None and not row.achievable
+    assert row.note == "no complete cells at gp: nothing to plan from"
+    assert row.planned_hosts == 2 and row.sigma_d is not None
