@@ -9,7 +9,7 @@ both layers. A module that matches no entry fails too, with where to add it.
 The order (docs/architecture.md explains it):
 
     leaf -> study -> plan -> ledger -> data/runner -> executors -> analysis -> gates
-         -> backtest/driver/status -> report -> audit -> export/demo/doctor/create -> cli/api
+         -> snapshot -> backtest/driver/status -> report -> audit -> export/demo/doctor/create -> cli/api
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("executors", ("stagewise.executors",)),
     ("analysis", ("stagewise.analysis",)),  # incl. stagewise.analysis.confidence
     ("gates", ("stagewise.gates",)),
+    # One typed record of (study, ledger), read once: every reader above takes it.
+    ("snapshot", ("stagewise.snapshot",)),
     (
         "backtest/driver",
         (

@@ -7,13 +7,18 @@ from typing import Any
 
 from stagewise.ledger import Ledger
 from stagewise.ledger.records import RUN_STATES
-from stagewise.plan import build_plan
+from stagewise.snapshot import StudySnapshot
 from stagewise.study.model import Study
 
 
 def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
-    plan = build_plan(study, ledger)
-    records = ledger.runs()
+    """The `stagewise status --json` object of the study as its ledger holds it now."""
+    return status_of(StudySnapshot.read(study, ledger))
+
+
+def status_of(snap: StudySnapshot) -> dict[str, Any]:
+    """The `stagewise status --json` object of a snapshot (no gate is evaluated for it)."""
+    study, plan, records = snap.study, snap.plan, snap.runs
     by_stage: dict[str, Counter[str]] = {}
     for rec in records:
         by_stage.setdefault(rec.stage, Counter())[rec.status] += 1
@@ -42,9 +47,8 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
             }
         )
     gates = []
-    for gate in study.gates.values():
-        freezes = ledger.freezes(gate.gate_id)
-        decision = ledger.active_decision(gate.gate_id)
+    for view in snap.gates:
+        gate, freezes, decision = view.gate, view.freezes, view.active
         gates.append(
             {
                 "gate": gate.gate_id,
@@ -67,17 +71,17 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
                 },
             }
         )
-    problems = ledger.integrity_problems()
+    problems = snap.integrity_problems
     return {
         "study": study.name,
         "reference": study.reference,
-        "ledger_schema": ledger.schema_version,
-        "events": len(ledger.events()),
+        "ledger_schema": snap.schema_version,
+        "events": len(snap.events),
         # chain_ok covers the links and the runs/freezes/decisions tables checked against them.
         "chain_ok": not problems,
-        "chain_head": ledger.head,
+        "chain_head": snap.head,
         "first_broken_link": problems[0] if problems else None,
-        "chain_problems": problems,
+        "chain_problems": list(problems),
         "stages": stages,
         "gates": gates,
     }

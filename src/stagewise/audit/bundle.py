@@ -40,9 +40,10 @@ from stagewise.ledger import Ledger, canonical_json, sha256_text
 from stagewise.ledger.integrity import text_hash
 from stagewise.ledger.store import field_hashes
 from stagewise.paths import safe_join
-from stagewise.report.context import ReportContext, collect
+from stagewise.report.context import ReportContext, report_context
 from stagewise.report.figures import matplotlib_version, render_figures
 from stagewise.report.tables import RUN_COLUMNS, Table, all_tables, runs_table
+from stagewise.snapshot import StudySnapshot
 from stagewise.study import load_study
 from stagewise.study.model import Study
 
@@ -272,8 +273,9 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
     w = _Writer(out, scrub)
     with Ledger.open(study.root, create=False) as ledger:
         # A bundle of a ledger whose chain or tables were altered would launder the alteration.
-        head = ledger.require_intact()
-        ctx = collect(study, ledger)
+        snap = StudySnapshot.read_intact(study, ledger)
+    ctx = report_context(snap)
+    head = snap.head
 
     # The study as written, scrubbed (a path in [runner] data = "..." becomes <path>/...).
     w.text(STUDY_TOML, study.study_file.read_text(encoding="utf-8"))

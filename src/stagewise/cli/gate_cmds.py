@@ -59,7 +59,7 @@ def freeze(
             emit_json(
                 {
                     **outcome.to_dict(),
-                    "history": amendment_history(ledger, gate),
+                    "history": [f.history_json() for f in amendment_history(ledger, gate)],
                     "seed_advice": advice.to_json() if advice is not None else None,
                 }
             )

@@ -22,9 +22,10 @@ from typing import Any
 
 from stagewise.errors import ExportError
 from stagewise.ledger import Ledger, RunRecord
-from stagewise.report.context import GateView, ReportContext, collect
+from stagewise.report.context import GateView, ReportContext, report_context
 from stagewise.report.figure_base import as_dict
 from stagewise.report.loss_curves import LossCurve, load_curves
+from stagewise.snapshot import StudySnapshot
 from stagewise.study import load_study
 
 STUDY_TAG = "stagewise.study"
@@ -294,8 +295,7 @@ def export_mlflow(folder: Path, uri: str, experiment: str | None = None) -> Expo
     client_class = _client_class()  # a missing extra fails first, before anything is read
     study = load_study(folder)
     with Ledger.open(study.root, create=False) as ledger:
-        ledger.require_intact()  # an export of an altered ledger would launder it
-        ctx = collect(study, ledger)
+        ctx = report_context(StudySnapshot.read_intact(study, ledger))
     curves, _ = load_curves(ctx)
     name = experiment or study.name
     store = tracking_uri(uri)  # only now: a wrong study folder leaves no store behind

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +13,8 @@ from stagewise.analysis.budget import (
     stage_budget,
     total,
 )
-from stagewise.ledger import Ledger
-from stagewise.plan import build_plan
+from stagewise.ledger import Ledger, RunRecord
+from stagewise.plan import Plan, build_plan
 from stagewise.study.model import Gate, Study
 
 
@@ -86,8 +87,12 @@ class BudgetResult:
 
 def budget(study: Study, ledger: Ledger) -> BudgetResult:
     """Budgeted and recorded GPU-hours per stage, totals and promotion counterfactuals."""
-    plan = build_plan(study, ledger)
-    runs = ledger.runs()
+    return budget_of(build_plan(study, ledger), ledger.runs())
+
+
+def budget_of(plan: Plan, runs: Sequence[RunRecord]) -> BudgetResult:
+    """The budget of a plan and the runs recorded so far (pure)."""
+    study = plan.study
     stages = {
         sp.stage.stage_id: stage_budget(
             sp.stage.stage_id,

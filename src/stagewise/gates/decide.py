@@ -26,15 +26,15 @@ from stagewise.analysis.published import compare_with_published
 from stagewise.errors import DecisionError
 from stagewise.gates.confidence import DEFAULT_SEED, attach, verdict_confidence
 from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate
-from stagewise.gates.freeze import amendment_history, parse, require_frozen
+from stagewise.gates.freeze import amendment_history, require_frozen, summary
 from stagewise.gates.results import (
     CONDITION_KEYS,
     ComparisonNote,
     ConditionResult,
+    FreezeSummary,
     GateResult,
     Incomplete,
     RuleView,
-    freeze_json,
 )
 from stagewise.ledger import DecisionRecord, FreezeRecord, Ledger
 from stagewise.paths import safe_join
@@ -95,7 +95,7 @@ def gate_result(
     ev: Evaluation,
     *,
     freeze: FreezeRecord | None,
-    amendments: Iterable[Mapping[str, Any]] = (),
+    amendments: Iterable[FreezeSummary] = (),
     manual: Iterable[DecisionRecord] = (),
     confidence: float | None = DEFAULT_CONFIDENCE,
     seed: int = DEFAULT_SEED,
@@ -118,7 +118,7 @@ def gate_result(
         promoted=tuple(ev.promoted),
         incomplete=tuple(Incomplete(cid, tuple(cells)) for cid, cells in ev.pool.missing.items()),
         rules=tuple(RuleView(r.rule, describe_rule(r), r.reason, dict(r.raw)) for r in gate.rules),
-        freeze=freeze_json(freeze, parse(freeze).get("frozen_sha256")) if freeze else None,
+        freeze=summary(freeze) if freeze else None,
         amendments=tuple(amendments),
         manual=tuple(manual),
         kendalls_w=ev.kendalls_w,

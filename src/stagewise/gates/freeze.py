@@ -18,10 +18,12 @@ stages are stored with it and the freeze is flagged post hoc.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from stagewise.errors import FrozenRuleMismatch
+from stagewise.gates.results import FreezeSummary
 from stagewise.ledger import FreezeRecord, Ledger, canonical_json, sha256_text
 from stagewise.plan import build_plan
 from stagewise.study.model import Gate, Study
@@ -71,9 +73,11 @@ def frozen_definition(study: Study, gate_id: str) -> dict[str, Any]:
     }
 
 
-def _stage_plan(study: Study, ledger: Ledger, gate_id: str) -> dict[str, list[str] | None]:
+Candidates = Mapping[str, tuple[str, ...] | None]
+
+
+def _stage_plan(study: Study, candidates: Candidates, gate_id: str) -> dict[str, list[str] | None]:
     """The candidates each pooled stage has now (the `plan` part of a freeze record)."""
-    candidates = build_plan(study, ledger).candidates
     return {
         sid: (None if candidates[sid] is None else list(candidates[sid] or ()))
         for sid in _gate(study, gate_id).stages
@@ -143,7 +147,16 @@ class FreezeOutcome:
 
 def changes_since_freeze(study: Study, ledger: Ledger, gate_id: str) -> list[str]:
     """What differs between the gate as it stands and its last freeze (empty: unchanged)."""
-    record = ledger.current_freeze(gate_id)
+    return changes_against(
+        study, gate_id, ledger.current_freeze(gate_id), build_plan(study, ledger).candidates
+    )
+
+
+def changes_against(
+    study: Study, gate_id: str, record: FreezeRecord | None, candidates: Candidates
+) -> list[str]:
+    """What differs between the gate as it stands, with the plan's `candidates`, and its freeze
+    `record` (the gate's current one); ["never frozen"] without one."""
     if record is None:
         return ["never frozen"]
     stored = parse(record)
@@ -152,7 +165,7 @@ def changes_since_freeze(study: Study, ledger: Ledger, gate_id: str) -> list[str
     if sha256_text(canonical_json(current)) != stored.get("frozen_sha256"):
         changes = _diff(stored.get("frozen", {}), current) or ["the frozen definition differs"]
     known = stored.get("plan", {})
-    now = _stage_plan(study, ledger, gate_id)
+    now = _stage_plan(study, candidates, gate_id)
     for sid, cands in known.items():
         if (
             cands is not None
@@ -201,7 +214,7 @@ def freeze(
         "reason": clean_reason,
         "frozen": definition,
         "frozen_sha256": sha256_text(canonical_json(definition)),
-        "plan": _stage_plan(study, ledger, gate_id),
+        "plan": _stage_plan(study, build_plan(study, ledger).candidates, gate_id),
         "previous_sha256": previous[-1].sha256 if previous else None,
         "amends": current.sha256 if current is not None else None,
     }
@@ -222,12 +235,23 @@ def require_frozen(study: Study, ledger: Ledger, gate_id: str) -> FreezeRecord:
     """The gate's last freeze, provided the gate still reads exactly as frozen."""
     _gate(study, gate_id)
     record = ledger.current_freeze(gate_id)
+    return frozen_as_written(
+        study, gate_id, record, build_plan(study, ledger).candidates if record else {}
+    )
+
+
+def frozen_as_written(
+    study: Study, gate_id: str, record: FreezeRecord | None, candidates: Candidates
+) -> FreezeRecord:
+    """`record` (the gate's current freeze), provided the gate still reads exactly as frozen
+    with the plan's `candidates`; FrozenRuleMismatch saying what to do otherwise."""
+    _gate(study, gate_id)
     if record is None:
         raise FrozenRuleMismatch(
             f"gate {gate_id} is not frozen; freeze it before its stage runs: "
             f"`stagewise freeze {study.root} {gate_id}`"
         )
-    changes = changes_since_freeze(study, ledger, gate_id)
+    changes = changes_against(study, gate_id, record, candidates)
     if changes:
         raise FrozenRuleMismatch(
             f"gate {gate_id} in {study.study_file} no longer matches its freeze of "
@@ -238,17 +262,12 @@ def require_frozen(study: Study, ledger: Ledger, gate_id: str) -> FreezeRecord:
     return record
 
 
-def amendment_history(ledger: Ledger, gate_id: str) -> list[dict[str, Any]]:
+def summary(record: FreezeRecord) -> FreezeSummary:
+    """A freeze record as a gate's result and history show it."""
+    sha = parse(record).get("frozen_sha256")
+    return FreezeSummary.of(record, sha if isinstance(sha, str) else None)
+
+
+def amendment_history(ledger: Ledger, gate_id: str) -> tuple[FreezeSummary, ...]:
     """Every freeze and amendment of the gate, oldest first."""
-    return [
-        {
-            "kind": r.kind,
-            "sha256": r.sha256,
-            "frozen_sha256": parse(r).get("frozen_sha256"),
-            "frozen_at": r.frozen_at,
-            "post_hoc": r.post_hoc,
-            "reason": r.reason,
-            "results_at_freeze": len(r.results_at_freeze),
-        }
-        for r in ledger.freezes(gate_id)
-    ]
+    return tuple(summary(r) for r in ledger.freezes(gate_id))

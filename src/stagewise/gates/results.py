@@ -19,6 +19,9 @@ from typing import Any
 
 from stagewise.analysis.agreement import HostPair, LeaveOneOut
 from stagewise.analysis.cells import Cell
+from stagewise.analysis.confidence import Interval
+from stagewise.analysis.variance import VarianceComponents
+from stagewise.gates.wording import BOOTSTRAP_METHOD
 from stagewise.ledger import DecisionRecord, FreezeRecord
 
 # What a reason can be about: a rule's outcome, or why no rule's outcome applies.
@@ -110,6 +113,110 @@ class Verdict:
         return ""
 
 
+# The statistics a condition's verdict confidence gives an interval of, in JSON order.
+INTERVAL_KEYS = ("mean", "mean_gap", "max_gap")
+Bounds = tuple[float | None, float | None]
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """A condition's percentile intervals at one level: (low, high) of its mean, mean gap and
+    max gap to the reference; None where a statistic is undefined."""
+
+    level: float
+    mean: Bounds | None
+    mean_gap: Bounds | None
+    max_gap: Bounds | None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Interval], level: float) -> Intervals:
+        def bounds(key: str) -> Bounds | None:
+            iv = row.get(key)
+            return None if iv is None else (finite(iv.lo), finite(iv.hi))
+
+        return cls(level, bounds("mean"), bounds("mean_gap"), bounds("max_gap"))
+
+    def bounds(self, key: str) -> Bounds | None:
+        """The interval of `key` (one of INTERVAL_KEYS)."""
+        value: Bounds | None = getattr(self, key)
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"confidence": self.level}
+        for key in INTERVAL_KEYS:
+            pair = self.bounds(key)
+            out[key] = None if pair is None else list(pair)
+        return out
+
+
+@dataclass(frozen=True)
+class ConditionConfidence:
+    """One condition's intervals and how often the replicates return its verdict."""
+
+    condition_id: str
+    verdict: str
+    interval: Intervals | None  # None for an incomplete condition
+    p_verdict: float | None
+    decisive: bool | None
+    verdicts: Mapping[str, int] | None  # replicate verdict -> count (None: not resampled)
+    variance: VarianceComponents | None  # of its gaps to the reference
+
+    @classmethod
+    def absent(cls, condition_id: str) -> ConditionConfidence:
+        """A condition the bootstrap did not see: null interval, p_verdict and decisive."""
+        return cls(condition_id, "", None, None, None, None, None)
+
+    def fields(self) -> dict[str, Any]:
+        """The keys added to the condition's entry in the gate JSON."""
+        out: dict[str, Any] = {
+            "interval": self.interval.to_json() if self.interval is not None else None,
+            "p_verdict": self.p_verdict,
+            "decisive": self.decisive,
+        }
+        if self.verdicts is not None:
+            out["replicate_verdicts"] = dict(self.verdicts)
+        return out
+
+
+@dataclass(frozen=True)
+class GateConfidence:
+    """Verdict confidence and variance components of one evaluated gate."""
+
+    gate: str
+    confidence: float
+    seed: int
+    replicates: int  # bootstrap replicates of the intervals
+    verdict_replicates: int  # replicates judged for p_verdict
+    hosts: int
+    cells: int
+    notes: tuple[str, ...]
+    conditions: tuple[ConditionConfidence, ...]
+    variance: VarianceComponents | None  # pooled over non-reference complete conditions
+
+    def condition(self, condition_id: str) -> ConditionConfidence | None:
+        return next((c for c in self.conditions if c.condition_id == condition_id), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "confidence": self.confidence,
+            "seed": self.seed,
+            "method": BOOTSTRAP_METHOD,
+            "replicates": self.replicates,
+            "verdict_replicates": self.verdict_replicates,
+            "hosts": self.hosts,
+            "cells": self.cells,
+            "notes": list(self.notes),
+            "variance": {
+                "pooled": self.variance.to_json() if self.variance is not None else None,
+                "conditions": {
+                    c.condition_id: c.variance.to_json()
+                    for c in self.conditions
+                    if c.variance is not None
+                },
+            },
+        }
+
+
 @dataclass(frozen=True)
 class ConditionResult:
     """One pooled condition of a gate: its statistics (unrounded) and its verdict.
@@ -136,6 +243,7 @@ class ConditionResult:
     tokens_M: float | None
     training_hours: float | None
     verdict: Verdict
+    confidence: ConditionConfidence | None = None  # with a confidence level (gates.confidence)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -164,6 +272,8 @@ class ConditionResult:
             else:
                 value = getattr(self, key)
                 out[key] = finite(value) if isinstance(value, float) else value
+        if self.confidence is not None:
+            out.update(self.confidence.fields())
         out.update(self.extra)
         return out
 
@@ -217,16 +327,53 @@ class ComparisonNote:
         }
 
 
-def freeze_json(record: FreezeRecord, definition_sha256: Any) -> dict[str, Any]:
-    return {
-        "sha256": record.sha256,
-        "definition_sha256": definition_sha256,
-        "kind": record.kind,
-        "frozen_at": record.frozen_at,
-        "post_hoc": record.post_hoc,
-        "results_at_freeze": len(record.results_at_freeze),
-        "reason": record.reason,
-    }
+@dataclass(frozen=True)
+class FreezeSummary:
+    """One freeze or amendment of a gate, as its result and history show it."""
+
+    kind: str  # "freeze" | "amend"
+    sha256: str  # of the whole record
+    frozen_sha256: str | None  # of the frozen definition alone
+    frozen_at: str
+    post_hoc: bool
+    reason: str | None
+    results_at_freeze: int
+
+    @classmethod
+    def of(cls, record: FreezeRecord, frozen_sha256: str | None) -> FreezeSummary:
+        return cls(
+            record.kind,
+            record.sha256,
+            frozen_sha256,
+            record.frozen_at,
+            record.post_hoc,
+            record.reason,
+            len(record.results_at_freeze),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The result's `freeze` object."""
+        return {
+            "sha256": self.sha256,
+            "definition_sha256": self.frozen_sha256,
+            "kind": self.kind,
+            "frozen_at": self.frozen_at,
+            "post_hoc": self.post_hoc,
+            "results_at_freeze": self.results_at_freeze,
+            "reason": self.reason,
+        }
+
+    def history_json(self) -> dict[str, Any]:
+        """One entry of the result's `amendments` (and `freeze --json`'s `history`)."""
+        return {
+            "kind": self.kind,
+            "sha256": self.sha256,
+            "frozen_sha256": self.frozen_sha256,
+            "frozen_at": self.frozen_at,
+            "post_hoc": self.post_hoc,
+            "reason": self.reason,
+            "results_at_freeze": self.results_at_freeze,
+        }
 
 
 def manual_json(decision: DecisionRecord) -> dict[str, Any]:
@@ -260,16 +407,16 @@ class GateResult:
     promoted: tuple[str, ...]
     incomplete: tuple[Incomplete, ...]
     rules: tuple[RuleView, ...]
-    freeze: Mapping[str, Any] | None  # freeze_json() of the current freeze
-    amendments: tuple[Mapping[str, Any], ...]  # gates.freeze.freeze_history_entry rows
+    freeze: FreezeSummary | None  # the current freeze
+    amendments: tuple[FreezeSummary, ...]  # every freeze and amendment, oldest first
     manual: tuple[DecisionRecord, ...]
     kendalls_w: float | None
     host_pairs: tuple[HostPair, ...]
     stability: tuple[LeaveOneOut, ...]
     decision: DecisionRecord | None = None
     published_comparison: tuple[ComparisonNote, ...] | None = None
-    # Verdict confidence and variance components (gates.confidence.GateConfidence.to_json).
-    confidence: Mapping[str, Any] | None = None
+    # Verdict confidence and variance components (gates.confidence.verdict_confidence).
+    confidence: GateConfidence | None = None
 
     def condition(self, condition_id: str) -> ConditionResult:
         for c in self.conditions:
@@ -303,8 +450,8 @@ class GateResult:
             "incomplete": [i.to_json() for i in self.incomplete],
             # extras
             "rules": [r.to_json() for r in self.rules],
-            "freeze": dict(self.freeze) if self.freeze is not None else None,
-            "amendments": [dict(a) for a in self.amendments],
+            "freeze": self.freeze.to_json() if self.freeze is not None else None,
+            "amendments": [a.history_json() for a in self.amendments],
             "manual": [manual_json(d) for d in self.manual],
             "agreement": {
                 "kendalls_w": finite(self.kendalls_w),
@@ -322,5 +469,5 @@ class GateResult:
         if self.published_comparison is not None:
             out["published_comparison"] = [c.to_json() for c in self.published_comparison]
         if self.confidence is not None:
-            out["confidence"] = dict(self.confidence)
+            out["confidence"] = self.confidence.to_json()
         return out

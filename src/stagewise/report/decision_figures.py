@@ -158,8 +158,8 @@ def interval_level(result: Mapping[str, Any]) -> float | None:
 
 def host_seed_rows(ctx: ReportContext, view: GateView) -> list[dict[str, Any]]:
     """One row per (condition, cell) of the gate, in matrix order, with where it is drawn."""
-    conds = [c for c in ctx.study.condition_ids if any(x["condition_id"] == c for x in view.cells)]
-    keys = sorted({(x["host"], x["seed"]) for x in view.cells})
+    conds = [c for c in ctx.study.condition_ids if any(x.condition_id == c for x in view.cells)]
+    keys = sorted({(x.host, x.seed) for x in view.cells})
     hosts = sorted({h for h, _ in keys})
     result = as_dict(view.result) or {}
     means = {
@@ -171,24 +171,24 @@ def host_seed_rows(ctx: ReportContext, view: GateView) -> list[dict[str, Any]]:
     width = 0.6  # of one condition's slot, shared by its cells
     rows = []
     for x in view.cells:
-        k = keys.index((x["host"], x["seed"]))
-        cid = x["condition_id"]
+        k = keys.index((x.host, x.seed))
+        cid = x.condition_id
         low, high = intervals.get(cid, (None, None))
         rows.append(
             {
                 "gate": view.gate_id,
-                "stage": x["stage"],
+                "stage": x.stage,
                 "condition_id": cid,
                 "label": ctx.label(cid),
                 "reference": cid == ctx.study.reference,
                 "x": conds.index(cid),
                 "offset": (k - (len(keys) - 1) / 2) * width / max(1, len(keys)),
-                "host": x["host"],
-                "seed": x["seed"],
+                "host": x.host,
+                "seed": x.seed,
                 "cell": k,
                 "color": color(k),
-                "marker": MARKERS[hosts.index(x["host"]) % len(MARKERS)],
-                "val_bpb": x["val_bpb"],
+                "marker": MARKERS[hosts.index(x.host) % len(MARKERS)],
+                "val_bpb": x.val_bpb,
                 "mean_val_bpb": means.get(cid),
                 "interval_low": low,
                 "interval_high": high,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from stagewise.gates.results import CONDITION_KEYS, GateResult
+from stagewise.ledger import RunRecord
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table, flatten
 from stagewise.study.model import Gate, Study
@@ -109,11 +111,21 @@ def cells_table(ctx: ReportContext, view: GateView) -> Table | None:
     return cells_table_of(ctx.study, view.gate, view.cells)
 
 
-def cells_table_of(study: Study, gate: Gate, cells: list[dict[str, Any]]) -> Table | None:
+def cells_table_of(study: Study, gate: Gate, cells: Sequence[RunRecord]) -> Table | None:
     if not cells:
         return None
     labels = {c.condition_id: c.label for c in study.conditions}
-    rows = [{**c, "label": labels.get(c["condition_id"], c["condition_id"])} for c in cells]
+    rows = [
+        {
+            "stage": c.stage,
+            "condition_id": c.condition_id,
+            "seed": c.seed,
+            "host": c.host,
+            "val_bpb": c.val_bpb,
+            "label": labels.get(c.condition_id, c.condition_id),
+        }
+        for c in cells
+    ]
     return Table(
         f"cells_{gate.gate_id}",
         f"Gate {gate.gate_id}: host-seed cell values",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from stagewise.backtest.report import backtest_sections
 from stagewise.ledger import Ledger
-from stagewise.report.context import ReportContext, collect
+from stagewise.report.context import ReportContext, report_context
 from stagewise.report.figures import RenderedFigure, render_figures
 from stagewise.report.gate_sections import section_gates
 from stagewise.report.html_blocks import (
@@ -35,6 +35,7 @@ from stagewise.report.html_blocks import (
 from stagewise.report.loss_curves import load_curves
 from stagewise.report.outcome_section import pending_items, section_outcome
 from stagewise.report.tables import Table, all_tables
+from stagewise.snapshot import StudySnapshot
 from stagewise.study import load_study
 
 # --------------------------------------------------------------------------- study-wide sections
@@ -193,6 +194,5 @@ def write_report(folder: Path, out: Path | None = None) -> ReportResult:
     """Render the report of the study in `folder` into `out` (default: folder/report)."""
     study = load_study(folder)
     with Ledger.open(study.root, create=False) as ledger:
-        ledger.require_intact()  # a report of an altered ledger would launder it
-        ctx = collect(study, ledger)
+        ctx = report_context(StudySnapshot.read_intact(study, ledger))
     return build(ctx, out if out is not None else study.root / "report")
