@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from stagewise.analysis.agreement import HostPair, LeaveOneOut
 from stagewise.analysis.cells import Cell
 from stagewise.analysis.confidence import Interval
+from stagewise.analysis.stats import ConditionNumbers
 from stagewise.analysis.variance import VarianceComponents
 from stagewise.gates.wording import BOOTSTRAP_METHOD
 from stagewise.ledger import DecisionRecord, FreezeRecord
@@ -218,7 +219,7 @@ class GateConfidence:
 
 
 @dataclass(frozen=True)
-class ConditionResult:
+class ConditionResult(ConditionNumbers):
     """One pooled condition of a gate: its statistics (unrounded) and its verdict.
 
     `extra` holds optional fields added by later analyses (e.g. a decision-confidence
@@ -229,19 +230,6 @@ class ConditionResult:
     condition_id: str
     label: str
     role: str
-    n_cells: int
-    mean_val_bpb: float | None
-    sd_val_bpb: float | None
-    mean_rank: float | None
-    best_rank: int | None
-    worst_rank: int | None
-    first_rank_cells: int | None
-    gap_from_best: float | None
-    mean_gap_to_reference: float | None
-    max_gap_to_reference: float | None
-    params_M: float | None
-    tokens_M: float | None
-    training_hours: float | None
     verdict: Verdict
     confidence: ConditionConfidence | None = None  # with a confidence level (gates.confidence)
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -251,12 +239,29 @@ class ConditionResult:
         if clash:
             raise ValueError(f"extra fields may not replace contract keys: {sorted(clash)}")
 
-    def with_extra(self, **fields: Any) -> ConditionResult:
+    @classmethod
+    def of(
+        cls,
+        numbers: ConditionNumbers,
+        *,
+        condition_id: str,
+        label: str,
+        role: str,
+        verdict: Verdict,
+    ) -> ConditionResult:
+        """The result of a condition whose pooled numbers are `numbers` (its `ConditionStats`)."""
+        pooled = {f.name: getattr(numbers, f.name) for f in fields(ConditionNumbers)}
+        return cls(**pooled, condition_id=condition_id, label=label, role=role, verdict=verdict)
+
+    def with_extra(self, **more: Any) -> ConditionResult:
         """A copy with more optional fields (existing extra keys are kept, in order)."""
-        return ConditionResult(
-            **{k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"},
-            extra={**self.extra, **fields},
-        )
+        return replace(self, extra={**self.extra, **more})
+
+    def shown(self, key: str) -> str | int | float | None:
+        """A contract number (or id, label, role) as the JSON writes it: NaN and infinity
+        as None."""
+        value: str | int | float | None = getattr(self, key)
+        return finite(value) if isinstance(value, float) else value
 
     def number(self, key: str) -> float | None:
         value = getattr(self, key)

@@ -10,3 +10,10 @@ BOOTSTRAP_METHOD = (
 )
 # What the verdict confidence is not.
 DESCRIPTIVE = "descriptive, not a significance test"
+# Why a recomputed number may read differently from a published one in its last digit.
+PRECISION_NOTE = "the published cells are rounded to six decimals before pooling"
+
+
+def promoted_set_changes(changed: int, left_out: int) -> str:
+    """The leave-one-cell-out stability of a gate, as every rendering words it."""
+    return f"promoted set changes in {changed} of {left_out}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stagewise.gates.decide import CONFIDENCE_COLUMNS as RECORD_CONFIDENCE_COLUMNS
+from stagewise.gates.records import CONFIDENCE_COLUMNS as RECORD_CONFIDENCE_COLUMNS
 from stagewise.gates.results import INTERVAL_KEYS, GateResult
 from stagewise.gates.wording import DESCRIPTIVE
 from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table
