@@ -66,7 +66,7 @@ def test_the_report_context_reads_once(synthetic: Path, counts: Counts) -> None:
     # Everything below is derived from the snapshot: no further plan, no further read.
     assert ctx.status["stages"] and ctx.budget is not None
     for view in ctx.gates:
-        _ = view.snapshot.changes_since_freeze, view.result, view.sensitivity
+        _ = view.snapshot.changes_since_freeze, view.gate_result, view.sensitivity_grid
     assert (counts.plans, counts.runs) == (1, 1)
 
 

@@ -23,7 +23,6 @@ from typing import Any
 from stagewise.errors import ExportError
 from stagewise.ledger import Ledger, RunRecord
 from stagewise.report.context import GateView, ReportContext, report_context
-from stagewise.report.figure_base import as_dict
 from stagewise.report.loss_curves import LossCurve, load_curves
 from stagewise.snapshot import StudySnapshot
 from stagewise.study import load_study
@@ -122,10 +121,8 @@ def _param(value: Any) -> str:
 
 def gate_decision(ctx: ReportContext, view: GateView, condition_id: str) -> str:
     """The gate's word on one condition: promote/stop, pass/fail, or pending."""
-    result = as_dict(view.result)
-    verdicts = {
-        c.get("condition_id"): str(c.get("verdict")) for c in (result or {}).get("conditions", [])
-    }
+    result = view.gate_result
+    verdicts = {c.condition_id: c.verdict.value for c in result.conditions} if result else {}
     if view.active is None:
         return "pending"
     if view.gate.kind == "confirm" and condition_id in verdicts:

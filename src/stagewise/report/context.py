@@ -58,16 +58,6 @@ class GateView:
     def current_freeze(self) -> FreezeRecord | None:
         return self.snapshot.current_freeze
 
-    @cached_property
-    def result(self) -> dict[str, Any] | None:
-        """The `stagewise gate --json` object of `gate_result` (what tables serialise)."""
-        return self.gate_result.to_json() if self.gate_result is not None else None
-
-    @cached_property
-    def sensitivity(self) -> dict[str, Any] | None:
-        """The `stagewise sensitivity --json` object of `sensitivity_grid`."""
-        return self.sensitivity_grid.to_json() if self.sensitivity_grid is not None else None
-
 
 @dataclass
 class ReportContext:

@@ -79,22 +79,22 @@ def gate_table_of(gate: Gate, gate_result: GateResult | None) -> Table | None:
     """The analysis table of one gate: the condition rows of its `stagewise gate --json`."""
     if gate_result is None:
         return None
-    result = gate_result.to_json()
     rows = []
-    for cond in result.get("conditions", []):
-        row = {c: cond.get(c) for c in GATE_COLUMNS}
-        row["reasons"] = [
-            str(r) if not isinstance(r, dict) else flatten(r) for r in cond.get("reasons", [])
-        ]
+    for cond in gate_result.conditions:
+        row: dict[str, object] = {
+            c: cond.shown(c) for c in GATE_COLUMNS if c not in ("verdict", "reasons")
+        }
+        row["verdict"] = cond.verdict.value
+        row["reasons"] = list(cond.verdict.texts)
         rows.append(row)
-    cells = result.get("cells", [])
-    missing = result.get("incomplete", [])
     note = (
-        f"{len(cells)} host-seed cells; promoted: {', '.join(result.get('promoted', [])) or 'none'}"
+        f"{len(gate_result.cells)} host-seed cells; promoted: "
+        f"{', '.join(gate_result.promoted) or 'none'}"
     )
-    if missing:
+    if gate_result.incomplete:
         note += "; incomplete: " + ", ".join(
-            f"{m.get('condition_id')} (missing {flatten(m.get('missing'))})" for m in missing
+            f"{m.condition_id} (missing {flatten([c.to_dict() for c in m.missing])})"
+            for m in gate_result.incomplete
         )
     return Table(
         f"gate_{gate.gate_id}",
@@ -216,16 +216,15 @@ SENSITIVITY_COLUMNS = (
 
 
 def sensitivity_table(view: GateView) -> Table | None:
-    sens = view.sensitivity
-    if not sens or not isinstance(sens.get("rows"), list) or not sens["rows"]:
+    sens = view.sensitivity_grid
+    if sens is None or not sens.rows:
         return None
-    grid = [float(g) for g in sens.get("grid", [])]
-    grid_cols = [f"at {g:g}" for g in grid]
+    grid_cols = [f"at {float(g):g}" for g in sens.grid]
     rows = []
-    for raw in sens["rows"]:
-        row = {c: raw.get(c) for c in SENSITIVITY_COLUMNS}
-        for col, point in zip(grid_cols, raw.get("grid", []), strict=False):
-            row[col] = point.get("verdict")
+    for r in sens.rows:
+        shown = r.to_json()  # the row as `sensitivity --json` writes it: its keys are the contract
+        row = {c: shown[c] for c in SENSITIVITY_COLUMNS}
+        row.update(zip(grid_cols, r.sweep.verdicts, strict=True))
         rows.append(row)
     return Table(
         f"sensitivity_{view.gate_id}",

@@ -86,7 +86,7 @@ def decided_gate(ctx: ReportContext) -> GateView | None:
 
 def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[str]]:
     if view is None:
-        analysed = [v.gate_id for v in ctx.gates if v.result is not None]
+        analysed = [v.gate_id for v in ctx.gates if v.gate_result is not None]
         return (
             "No gate has been decided yet"
             + (
@@ -100,7 +100,7 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
     where = (
         f"gate {gate.gate_id} ({gate.kind}, {gate_budget(ctx, view)}: {' + '.join(gate.stages)})"
     )
-    result = as_dict(view.result)
+    result = view.gate_result
     assert view.active is not None
     if view.active.manual or result is None:
         promoted = [ctx.label(c) for c in view.active.promoted]
@@ -109,19 +109,19 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
             f"tool ({view.active.reason or 'no reason given'}).",
             [],
         )
-    conds = result.get("conditions", [])
-    good = [c for c in conds if c.get("verdict") in ("pass", "promote")]
-    bad = [c for c in conds if c.get("verdict") in ("fail", "stop")]
+    conds = result.conditions
+    good = [c for c in conds if c.verdict.value in ("pass", "promote")]
+    bad = [c for c in conds if c.verdict.value in ("fail", "stop")]
     other = [c for c in conds if c not in good and c not in bad]
     yes, no = ("passed", "failed") if gate.kind == "confirm" else ("promoted", "stopped")
     freeze = view.current_freeze
     rule = f"its frozen rule (sha256 {freeze.sha256[:12]}…)" if freeze else "its rule (not frozen)"
     lead = (
-        f"Last decided: {where} {yes} {_names([str(c.get('label')) for c in good])}"
-        + (f" and {no} {_names([str(c.get('label')) for c in bad])}" if bad else "")
+        f"Last decided: {where} {yes} {_names([c.label for c in good])}"
+        + (f" and {no} {_names([c.label for c in bad])}" if bad else "")
         + f" under {rule}"
         + (
-            f"; {_names([str(c.get('label')) for c in other])} "
+            f"; {_names([c.label for c in other])} "
             f"{'was' if len(other) == 1 else 'were'} not decided (incomplete cells)"
             if other
             else ""
@@ -129,9 +129,7 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
         + "."
     )
     stopped = [
-        f"{c.get('label')} {no}: "
-        + "; ".join(_rules_for(view, c["condition_id"], c.get("role", "")))
-        for c in bad
+        f"{c.label} {no}: " + "; ".join(_rules_for(view, c.condition_id, c.role)) for c in bad
     ]
     return lead, stopped
 
