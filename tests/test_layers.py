@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "stagewise.paths",  # safe ids and paths, the run-folder layout
             "stagewise.model_size",  # the runner's parameter count from shapes (gates cost by it)
             "stagewise.bounds",  # numeric bounds
+            "stagewise.html_parts",  # escaping, a table, an inline PNG: the report and back-test
             "stagewise.examples",  # shipped example data (no code above this layer)
         ),
     ),

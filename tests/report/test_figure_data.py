@@ -356,7 +356,7 @@ def test_learning_curves_by_number(synthetic: Path) -> None:
     assert curves[RunKey("s1", "c_a", 1, "block-a")].tokens == (4096.0, 8192.0, 12288.0)
     # 11 succeeded imported runs in all (c_c on block-b seed 2 failed), 2 with curves.
     assert len(missing) == 9
-    assert {m["why"] for m in missing} == {"imported without a loss curve"}
+    assert {m.why for m in missing} == {"imported without a loss curve"}
     rows = learning_curve_rows(ctx, "s1", curves)
     secs = by(rows, axis="training_seconds", condition_id="c_a")
     assert len(secs) == 50 and secs[0]["x"] == 0.0 and secs[-1]["x"] == pytest.approx(4.0)

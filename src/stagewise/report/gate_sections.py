@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from stagewise.html_parts import e
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.figures import RenderedFigure
 from stagewise.report.html_blocks import (
     KEY_GATE_COLUMNS,
     KEY_SENSITIVITY_COLUMNS,
     badge,
-    e,
     figures_in,
     render_figure,
     render_table,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stagewise.backtest.report import backtest_sections
+from stagewise.html_parts import e
 from stagewise.ledger import Ledger
 from stagewise.report.context import ReportContext, report_context
 from stagewise.report.figures import RenderedFigure, render_figures
@@ -26,7 +27,6 @@ from stagewise.report.gate_sections import section_gates
 from stagewise.report.html_blocks import (
     CSS,
     KEY_PLAN_COLUMNS,
-    e,
     figures_in,
     render_figure,
     render_table,
@@ -65,11 +65,11 @@ def section_curves(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> str
             "runs_without_curves",
             "Runs without a loss curve",
             ["stage", "label", "condition_id", "seed", "host", "source", "why"],
-            missing,
+            [m.row() for m in missing],
         )
         by_stage: dict[str, int] = {}
         for m in missing:
-            by_stage[m["stage"]] = by_stage.get(m["stage"], 0) + 1
+            by_stage[m.stage] = by_stage.get(m.stage, 0) + 1
         out += (
             "<p>Runs without a loss curve (imported results carry none): "
             + e(", ".join(f"{s}: {n}" for s, n in by_stage.items()))

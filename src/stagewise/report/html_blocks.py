@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 from collections.abc import Sequence
 from typing import Any
 
+from stagewise.html_parts import e, png_src, table_html
 from stagewise.report.figures import RenderedFigure
 from stagewise.report.published import PUBLISHED_LABEL
 from stagewise.report.tables import Table
@@ -68,10 +67,6 @@ CONFIDENCE_KEYS = ("interval", "p_verdict", "decisive")
 FOLD_ROWS = 15  # longer tables start folded
 
 
-def e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def fmt_cell(value: Any) -> tuple[str, bool]:
     """Display text of a cell and whether it is numeric (right-aligned)."""
     if value is None or value == "":
@@ -107,7 +102,6 @@ def badge(text: str) -> str:
 
 
 def _grid(table: Table, shown: Sequence[str]) -> str:
-    head = "".join(f"<th>{e(c)}</th>" for c in shown)
     body = []
     for row in table.rows:
         cells = []
@@ -117,12 +111,8 @@ def _grid(table: Table, shown: Sequence[str]) -> str:
                 cells.append(f"<td>{badge(text)}</td>")
             else:
                 cells.append(f"<td{' class=num' if numeric else ''}>{e(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (
-        f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>"
-        + "".join(body)
-        + "</tbody></table></div>"
-    )
+        body.append(cells)
+    return f"<div class='scroll'>{table_html(shown, body)}</div>"
 
 
 def render_table(
@@ -181,9 +171,8 @@ def render_figure(fig: RenderedFigure | None) -> str:
             f"<figure id='fig-{e(fig.name)}'><figcaption><b>{e(fig.title)}</b>: "
             f"<span class='badge pending'>not drawn</span> {e(fig.skipped or '')}</figcaption></figure>"
         )
-    data = base64.b64encode(fig.png.read_bytes()).decode("ascii")
     return (
-        f"<figure id='fig-{e(fig.name)}'><img alt='{e(fig.title)}' src='data:image/png;base64,{data}'>"
+        f"<figure id='fig-{e(fig.name)}'><img alt='{e(fig.title)}' src='{png_src(fig.png)}'>"
         f"<figcaption><b>{e(fig.title)}.</b> {e(fig.caption)} "
         f"<span class='note'>figures/{e(fig.name)}.png, .svg; drawn from "
         f"figures/{e(fig.name)}.csv, .json</span></figcaption></figure>"

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from stagewise.html_parts import e
 from stagewise.report.context import GateView, ReportContext
-from stagewise.report.figure_base import as_dict, budget_label
+from stagewise.report.figure_base import budget_label
 from stagewise.report.figures import RenderedFigure
 from stagewise.report.html_blocks import (
-    e,
     figures_in,
     fmt_hours,
     render_figure,
@@ -135,7 +135,7 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
 
 
 def outcome_budget(ctx: ReportContext) -> str:
-    budget = as_dict(ctx.budget)
+    budget = ctx.budget
     if not budget:
         total = ctx.plan_dict.get("total_budgeted_gpu_hours")
         return (
