@@ -420,6 +420,13 @@ def backtest(
             continue
         if policy.needs_study and study is None:
             raise CurvesError(f"--policies: {policy.name} needs --study DIR")
+        reason = policy.unusable(len(table.levels))
+        if reason is not None:
+            if policies:  # asked for by name: refuse; in the default set: skip, and say so
+                raise CurvesError(f"--policies: {reason}")
+            skipped.append({"policy": policy.label, "reason": reason})
+            err_console.print(f"skipped {policy.label}: {reason}", markup=False)
+            continue
         runnable.append(policy)
     cells = parse_cells(cells_per_level, table) if cells_per_level else None
     with ReplayProgress(replays * max(1, len(runnable)), quiet=False) as progress:
