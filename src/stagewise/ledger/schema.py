@@ -6,7 +6,7 @@ the command that fixes it (upgrading stagewise).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SUMMARY_FIELDS = (
     "val_bpb",
@@ -99,5 +99,15 @@ MIGRATIONS: dict[int, list[str]] = {
     # format 2; the migration event itself holds the digests of everything recorded before.
     3: [
         "ALTER TABLE events ADD COLUMN format INTEGER NOT NULL DEFAULT 1",
+    ],
+    # v4: each run records the sha256 of the resolved recipe it trained; `recipes` holds each
+    # recipe's canonical text once, under its sha256 (executors/recipe.py, gates/freeze.py).
+    4: [
+        "ALTER TABLE runs ADD COLUMN recipe_sha256 TEXT",
+        """CREATE TABLE recipes (
+            sha256 TEXT PRIMARY KEY,
+            canonical TEXT NOT NULL,
+            recorded_at TEXT NOT NULL
+        )""",
     ],
 }
