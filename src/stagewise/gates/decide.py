@@ -258,6 +258,10 @@ def apply_gate(
             "verdicts": ev.judgement.verdicts,
             "incomplete": sorted(ev.pool.missing),
             "cells": len(ev.cells),
+            # results left out for a recipe an amendment replaced (key only when there are any)
+            **(
+                {"not_counted": [n.to_json() for n in split.superseded]} if split.superseded else {}
+            ),
         },
     )
     notes = compare_with_published(

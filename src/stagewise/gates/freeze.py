@@ -25,7 +25,7 @@ stages are stored with it and the freeze is flagged post hoc.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,7 +174,7 @@ def recipe_problems(record: FreezeRecord) -> list[str]:
 
 
 def describe_recipe_changes(
-    frozen: dict[str, dict[str, Any]], current: dict[str, Recipe], study: Study
+    frozen: Mapping[str, Mapping[str, Any]], current: Mapping[str, Mapping[str, Any]], study: Study
 ) -> list[str]:
     """One text per change, the same field change of several conditions named once."""
     grouped: dict[tuple[str, str, str], list[str]] = {}
@@ -183,7 +183,7 @@ def describe_recipe_changes(
         if cid not in frozen:
             texts.append(f"condition {cid}: no frozen recipe (added after the freeze)")
             continue
-        for field_name, old, new in recipe_changes(frozen[cid], recipe.to_json()):
+        for field_name, old, new in recipe_changes(frozen[cid], recipe):
             grouped.setdefault((field_name, show_value(old), show_value(new)), []).append(cid)
     for cid in frozen:
         if cid not in study.condition_ids:
@@ -245,6 +245,43 @@ def recipes_summary(record: FreezeRecord) -> dict[str, str] | str:
     return {cid: recipe_sha256(r) for cid, r in sorted(recipes.items())}
 
 
+def study_part(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """What the study files alone say of a recipe: matrix, [runner], commands, metric name
+    (the data, the trainer's source and program files live on the machine that trains)."""
+    return {
+        "matrix": recipe.get("matrix"),
+        "runner": recipe.get("runner"),
+        "trainer": {"commands": (recipe.get("trainer") or {}).get("commands")},
+        "metric": {"name": (recipe.get("metric") or {}).get("name")},
+    }
+
+
+def recipe_edits(
+    study: Study, record: FreezeRecord, now: dict[str, list[str] | None], *, files_only: bool
+) -> list[str]:
+    """How the study's recipes differ from those the record froze ([] for format 1).
+
+    `files_only`: compare only what the study files say (`study_part`), as `verify` does on a
+    bundle, which holds neither the data nor the trainer the study ran with.
+    """
+    frozen = frozen_recipes(record)
+    if frozen is None:
+        return []
+    # The recipes frozen (while their conditions exist) and any the stages gained since.
+    wanted = set(recipe_conditions(study, now)) | (set(frozen) & set(study.condition_ids))
+    resolved = RecipeResolver(study).recipes(c for c in study.condition_ids if c in wanted)
+    current = {cid: r.to_json() for cid, r in resolved.items()}
+    if files_only:
+        frozen = {cid: study_part(r) for cid, r in frozen.items()}
+        current = {cid: study_part(r) for cid, r in current.items()}
+    edits = describe_recipe_changes(frozen, current, study)
+    if not edits and not files_only:
+        hashes = (parse(record).get("frozen") or {}).get("recipes") or {}
+        if any(hashes.get(cid) != resolved[cid].sha256 for cid in resolved if cid in hashes):
+            edits = ["the frozen recipes differ from the recipes they record (rewritten)"]
+    return edits
+
+
 def changes_since_freeze(study: Study, ledger: Ledger, gate_id: str) -> list[str]:
     """What differs between the gate as it stands and its last freeze (empty: unchanged)."""
     record = ledger.current_freeze(gate_id)
@@ -252,23 +289,12 @@ def changes_since_freeze(study: Study, ledger: Ledger, gate_id: str) -> list[str
         return ["never frozen"]
     stored = parse(record)
     now = _stage_plan(study, ledger, gate_id)
-    frozen = frozen_recipes(record)
-    recipes = None
-    if frozen is not None:
-        # The recipes frozen (while their conditions exist) and any the stages gained since.
-        wanted = set(recipe_conditions(study, now)) | (set(frozen) & set(study.condition_ids))
-        recipes = RecipeResolver(study).recipes(c for c in study.condition_ids if c in wanted)
-        current = frozen_definition(study, gate_id, recipes)
-    else:
-        current = frozen_definition(study, gate_id)
-    changes = []
-    if sha256_text(canonical_json(current)) != stored.get("frozen_sha256"):
-        old_rules = {k: v for k, v in stored.get("frozen", {}).items() if k != "recipes"}
-        new_rules = {k: v for k, v in current.items() if k != "recipes"}
-        changes = _diff(old_rules, new_rules)
-        if frozen is not None and recipes is not None:
-            changes += describe_recipe_changes(frozen, recipes, study)
-        changes = changes or ["the frozen definition differs"]
+    old_rules = {k: v for k, v in stored.get("frozen", {}).items() if k != "recipes"}
+    new_rules = frozen_definition(study, gate_id)
+    changes: list[str] = []
+    if canonical_json(old_rules) != canonical_json(new_rules):
+        changes = _diff(old_rules, new_rules) or ["the frozen definition differs"]
+    changes += recipe_edits(study, record, now, files_only=ledger.rebuilt)
     known = stored.get("plan", {})
     for sid, cands in known.items():
         if (
