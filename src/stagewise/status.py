@@ -7,6 +7,7 @@ from typing import Any
 
 from stagewise.errors import StagewiseError
 from stagewise.gates.freeze import changes_since_freeze, recipes_summary
+from stagewise.job_status import job_rows
 from stagewise.ledger import Ledger
 from stagewise.ledger.records import RUN_STATES
 from stagewise.plan import build_plan
@@ -96,4 +97,6 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
         "chain_problems": problems,
         "stages": stages,
         "gates": gates,
+        # Runs carried by cluster jobs (Slurm): job id and the scheduler's state.
+        "jobs": job_rows(ledger),
     }

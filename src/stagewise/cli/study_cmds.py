@@ -266,6 +266,21 @@ def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
         if isinstance(g.get("recipes"), str):
             console.print(f"{g['gate']}: {g['recipes']}", markup=False)
         _print_edits(g["gate"], g.get("frozen_at"), g.get("changed_since_freeze") or [], folder)
+    if result["jobs"]:
+        jobs = Table(title="cluster jobs")
+        for col in ("run", "try", "job", "state", "reason", "node", "log"):
+            jobs.add_column(col)
+        for j in result["jobs"]:
+            jobs.add_row(
+                j["run"],
+                str(j["attempt"]),
+                j["job_id"],
+                j["job_state"] or "-",
+                j["reason"] or "-",
+                j["node"] or "-",
+                j["job_log"] or "-",
+            )
+        console.print(jobs)
     console.print(f"chain head: {result['chain_head']}", soft_wrap=True)
     if not result["chain_ok"]:
         console.print(
