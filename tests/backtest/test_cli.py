@@ -93,7 +93,13 @@ def test_backtest_json_contract_and_determinism(tmp_path: Path) -> None:
     second = json.loads(run_cli(*args, "--out", tmp_path / "bt", check=True).stdout)
     assert first == second
     names = {p.name for p in (tmp_path / "bt").iterdir()}
-    assert names == {"backtest.json", "policies.csv", "pareto.csv", "pareto.png"}
+    assert names == {
+        "backtest.json",
+        "policies.csv",
+        "pareto.csv",
+        "pareto.png",
+        "decision_accuracy.png",
+    }
     assert json.loads((tmp_path / "bt" / "backtest.json").read_text()) == first
     pareto = read_rows(tmp_path / "bt" / "pareto.csv")
     assert {r["label"] for r in pareto} == {
@@ -142,16 +148,18 @@ def test_backtest_prints_a_table_on_the_terminal(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("truth: syn")
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("truth: ")) :]
+    assert lines[0].startswith("truth: syn") and "cost model restart" in lines[0]
     assert lines[1].split() == [
         "policy",
         "p_retain",
         "95%",
         "p_select",
         "regret",
-        "GPU-h",
+        "GPU-hours",
         "x",
         "final",
+        "unknown",
     ]
     assert lines[2].split()[:2] == ["final_only", "1.000"] and lines[3].startswith("sh:eta=3")
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
 from stagewise.cli.common import console, emit_json, fmt, open_study
-from stagewise.create import init_study
+from stagewise.create import init_study, start_new_ledger
 from stagewise.errors import DecisionError, StudyError
 from stagewise.executors.external import import_results
 from stagewise.gates.confidence import DEFAULT_SEED
@@ -32,8 +32,22 @@ def init(
         str | None,
         typer.Option("--example", help=f"Copy a shipped example: {', '.join(EXAMPLES)}."),
     ] = None,
+    new_ledger: Annotated[
+        str | None,
+        typer.Option(
+            "--new-ledger",
+            help="REASON: start a new, empty ledger in an existing study whose ledger is lost "
+            "(the old files are kept aside; the new chain records the reason).",
+        ),
+    ] = None,
 ) -> None:
     """Create a study folder (a template, or a copy of a shipped example) and its ledger."""
+    if new_ledger is not None:
+        if example is not None:
+            raise StudyError("--new-ledger starts over an existing study: leave out --example")
+        head = start_new_ledger(folder, new_ledger)
+        console.print(f"started a new ledger in {folder} (chain head {head}); reason recorded")
+        return
     study = init_study(folder, example)
     console.print(f"created study {study.name!r} in {folder}")
     console.print(f"next: stagewise validate {folder}; stagewise plan {folder}")
@@ -220,6 +234,21 @@ def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
         )
         gates.add_row(g["gate"], g["kind"], ",".join(g["stages"]), frozen, decision)
     console.print(gates)
+    if result["jobs"]:
+        jobs = Table(title="cluster jobs")
+        for col in ("run", "try", "job", "state", "reason", "node", "log"):
+            jobs.add_column(col)
+        for j in result["jobs"]:
+            jobs.add_row(
+                j["run"],
+                str(j["attempt"]),
+                j["job_id"],
+                j["job_state"] or "-",
+                j["reason"] or "-",
+                j["node"] or "-",
+                j["job_log"] or "-",
+            )
+        console.print(jobs)
     console.print(f"chain head: {result['chain_head']}", soft_wrap=True)
     if not result["chain_ok"]:
         console.print(
