@@ -160,6 +160,7 @@ def test_only_our_runner_runs_warm(tmp_path: Path) -> None:
     assert can_run_warm(ours) and not can_run_warm(custom) and not can_run_warm(other)
 
 
+@pytest.mark.smoke
 def test_worker_command_is_hidden_and_ends_on_eof() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "stagewise", "worker"],
