@@ -20,6 +20,8 @@ HOST_KEYS = (
     "num_gpus",
     "command",
     "max_retries",
+    "scheduler_timeout_seconds",
+    "node_wait_seconds",
 )
 
 
@@ -70,7 +72,17 @@ def parse_host(ctx: TomlContext, name: str, table: Any) -> Host:
                 raise ctx.fail(f"{key}.{num_key}", problem)
         nums[num_key] = float(value) if value is not None else None
     command = argv_list(ctx, f"{key}.command", table["command"]) if "command" in table else None
-    known = set(HOST_KEYS) - {"max_retries"}  # what is left is the executor's own options
+    for seconds_key in ("scheduler_timeout_seconds", "node_wait_seconds"):
+        if seconds_key in table:
+            value = table[seconds_key]
+            problem = bounds.number_problem(value, low=0, high=bounds.INT64_MAX)
+            if problem is not None or not value > 0:
+                raise ctx.fail(
+                    f"{key}.{seconds_key}",
+                    problem or f"expected a positive number of seconds, but got {value!r}",
+                )
+    # What is left is the executor's own options (read by executors/base.py and the executor).
+    known = set(HOST_KEYS) - {"max_retries", "scheduler_timeout_seconds", "node_wait_seconds"}
     return Host(
         name=name,
         executor=cast(Any, executor),
