@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +138,23 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def shared_ray_cluster() -> Iterator[Any]:
+    """One real local Ray cluster for the suites that do not break it: a head without CPUs and
+    one `blk-a` node with two CPUs (two slots). Stopped, by pid, at the end of the session."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("the ray extra is not installed")
+    from tests.executors.raytools import Cluster
+
+    cluster = Cluster()
+    try:
+        cluster.start_head()
+        cluster.add_node("blk-a", cpus=2)
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 __all__ = ["FAKE", "events", "fake_study", "journal", "run_cli", "runs", "with_ledger"]

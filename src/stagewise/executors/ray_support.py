@@ -49,8 +49,8 @@ def greet(endpoint: tuple[str, int], timeout: float) -> str | None:
             banner = sock.recv(256)
         except TimeoutError:
             banner = None
-        if banner is not None:  # it spoke first (or closed at once): not a gRPC server
-            return _what_answered(banner)
+        if banner is not None:  # it spoke first (a gRPC server may send its settings at once)
+            return None if _is_settings(banner) else _what_answered(banner)
         sock.settimeout(timeout)
         try:
             sock.sendall(HTTP2_GREETING)
@@ -62,9 +62,12 @@ def greet(endpoint: tuple[str, int], timeout: float) -> str | None:
             )
         except OSError as exc:
             return f"it dropped the connection ({exc.strerror or exc})"
-    if len(reply) >= 9 and reply[3] == 4:  # a SETTINGS frame: an HTTP/2 (gRPC) server
-        return None
-    return _what_answered(reply)
+    return None if _is_settings(reply) else _what_answered(reply)
+
+
+def _is_settings(data: bytes) -> bool:
+    """An HTTP/2 SETTINGS frame (type 4 on stream 0): what an HTTP/2 (gRPC) server sends first."""
+    return len(data) >= 9 and data[3] == 4 and data[5:9] == b"\0\0\0\0"
 
 
 def _what_answered(data: bytes) -> str:
@@ -73,7 +76,8 @@ def _what_answered(data: bytes) -> str:
     text = data.decode("utf-8", errors="replace").strip().splitlines()
     line = text[0][:80] if text else ""
     if line and all(ch.isprintable() for ch in line):
-        return f"it answered {line!r}"
+        web = data[:5] == b"HTTP/" or data.lstrip()[:14].lower() in (b"<!doctype html", b"<html>")
+        return f"{'an HTTP/1 web server: ' if web else ''}it answered {line!r}"
     return f"it answered {len(data)} bytes that are not HTTP/2 ({data[:12].hex(' ')} ...)"
 
 
