@@ -45,7 +45,7 @@ def bundle(
     out: Annotated[Path, typer.Option("--out", help="Bundle folder (new, or an earlier bundle).")],
 ) -> None:
     """Write the audit bundle: study, scrubbed results, frozen rules, decisions, manifests."""
-    from stagewise.report.bundle import write_bundle
+    from stagewise.audit.bundle import write_bundle
 
     _check_out(out)
     result = write_bundle(folder, out)
@@ -73,7 +73,7 @@ def verify(
 ) -> None:
     """Re-hash every file, prove the records against the chain, re-derive every table and
     figure from the bundled results and frozen rules; exit 1 on any difference."""
-    from stagewise.report.verify import verify_bundle
+    from stagewise.audit.verify import verify_bundle
 
     result = verify_bundle(bundle_dir, expect=expect)
     for note in result.notes:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.errors import ExecutorError
-from stagewise.paths import safe_join
 from stagewise.study.model import Condition, Host, Stage, Study
 
 # [runner] keys that configure the executor, not the runner: never passed to `stagewise train`.
@@ -32,11 +31,6 @@ UNTIMED_LIMIT_SECONDS = 86400.0  # a day: catches a hung token/step-budget run, 
 STARTUP_SECONDS = 120.0  # process start, imports, data loading, torch.compile warm-up
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}")
-
-
-def run_dir(study: Study, stage: str, condition_id: str, seed: int, host: str) -> Path:
-    """`<study>/runs/<stage>/<condition>/seed<seed>-<host>/`: train.log and out/ live here."""
-    return safe_join(study.root / "runs", stage, condition_id, f"seed{seed}-{host}")
 
 
 def format_value(value: Any) -> str:
@@ -249,7 +243,6 @@ __all__ = [
     "format_value",
     "grace_seconds",
     "placeholders",
-    "run_dir",
     "run_env",
     "runner_values",
     "substitute",

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
@@ -23,9 +24,11 @@ from stagewise.executors.base import (
     Executor,
     ExecutorEvent,
     ExecutorNotice,
+    RunJobState,
     RunOutcome,
     RunProgress,
     RunStarted,
+    RunSubmitted,
     fault_retries,
     host_seconds,
 )
@@ -74,7 +77,11 @@ def drive(
     me: str,
     retries: int,
     retry_failed: bool,
+    recipes: Mapping[str, tuple[str, str]] | None = None,
+    replace: frozenset[RunKey] = frozenset(),
 ) -> None:
+    """`recipes`: condition -> (sha256, canonical text) of the recipe its runs train now;
+    `replace`: finished runs of a replaced recipe, trained again."""
     overrides: dict[RunKey, dict[str, Any]] = {}
     tries: dict[RunKey, int] = {}  # retries under --retries
     fault_tries: dict[RunKey, int] = {}  # reruns after a fault outside the run (max_retries)
@@ -90,7 +97,17 @@ def drive(
                     ex.cancel_all(f"interrupted by {stop.signal}")
             if deadline is None:
                 dispatch(
-                    study, ledger, queue, executors, state, me, overrides, retry_claim, retry_failed
+                    study,
+                    ledger,
+                    queue,
+                    executors,
+                    state,
+                    me,
+                    overrides,
+                    retry_claim,
+                    retry_failed,
+                    recipes,
+                    replace,
                 )
             elif not state.running or time.monotonic() > deadline:
                 break
@@ -116,8 +133,11 @@ def drive(
                 elif isinstance(event, ExecutorNotice):
                     if not _notice(ledger, state, event, me):
                         continue  # said already
+                elif isinstance(event, RunSubmitted | RunJobState):
+                    record_job(ledger, event, state)
                 elif isinstance(event, RunOutcome):
                     record_outcome(ledger, event, me)
+                    close_job(ledger, event)
                     state.running.pop(event.key, None)
                     note = _retry_note(
                         study, event, tries, fault_tries, retries, overrides, deadline
@@ -249,13 +269,21 @@ def dispatch(
     overrides: dict[RunKey, dict[str, Any]],
     retry_claim: set[RunKey],
     retry_failed: bool,
+    recipes: Mapping[str, tuple[str, str]] | None = None,
+    replace: frozenset[RunKey] = frozenset(),
 ) -> None:
     """Start queued runs on every free slot, in queue order per host."""
     for key in list(queue):
         ex = executors[study.hosts[key.host].executor]
         if ex.free_slots(key.host) < 1:
             continue
-        record = ledger.claim(key, me, retry_failed=retry_failed or key in retry_claim)
+        record = ledger.claim(
+            key,
+            me,
+            retry_failed=retry_failed or key in retry_claim,
+            recipe=(recipes or {}).get(key.condition_id),
+            replace_finished=key in replace,
+        )
         queue.remove(key)
         state.pending -= 1
         retry_claim.discard(key)
@@ -274,12 +302,54 @@ def dispatch(
             state.failed.append(outcome)
 
 
+def record_job(ledger: Ledger, event: RunSubmitted | RunJobState, state: StageState) -> None:
+    """A cluster job's id (at once, before any wait: a restarted driver re-attaches to it) or
+    its latest state (for `stagewise status` and the live view)."""
+    if isinstance(event, RunSubmitted):
+        ledger.record_job(
+            event.key,
+            event.attempt,
+            event.executor,
+            event.job_id,
+            folder=event.folder,
+            log_path=event.log_path,
+        )
+        text = f"{event.executor}:{event.job_id} submitted"
+    else:
+        ledger.update_job(
+            event.key,
+            event.attempt,
+            event.job_id,
+            state=event.state,
+            reason=event.reason,
+            node=event.node,
+        )
+        text = f"{event.job_id} {event.state}" + (f" ({event.reason})" if event.reason else "")
+        if event.node:
+            text += f" on {event.node}"
+    info = state.running.get(event.key)
+    if info is not None and (info.progress is None or isinstance(event, RunJobState)):
+        info.slot = text
+
+
+def close_job(ledger: Ledger, outcome: RunOutcome) -> None:
+    """The attempt's outcome is in: its job (if a cluster job carried it) is collected."""
+    job = ledger.open_job(outcome.key, outcome.attempt)
+    if job is not None:
+        ledger.update_job(outcome.key, outcome.attempt, job.job_id, ended=True)
+
+
 def record_outcome(ledger: Ledger, outcome: RunOutcome, owner: str) -> None:
+    summary = dict(outcome.summary) if outcome.status == "succeeded" else _numbers(outcome)
+    claimed = ledger.run(outcome.key)
+    if summary and claimed is not None and claimed.recipe_sha256 is not None:
+        # The result names the recipe it trained (the ledger's column says the same).
+        summary["recipe_sha256"] = claimed.recipe_sha256
     ledger.finish(
         outcome.key,
         outcome.status,
         cause=outcome.cause,
-        summary=dict(outcome.summary) if outcome.status == "succeeded" else _numbers(outcome),
+        summary=summary,
         log_path=outcome.log_path,
         checkpoint_path=outcome.checkpoint_path,
         checkpoint_sha256=outcome.checkpoint_sha256,
@@ -336,5 +406,6 @@ __all__ = [
     "clear_notices",
     "dispatch",
     "drive",
+    "record_job",
     "record_outcome",
 ]

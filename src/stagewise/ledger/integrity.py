@@ -63,13 +63,24 @@ def key_digest(stage: str, condition_id: str, seed: int, host: str, id_hash: IdH
     return digest([id_hash(stage), id_hash(condition_id), int(seed), id_hash(host)])
 
 
-def run_digest(key_sha256: str, status: str, cause_sha256: str, numbers: Sequence[Any]) -> str:
+def run_digest(
+    key_sha256: str,
+    status: str,
+    cause_sha256: str,
+    numbers: Sequence[Any],
+    recipe_sha256: str | None = None,
+) -> str:
     """The digest of one run's result: its key (`key_digest`), state, cause and every summary
-    number (as floats: SQLite and JSON may give 3 or 3.0 for the same value)."""
+    number (as floats: SQLite and JSON may give 3 or 3.0 for the same value), and the sha256
+    of the recipe it trained when one is recorded (runs from before schema v4 keep their
+    digest)."""
     floats = [
         float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in numbers
     ]
-    return digest([key_sha256, status, cause_sha256, floats])
+    parts: list[Any] = [key_sha256, status, cause_sha256, floats]
+    if recipe_sha256 is not None:
+        parts.append(recipe_sha256)
+    return digest(parts)
 
 
 def freeze_digest(
@@ -212,7 +223,7 @@ def run_row(rec: RunRecord, h: Hashes, label: str) -> TableRow:
     return TableRow(
         label=label,
         key=key,
-        digest=run_digest(key, rec.status, h.text(rec.cause), numbers),
+        digest=run_digest(key, rec.status, h.text(rec.cause), numbers, rec.recipe_sha256),
         finished=rec.status in ("succeeded", "failed"),
     )
 

@@ -1,4 +1,5 @@
-"""[hosts.<name>]: where runs go (executor, devices, workers, resources, Ray address, command)."""
+"""[hosts.<name>]: where runs go (executor, devices, workers, resources, Ray address, command,
+and a Slurm block's partition and job settings: study/slurm_options.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Any, cast
 
 from stagewise import bounds
 from stagewise.study.model import Host
+from stagewise.study.slurm_options import SLURM_KEYS, parse_slurm_options, refuse_slurm_keys
 from stagewise.study.toml_fields import TomlContext, argv_list, non_empty_str, str_list
 
-EXECUTORS = ("local", "ray", "external")
+EXECUTORS = ("local", "ray", "slurm", "external")
 # Keys a [hosts.<name>] table may hold; any other is a typo, refused with the nearest valid one.
 HOST_KEYS = (
     "executor",
@@ -22,6 +24,7 @@ HOST_KEYS = (
     "max_retries",
     "scheduler_timeout_seconds",
     "node_wait_seconds",
+    *SLURM_KEYS,
 )
 
 
@@ -35,6 +38,11 @@ def parse_host(ctx: TomlContext, name: str, table: Any) -> Host:
         raise ctx.fail(
             f"{key}.executor", f"expected one of {', '.join(EXECUTORS)}, but got {executor!r}"
         )
+    if executor == "slurm":
+        slurm = parse_slurm_options(ctx, name, table)
+    else:
+        slurm = None
+        refuse_slurm_keys(ctx, name, executor, table)
     devices = str_list(ctx, f"{key}.devices", table.get("devices", ["cpu"]))
     for dev in devices:
         if dev != "cpu" and not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
@@ -82,7 +90,9 @@ def parse_host(ctx: TomlContext, name: str, table: Any) -> Host:
                     problem or f"expected a positive number of seconds, but got {value!r}",
                 )
     # What is left is the executor's own options (read by executors/base.py and the executor).
-    known = set(HOST_KEYS) - {"max_retries", "scheduler_timeout_seconds", "node_wait_seconds"}
+    known = (
+        set(HOST_KEYS) - {"max_retries", "scheduler_timeout_seconds", "node_wait_seconds"}
+    ) | set(SLURM_KEYS)  # the Slurm keys are typed in `slurm`
     return Host(
         name=name,
         executor=cast(Any, executor),
@@ -94,4 +104,5 @@ def parse_host(ctx: TomlContext, name: str, table: Any) -> Host:
         num_gpus=nums["num_gpus"],
         command=command,
         options={k: v for k, v in table.items() if k not in known},
+        slurm=slurm,
     )

@@ -1,19 +1,6 @@
 """`stagewise bundle`: the audit bundle another person can check without trusting us.
 
-Layout (all paths relative to the bundle):
-  README.md                what is inside and how to verify it
-  study/                   study.toml, the matrix, published summaries, outside decisions
-  results/runs.csv|json    the run table, scrubbed (no paths, owners, logs or raw summaries)
-  frozen/<gate>.json       every freeze/amend record: canonical JSON and its sha256
-  decisions/decisions.json every decision (computed and manual, withdrawn ones too)
-  tables/*.csv|json        every report table (gate analyses, sensitivity, budget, ...)
-  figures/*.png|svg        every figure
-  ledger/events.json       the event log (scrubbed: each field's sha256 kept) and the chain head
-  ledger/commitments.json  sha256 of every renamed id and scrubbed text (to prove them against
-                           the chain without revealing them)
-  table_manifest.json      table -> files, sources and command
-  figure_manifest.json     figure -> files, sources and command
-  MANIFEST.json|csv        path, bytes and sha256 of every other file
+The files and where each lies are declared once, in `stagewise.audit.layout`.
 """
 
 from __future__ import annotations
@@ -27,30 +14,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stagewise.audit.layout import (
+    COMMITMENTS_JSON,
+    DECISIONS_JSON,
+    EVENTS_JSON,
+    FIGURE_MANIFEST,
+    MANIFEST_CSV,
+    MANIFEST_JSON,
+    MANIFESTS,
+    OUTSIDE_FILES,
+    README_MD,
+    RECIPES_JSON,
+    RUNS_CSV,
+    RUNS_JSON,
+    STUDY_DIR,
+    STUDY_TOML,
+    TABLE_MANIFEST,
+    figure_files,
+    frozen_file,
+    table_csv,
+    table_json,
+)
+from stagewise.audit.scrub import Scrubber
 from stagewise.errors import BundleError
 from stagewise.ledger import Ledger, canonical_json, sha256_text
 from stagewise.ledger.integrity import text_hash
 from stagewise.ledger.store import field_hashes
 from stagewise.paths import safe_join
 from stagewise.report.context import ReportContext, collect
-from stagewise.report.figures import render_figures
-from stagewise.report.scrub import Scrubber
+from stagewise.report.figures import matplotlib_version, render_figures
 from stagewise.report.tables import RUN_COLUMNS, Table, all_tables, runs_table
 from stagewise.study import load_study
 from stagewise.study.model import Study
-
-MANIFEST_JSON = "MANIFEST.json"
-MANIFEST_CSV = "MANIFEST.csv"
-MANIFESTS = (MANIFEST_JSON, MANIFEST_CSV)
-STUDY_DIR = "study"
-RUNS_CSV = "results/runs.csv"
-RUNS_JSON = "results/runs.json"
-DECISIONS_JSON = "decisions/decisions.json"
-EVENTS_JSON = "ledger/events.json"
-COMMITMENTS_JSON = "ledger/commitments.json"
-TABLE_MANIFEST = "table_manifest.json"
-FIGURE_MANIFEST = "figure_manifest.json"
-OUTSIDE_FILES = ("outside_decisions.toml",)
 
 README = """\
 # Audit bundle of the stagewise study `{name}`
@@ -62,7 +57,8 @@ Produced by `stagewise bundle`. Everything a reviewer needs to check the study's
 | `study/study.toml`, `study/{matrix}` | the study file (stages, hosts, gates and their rules) and the candidate matrix |
 | `study/published/` | published summary tables shipped with the study: shown as published, never recomputed |
 | `results/runs.csv`, `results/runs.json` | every run: stage, condition, seed, host block, status, cause, val_bpb and the other summary numbers |
-| `frozen/<gate>.json` | every freeze and amendment of a gate: the canonical JSON that was hashed, its sha256, the UTC time, the post-hoc flag |
+| `frozen/<gate>.json` | every freeze and amendment of a gate: the canonical JSON that was hashed (since format 2 with the resolved recipe of every condition), its sha256, the UTC time, the post-hoc flag |
+| `recipes/recipes.json` | the resolved recipe of every run (matrix row, `[runner]` settings, trainer, metric, data hashes) under its sha256; each run in `results/` names the one it trained |
 | `decisions/decisions.json` | every decision: computed by the tool or taken outside it (`manual`), with reasons |
 | `tables/` | every table of the report as CSV and JSON (gate analyses, cells, sensitivity, budget, ...) |
 | `figures/` | every figure as PNG and SVG |
@@ -182,6 +178,11 @@ def _freeze_records(ctx: ReportContext, scrub: Scrubber) -> dict[str, Any]:
     return out
 
 
+def bundled_recipes(texts: dict[str, str]) -> dict[str, Any]:
+    """The recipes/recipes.json object: sha256 -> resolved recipe, from the ledger's texts."""
+    return {"recipes": {sha: json.loads(text) for sha, text in sorted(texts.items())}}
+
+
 def _decisions(ctx: ReportContext) -> list[dict[str, Any]]:
     # event_seq ties each record to the event that committed to it (verify checks that).
     return [{**d.as_dict(), "event_seq": d.event_seq} for view in ctx.gates for d in view.decisions]
@@ -280,9 +281,10 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
         # A bundle of a ledger whose chain or tables were altered would launder the alteration.
         head = ledger.require_intact()
         ctx = collect(study, ledger)
+        recipe_texts = ledger.recipe_texts()
 
     # The study as written, scrubbed (a path in [runner] data = "..." becomes <path>/...).
-    w.text(f"{STUDY_DIR}/study.toml", study.study_file.read_text(encoding="utf-8"))
+    w.text(STUDY_TOML, study.study_file.read_text(encoding="utf-8"))
     w.text(
         f"{STUDY_DIR}/{study.matrix_file}",
         (study.root / study.matrix_file).read_text(encoding="utf-8"),
@@ -298,7 +300,8 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
     w.json(RUNS_JSON, {"columns": list(RUN_COLUMNS), "runs": runs.rows})
 
     for gate_id, record in _freeze_records(ctx, scrub).items():
-        w.json(f"frozen/{gate_id}.json", record)
+        w.json(frozen_file(gate_id), record)
+    w.json(RECIPES_JSON, bundled_recipes(recipe_texts))
     w.json(DECISIONS_JSON, {"decisions": _decisions(ctx)})
     w.json(EVENTS_JSON, _events(ctx, scrub, head))
     # Not through the scrubber: it holds only hashes and the new ids.
@@ -310,10 +313,10 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
     tables = [t for t in all_tables(ctx) if t.name != "runs"]
     for table in tables:
         scrub_table(table, scrub)
-        files = [f"tables/{table.name}.json"]
+        files = [table_json(table.name)]
         if table.rows:
             # An empty table is JSON only: a CSV of a lone header line says nothing.
-            files.insert(0, f"tables/{table.name}.csv")
+            files.insert(0, table_csv(table.name))
             w.text(files[0], table.to_csv())
         w.text(files[-1], table.to_json())
         table_manifest[table.name] = {
@@ -342,19 +345,19 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
             )
         figure_manifest[fig.name] = {
             "title": fig.title,
-            "files": [f"figures/{fig.name}.png", f"figures/{fig.name}.svg"] if fig.png else [],
+            "files": figure_files(fig.name) if fig.png else [],
             "skipped": fig.skipped,
             "sources": list(fig.sources),
             "command": f"stagewise report STUDY (figure registry: {fig.name})",
         }
     w.json(
         FIGURE_MANIFEST,
-        {"figures": figure_manifest, "renderer": {"matplotlib": _matplotlib_version()}},
+        {"figures": figure_manifest, "renderer": {"matplotlib": matplotlib_version()}},
     )
 
     drawn = sum(1 for f in figures if f.png is not None)
     w.text(
-        "README.md",
+        README_MD,
         README.format(
             name=study.name,
             matrix=study.matrix_file,
@@ -377,15 +380,6 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
         for leak in scrub.leaks(path.read_text(encoding="utf-8", errors="replace")):
             result.leaks.append(f"{entry['path']}: contains {leak!r}")
     return result
-
-
-def _matplotlib_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("matplotlib")
-    except Exception:  # not installed as a distribution: figures are compared by tables only
-        return ""
 
 
 def canonical_hash_ok(record: dict[str, Any]) -> bool:
