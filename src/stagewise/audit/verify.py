@@ -69,6 +69,8 @@ from stagewise.errors import StagewiseError
 from stagewise.gates.freeze import frozen_definition
 from stagewise.ledger import FreezeRecord, Ledger, canonical_json, sha256_text
 from stagewise.ledger import integrity as chain
+from stagewise.ledger.core import shown_pair
+from stagewise.ledger.masking import withheld_hash
 from stagewise.ledger.store import GENESIS, event_hash_v2
 from stagewise.report.context import collect
 from stagewise.report.tables import all_tables
@@ -105,6 +107,7 @@ DATA_FIELDS = frozenset(
         "decisions",
         "from",
         "to",
+        chain.DIGEST_FORMAT_KEY,
     }
 )
 # Figures drawn from files outside the bundle (each run's loss log): listed, not re-derived.
@@ -178,6 +181,38 @@ def require(listed: set[str], rel: str, why: str, report: VerifyReport) -> None:
 # --------------------------------------------------------------------------- 2. chain
 
 
+def _check_event_v3(
+    ev: dict[str, Any],
+    seq: int,
+    kind: str,
+    payload: dict[str, Any],
+    where: str,
+    report: VerifyReport,
+) -> None:
+    """Format 3: each field and the subject are hashed as shown (masked) and as written; the
+    bundle gives the hash as written, the shown text gives the other, so an edit of either
+    breaks the event's hash. Data fields are never masked: they must hash as written."""
+    originals = dict(ev["payload_sha256"])
+    if set(originals) != set(payload):
+        report.problems.append(f"{where}: its fields differ from the hashed ones")
+        return
+    pairs = {
+        name: shown_pair(
+            withheld_hash(value) or sha256_text(canonical_json(value)), str(originals[name])
+        )
+        for name, value in payload.items()
+    }
+    shown_subject = str(ev["subject"])
+    subject = shown_pair(
+        withheld_hash(shown_subject) or sha256_text(shown_subject), str(ev["subject_sha256"])
+    )
+    if event_hash_v2(ev["prev_hash"], ev["ts"], kind, subject, pairs) != ev.get("hash"):
+        report.problems.append(f"{where}: does not match its hash")
+    for name in DATA_FIELDS & set(payload):
+        if sha256_text(canonical_json(payload[name])) != originals[name]:
+            report.problems.append(f"{where}: field {name} does not match its hash")
+
+
 def check_events(
     bundle: Path, report: VerifyReport, expect: str | None
 ) -> list[tuple[int, str, dict[str, Any]]]:
@@ -196,7 +231,10 @@ def check_events(
             if ev.get("prev_hash") != prev:
                 report.problems.append(f"{where}: does not link to the event before it")
             fmt = int(ev.get("format", 1))
-            if fmt >= 2:
+            if fmt >= 3:
+                _check_event_v3(ev, seq, kind, payload, where, report)
+                proven.append((seq, kind, {k: v for k, v in payload.items() if k in DATA_FIELDS}))
+            elif fmt >= 2:
                 fields = dict(ev["payload_sha256"])
                 digest = event_hash_v2(
                     ev["prev_hash"], ev["ts"], kind, ev["subject_sha256"], fields
@@ -248,22 +286,36 @@ def check_events(
 
 
 def check_frozen(
-    bundle: Path, study: Study, freezes: list[FreezeRecord], report: VerifyReport
+    bundle: Path,
+    study: Study,
+    freezes: list[FreezeRecord],
+    report: VerifyReport,
+    commitments: chain.Commitments,
 ) -> None:
     for path in sorted((bundle / FROZEN_DIR).glob("*.json")):
         data = load_json(path, report)
         if not isinstance(data, dict):
             continue
         for i, rec in enumerate(data.get("records", [])):
-            if rec.get("canonical_scrubbed"):
-                report.frozen_unchecked += 1
+            # `canonical_scrubbed` is the bundle's word, never trusted: a canonical text that
+            # does not hash to its sha256 passes only as the masked form the chain committed to
+            # (digest format 2, checked with the record's digest).
+            if canonical_hash_ok(rec):
+                report.frozen += 1
                 continue
-            if not canonical_hash_ok(rec):
-                report.problems.append(
-                    f"{FROZEN_DIR}/{path.name}: record {i + 1}: canonical JSON does not hash to "
-                    f"{rec.get('sha256')}"
-                )
-            report.frozen += 1
+            try:
+                fmt = commitments.format_of("freeze", int(rec.get("event_seq")))
+            except (TypeError, ValueError):
+                fmt = 1
+            shown = str(rec.get("canonical"))
+            if fmt >= 2 and ("<path>" in shown or withheld_hash(shown)):
+                report.frozen += 1
+                report.frozen_unchecked += 1  # shown masked, proven through the chain
+                continue
+            report.problems.append(
+                f"{FROZEN_DIR}/{path.name}: record {i + 1}: canonical JSON does not hash to "
+                f"{rec.get('sha256')}"
+            )
     current: dict[str, FreezeRecord] = {}
     for f in freezes:
         current[f.gate] = f
@@ -306,15 +358,21 @@ def rederive(
     require(listed, f"{STUDY_DIR}/{study.matrix_file}", "the matrix", report)
 
     # 3. every bundled record against the chain's commitments
+    for name in hashes.refused:
+        report.problems.append(
+            f"{COMMITMENTS_JSON}: holds a '{name}' map the chain never committed to; refused "
+            "(ids are never renamed; masked texts prove through 'originals')"
+        )
+    commitments = chain.commitments(proven)
     problems = chain.compare(
-        chain.commitments(proven),
+        commitments,
         run_rows(runs, hashes),
         freeze_rows(freezes, hashes),
         decision_rows(decisions, hashes),
     )
     report.problems.extend(problems)
     report.commitments = len(runs) + len(freezes) + len(decisions)
-    check_frozen(bundle, study, freezes, report)
+    check_frozen(bundle, study, freezes, report, commitments)
     check_runs_files(bundle, runs, report)
 
     with tempfile.TemporaryDirectory(prefix="stagewise-verify-") as tmp:

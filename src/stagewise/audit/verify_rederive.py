@@ -162,13 +162,11 @@ def check_figures(
     compared byte for byte when this matplotlib is the one that drew the bundle's."""
     manifest = load_json(bundle / FIGURE_MANIFEST, report) or {}
     drawn_by = (manifest.get("renderer") or {}).get("matplotlib")
-    compare_images = (
-        images and bool(drawn_by) and drawn_by == matplotlib_version() and not h.renamed
-    )
+    compare_images = images and bool(drawn_by) and drawn_by == matplotlib_version()
     if images and not compare_images:
         report.notes.append(
             f"figures drawn by matplotlib {drawn_by or '?'}, here {matplotlib_version() or '?'}"
-            f"{' (ids renamed)' if h.renamed else ''}: images not compared, their data is"
+            ": images not compared, their data is"
         )
     out = scratch / "figures"
     fresh_files: list[Path] = []
