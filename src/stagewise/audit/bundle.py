@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ Produced by `stagewise bundle`. Everything a reviewer needs to check the study's
 | `tables/` | every table of the report as CSV and JSON (gate analyses, cells, sensitivity, budget, ...) |
 | `figures/` | every figure as PNG and SVG |
 | `ledger/events.json` | the ledger's hash-chained event log (each event's fields with their sha256), the chain head, and the result of checking the chain when this bundle was made |
-| `ledger/commitments.json` | the sha256 of every id renamed and every text scrubbed here, so those rows still prove against the chain |
+| `ledger/commitments.json` | for each record whose texts are shown masked or withheld, the digest of its texts as written (the chain binds it to the shown texts) |
 | `table_manifest.json`, `figure_manifest.json` | each table and figure -> the bundled files it comes from and the command that produced it |
 | `MANIFEST.json`, `MANIFEST.csv` | path, size in bytes and sha256 of every other file |
 
@@ -80,14 +81,23 @@ re-derives every table (decisions, verdicts, sensitivity, budget, agreement, fig
 (numbers must agree within 1e-9). It exits with status 1 on any difference. Without stagewise,
 `sha256sum` over the files listed in `MANIFEST.csv` checks integrity.
 
+## What verify does not check
+
+`README.md` (this description), the published summaries under `study/published/` (shown as
+published, never recomputed), and the figure images (PNG, SVG) when this stagewise's matplotlib
+is not the one that drew them (their data files are always checked). `stagewise verify` lists
+them under "informational (not checked)". Everything else is proven against the event chain or
+re-derived from what is.
+
 ## Scrubbing
 
 Paths, log files, checkpoints, run owners and raw run summaries are left out. In every other
-text a path inside the study folder reads `<study>/...`, any other absolute path
-`<path>/<file name>`, the home folder `<home>`, the user name `<user>` and the machine's name
-`<host>`, as whole tokens. Host *block* names (the study's own names for groups of machines) are
-kept, except one that equals the user or host name: it is renamed (`scrubbed-host`) in every
-file alike, and `ledger/commitments.json` holds the sha256 of the old name.
+text any absolute path reads `<path>/<file name>` (the same on every machine: the chain commits
+to that masked form), the home folder `<home>`, the user name `<user>` and the machine's name
+`<host>`, as whole tokens. A text the chain commits to (a cause, a source, a reason) that names
+the user or the machine is withheld whole: it reads `<withheld sha256:...>`, the hash of its
+masked form, which still proves against the chain. Declared ids (host blocks, conditions,
+stages, gates) are never scrubbed, even one named like the machine or the user.
 
 Counts: {runs} runs, {tables} tables, {figures} figures, {events} ledger events, chain {chain}.
 """
@@ -239,7 +249,7 @@ def _events(ctx: ReportContext, scrub: Scrubber, head: str) -> dict[str, Any]:
         events.append(entry)
     return {
         "chain_ok_at_bundle_time": not ctx.chain_problems,
-        "chain_problems": ctx.chain_problems,
+        "chain_problems": scrub.value(ctx.chain_problems),
         "chain_head": head,
         "events": events,
     }
@@ -270,6 +280,44 @@ def _commitments(ctx: ReportContext, scrub: Scrubber) -> dict[str, Any]:
     # `renamed` and `texts` stay empty: ids are never renamed, and a map from shown to
     # committed text that the chain does not bind is never trusted (verify refuses one).
     return {"renamed": {}, "texts": {}, "originals": dict(sorted(originals.items()))}
+
+
+RUNS_MANIFEST_ENTRY: dict[str, Any] = {
+    "title": "Runs",
+    "files": [RUNS_CSV, RUNS_JSON],
+    "sources": ["the study's ledger (ledger.sqlite), scrubbed"],
+    "command": "stagewise bundle STUDY --out OUT",
+    "published_summary": False,
+}
+
+
+def table_manifest_entry(table: Table, matrix_file: str) -> dict[str, Any]:
+    """A table's entry in table_manifest.json (verify re-derives it the same way)."""
+    sources_fix = {"study/matrix": f"{STUDY_DIR}/{matrix_file}", "frozen/": "frozen/*.json"}
+    files = [table_json(table.name)]
+    if table.rows:
+        # An empty table is JSON only: a CSV of a lone header line says nothing.
+        files.insert(0, table_csv(table.name))
+    return {
+        "title": table.title,
+        "files": files,
+        "sources": [sources_fix.get(s, s) for s in table.sources],
+        "command": table.command or "stagewise report STUDY",
+        "published_summary": table.published,
+    }
+
+
+def figure_manifest_entry(
+    name: str, title: str, drawn: bool, skipped: str | None, sources: Iterable[str]
+) -> dict[str, Any]:
+    """A figure's entry in figure_manifest.json (verify re-derives it the same way)."""
+    return {
+        "title": title,
+        "files": figure_files(name) if drawn else [],
+        "skipped": skipped,
+        "sources": list(sources),
+        "command": f"stagewise report STUDY (figure registry: {name})",
+    }
 
 
 def study_ids(study: Study) -> list[str]:
@@ -349,35 +397,21 @@ def _write_into(
         w.committed_json(frozen_file(gate_id), record)
     decisions = [scrub.committed_record(d) for d in _decisions(ctx)]
     w.committed_json(DECISIONS_JSON, {"decisions": decisions})
-    w.json(EVENTS_JSON, _events(ctx, scrub, head))
+    # Events are shown as committed (format 3) or scrubbed field by field (older formats).
+    w.committed_json(EVENTS_JSON, _events(ctx, scrub, head))
     # Not through the scrubber: it holds only hashes.
     w.committed_json(COMMITMENTS_JSON, _commitments(ctx, scrub))
 
-    sources_fix = {"study/matrix": f"{STUDY_DIR}/{study.matrix_file}", "frozen/": "frozen/*.json"}
     table_manifest: dict[str, Any] = {}
     tables = [t for t in all_tables(ctx) if t.name != "runs"]
     for table in tables:
         scrub_table(table, scrub)
-        files = [table_json(table.name)]
+        entry = table_manifest_entry(table, study.matrix_file)
         if table.rows:
-            # An empty table is JSON only: a CSV of a lone header line says nothing.
-            files.insert(0, table_csv(table.name))
-            w.text(files[0], table.to_csv())
-        w.text(files[-1], table.to_json())
-        table_manifest[table.name] = {
-            "title": table.title,
-            "files": files,
-            "sources": [sources_fix.get(s, s) for s in table.sources],
-            "command": table.command or "stagewise report STUDY",
-            "published_summary": table.published,
-        }
-    table_manifest["runs"] = {
-        "title": "Runs",
-        "files": [RUNS_CSV, RUNS_JSON],
-        "sources": ["the study's ledger (ledger.sqlite), scrubbed"],
-        "command": "stagewise bundle STUDY --out OUT",
-        "published_summary": False,
-    }
+            w.text(entry["files"][0], table.to_csv())
+        w.text(entry["files"][-1], table.to_json())
+        table_manifest[table.name] = entry
+    table_manifest["runs"] = dict(RUNS_MANIFEST_ENTRY)
     w.json(TABLE_MANIFEST, {"tables": table_manifest})
 
     figures = render_figures(ctx, out / "figures")
@@ -388,13 +422,9 @@ def _write_into(
             text_file.write_text(
                 scrub.text(text_file.read_text(encoding="utf-8")), encoding="utf-8"
             )
-        figure_manifest[fig.name] = {
-            "title": fig.title,
-            "files": figure_files(fig.name) if fig.png else [],
-            "skipped": fig.skipped,
-            "sources": list(fig.sources),
-            "command": f"stagewise report STUDY (figure registry: {fig.name})",
-        }
+        figure_manifest[fig.name] = figure_manifest_entry(
+            fig.name, fig.title, fig.png is not None, fig.skipped, fig.sources
+        )
     w.json(
         FIGURE_MANIFEST,
         {"figures": figure_manifest, "renderer": {"matplotlib": matplotlib_version()}},

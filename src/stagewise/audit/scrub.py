@@ -103,6 +103,8 @@ class Scrubber:
             return withheld(
                 sha256_text(canonical_json(shown)) if json_context else text_hash(shown)
             )
+        if json_context and not isinstance(shown, str) and self.names_in(canonical_json(shown)):
+            return withheld(sha256_text(canonical_json(shown)))
         return shown
 
     def committed_record(self, record: dict[str, Any]) -> dict[str, Any]:
