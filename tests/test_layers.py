@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "stagewise.walk",
             # Where a study stands (plan + ledger only): below the report, which shows it.
             "stagewise.status",
+            "stagewise.job_status",  # the cluster jobs part of `status`
         ),
     ),
     ("report", ("stagewise.report",)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from stagewise.job_status import job_rows
 from stagewise.ledger import Ledger
 from stagewise.ledger.records import RUN_STATES
 from stagewise.plan import build_plan
@@ -80,4 +81,6 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
         "chain_problems": problems,
         "stages": stages,
         "gates": gates,
+        # Runs carried by cluster jobs (Slurm): job id and the scheduler's state.
+        "jobs": job_rows(ledger),
     }

@@ -176,7 +176,7 @@ def _v2_ledger(folder: Path) -> None:
 def test_v2_ledger_upgrades_to_a_chain_that_covers_its_data(tmp_path: Path) -> None:
     _v2_ledger(tmp_path)
     with Ledger.open(tmp_path, create=False) as ledger:
-        assert ledger.schema_version == SCHEMA_VERSION == 3
+        assert ledger.schema_version == SCHEMA_VERSION >= 3
         assert ledger.integrity_problems() == []
         baseline = ledger.events("ledger.migrate")[-1]
         assert baseline.format == EVENT_FORMAT and len(baseline.payload["runs"]) == 1

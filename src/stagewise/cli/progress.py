@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stagewise.budget_units import format_eta as _dur
-from stagewise.executors.base import ExecutorEvent, RunOutcome
+from stagewise.executors.base import ExecutorEvent, RunJobState, RunOutcome
 from stagewise.executors.state import StageState
 
 
@@ -42,6 +42,8 @@ def _begin_line(state: StageState) -> str:
         parts.append(f"{len(state.recovered)} interrupted runs put back")
     if state.adopted:
         parts.append(f"{len(state.adopted)} finished by the lost driver, results kept")
+    if state.reattached:
+        parts.append(f"{len(state.reattached)} re-attached to their cluster jobs")
     return ", ".join(parts) + f"; {state.slots} slot(s)"
 
 
@@ -77,6 +79,9 @@ class PlainReporter:
     def event(self, state: StageState, event: ExecutorEvent) -> None:
         if isinstance(event, RunOutcome):
             self._print(outcome_line(state, event))
+        elif isinstance(event, RunJobState) and event.note:
+            k = event.key
+            self._print(f"  {k.stage} {k.condition_id} seed{k.seed} {k.host}: {event.note}")
 
     def retry(self, state: StageState, outcome: RunOutcome, note: str) -> None:
         k = outcome.key

@@ -234,6 +234,21 @@ def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
         )
         gates.add_row(g["gate"], g["kind"], ",".join(g["stages"]), frozen, decision)
     console.print(gates)
+    if result["jobs"]:
+        jobs = Table(title="cluster jobs")
+        for col in ("run", "try", "job", "state", "reason", "node", "log"):
+            jobs.add_column(col)
+        for j in result["jobs"]:
+            jobs.add_row(
+                j["run"],
+                str(j["attempt"]),
+                j["job_id"],
+                j["job_state"] or "-",
+                j["reason"] or "-",
+                j["node"] or "-",
+                j["job_log"] or "-",
+            )
+        console.print(jobs)
     console.print(f"chain head: {result['chain_head']}", soft_wrap=True)
     if not result["chain_ok"]:
         console.print(

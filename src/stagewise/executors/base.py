@@ -1,7 +1,7 @@
 """The executor contract shared by the local and Ray executors.
 
 `stagewise run` (executors/stage.py) turns every claimable run of a stage into a `RunTask`,
-hands it to the executor of the run's host (`executor = "local"` or `"ray"`), and reads back
+hands it to the executor of the run's host (`executor = "local"`, `"ray"` or `"slurm"`), and reads back
 events with `poll()`: `RunStarted` when a run got a slot, `RunProgress` for each progress line
 of the runner, and one `RunOutcome` when it ended. Outcomes are written to the ledger by the
 driver only, so an executor never speaks SQL and a late report from a lost worker cannot
@@ -142,7 +142,38 @@ class RunOutcome:
         return float(value) if isinstance(value, int | float) else None
 
 
-ExecutorEvent = RunStarted | RunProgress | RunOutcome
+@dataclass(frozen=True)
+class RunSubmitted:
+    """A cluster scheduler accepted the job that carries this attempt (Slurm).
+
+    The driver writes the job id to the ledger as soon as it reads this event, before it waits
+    for anything, so a driver started after a crash re-attaches to the job (`Executor.reattach`)
+    instead of submitting the run again.
+    """
+
+    key: RunKey
+    attempt: int
+    executor: str
+    job_id: str
+    folder: str | None = None  # where the scheduler's job files are (submitit's folder)
+    log_path: str | None = None  # the job's own log (the run's log stays `task.log_path`)
+
+
+@dataclass(frozen=True)
+class RunJobState:
+    """The scheduler's word on a run's job changed: PENDING (and why), RUNNING on a node,
+    REQUEUED after a preemption; `note` is set when a person should hear it (a long wait)."""
+
+    key: RunKey
+    attempt: int
+    job_id: str
+    state: str
+    reason: str | None = None
+    node: str | None = None
+    note: str | None = None
+
+
+ExecutorEvent = RunStarted | RunProgress | RunOutcome | RunSubmitted | RunJobState
 
 
 class Executor(ABC):
@@ -181,12 +212,23 @@ class Executor(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release backend resources (threads, a Ray connection)."""
 
+    def reattach(self, task: RunTask, job_id: str) -> None:
+        """Follow a job a lost driver submitted for `task` (same attempt) until it reports.
+
+        Only executors whose runs outlive their driver (a cluster scheduler's jobs) can; the
+        driver calls this for runs whose job id the ledger holds (`RunSubmitted`).
+        """
+        raise ExecutorError(f"the {self.kind} executor cannot re-attach to job {job_id}")
+
 
 # name -> "module:Class"; imported only when a stage has a host of that kind.
 EXECUTORS: dict[str, str] = {
     "local": "stagewise.executors.local:LocalExecutor",
     "ray": "stagewise.executors.ray:RayExecutor",
+    "slurm": "stagewise.executors.slurm:SlurmExecutor",
 }
+# The extra that brings an executor's library, for the one-line install hint.
+EXTRAS = {"ray": "ray", "slurm": "slurm"}
 
 
 def executor_class(kind: str) -> type[Executor]:
@@ -198,7 +240,8 @@ def executor_class(kind: str) -> type[Executor]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = ' (install it with `pip install "stagewise[ray]"`)' if kind == "ray" else ""
+        extra = EXTRAS.get(kind)
+        hint = f' (install it with `pip install "stagewise[{extra}]"`)' if extra else ""
         raise ExecutorError(f"the {kind} executor is not available: {exc}{hint}") from None
     cls = getattr(module, cls_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Executor)):
@@ -213,9 +256,11 @@ __all__ = [
     "ExecutorEvent",
     "FailureKind",
     "OutcomeStatus",
+    "RunJobState",
     "RunOutcome",
     "RunProgress",
     "RunStarted",
+    "RunSubmitted",
     "RunTask",
     "executor_class",
 ]

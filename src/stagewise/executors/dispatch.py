@@ -18,9 +18,11 @@ from typing import Any
 from stagewise.executors.base import (
     Executor,
     ExecutorEvent,
+    RunJobState,
     RunOutcome,
     RunProgress,
     RunStarted,
+    RunSubmitted,
 )
 from stagewise.executors.command import device_batch_size, supports_device_batch
 from stagewise.executors.queue import make_task
@@ -99,8 +101,11 @@ def drive(
                     info = state.running.get(event.key)
                     if info is not None:
                         info.progress = event
+                elif isinstance(event, RunSubmitted | RunJobState):
+                    record_job(ledger, event, state)
                 elif isinstance(event, RunOutcome):
                     record_outcome(ledger, event, me)
+                    close_job(ledger, event)
                     state.running.pop(event.key, None)
                     note = _retry_note(study, event, tries, retries, overrides, deadline)
                     if note is not None:
@@ -161,6 +166,43 @@ def dispatch(
             state.failed.append(outcome)
 
 
+def record_job(ledger: Ledger, event: RunSubmitted | RunJobState, state: StageState) -> None:
+    """A cluster job's id (at once, before any wait: a restarted driver re-attaches to it) or
+    its latest state (for `stagewise status` and the live view)."""
+    if isinstance(event, RunSubmitted):
+        ledger.record_job(
+            event.key,
+            event.attempt,
+            event.executor,
+            event.job_id,
+            folder=event.folder,
+            log_path=event.log_path,
+        )
+        text = f"{event.executor}:{event.job_id} submitted"
+    else:
+        ledger.update_job(
+            event.key,
+            event.attempt,
+            event.job_id,
+            state=event.state,
+            reason=event.reason,
+            node=event.node,
+        )
+        text = f"{event.job_id} {event.state}" + (f" ({event.reason})" if event.reason else "")
+        if event.node:
+            text += f" on {event.node}"
+    info = state.running.get(event.key)
+    if info is not None and (info.progress is None or isinstance(event, RunJobState)):
+        info.slot = text
+
+
+def close_job(ledger: Ledger, outcome: RunOutcome) -> None:
+    """The attempt's outcome is in: its job (if a cluster job carried it) is collected."""
+    job = ledger.open_job(outcome.key, outcome.attempt)
+    if job is not None:
+        ledger.update_job(outcome.key, outcome.attempt, job.job_id, ended=True)
+
+
 def record_outcome(ledger: Ledger, outcome: RunOutcome, owner: str) -> None:
     ledger.finish(
         outcome.key,
@@ -205,4 +247,4 @@ def _retry_note(
     return f"{outcome.failure}: retrying (attempt {tries.get(key, 0) + 2} of {retries + 1})"
 
 
-__all__ = ["POLL_SECONDS", "STOP_WAIT_SECONDS", "dispatch", "drive", "record_outcome"]
+__all__ = ["POLL_SECONDS", "STOP_WAIT_SECONDS", "dispatch", "drive", "record_job", "record_outcome"]

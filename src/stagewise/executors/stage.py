@@ -25,7 +25,7 @@ from stagewise.executors.base import Executor, executor_class
 from stagewise.executors.dispatch import drive
 from stagewise.executors.ownership import driver_owner, owner_alive, run_lock
 from stagewise.executors.queue import StageQueue, build_queue, make_task
-from stagewise.executors.recovery import finished_result, recover_stale
+from stagewise.executors.recovery import finished_result, reattach_stale, recover_stale
 from stagewise.executors.state import NullReporter, Reporter, RunningInfo, StageState
 from stagewise.ledger import Ledger
 from stagewise.plan import build_plan
@@ -143,14 +143,22 @@ def run_stage(
     me = driver_owner()
     with run_lock(study, wait=wait, notify=notify):
         ledger.ensure_runs(plan.runs)
+        # Runs a lost driver left to cluster jobs are followed, not rerun (same attempt).
+        attached = reattach_stale(ledger, me, study, stage_id)
+        state.reattached = [str(key) for key, _job in attached]
         state.recovered, state.adopted = recover_stale(ledger, me, study)
         records = {r.key: r for r in ledger.runs(stage=stage_id)}
         queue = build_queue(study, plan.runs, records, retry_failed=retry_failed)
         state.already_done = queue.already_done
         state.previously_failed = queue.previously_failed
         state.awaiting_import = queue.awaiting_import
-        pending = deque(queue.to_run)
+        followed = {key for key, _job in attached}
+        pending = deque(k for k in queue.to_run if k not in followed)
         by_kind = queue.hosts_by_executor()
+        for key, _job in attached:
+            kind_of = study.hosts[key.host].executor
+            if key.host not in by_kind.setdefault(kind_of, []):
+                by_kind[kind_of].append(key.host)
 
         factory = executor_factory or _make_executor
         executors: dict[str, Executor] = {}
@@ -165,6 +173,15 @@ def run_stage(
             for kind, ex in executors.items():
                 slots = sum(ex.capacity(h) for h in by_kind[kind])
                 state.slots += slots if workers is None else min(slots, workers)
+            for key, job in attached:
+                task = make_task(study, key, job.attempt, me, {})
+                state.running[key] = RunningInfo(
+                    key,
+                    job.attempt,
+                    slot=f"{job.job_id} re-attached",
+                    budget_seconds=task.budget_seconds,
+                )
+                executors[study.hosts[key.host].executor].reattach(task, job.job_id)
             state.pending = len(pending)
             reporter.begin(state)
             try:

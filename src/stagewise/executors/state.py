@@ -63,6 +63,7 @@ class StageState:
     previously_failed: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)  # stale `running` rows put back
     adopted: list[str] = field(default_factory=list)  # finished by a lost driver, result kept
+    reattached: list[str] = field(default_factory=list)  # a lost driver's cluster jobs, followed
     pending: int = 0
     running: dict[RunKey, RunningInfo] = field(default_factory=dict)
     slots: int = 0
@@ -125,6 +126,7 @@ class StageState:
             "awaiting_import": self.awaiting_import,
             "recovered": self.recovered,
             "adopted": self.adopted,
+            "reattached": self.reattached,
             "retries": self.retries,
             "stopped_by": self.stopped,
             "dry_run": self.dry_run or None,

@@ -152,6 +152,24 @@ class RunsTable(LedgerCore):
         ).fetchall()
         return {RunKey(r[0], r[1], int(r[2]), r[3]): r[4] or "" for r in rows}
 
+    def reattach(self, key: RunKey, old_owner: str, new_owner: str) -> bool:
+        """A run still carried by a cluster job whose driver is gone passes to the new driver,
+        which collects the job's outcome instead of running it again (same attempt)."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE runs SET owner=? WHERE stage=? AND condition_id=? AND seed=? AND host=? "
+                "AND status='running' AND owner IS ?",
+                (new_owner, key.stage, key.condition_id, key.seed, key.host, old_owner or None),
+            )
+            if cur.rowcount:
+                self._append(
+                    conn,
+                    "run.reattached",
+                    str(key),
+                    {"from": old_owner, "owner": new_owner, "key_sha256": key_sha(key)},
+                )
+            return bool(cur.rowcount)
+
     def mark_interrupted(self, key: RunKey, owner: str, cause: str) -> bool:
         """A running run whose owner is gone goes back to be rerun from scratch."""
         with self._write() as conn:

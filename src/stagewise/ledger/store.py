@@ -2,7 +2,8 @@
 
 `Ledger` is one class assembled from parts over a shared connection: `core.LedgerCore` (write
 transactions, backups, the hash-chained event log), `runs_table.RunsTable` (the runs) and
-`gate_records.GateRecords` (freezes and decisions). This module opens, creates, migrates and
+`gate_records.GateRecords` (freezes and decisions) and `jobs_table.JobsTable` (the cluster
+jobs carrying runs). This module opens, creates, migrates and
 closes the file, and checks every table against the chain (where the parts meet).
 """
 
@@ -39,6 +40,7 @@ from stagewise.ledger.core import (
 from stagewise.ledger.core import _event_hash as _event_hash  # v1 hashes, for old-ledger tests
 from stagewise.ledger.gate_records import GateRecords
 from stagewise.ledger.integrity import TableRow, canonical_json, sha256_text, text_hash
+from stagewise.ledger.jobs_table import JobsTable
 from stagewise.ledger.records import DecisionRecord, Event, FreezeRecord, RunKey, RunRecord
 from stagewise.ledger.runs_table import RunsTable
 from stagewise.ledger.schema import MIGRATIONS, SCHEMA_VERSION
@@ -95,7 +97,7 @@ def _writable(folder: Path, path: Path) -> bool:
     return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
-class Ledger(RunsTable, GateRecords):
+class Ledger(RunsTable, GateRecords, JobsTable):
     """Open with `Ledger.open(study_dir)`; use as a context manager to close it."""
 
     # ------------------------------------------------------------------ opening

@@ -1,4 +1,5 @@
-"""[hosts.<name>]: where runs go (executor, devices, workers, resources, Ray address, command)."""
+"""[hosts.<name>]: where runs go (executor, devices, workers, resources, Ray address, command,
+and a Slurm block's partition and job settings: study/slurm_options.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Any, cast
 
 from stagewise import bounds
 from stagewise.study.model import Host
+from stagewise.study.slurm_options import SLURM_KEYS, parse_slurm_options, refuse_slurm_keys
 from stagewise.study.toml_fields import TomlContext, argv_list, non_empty_str, str_list
 
-EXECUTORS = ("local", "ray", "external")
+EXECUTORS = ("local", "ray", "slurm", "external")
 # Keys a [hosts.<name>] table may hold; any other is a typo, refused with the nearest valid one.
 HOST_KEYS = (
     "executor",
@@ -20,6 +22,7 @@ HOST_KEYS = (
     "num_gpus",
     "command",
     "max_retries",
+    *SLURM_KEYS,
 )
 
 
@@ -33,6 +36,11 @@ def parse_host(ctx: TomlContext, name: str, table: Any) -> Host:
         raise ctx.fail(
             f"{key}.executor", f"expected one of {', '.join(EXECUTORS)}, but got {executor!r}"
         )
+    if executor == "slurm":
+        slurm = parse_slurm_options(ctx, name, table)
+    else:
+        slurm = None
+        refuse_slurm_keys(ctx, name, executor, table)
     devices = str_list(ctx, f"{key}.devices", table.get("devices", ["cpu"]))
     for dev in devices:
         if dev != "cpu" and not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
@@ -70,7 +78,8 @@ def parse_host(ctx: TomlContext, name: str, table: Any) -> Host:
                 raise ctx.fail(f"{key}.{num_key}", problem)
         nums[num_key] = float(value) if value is not None else None
     command = argv_list(ctx, f"{key}.command", table["command"]) if "command" in table else None
-    known = set(HOST_KEYS) - {"max_retries"}  # what is left is the executor's own options
+    # What is left is the executor's own options (the Slurm keys are typed in `slurm`).
+    known = (set(HOST_KEYS) - {"max_retries"}) | set(SLURM_KEYS)
     return Host(
         name=name,
         executor=cast(Any, executor),
@@ -82,4 +91,5 @@ def parse_host(ctx: TomlContext, name: str, table: Any) -> Host:
         num_gpus=nums["num_gpus"],
         command=command,
         options={k: v for k, v in table.items() if k not in known},
+        slurm=slurm,
     )
