@@ -5,11 +5,21 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from stagewise.errors import StagewiseError
+from stagewise.gates.freeze import changes_since_freeze, recipes_summary
 from stagewise.job_status import job_rows
 from stagewise.ledger import Ledger
 from stagewise.ledger.records import RUN_STATES
 from stagewise.plan import build_plan
 from stagewise.study.model import Study
+
+
+def edits_since_freeze(study: Study, ledger: Ledger, gate_id: str) -> list[str]:
+    """What differs from the gate's freeze, reported, never raised (status and validate)."""
+    try:
+        return changes_since_freeze(study, ledger, gate_id)
+    except StagewiseError as exc:
+        return [f"cannot compare with the freeze: {exc}"]
 
 
 def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
@@ -56,6 +66,12 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
                 "frozen_at": freezes[-1].frozen_at if freezes else None,
                 "post_hoc": freezes[-1].post_hoc if freezes else None,
                 "amendments": sum(1 for f in freezes if f.kind == "amend"),
+                # condition -> frozen recipe sha256, or "recipes not frozen (format 1)"
+                "recipes": recipes_summary(freezes[-1]) if freezes else None,
+                # what was edited since the freeze (gate and run refuse until it is amended)
+                "changed_since_freeze": edits_since_freeze(study, ledger, gate.gate_id)
+                if freezes
+                else [],
                 "decision": None
                 if decision is None
                 else {

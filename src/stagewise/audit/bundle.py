@@ -26,6 +26,7 @@ from stagewise.audit.layout import (
     MANIFESTS,
     OUTSIDE_FILES,
     README_MD,
+    RECIPES_JSON,
     RUNS_CSV,
     RUNS_JSON,
     STUDY_DIR,
@@ -59,7 +60,8 @@ Produced by `stagewise bundle`. Everything a reviewer needs to check the study's
 | `study/study.toml`, `study/{matrix}` | the study file (stages, hosts, gates and their rules) and the candidate matrix |
 | `study/published/` | published summary tables shipped with the study: shown as published, never recomputed |
 | `results/runs.csv`, `results/runs.json` | every run: stage, condition, seed, host block, status, cause, val_bpb and the other summary numbers |
-| `frozen/<gate>.json` | every freeze and amendment of a gate: the canonical JSON that was hashed, its sha256, the UTC time, the post-hoc flag |
+| `frozen/<gate>.json` | every freeze and amendment of a gate: the canonical JSON that was hashed (since format 2 with the resolved recipe of every condition), its sha256, the UTC time, the post-hoc flag |
+| `recipes/recipes.json` | the resolved recipe of every run (matrix row, `[runner]` settings, trainer, metric, data hashes) under its sha256; each run in `results/` names the one it trained |
 | `decisions/decisions.json` | every decision: computed by the tool or taken outside it (`manual`), with reasons |
 | `tables/` | every table of the report as CSV and JSON (gate analyses, cells, sensitivity, budget, ...) |
 | `figures/` | every figure as PNG and SVG |
@@ -216,6 +218,11 @@ def _freeze_records(ctx: ReportContext) -> dict[str, Any]:
     return out
 
 
+def bundled_recipes(texts: dict[str, str]) -> dict[str, Any]:
+    """The recipes/recipes.json object: sha256 -> resolved recipe, from the ledger's texts."""
+    return {"recipes": {sha: json.loads(text) for sha, text in sorted(texts.items())}}
+
+
 def _decisions(ctx: ReportContext) -> list[dict[str, Any]]:
     # event_seq ties each record to the event that committed to it (verify checks that).
     return [{**d.as_dict(), "event_seq": d.event_seq} for view in ctx.gates for d in view.decisions]
@@ -355,12 +362,13 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
         # A bundle of a ledger whose chain or tables were altered would launder the alteration.
         head = ledger.require_intact()
         ctx = collect(study, ledger)
+        recipe_texts = ledger.recipe_texts()
     final.parent.mkdir(parents=True, exist_ok=True)
     _clear_partials(final)
     out = _partial(final)
     out.mkdir()
     try:
-        result = _write_into(study, folder, ctx, head, out)
+        result = _write_into(study, folder, ctx, head, recipe_texts, out)
         _publish(out, final)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
@@ -370,7 +378,12 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
 
 
 def _write_into(
-    study: Study, folder: Path, ctx: ReportContext, head: str, out: Path
+    study: Study,
+    folder: Path,
+    ctx: ReportContext,
+    head: str,
+    recipe_texts: dict[str, str],
+    out: Path,
 ) -> BundleResult:
     scrub = Scrubber([study.root, folder], ids=study_ids(study))
     w = _Writer(out, scrub)
@@ -395,6 +408,7 @@ def _write_into(
     for gate_id, record in _freeze_records(ctx).items():
         record["records"] = [scrub.committed_record(r) for r in record["records"]]
         w.committed_json(frozen_file(gate_id), record)
+    w.json(RECIPES_JSON, bundled_recipes(recipe_texts))
     decisions = [scrub.committed_record(d) for d in _decisions(ctx)]
     w.committed_json(DECISIONS_JSON, {"decisions": decisions})
     # Events are shown as committed (format 3) or scrubbed field by field (older formats).

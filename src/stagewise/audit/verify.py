@@ -8,7 +8,8 @@
 3. Commitments: every run, frozen record and decision of the bundle is what the chain recorded
    (ids renamed by scrubbing and scrubbed texts through the hashes in ledger/commitments.json).
 4. Frozen rules: each record's canonical JSON hashes to its sha256, and study.toml's gate is the
-   gate that was frozen.
+   gate that was frozen. Recipes (`verify_recipes`): every bundled recipe's sha256 recomputed,
+   the study files as the frozen recipes say, every result's recipe the frozen one.
 5. Re-derivation: a scratch ledger is rebuilt from the bundled runs, frozen records and decisions,
    and the report's own code (`collect`, `all_tables`, `render_figures`) recomputes every table,
    figure data file and computed decision; each is compared with the bundled one (numbers within
@@ -55,6 +56,7 @@ from stagewise.audit.layout import (
     MANIFEST_JSON,
     MANIFESTS,
     README_MD,
+    RECIPES_JSON,
     RUNS_CSV,
     RUNS_JSON,
     STUDY_DIR,
@@ -65,6 +67,7 @@ from stagewise.audit.layout import (
     table_csv,
     table_json,
 )
+from stagewise.audit.verify_recipes import check_recipes
 from stagewise.audit.verify_rederive import (
     NOT_REDERIVABLE_FIGURES,
     check_decisions,
@@ -129,6 +132,7 @@ MAX_MEMBERS = 100_000
 # Files the bundle writes with `dumps` (sorted keys, 2-space indent): any other byte is an edit.
 def _dumps_written(rel: str) -> bool:
     return rel in (
+        RECIPES_JSON,
         MANIFEST_JSON,
         RUNS_JSON,
         DECISIONS_JSON,
@@ -447,7 +451,10 @@ def check_frozen(
             report.problems.append(f"{frozen_file(gate_id)}: gate {gate_id} is not in study.toml")
             continue
         try:
-            stored = json.loads(rec.canonical).get("frozen")
+            # The recipes are compared field by field by verify_recipes.check_recipes.
+            stored = {
+                k: v for k, v in json.loads(rec.canonical).get("frozen").items() if k != "recipes"
+            }
             now = frozen_definition(study, gate_id)
         except (ValueError, AttributeError, StagewiseError) as exc:
             report.problems.append(f"{frozen_file(gate_id)}: unreadable frozen record ({exc})")
@@ -496,6 +503,7 @@ def rederive(
     report.problems.extend(problems)
     report.commitments = len(runs) + len(freezes) + len(decisions)
     check_frozen(bundle, study, freezes, report, commitments)
+    check_recipes(bundle, study, runs, freezes, report)
     check_runs_files(bundle, runs, report)
 
     with tempfile.TemporaryDirectory(prefix="stagewise-verify-") as tmp:

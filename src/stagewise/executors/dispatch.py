@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
@@ -68,7 +69,11 @@ def drive(
     me: str,
     retries: int,
     retry_failed: bool,
+    recipes: Mapping[str, tuple[str, str]] | None = None,
+    replace: frozenset[RunKey] = frozenset(),
 ) -> None:
+    """`recipes`: condition -> (sha256, canonical text) of the recipe its runs train now;
+    `replace`: finished runs of a replaced recipe, trained again."""
     overrides: dict[RunKey, dict[str, Any]] = {}
     tries: dict[RunKey, int] = {}
     retry_claim: set[RunKey] = set()  # runs to claim from `failed` (a retry of ours)
@@ -82,7 +87,17 @@ def drive(
                     ex.cancel_all(f"interrupted by {stop.signal}")
             if deadline is None:
                 dispatch(
-                    study, ledger, queue, executors, state, me, overrides, retry_claim, retry_failed
+                    study,
+                    ledger,
+                    queue,
+                    executors,
+                    state,
+                    me,
+                    overrides,
+                    retry_claim,
+                    retry_failed,
+                    recipes,
+                    replace,
                 )
             elif not state.running or time.monotonic() > deadline:
                 break
@@ -141,13 +156,21 @@ def dispatch(
     overrides: dict[RunKey, dict[str, Any]],
     retry_claim: set[RunKey],
     retry_failed: bool,
+    recipes: Mapping[str, tuple[str, str]] | None = None,
+    replace: frozenset[RunKey] = frozenset(),
 ) -> None:
     """Start queued runs on every free slot, in queue order per host."""
     for key in list(queue):
         ex = executors[study.hosts[key.host].executor]
         if ex.free_slots(key.host) < 1:
             continue
-        record = ledger.claim(key, me, retry_failed=retry_failed or key in retry_claim)
+        record = ledger.claim(
+            key,
+            me,
+            retry_failed=retry_failed or key in retry_claim,
+            recipe=(recipes or {}).get(key.condition_id),
+            replace_finished=key in replace,
+        )
         queue.remove(key)
         state.pending -= 1
         retry_claim.discard(key)
@@ -204,11 +227,16 @@ def close_job(ledger: Ledger, outcome: RunOutcome) -> None:
 
 
 def record_outcome(ledger: Ledger, outcome: RunOutcome, owner: str) -> None:
+    summary = dict(outcome.summary) if outcome.status == "succeeded" else _numbers(outcome)
+    claimed = ledger.run(outcome.key)
+    if summary and claimed is not None and claimed.recipe_sha256 is not None:
+        # The result names the recipe it trained (the ledger's column says the same).
+        summary["recipe_sha256"] = claimed.recipe_sha256
     ledger.finish(
         outcome.key,
         outcome.status,
         cause=outcome.cause,
-        summary=dict(outcome.summary) if outcome.status == "succeeded" else _numbers(outcome),
+        summary=summary,
         log_path=outcome.log_path,
         checkpoint_path=outcome.checkpoint_path,
         checkpoint_sha256=outcome.checkpoint_sha256,

@@ -61,6 +61,8 @@ class StageState:
     interrupted: list[RunOutcome] = field(default_factory=list)
     awaiting_import: list[str] = field(default_factory=list)
     previously_failed: list[str] = field(default_factory=list)
+    # finished runs of a recipe replaced since (an amended freeze), trained again
+    retrained: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)  # stale `running` rows put back
     adopted: list[str] = field(default_factory=list)  # finished by a lost driver, result kept
     reattached: list[str] = field(default_factory=list)  # a lost driver's cluster jobs, followed
@@ -123,6 +125,7 @@ class StageState:
             "interrupted": [row(o) for o in self.interrupted],
             "already_finished": self.already_done,
             "previously_failed": self.previously_failed,
+            "retrained": self.retrained,
             "awaiting_import": self.awaiting_import,
             "recovered": self.recovered,
             "adopted": self.adopted,

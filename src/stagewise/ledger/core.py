@@ -161,6 +161,10 @@ class LedgerCore:
         self.path = path
         self._conn = conn
         self.read_only = read_only
+        # True for a scratch ledger rebuilt from a bundle's records (`Ledger.rebuild`): its study
+        # files are the bundle's, but the data and the trainer on this machine are not the
+        # study's, so only what the study files say of a recipe can be compared with a freeze.
+        self.rebuilt = False
         self._appended: tuple[int, str] | None = None  # last event of the open write
 
     # ------------------------------------------------------------------ writing

@@ -82,10 +82,20 @@ def _floats(numbers: Sequence[Any]) -> list[Any]:
     ]
 
 
-def run_digest(key_sha256: str, status: str, cause_sha256: str, numbers: Sequence[Any]) -> str:
+def run_digest(
+    key_sha256: str,
+    status: str,
+    cause_sha256: str,
+    numbers: Sequence[Any],
+    recipe_sha256: str | None = None,
+) -> str:
     """Format 1: one run's result: its key (`key_digest`), state, cause and every summary
-    number."""
-    return digest([key_sha256, status, cause_sha256, _floats(numbers)])
+    number, and the sha256 of the recipe it trained when one is recorded (runs from before
+    schema v4 keep their digest)."""
+    parts: list[Any] = [key_sha256, status, cause_sha256, _floats(numbers)]
+    if recipe_sha256 is not None:
+        parts.append(recipe_sha256)
+    return digest(parts)
 
 
 def freeze_digest(
@@ -291,7 +301,7 @@ def run_row(rec: RunRecord, h: Hashes, label: str) -> TableRow:
     return TableRow(
         label=label,
         key=key,
-        digest=run_digest(key, rec.status, h.text(rec.cause), numbers),
+        digest=run_digest(key, rec.status, h.text(rec.cause), numbers, rec.recipe_sha256),
         finished=rec.status in ("succeeded", "failed"),
         digest2=digest(
             [
@@ -305,6 +315,7 @@ def run_row(rec: RunRecord, h: Hashes, label: str) -> TableRow:
                 rec.finished_at,
                 int(rec.attempts or 0),
                 rec.checkpoint_sha256,
+                rec.recipe_sha256,
                 originals,
             ]
         ),

@@ -209,6 +209,7 @@ class Ledger(RunsTable, GateRecords, JobsTable):
         re-derives a bundle's tables from, through the same code that made them."""
         Path(folder).mkdir(parents=True, exist_ok=True)
         ledger = cls.open(folder, create=True)
+        ledger.rebuilt = True
         with ledger._write() as conn:
             ledger._insert_runs(conn, runs)
             ledger._insert_freezes(conn, freezes)
