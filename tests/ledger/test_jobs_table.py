@@ -22,6 +22,9 @@ def _v3_ledger(folder: Path) -> str:
         head = ledger.head
     conn = sqlite3.connect(folder / "ledger.sqlite")
     conn.execute("DROP TABLE jobs")
+    # and what v5 added (the runs' recipes), so the file reads as v3 wrote it
+    conn.execute("DROP TABLE recipes")
+    conn.execute("ALTER TABLE runs DROP COLUMN recipe_sha256")
     conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -31,7 +34,7 @@ def _v3_ledger(folder: Path) -> str:
 def test_a_v3_ledger_upgrades_to_v4_keeping_its_runs_and_chain(tmp_path: Path) -> None:
     head = _v3_ledger(tmp_path)
     with Ledger.open(tmp_path, create=False) as ledger:
-        assert ledger.schema_version == SCHEMA_VERSION == 4
+        assert ledger.schema_version == SCHEMA_VERSION >= 4
         assert ledger.integrity_problems() == []
         assert [e.kind for e in ledger.events()][-1] == "ledger.migrate"
         assert ledger.events()[-2].hash == head  # the old chain continues unchanged

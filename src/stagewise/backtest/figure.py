@@ -36,7 +36,7 @@ POLICY_COLOURS = {
     "optuna-sh:eta=3": "#8c6d31",
     "optuna-hyperband:eta=3": "#bd9e39",
     "optuna-wilcoxon:p=0.1": "#17becf",
-    "extrapolate:k=3": "#7f7f7f",
+    "extrapolate:k=3;levels=3": "#7f7f7f",
     "recommended": "#ff7f0e",
 }
 _FALLBACK = (

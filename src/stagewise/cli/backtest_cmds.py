@@ -390,7 +390,6 @@ def backtest(
     from stagewise.backtest.policies import (
         INSTALL,
         default_policies,
-        optuna_available,
         parse_policies,
     )
     from stagewise.backtest.replay import backtest as run_backtest
@@ -407,9 +406,10 @@ def backtest(
         from stagewise.study import load_study
 
         study = load_study(study_dir)
-    has_optuna = optuna_available()
+    # Optuna's pruners are decided natively: they run whether or not Optuna is installed.
+    has_optuna = True
     chosen = parse_policies(
-        policies or default_policies(with_study=study is not None, with_optuna=has_optuna)
+        policies or default_policies(with_study=study is not None, with_optuna=True)
     )
     skipped = []
     runnable = []

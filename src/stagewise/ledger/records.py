@@ -47,6 +47,8 @@ class RunRecord:
     checkpoint_path: str | None
     checkpoint_sha256: str | None
     log_tail: str | None
+    # The sha256 of the resolved recipe the run trained (None: recorded before schema v4).
+    recipe_sha256: str | None = None
 
     @property
     def stage(self) -> str:

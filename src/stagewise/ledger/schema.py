@@ -6,7 +6,7 @@ the command that fixes it (upgrading stagewise).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SUMMARY_FIELDS = (
     "val_bpb",
@@ -123,5 +123,15 @@ MIGRATIONS: dict[int, list[str]] = {
             ended INTEGER NOT NULL DEFAULT 0
         )""",
         "CREATE INDEX jobs_run ON jobs (stage, condition_id, seed, host, attempt)",
+    ],
+    # v5: each run records the sha256 of the resolved recipe it trained; `recipes` holds each
+    # recipe's canonical text once, under its sha256 (executors/recipe.py, gates/freeze.py).
+    5: [
+        "ALTER TABLE runs ADD COLUMN recipe_sha256 TEXT",
+        """CREATE TABLE recipes (
+            sha256 TEXT PRIMARY KEY,
+            canonical TEXT NOT NULL,
+            recorded_at TEXT NOT NULL
+        )""",
     ],
 }
