@@ -164,6 +164,7 @@ def shared_ray_cluster() -> Iterator[Any]:
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real one-node Slurm cluster for the session (partitions blk-a and blk-b)."""
     from tests.executors.slurmtools import Cluster, skip_reason

@@ -158,6 +158,7 @@ def run_stage(
     with run_lock(study, wait=wait, notify=notify):
         ledger.ensure_runs(plan.runs)
         # Runs a lost driver left to cluster jobs are followed, not rerun (same attempt).
+        ledger.close_settled_jobs()
         attached = reattach_stale(ledger, me, study, stage_id)
         state.reattached = [str(key) for key, _job in attached]
         state.recovered, state.adopted = recover_stale(ledger, me, study)
