@@ -306,11 +306,12 @@ class Ledger(RunsTable, GateRecords, JobsTable):
 
     def _snapshot(self) -> dict[str, Any]:
         return {
-            "runs": [[r.key, r.digest] for r in map(run_row, self.runs())],
-            "freezes": [[r.key, r.digest] for r in map(freeze_row, self.freezes())],
+            "runs": [[r.key, r.digest2] for r in map(run_row, self.runs())],
+            "freezes": [[r.key, r.digest2] for r in map(freeze_row, self.freezes())],
             "decisions": [
-                [r.key, r.digest, not r.active] for r in map(decision_row, self.decisions())
+                [r.key, r.digest2, not r.active] for r in map(decision_row, self.decisions())
             ],
+            integrity.DIGEST_FORMAT_KEY: integrity.DIGEST_FORMAT,
         }
 
     def close(self) -> None:
