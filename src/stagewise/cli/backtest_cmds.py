@@ -388,7 +388,6 @@ def backtest(
     from stagewise.backtest.draw import parse_cells
     from stagewise.backtest.output import RESULT_DIR, write_result
     from stagewise.backtest.policies import (
-        INSTALL,
         default_policies,
         parse_policies,
     )
@@ -407,21 +406,24 @@ def backtest(
 
         study = load_study(study_dir)
     # Optuna's pruners are decided natively: they run whether or not Optuna is installed.
-    has_optuna = True
     chosen = parse_policies(
         policies or default_policies(with_study=study is not None, with_optuna=True)
     )
     skipped = []
     runnable = []
     for policy in chosen:
-        if getattr(policy, "needs_optuna", False) and not has_optuna:
-            skipped.append({"policy": policy.label, "reason": f"needs Optuna: {INSTALL}"})
-            err_console.print(f"skipped {policy.label}: needs Optuna ({INSTALL})", markup=False)
-            continue
         if policy.needs_study and study is None:
             raise CurvesError(f"--policies: {policy.name} needs --study DIR")
+        reason = policy.unusable(len(table.levels))
+        if reason is not None:
+            if policies:  # asked for by name: refuse; in the default set: skip, and say so
+                raise CurvesError(f"--policies: {reason}")
+            skipped.append({"policy": policy.label, "reason": reason})
+            continue
         runnable.append(policy)
     cells = parse_cells(cells_per_level, table) if cells_per_level else None
+    for item in skipped:  # said once the request is known to be valid (errors stay one line)
+        err_console.print(f"skipped {item['policy']}: {item['reason']}", markup=False)
     with ReplayProgress(replays * max(1, len(runnable)), quiet=False) as progress:
         result = run_backtest(
             table,
@@ -453,13 +455,11 @@ def backtest(
             max_cost_ratio=max_cost_ratio,
         )
         extra_json["recommendation"] = rec.to_json(table)
-        point = recommended_point(rec, per_unit)
+        point = recommended_point(rec, table, per_unit)
         if point is not None:
             extra_points.append(point)
         if out_study is not None and rec.best is not None:
-            text = study_fragment(
-                rec, table, curves_file, seed=seed, distinct=result.distinct_draws
-            )
+            text = study_fragment(rec, table, curves_file, seed=seed)
             out_study.parent.mkdir(parents=True, exist_ok=True)
             out_study.write_text(text, encoding="utf-8")
             extra_json["recommendation"]["out_study"] = str(out_study)
