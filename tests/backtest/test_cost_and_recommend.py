@@ -44,6 +44,13 @@ def test_continue_cost_against_a_hand_computed_cost(tmp_path: Path) -> None:
     assert cont.policies[1].gpu_hours is None
     restart = backtest(table, policies, replays=20, seed=0, cost_model="restart")
     assert restart.policies[1].cost == pytest.approx(150.0)
+    # top_k:k=1 jumps from the first level to the last: under continue the kept run goes on
+    # from 10 to 90 steps (3 x 10 + 80 = 110); under restart it is a fresh 90 (30 + 90 = 120).
+    top = parse_policies("top_k:k=1")
+    assert backtest(table, top, replays=5, seed=0).policies[0].cost == pytest.approx(110.0)
+    assert backtest(table, top, replays=5, seed=0, cost_model="restart").policies[
+        0
+    ].cost == pytest.approx(120.0)
     converted = backtest(table, policies, replays=20, seed=0, seconds_per_unit=0.36)
     assert converted.policies[1].gpu_hours == pytest.approx(110 * 0.36 / 3600)
     path = write_curves(table.rows, tmp_path / "t.csv", unit="steps", metric="val_loss")
