@@ -65,6 +65,11 @@ def section_data(study_root: Path) -> SectionData | None:
     )
 
 
+def _unit_word(truth: dict[str, Any]) -> str:
+    unit = truth.get("budget_unit") or "seconds"
+    return "s" if unit == "seconds" else str(unit)
+
+
 def _cost(row: dict[str, Any]) -> float:
     """GPU-hours when the table converts to them, else the cost in the table's own unit."""
     value = row.get("gpu_hours")
@@ -92,8 +97,9 @@ def render_section(data: SectionData) -> str:
     out = [
         f"<p>Back-test of promotion policies over {data.replays} replays of resampled seeds and "
         f"hosts (stored in <code>{RESULT_DIR}/</code> by <code>stagewise backtest --study</code>). "
-        f"Truth: <b>{e(str(truth.get('condition_id')))}</b>, best mean val_bpb "
-        f"{_num(truth.get('mean_val_bpb'), 6)} at {_num(truth.get('final_budget_seconds'), 0)} s "
+        f"Truth: <b>{e(str(truth.get('condition_id')))}</b>, best mean "
+        f"{e(str(truth.get('metric') or 'val_bpb'))} {_num(truth.get('mean_val_bpb'), 6)} at "
+        f"{_num(truth.get('final_budget_seconds'), 0)} {e(_unit_word(truth))} "
         f"over every seed and host. Costs use the <b>{e(data.cost_model)}</b> cost model.</p>"
     ]
     if data.cheapest is not None:
