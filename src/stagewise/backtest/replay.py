@@ -526,6 +526,31 @@ def backtest(
     )
 
 
+def measured_seconds_per_unit(study_root: Any, unit: str) -> float | None:
+    """Seconds per step or token measured by a study's succeeded runs (median), or None.
+
+    Converts a steps or tokens table's cost to GPU-hours with the study's own throughput when
+    no `--seconds-per-unit` is given.
+    """
+    from stagewise.ledger import Ledger
+
+    if unit == "seconds":
+        return None
+    try:
+        ledger = Ledger.open(study_root, create=False)
+    except Exception:  # no ledger (a study never run): nothing measured
+        return None
+    with ledger:
+        rates = []
+        for rec in ledger.runs():
+            if rec.status != "succeeded" or not rec.training_seconds:
+                continue
+            amount = rec.num_steps if unit == "steps" else (rec.total_tokens_M or 0) * 1e6
+            if amount:
+                rates.append(float(rec.training_seconds) / float(amount))
+    return float(np.median(rates)) if rates else None
+
+
 __all__ = [
     "COST_MODELS",
     "BacktestResult",
@@ -537,6 +562,7 @@ __all__ = [
     "enumerated",
     "hours_per_unit",
     "mean_interval",
+    "measured_seconds_per_unit",
     "resolve_cost_model",
     "run_costs",
     "score",
