@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "stagewise.bounds",  # numeric bounds
             "stagewise.html_parts",  # escaping, a table, an inline PNG: the report and back-test
             "stagewise.examples",  # shipped example data (no code above this layer)
+            "stagewise.tested_set",  # the tested versions (constraints.txt, package data)
         ),
     ),
     ("study", ("stagewise.study",)),
@@ -56,6 +57,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "stagewise.walk",
             # Where a study stands (plan + ledger only): below the report, which shows it.
             "stagewise.status",
+            "stagewise.job_status",  # the cluster jobs part of `status`
         ),
     ),
     ("report", ("stagewise.report",)),
@@ -63,7 +65,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("audit", ("stagewise.audit",)),
     (
         "export/demo/doctor",
-        ("stagewise.export", "stagewise.demo", "stagewise.doctor", "stagewise.create"),
+        (
+            "stagewise.export",
+            "stagewise.demo",
+            "stagewise.doctor",
+            "stagewise.doctor_slurm",  # `doctor --host`: a smoke job on a Slurm host block
+            "stagewise.create",
+        ),
     ),
     # The CLI, and the package namespace that re-exports the public API.
     ("cli", ("stagewise.cli", "stagewise.__main__", "stagewise.__init__")),

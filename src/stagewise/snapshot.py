@@ -18,15 +18,16 @@ the MLflow export and the study driver all take a snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+from stagewise.analysis.cells import ResultLike
 from stagewise.errors import StagewiseError
 from stagewise.gates.budget import BudgetResult, budget_of
 from stagewise.gates.decide import gate_result
 from stagewise.gates.evaluate import Evaluation, evaluate_gate
-from stagewise.gates.freeze import changes_against
+from stagewise.gates.freeze import RecipeSplit, changes_against, split_by_recipe
 from stagewise.gates.results import GateResult
 from stagewise.gates.sensitivity import SensitivityGrid, frozen_sha256, sensitivity_of
 from stagewise.ledger import DecisionRecord, Event, FreezeRecord, Ledger, RunRecord
@@ -83,6 +84,7 @@ class GateSnapshot:
     decisions: tuple[DecisionRecord, ...]  # every decision, withdrawn ones included
     active: DecisionRecord | None
     cells: tuple[RunRecord, ...]  # succeeded results of the gate's stages
+    files_only: bool  # a ledger rebuilt from a bundle: recipes compared by the study files
 
     @property
     def gate_id(self) -> str:
@@ -92,33 +94,75 @@ class GateSnapshot:
     def current_freeze(self) -> FreezeRecord | None:
         return self.freezes[-1] if self.freezes else None
 
-    @cached_property
+    @property
     def changes_since_freeze(self) -> tuple[str, ...]:
         """How the gate in study.toml differs from its current freeze (empty when it does not,
         or when it was never frozen); an error reading the freeze is said as a change."""
+        changes = self._changes
+        return (str(changes),) if isinstance(changes, StagewiseError) else changes
+
+    def require_changes_since_freeze(self) -> tuple[str, ...]:
+        """`changes_since_freeze`, raising the error that kept them from being compared."""
+        changes = self._changes
+        if isinstance(changes, StagewiseError):
+            raise changes
+        return changes
+
+    @cached_property
+    def _changes(self) -> tuple[str, ...] | StagewiseError:
         if self.current_freeze is None:
             return ()
         try:
             return tuple(
-                changes_against(self.study, self.gate_id, self.current_freeze, self.plan.candidates)
+                changes_against(
+                    self.study,
+                    self.gate_id,
+                    self.current_freeze,
+                    self.plan.candidates,
+                    files_only=self.files_only,
+                )
             )
         except StagewiseError as exc:
-            return (str(exc),)
+            return exc
+
+    @cached_property
+    def _split(self) -> RecipeSplit | None:
+        """The results the gate counts under its current freeze (only those of the frozen
+        recipes), as `stagewise gate` splits them; None for a gate never frozen."""
+        if self.current_freeze is None:
+            return None
+        return split_by_recipe(self.gate, self.freezes, self.runs)
+
+    def _evaluate(self, runs: Iterable[ResultLike]) -> Evaluation | StagewiseError:
+        try:
+            return evaluate_gate(self.study, self.gate_id, runs, self.plan.candidates)
+        except StagewiseError as exc:
+            return exc
 
     @cached_property
     def _evaluation(self) -> Evaluation | StagewiseError:
-        try:
-            return evaluate_gate(self.study, self.gate_id, self.runs, self.plan.candidates)
-        except StagewiseError as exc:
-            return exc
+        """The gate over the results it counts, evaluated once."""
+        split = self._split
+        return self._evaluate(self.runs if split is None else split.counted)
+
+    @cached_property
+    def _evaluation_of_all(self) -> Evaluation | StagewiseError:
+        """Over every result (what the sensitivity grid sweeps): the same evaluation unless
+        the freeze leaves some results out."""
+        split = self._split
+        if split is None or not (split.superseded or split.foreign):
+            return self._evaluation
+        return self._evaluate(self.runs)
 
     @cached_property
     def _result(self) -> GateResult | StagewiseError:
         ev = self._evaluation
         if isinstance(ev, StagewiseError):
             return ev
+        split = self._split
+        left_out = () if split is None else split.superseded + split.foreign
         try:
-            return gate_result(ev, freeze=self.current_freeze)
+            return gate_result(ev, freeze=self.current_freeze, not_counted=left_out)
         except StagewiseError as exc:
             return exc
 
@@ -135,10 +179,16 @@ class GateSnapshot:
     @cached_property
     def _sensitivity(self) -> tuple[SensitivityGrid | None, str]:
         try:
-            sha = frozen_sha256(self.study, self.gate_id, self.current_freeze, self.plan.candidates)
+            sha = frozen_sha256(
+                self.study,
+                self.gate_id,
+                self.current_freeze,
+                self.plan.candidates,
+                files_only=self.files_only,
+            )
         except StagewiseError as exc:
             return None, str(exc)
-        ev = self._evaluation
+        ev = self._evaluation_of_all
         if isinstance(ev, StagewiseError):
             return None, str(ev)
         grid = sensitivity_of(ev, sha)
@@ -169,6 +219,7 @@ class StudySnapshot:
     schema_version: int
     chain_problems: tuple[str, ...]  # the event chain's own links
     integrity_problems: tuple[str, ...]  # the links, then every table row against the chain
+    rebuilt: bool = False  # the ledger was rebuilt from a bundle (verify)
 
     @classmethod
     def read(cls, study: Study, ledger: Ledger) -> StudySnapshot:
@@ -187,6 +238,7 @@ class StudySnapshot:
             schema_version=ledger.schema_version,
             chain_problems=tuple(ledger.verify_chain()),
             integrity_problems=tuple(ledger.integrity_problems(runs, freezes, decisions)),
+            rebuilt=ledger.rebuilt,
         )
 
     @classmethod
@@ -213,9 +265,15 @@ class StudySnapshot:
                     decisions=decisions,
                     active=_active(decisions),
                     cells=_succeeded_cells(self.study, self.runs, gate),
+                    files_only=self.rebuilt,
                 )
             )
         return tuple(out)
+
+    def events_of(self, kind: str) -> tuple[Event, ...]:
+        """The events of `kind` and its sub-kinds (`run.retrying`, `run.retrying.x`), as
+        `Ledger.events(kind)` selects them."""
+        return tuple(e for e in self.events if e.kind == kind or e.kind.startswith(kind + "."))
 
     def gate(self, gate_id: str) -> GateSnapshot:
         for view in self.gates:

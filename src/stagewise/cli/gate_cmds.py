@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
@@ -66,6 +67,8 @@ def freeze(
             )
             return
         rec = outcome.record
+        for warning in outcome.warnings:
+            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         if not outcome.created:
             console.print(
                 f"{gate} is already frozen as it stands ({rec.kind} at {rec.frozen_at}, "
@@ -74,6 +77,9 @@ def freeze(
             return
         word = "amended" if rec.kind == "amend" else "froze"
         console.print(f"{word} {gate}: sha256 {rec.sha256} at {rec.frozen_at}")
+        recipes = outcome.to_dict()["recipes"]
+        if isinstance(recipes, dict):
+            console.print(f"recipes frozen: {len(recipes)} conditions ({', '.join(recipes)})")
         if rec.post_hoc:
             console.print(
                 f"[yellow]post hoc:[/] {len(rec.results_at_freeze)} results of its stages "

@@ -31,9 +31,13 @@ def print_gate(console: Console, r: GateResult) -> None:
         f"frozen sha256 {r.frozen_sha256} at {freeze.frozen_at if freeze else None}"
         + (" [yellow](post hoc)[/]" if freeze and freeze.post_hoc else "")
     )
+    if freeze is not None and isinstance(freeze.recipes, str):
+        console.print(f"  {freeze.recipes}")  # "recipes not frozen (format 1)"
     for a in r.amendments:
         if a.kind == "amend":
             console.print(f"  amended {a.frozen_at}: {a.reason}")
+    for n in r.not_counted:
+        console.print(f"  not counted: {n.run}: {n.why}", markup=False)
     for m in r.manual:
         state = "withdrawn" if m.withdrawn_at else "active"
         console.print(f"  MANUAL decision ({state}): {', '.join(m.promoted)}: {m.reason}")

@@ -11,14 +11,15 @@ from rich.table import Table
 
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
 from stagewise.cli.common import console, emit_json, fmt, open_study
-from stagewise.create import init_study
-from stagewise.errors import DecisionError, StudyError
+from stagewise.create import init_study, start_new_ledger
+from stagewise.errors import DecisionError, StagewiseError, StudyError
 from stagewise.executors.external import import_results
 from stagewise.gates.confidence import DEFAULT_SEED
 from stagewise.gates.manual import decide_manually, withdraw
 from stagewise.gates.seed_planning import seed_plan
+from stagewise.ledger import LEDGER_FILE, Ledger
 from stagewise.plan import build_plan
-from stagewise.status import study_status
+from stagewise.status import edits_since_freeze, study_status
 from stagewise.study import load_study
 from stagewise.study.init import EXAMPLES
 
@@ -32,19 +33,60 @@ def init(
         str | None,
         typer.Option("--example", help=f"Copy a shipped example: {', '.join(EXAMPLES)}."),
     ] = None,
+    new_ledger: Annotated[
+        str | None,
+        typer.Option(
+            "--new-ledger",
+            help="REASON: start a new, empty ledger in an existing study whose ledger is lost "
+            "(the old files are kept aside; the new chain records the reason).",
+        ),
+    ] = None,
 ) -> None:
     """Create a study folder (a template, or a copy of a shipped example) and its ledger."""
+    if new_ledger is not None:
+        if example is not None:
+            raise StudyError("--new-ledger starts over an existing study: leave out --example")
+        head = start_new_ledger(folder, new_ledger)
+        console.print(f"started a new ledger in {folder} (chain head {head}); reason recorded")
+        return
     study = init_study(folder, example)
     console.print(f"created study {study.name!r} in {folder}")
     console.print(f"next: stagewise validate {folder}; stagewise plan {folder}")
 
 
 def validate(folder: StudyDir) -> None:
-    """Check study.toml and the matrix; print a one-line summary or the first problem."""
+    """Check study.toml and the matrix; print a one-line summary or the first problem.
+
+    A frozen gate edited since its freeze is reported (gate and run refuse it until amended);
+    that never fails validation.
+    """
     study = load_study(folder)
     console.print(
         f"ok: {study.name}: {len(study.conditions)} conditions, {len(study.hosts)} hosts, "
         f"{len(study.stages)} stages, {len(study.gates)} gates"
+    )
+    if not (study.root / LEDGER_FILE).is_file():
+        return
+    try:
+        with Ledger.open(study.root, create=False) as ledger:
+            for gate_id in study.gates:
+                record = ledger.current_freeze(gate_id)
+                if record is not None:
+                    edits = edits_since_freeze(study, ledger, gate_id)
+                    _print_edits(gate_id, record.frozen_at, edits, folder)
+    except StagewiseError as exc:
+        console.print(f"note: the ledger was not read ({exc})", markup=False, soft_wrap=True)
+
+
+def _print_edits(gate: str, frozen_at: str | None, edits: list[str], folder: Path) -> None:
+    if not edits:
+        return
+    console.print(
+        f"note: gate {gate} was edited since its freeze of {frozen_at}: {'; '.join(edits)} "
+        f"(gate and run refuse it until `stagewise freeze {folder} {gate} --amend --reason ...`)",
+        style="yellow",
+        markup=False,
+        soft_wrap=True,
     )
 
 
@@ -205,6 +247,16 @@ def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
             *(str(r[k]) for k in ("succeeded", "failed", "running", "interrupted", "pending")),
         )
     console.print(table)
+    for st in result["stages"]:
+        for row in st["retrying"]:
+            console.print(
+                f"{st['stage']}: retrying {row['run']} (attempt {row['attempt']}, after "
+                f"{row['after']})",
+                markup=False,
+                soft_wrap=True,
+            )
+        for text in st["waiting"]:
+            console.print(f"{st['stage']}: waiting: {text}", markup=False, soft_wrap=True)
     gates = Table(title="gates")
     for col in ("gate", "kind", "stages", "frozen", "decision"):
         gates.add_column(col)
@@ -220,6 +272,25 @@ def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
         )
         gates.add_row(g["gate"], g["kind"], ",".join(g["stages"]), frozen, decision)
     console.print(gates)
+    for g in result["gates"]:
+        if isinstance(g.get("recipes"), str):
+            console.print(f"{g['gate']}: {g['recipes']}", markup=False)
+        _print_edits(g["gate"], g.get("frozen_at"), g.get("changed_since_freeze") or [], folder)
+    if result["jobs"]:
+        jobs = Table(title="cluster jobs")
+        for col in ("run", "try", "job", "state", "reason", "node", "log"):
+            jobs.add_column(col)
+        for j in result["jobs"]:
+            jobs.add_row(
+                j["run"],
+                str(j["attempt"]),
+                j["job_id"],
+                j["job_state"] or "-",
+                j["reason"] or "-",
+                j["node"] or "-",
+                j["job_log"] or "-",
+            )
+        console.print(jobs)
     console.print(f"chain head: {result['chain_head']}", soft_wrap=True)
     if not result["chain_ok"]:
         console.print(

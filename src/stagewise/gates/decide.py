@@ -22,7 +22,13 @@ from stagewise.analysis.published import compare_with_published
 from stagewise.errors import DecisionError
 from stagewise.gates.confidence import DEFAULT_SEED, attach, verdict_confidence
 from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate
-from stagewise.gates.freeze import amendment_history, require_frozen, summary
+from stagewise.gates.freeze import (
+    amendment_history,
+    foreign_recipe_error,
+    require_frozen,
+    split_by_recipe,
+    summary,
+)
 from stagewise.gates.records import DECISIONS_DIR, write_records
 from stagewise.gates.results import (
     CONDITION_KEYS,
@@ -31,6 +37,7 @@ from stagewise.gates.results import (
     FreezeSummary,
     GateResult,
     Incomplete,
+    NotCounted,
     RuleView,
 )
 from stagewise.ledger import DecisionRecord, FreezeRecord, Ledger
@@ -81,6 +88,7 @@ def gate_result(
     manual: Iterable[DecisionRecord] = (),
     confidence: float | None = DEFAULT_CONFIDENCE,
     seed: int = DEFAULT_SEED,
+    not_counted: Iterable[NotCounted] = (),
 ) -> GateResult:
     """The typed result of an evaluated gate (nothing recorded).
 
@@ -106,6 +114,7 @@ def gate_result(
         kendalls_w=ev.kendalls_w,
         host_pairs=tuple(ev.host_pairs),
         stability=tuple(ev.stability),
+        not_counted=tuple(not_counted),
     )
     if confidence is None:
         return result
@@ -121,13 +130,26 @@ def result_from_runs(
     freeze: FreezeRecord | None = None,
     confidence: float | None = DEFAULT_CONFIDENCE,
     seed: int = DEFAULT_SEED,
+    history: Iterable[FreezeRecord] = (),
 ) -> GateResult:
-    """The gate's result computed read-only from run records (for reports and verification)."""
+    """The gate's result computed read-only from run records (for reports and verification).
+
+    With a `freeze` (and the gate's earlier freezes in `history`), only results of the frozen
+    recipes count, as when the gate is applied; the others are listed in `not_counted`.
+    """
+    runs = list(runs)
+    left_out: tuple[NotCounted, ...] = ()
+    if freeze is not None:
+        freezes = [f for f in history if f.id != freeze.id] + [freeze]
+        split = split_by_recipe(study.gates[gate_id], freezes, runs)
+        runs = list(split.counted)
+        left_out = split.superseded + split.foreign
     return gate_result(
-        evaluate_gate(study, gate_id, list(runs), candidates),
+        evaluate_gate(study, gate_id, runs, candidates),
         freeze=freeze,
         confidence=confidence,
         seed=seed,
+        not_counted=left_out,
     )
 
 
@@ -184,7 +206,11 @@ def apply_gate(
             f'--reason "..."`'
         )
     freeze = require_frozen(study, ledger, gate_id)
-    ev = evaluate_gate(study, gate_id, ledger.runs(), build_plan(study, ledger).candidates)
+    split = split_by_recipe(study.gates[gate_id], ledger.freezes(gate_id), ledger.runs())
+    if split.foreign:
+        texts = ledger.recipe_texts(n.recipe_sha256 for n in split.foreign)
+        raise foreign_recipe_error(gate_id, split, freeze, texts)
+    ev = evaluate_gate(study, gate_id, split.counted, build_plan(study, ledger).candidates)
     if not ev.pool.complete:
         missing = ", ".join(sorted(ev.pool.missing)) or "none planned"
         raise DecisionError(
@@ -198,6 +224,7 @@ def apply_gate(
         manual=[d for d in ledger.decisions(gate_id) if d.manual],
         confidence=confidence,
         seed=seed,
+        not_counted=split.superseded,
     )
     decision = ledger.record_decision(
         gate_id,
@@ -210,6 +237,10 @@ def apply_gate(
             "verdicts": ev.judgement.verdicts,
             "incomplete": sorted(ev.pool.missing),
             "cells": len(ev.cells),
+            # results left out for a recipe an amendment replaced (key only when there are any)
+            **(
+                {"not_counted": [n.to_json() for n in split.superseded]} if split.superseded else {}
+            ),
         },
     )
     notes = compare_with_published(

@@ -343,9 +343,16 @@ class FreezeSummary:
     post_hoc: bool
     reason: str | None
     results_at_freeze: int
+    # condition -> frozen recipe sha256, or "recipes not frozen (format 1)"; None: not shown
+    recipes: Mapping[str, str] | str | None = None
 
     @classmethod
-    def of(cls, record: FreezeRecord, frozen_sha256: str | None) -> FreezeSummary:
+    def of(
+        cls,
+        record: FreezeRecord,
+        frozen_sha256: str | None,
+        recipes: Mapping[str, str] | str | None = None,
+    ) -> FreezeSummary:
         return cls(
             record.kind,
             record.sha256,
@@ -354,11 +361,12 @@ class FreezeSummary:
             record.post_hoc,
             record.reason,
             len(record.results_at_freeze),
+            recipes,
         )
 
     def to_json(self) -> dict[str, Any]:
         """The result's `freeze` object."""
-        return {
+        out: dict[str, Any] = {
             "sha256": self.sha256,
             "definition_sha256": self.frozen_sha256,
             "kind": self.kind,
@@ -367,6 +375,9 @@ class FreezeSummary:
             "results_at_freeze": self.results_at_freeze,
             "reason": self.reason,
         }
+        if self.recipes is not None:
+            out["recipes"] = self.recipes if isinstance(self.recipes, str) else dict(self.recipes)
+        return out
 
     def history_json(self) -> dict[str, Any]:
         """One entry of the result's `amendments` (and `freeze --json`'s `history`)."""
@@ -390,6 +401,24 @@ def manual_json(decision: DecisionRecord) -> dict[str, Any]:
         "withdrawn_at": decision.withdrawn_at,
         "withdraw_reason": decision.withdraw_reason,
     }
+
+
+@dataclass(frozen=True)
+class NotCounted:
+    """A result of the gate's stages that the gate does not count, and why."""
+
+    run: str  # "stage/condition/seedN/host"
+    condition_id: str
+    recipe_sha256: str
+    why: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "condition_id": self.condition_id,
+            "recipe_sha256": self.recipe_sha256,
+            "why": self.why,
+        }
 
 
 @dataclass(frozen=True)
@@ -422,6 +451,9 @@ class GateResult:
     published_comparison: tuple[ComparisonNote, ...] | None = None
     # Verdict confidence and variance components (gates.confidence.verdict_confidence).
     confidence: GateConfidence | None = None
+    # Results of the gate's stages left out because they trained a recipe other than the one
+    # frozen now (gates.freeze.split_by_recipe); in the JSON only when there are any.
+    not_counted: tuple[NotCounted, ...] = ()
 
     def condition(self, condition_id: str) -> ConditionResult:
         for c in self.conditions:
@@ -475,4 +507,6 @@ class GateResult:
             out["published_comparison"] = [c.to_json() for c in self.published_comparison]
         if self.confidence is not None:
             out["confidence"] = self.confidence.to_json()
+        if self.not_counted:
+            out["not_counted"] = [n.to_json() for n in self.not_counted]
         return out

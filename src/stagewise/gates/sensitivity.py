@@ -108,19 +108,24 @@ def sensitivity(
     """Every threshold rule of the gate swept over `grid`."""
     record = ledger.current_freeze(gate_id)
     candidates = build_plan(study, ledger).candidates
-    frozen_sha = frozen_sha256(study, gate_id, record, candidates)
+    frozen_sha = frozen_sha256(study, gate_id, record, candidates, files_only=ledger.rebuilt)
     ev = evaluate_gate(study, gate_id, ledger.runs(), candidates, with_stability=False)
     return sensitivity_of(ev, frozen_sha, grid)
 
 
 def frozen_sha256(
-    study: Study, gate_id: str, record: FreezeRecord | None, candidates: Candidates
+    study: Study,
+    gate_id: str,
+    record: FreezeRecord | None,
+    candidates: Candidates,
+    *,
+    files_only: bool = False,
 ) -> str | None:
     """The sha256 the grid is computed under: the current freeze's, provided the gate still
     reads as frozen (FrozenRuleMismatch otherwise); None for a gate never frozen."""
     if record is None:
         return None
-    return frozen_as_written(study, gate_id, record, candidates).sha256
+    return frozen_as_written(study, gate_id, record, candidates, files_only=files_only).sha256
 
 
 def sensitivity_of(

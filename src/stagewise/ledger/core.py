@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -23,13 +24,19 @@ from typing import Any
 from stagewise.errors import LedgerError
 from stagewise.ledger import integrity
 from stagewise.ledger.integrity import TableRow, canonical_json, sha256_text
+from stagewise.ledger.masking import mask_paths, mask_value
 from stagewise.ledger.records import DecisionRecord, Event, FreezeRecord, RunKey, RunRecord
 
 BACKUP_SUFFIX = ".bak"
 GENESIS = "0" * 64
+# The chain head kept outside the database, beside it: deleting events (or the whole events
+# table) leaves a database that is consistent with itself, but not with this file.
+HEAD_FILE = "ledger.head"
 # Event hash formats: 1 hashes the payload text whole; 2 (schema v3 on) hashes each payload
-# field on its own, so a bundle can scrub one field (a path) and still prove the chain.
-EVENT_FORMAT = 2
+# field on its own, so a bundle can scrub one field (a path) and still prove the chain; 3 hashes
+# each field (and the subject) as written *and* masked (`ledger.masking`), so a bundle proves the
+# masked text it shows, not only that some text was there.
+EVENT_FORMAT = 3
 
 
 def utc_now() -> str:
@@ -51,9 +58,28 @@ def event_hash_v2(
     return sha256_text(canonical_json([prev_hash, ts, kind, subject_sha256, dict(fields)]))
 
 
+def shown_pair(shown_sha256: str, original_sha256: str) -> str:
+    """Format 3: one field, as a bundle shows it (masked) and as written."""
+    return sha256_text(shown_sha256 + original_sha256)
+
+
+def field_pairs(payload: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        k: shown_pair(sha256_text(canonical_json(mask_value(v))), sha256_text(canonical_json(v)))
+        for k, v in payload.items()
+    }
+
+
+def subject_pair(subject: str) -> str:
+    return shown_pair(sha256_text(mask_paths(subject)), sha256_text(subject))
+
+
 def event_hash(
     fmt: int, prev_hash: str, ts: str, kind: str, subject: str, payload_text: str
 ) -> str:
+    if fmt >= 3:
+        pairs = field_pairs(json.loads(payload_text))
+        return event_hash_v2(prev_hash, ts, kind, subject_pair(subject), pairs)
     if fmt >= 2:
         fields = field_hashes(json.loads(payload_text))
         return event_hash_v2(prev_hash, ts, kind, sha256_text(subject), fields)
@@ -85,6 +111,45 @@ def key_sha(key: RunKey) -> str:
     return integrity.key_digest(key.stage, key.condition_id, key.seed, key.host, _HASHES.id)
 
 
+def head_file(ledger_path: Path) -> Path:
+    return ledger_path.with_name(HEAD_FILE)
+
+
+def read_head_file(ledger_path: Path) -> tuple[int, str] | None:
+    """(seq, hash) of the last event this study's ledger is known to have held; None when no
+    head was ever written (a ledger from before the head file, or a new study)."""
+    path = head_file(ledger_path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return int(data["seq"]), str(data["hash"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        # Unreadable: treat as a head nothing can match, so the ledger is checked, not trusted.
+        return (-1, "unreadable")
+
+
+def write_head_file(ledger_path: Path, seq: int, digest: str) -> None:
+    """Atomically record the chain head beside the ledger (never moving it backwards: another
+    process may have written a later head meanwhile)."""
+    known = read_head_file(ledger_path)
+    if known is not None and known[0] > seq:
+        return
+    path = head_file(ledger_path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(canonical_json({"seq": seq, "hash": digest}) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        # The event itself is committed; the head file only guards against later deletion.
+        tmp.unlink(missing_ok=True)
+
+
+def last_event(conn: sqlite3.Connection) -> tuple[int, str] | None:
+    row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
+
 def read_only_message(folder: Path) -> str:
     return f"{folder}: the study folder is read-only; nothing was recorded"
 
@@ -96,6 +161,11 @@ class LedgerCore:
         self.path = path
         self._conn = conn
         self.read_only = read_only
+        # True for a scratch ledger rebuilt from a bundle's records (`Ledger.rebuild`): its study
+        # files are the bundle's, but the data and the trainer on this machine are not the
+        # study's, so only what the study files say of a recipe can be compared with a freeze.
+        self.rebuilt = False
+        self._appended: tuple[int, str] | None = None  # last event of the open write
 
     # ------------------------------------------------------------------ writing
     @contextmanager
@@ -107,10 +177,12 @@ class LedgerCore:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise self._write_error(exc, "cannot start a write") from None
+        self._appended = None
         try:
             yield conn
             conn.execute("COMMIT")
         except BaseException as exc:
+            self._appended = None
             # SQLite may already have rolled back (a full disk does): a second ROLLBACK would
             # then fail and hide the real cause behind "cannot rollback".
             if conn.in_transaction:
@@ -119,6 +191,11 @@ class LedgerCore:
             if isinstance(exc, sqlite3.Error):
                 raise self._write_error(exc, "write failed") from None
             raise
+        if self._appended is not None:
+            write_head_file(self.path, *self._appended)
+            self._appended = None
+            # The backup follows every recorded change, so a lost ledger loses nothing.
+            self._backup()
 
     def _write_error(self, exc: sqlite3.Error, what: str) -> LedgerError:
         text = str(exc)
@@ -131,10 +208,13 @@ class LedgerCore:
         return LedgerError(f"{self.path}: {what}; nothing was recorded ({text})")
 
     def _backup(self) -> None:
-        """Refresh `ledger.sqlite.bak` after a record that cannot be redone (a freeze, a
-        decision, an import), so a lost ledger can be restored rather than recreated."""
+        """Refresh `ledger.sqlite.bak` after each recorded change, so a lost ledger can be
+        restored rather than recreated. A backup is replaced only by a ledger whose chain
+        extends the backup's: a ledger that lost events never overwrites a good backup."""
         target = self.path.with_name(self.path.name + BACKUP_SUFFIX)
-        tmp = target.with_name(target.name + ".tmp")
+        if not self._extends(target):
+            return
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
             dst = sqlite3.connect(tmp)
             try:
@@ -145,6 +225,23 @@ class LedgerCore:
         except (OSError, sqlite3.Error):
             # The record itself is committed; a missing backup must not undo or hide that.
             tmp.unlink(missing_ok=True)
+
+    def _extends(self, backup: Path) -> bool:
+        """Whether this ledger's chain holds the backup's last event (or there is no backup)."""
+        if not backup.is_file():
+            return True
+        try:
+            old = sqlite3.connect(f"{backup.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                theirs = last_event(old)
+            finally:
+                old.close()
+        except sqlite3.Error:
+            return True  # not a usable backup: nothing of value to keep
+        if theirs is None:
+            return True
+        row = self._conn.execute("SELECT hash FROM events WHERE seq = ?", (theirs[0],)).fetchone()
+        return row is not None and str(row[0]) == theirs[1]
 
     # ------------------------------------------------------------------ events
     def _append(
@@ -160,7 +257,9 @@ class LedgerCore:
             "VALUES (?,?,?,?,?,?,?)",
             (ts, kind, subject, body, prev, digest, EVENT_FORMAT),
         )
-        return int(cur.lastrowid or 0)
+        seq = int(cur.lastrowid or 0)
+        self._appended = (seq, digest)
+        return seq
 
     def log_event(self, kind: str, subject: str, payload: Mapping[str, Any]) -> int:
         """Append a free-standing event (e.g. an `--allow-unfrozen` override)."""

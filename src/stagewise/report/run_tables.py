@@ -24,6 +24,7 @@ RUN_COLUMNS = (
     "finished_at",
     *SUMMARY_FIELDS,
     "checkpoint_sha256",
+    "recipe_sha256",  # the resolved recipe the run trained (its text: recipes/ in a bundle)
 )
 BUDGET_COLUMNS = (
     "stage",
