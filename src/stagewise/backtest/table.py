@@ -514,8 +514,12 @@ def write_curves(
 
 
 def _cell(value: Any) -> str:
+    """Lossless and short: a whole number without a decimal point, any other float as the
+    shortest text that reads back to the same float (a CSV gives the same back-test as Parquet)."""
     if isinstance(value, float):
-        return f"{value:.10g}"
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
     return str(value)
 
 
