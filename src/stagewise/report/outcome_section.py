@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from stagewise.analysis.published import outside_freezes, published_hours, published_notes
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.figure_base import as_dict, budget_label
 from stagewise.report.figures import RenderedFigure
@@ -16,30 +17,35 @@ from stagewise.report.html_blocks import (
     render_figure,
     skipped_figure,
 )
+from stagewise.report.stage_status import PUBLISHED_ONLY, results_sentence, stage_statuses
 
 
 def pending_items(ctx: ReportContext) -> list[str]:
     items = []
-    published_stages = {s for p in ctx.published for s in p.stages}
-    for p in ctx.published:
-        if p.gate:  # a pooled gate summary covers every stage the gate pools
-            published_stages.update(ctx.study.gates[p.gate].stages)
-    for st in ctx.status["stages"]:
-        runs = st["runs"]
-        recorded = sum(v for k, v in runs.items() if k != "pending")
-        if recorded == 0 and st["stage"] in published_stages:
+    for st in stage_statuses(ctx):
+        if st.state == PUBLISHED_ONLY:
             continue  # only a published summary exists; shown as such, nothing to wait for
-        if st["planned_runs"] is None:
-            items.append(f"stage {st['stage']}: candidates pending ({st['candidate_source']})")
-        elif not st["complete"]:
+        if st.planned is None:
+            source = next(
+                (s["candidate_source"] for s in ctx.status["stages"] if s["stage"] == st.stage),
+                "",
+            )
+            items.append(f"stage {st.stage}: candidates pending ({source})")
+        elif st.pending or st.failed:
             items.append(
-                f"stage {st['stage']}: {runs['succeeded']}/{st['planned_runs']} runs succeeded"
-                f" ({runs['pending']} pending, {runs['failed']} failed)"
+                f"stage {st.stage}: {st.succeeded}/{st.planned} runs succeeded"
+                f" ({st.pending} pending, {st.failed} failed)"
             )
     for view in ctx.gates:
         if view.pending and not (view.active is not None and view.active.manual):
             items.append(f"gate {view.gate_id}: {'; '.join(view.pending)}")
     return items
+
+
+COUNTERFACTUAL_CAVEAT = (
+    "The continue-all figures are accounting for continuations that were never run, not "
+    "evidence that the candidates left out would have lost."
+)
 
 
 def _names(labels: Sequence[str]) -> str:
@@ -76,6 +82,8 @@ class Outcome:
     pending: list[str] = field(default_factory=list)
     hashes: list[tuple[str, str]] = field(default_factory=list)  # (gate, sha256)
     chain: str = ""
+    results: str = ""  # where every stage's results stand (one status per stage)
+    notes: list[str] = field(default_factory=list)  # the study's own caveats (published/notes)
 
 
 def decided_gate(ctx: ReportContext) -> GateView | None:
@@ -116,6 +124,14 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
     yes, no = ("passed", "failed") if gate.kind == "confirm" else ("promoted", "stopped")
     freeze = view.current_freeze
     rule = f"its frozen rule (sha256 {freeze.sha256[:12]}…)" if freeze else "its rule (not frozen)"
+    outside = outside_freezes(ctx.published).get(gate.gate_id)
+    if outside is not None and freeze is not None:
+        rule += (
+            f", written down outside the tool on {outside.written_on} and frozen again by this "
+            f"replay on {freeze.frozen_at[:10]}"
+        )
+    elif outside is not None:
+        rule = f"its rule written down outside the tool on {outside.written_on}"
     lead = (
         f"Last decided: {where} {yes} {_names([str(c.get('label')) for c in good])}"
         + (f" and {no} {_names([str(c.get('label')) for c in bad])}" if bad else "")
@@ -145,13 +161,25 @@ def outcome_budget(ctx: ReportContext) -> str:
         )
     recorded = budget.get("total_recorded_gpu_hours")
     budgeted = budget.get("total_budgeted_gpu_hours")
-    text = (
-        f"GPU-hours: {fmt_hours(recorded)} recorded (training time of the recorded runs), "
-        f"{fmt_hours(budgeted)} budgeted"
-        if recorded
-        else f"GPU-hours: {fmt_hours(budgeted)} budgeted "
-        "(no training time recorded: the results were imported or are pending)"
-    )
+    stated = [h for h in published_hours(ctx.published) if h.scope == "all stages"]
+    if recorded:
+        text = (
+            f"GPU-hours: {fmt_hours(recorded)} recorded (training time of the recorded runs), "
+            f"{fmt_hours(budgeted)} budgeted"
+        )
+    elif stated:
+        text = (
+            f"GPU-hours: {stated[0].printed or fmt_hours(stated[0].hours)} recorded training "
+            f"time as published ({stated[0].hours:g} unrounded"
+            + (f"; {stated[0].note}" if stated[0].note else "")
+            + f"), {fmt_hours(budgeted)} budgeted (candidates x seeds x hosts x budget); the "
+            "runs in this study carry no training time of their own"
+        )
+    else:
+        text = (
+            f"GPU-hours: {fmt_hours(budgeted)} budgeted "
+            "(no training time recorded: the results were imported or are pending)"
+        )
     if isinstance(budgeted, int | float) and budgeted < 1:
         # a CPU demo spends minutes: say it in minutes too
         minutes = [f"{60 * v:.3g}" for v in (recorded, budgeted) if isinstance(v, int | float)]
@@ -170,7 +198,8 @@ def outcome_budget(ctx: ReportContext) -> str:
                 f"{fmt_hours(c.get('confirmation_gpu_hours'))} (+{fmt_hours(c.get('added_vs_executed'))})"
                 for c in alts
             )
-            + "."
+            + ". "
+            + COUNTERFACTUAL_CAVEAT
         )
     return text
 
@@ -212,6 +241,8 @@ def outcome(ctx: ReportContext) -> Outcome:
         pending=pending_items(ctx),
         hashes=hashes,
         chain=chain,
+        results=results_sentence(stage_statuses(ctx)),
+        notes=published_notes(ctx.published, "outcome"),
     )
 
 
@@ -223,6 +254,7 @@ def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> st
     if out.earlier:
         more.append(f"<li>{e(out.earlier)}</li>")
     more.append(f"<li>{e(out.budget)}</li>")
+    more.extend(f"<li>{e(n)}</li>" for n in out.notes)
     if out.pending:
         shown = out.pending[:3]
         rest = len(out.pending) - len(shown)
@@ -230,11 +262,11 @@ def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> st
             "<li>Pending: "
             + e("; ".join(shown))
             + (f" <a href='#pending'>and {rest} more</a>" if rest else "")
-            + "</li>"
+            + f" {e(out.results)}</li>"
         )
     else:
         more.append(
-            "<li>Pending: nothing; every stage has its results and every gate its decision.</li>"
+            "<li>Pending: nothing; every gate has its decision. " + e(out.results) + "</li>"
         )
     frozen = (
         "Frozen rules: "
