@@ -35,7 +35,6 @@ from stagewise.report.outcome_section import gate_budget
 from stagewise.report.stage_status import gate_results_words
 from stagewise.report.tables import GATE_COLUMNS, Table
 
-
 GATE_RECORDS_FILE = f"{PUBLISHED_DIR}/{GATE_RECORDS}.csv"
 
 

@@ -104,9 +104,7 @@ def section_pending(ctx: ReportContext) -> str:
     )
     if not pend:
         return "<p>Nothing is pending: every gate has its decision.</p>" + stages
-    return (
-        "<ul class='pending'>" + "".join(f"<li>{e(p)}</li>" for p in pend) + "</ul>" + stages
-    )
+    return "<ul class='pending'>" + "".join(f"<li>{e(p)}</li>" for p in pend) + "</ul>" + stages
 
 
 def section_setup(by_name: dict[str, Table]) -> str:
@@ -121,11 +119,7 @@ def section_records(by_name: dict[str, Table]) -> str:
     outside = by_name.get(f"published_{GATE_RECORDS}")
     return (
         render_table(by_name["freezes"])
-        + (
-            "<div class='pub'>" + render_table(outside) + "</div>"
-            if outside is not None
-            else ""
-        )
+        + ("<div class='pub'>" + render_table(outside) + "</div>" if outside is not None else "")
         + render_table(by_name["decisions"])
     )
 

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from stagewise.analysis.thresholds import threshold_text
 from stagewise.report.figures import RenderedFigure
 from stagewise.report.published import PUBLISHED_LABEL
 from stagewise.report.tables import Table
@@ -118,7 +119,7 @@ def column_format(column: str, value: Any) -> str | None:
         return None
     if any(column.startswith(p) for p in SCIENTIFIC):
         return fmt_small(value)
-    if column == "mean_rank" or column.endswith("_rank") and not value.is_integer():
+    if column == "mean_rank" or (column.endswith("_rank") and not value.is_integer()):
         return f"{value:.2f}"
     for part, decimals in COLUMN_DECIMALS:
         if part in column:
@@ -140,8 +141,7 @@ def fmt_threshold(value: Any) -> str:
     """A threshold at three decimals at least (0.010, 0.025), more when it has them."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    text = f"{float(value):.3f}"
-    return text if float(text) == float(value) else repr(float(value))
+    return threshold_text(value)
 
 
 def fmt_param(key: str, value: Any) -> str:

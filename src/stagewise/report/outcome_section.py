@@ -14,6 +14,7 @@ from stagewise.report.html_blocks import (
     e,
     figures_in,
     fmt_hours,
+    fmt_param,
     render_figure,
     skipped_figure,
 )
@@ -43,8 +44,8 @@ def pending_items(ctx: ReportContext) -> list[str]:
 
 
 COUNTERFACTUAL_CAVEAT = (
-    "The continue-all figures are accounting for continuations that were never run, not "
-    "evidence that the candidates left out would have lost."
+    "These are accounting for continuations never run, not evidence that the candidates left "
+    "out would have lost."
 )
 
 
@@ -66,7 +67,7 @@ def _rules_for(view: GateView, condition_id: str, role: str) -> list[str]:
     rules = named or [r for r in view.gate.rules if not r.conditions and not r.roles]
     out = []
     for r in rules:
-        params = ", ".join(f"{k} = {v}" for k, v in sorted(r.params.items()))
+        params = ", ".join(f"{k} = {fmt_param(k, v)}" for k, v in sorted(r.params.items()))
         out.append(f"{r.rule} ({params})" if params else r.rule)
     return out
 
@@ -169,11 +170,9 @@ def outcome_budget(ctx: ReportContext) -> str:
         )
     elif stated:
         text = (
-            f"GPU-hours: {stated[0].printed or fmt_hours(stated[0].hours)} recorded training "
-            f"time as published ({stated[0].hours:g} unrounded"
-            + (f"; {stated[0].note}" if stated[0].note else "")
-            + f"), {fmt_hours(budgeted)} budgeted (candidates x seeds x hosts x budget); the "
-            "runs in this study carry no training time of their own"
+            f"GPU-hours: {stated[0].printed or fmt_hours(stated[0].hours)} recorded "
+            f"({stated[0].hours:g} as published; no run here carries its own), "
+            f"{fmt_hours(budgeted)} budgeted"
         )
     else:
         text = (

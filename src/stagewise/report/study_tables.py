@@ -41,10 +41,7 @@ def summary_table(ctx: ReportContext) -> Table:
             "item": "runs known from a published summary only",
             "value": sum(s.pending for s in statuses if s.state == PUBLISHED_ONLY),
         },
-        *(
-            {"item": f"stage {s.stage}", "value": s.words().split(": ", 1)[1]}
-            for s in statuses
-        ),
+        *({"item": f"stage {s.stage}", "value": s.words().split(": ", 1)[1]} for s in statuses),
         {"item": "ledger events", "value": len(ctx.events)},
         {
             "item": "event chain",
@@ -108,7 +105,12 @@ def plan_table(ctx: ReportContext) -> Table:
         "Plan: budgets, seeds, hosts and runs per stage",
         list(rows[0]) if rows else ["stage"],
         rows,
-        note=f"total budgeted GPU-hours: {total} (candidates x seeds x hosts x budget)",
+        note=f"total budgeted GPU-hours: {total} (candidates x seeds x hosts x budget)"
+        + "".join(
+            f"; {st['stage']}: {text}"
+            for st in ctx.plan_dict["stages"]
+            for text in published_notes(ctx.published, f"seed:{st['stage']}")
+        ),
         sources=[*STUDY_SOURCES, "decisions/decisions.json"],
         command="stagewise plan STUDY --json",
     )
