@@ -207,3 +207,53 @@ def test_i7_the_backup_follows_each_write_and_never_shrinks(p06: Path, tmp_path:
     with Ledger.open(shrunk, create=False) as ledger:
         ledger.log_event("note", "x", {})
     assert (shrunk / "ledger.sqlite.bak").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- item 8
+
+
+def test_i8_decisions_and_report_linked_outside_are_refused(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(study / "decisions")
+    (study / "decisions").symlink_to(outside, target_is_directory=True)
+    (study / "report").symlink_to(outside, target_is_directory=True)
+    with Ledger.open(study, create=False) as ledger:
+        decisions = len(ledger.decisions())
+    _refused(_main(["gate", study, "g12h"], capsys), "refusing to write outside")
+    _refused(_main(["report", study], capsys), "refusing to write outside")
+    assert list(outside.iterdir()) == []
+    with Ledger.open(study, create=False) as ledger:
+        assert len(ledger.decisions()) == decisions  # nothing recorded either
+
+
+def test_i8_a_linked_ledger_is_refused(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    elsewhere = tmp_path / "elsewhere.sqlite"
+    (study / "ledger.sqlite").rename(elsewhere)
+    (study / "ledger.sqlite").symlink_to(elsewhere)
+    before = elsewhere.read_bytes()
+    for args in (["status", study], ["gate", study, "g12h"]):
+        _refused(_main(args, capsys), "is a symbolic link")
+    assert elsewhere.read_bytes() == before
+
+
+def test_i8_a_refused_run_leaves_no_running_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.executors.conftest import fake_study, runs
+
+    study = fake_study(tmp_path / "s", {"c_a": 0})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (study / "runs").symlink_to(outside, target_is_directory=True)
+    for _ in range(2):  # a retry is refused the same way, and claims nothing
+        _refused(_main(["run", study, "s1", "--allow-unfrozen"], capsys), "refusing to write outside")
+        assert {r["status"] for r in runs(study).values()} <= {"pending"}
+        assert all(r["attempts"] == 0 for r in runs(study).values())
+    assert list(outside.iterdir()) == []
