@@ -345,6 +345,13 @@ def backtest(
             "within_run tables, restart otherwise.",
         ),
     ] = None,
+    pairing: Annotated[
+        str,
+        typer.Option(
+            help="auto (paired when every level has a cell holding every condition), paired, or "
+            "unpaired (each condition's runs drawn independently, even if seed ids coincide)."
+        ),
+    ] = "auto",
     seconds_per_unit: Annotated[
         float | None,
         typer.Option(
@@ -396,7 +403,9 @@ def backtest(
     from stagewise.backtest.replay import hours_per_unit, resolve_cost_model
     from stagewise.backtest.table import CurvesError, read_curves
 
-    table = read_curves(curves_file)
+    if pairing not in ("auto", "paired", "unpaired"):
+        raise CurvesError(f"--pairing: expected auto, paired or unpaired, but got {pairing!r}")
+    table = read_curves(curves_file, pairing=None if pairing == "auto" else pairing)
     model = resolve_cost_model(table, cost)
     if seconds_per_unit is None and study_dir is not None and table.unit != "seconds":
         from stagewise.backtest.replay import measured_seconds_per_unit
