@@ -148,6 +148,23 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_ray_cluster() -> Iterator[Any]:
+    """One real local Ray cluster for the suites that do not break it: a head without CPUs and
+    one `blk-a` node with two CPUs (two slots). Stopped, by pid, at the end of the session."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("the ray extra is not installed")
+    from tests.executors.raytools import Cluster
+
+    cluster = Cluster()
+    try:
+        cluster.start_head()
+        cluster.add_node("blk-a", cpus=2)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real one-node Slurm cluster for the session (partitions blk-a and blk-b)."""
     from tests.executors.slurmtools import Cluster, skip_reason

@@ -86,3 +86,17 @@ def test_reattach_passes_a_running_run_to_the_new_driver_only(tmp_path: Path) ->
         ledger.finish(KEY, "succeeded", summary={"val_bpb": 1.0}, owner="new")
         assert ledger.run(KEY).status == "succeeded"  # type: ignore[union-attr]
         assert ledger.integrity_problems() == []
+
+
+def test_jobs_of_runs_no_longer_running_are_closed_on_the_next_start(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path) as ledger:
+        other = RunKey("s1", "c_b", 1, "block-a")
+        ledger.ensure_runs([KEY, other])
+        for key, job_id in ((KEY, "1_0"), (other, "1_1")):
+            ledger.claim(key, "old")
+            ledger.record_job(key, 1, "slurm", job_id)
+        # The old driver recorded KEY's outcome and died before closing its job.
+        ledger.finish(KEY, "succeeded", summary={"val_bpb": 1.0}, owner="old")
+        assert ledger.close_settled_jobs() == 1
+        assert ledger.open_job(KEY, 1) is None
+        assert ledger.open_job(other, 1) is not None  # still running: still followed

@@ -9,6 +9,7 @@ import pytest
 from stagewise.errors import DecisionError, LedgerError
 from stagewise.ledger import Ledger, RunKey, sha256_text
 from stagewise.ledger.schema import MIGRATIONS, SCHEMA_VERSION
+from stagewise.ledger.store import EVENT_FORMAT
 
 
 def _worker(folder: str, worker: int, n: int) -> None:
@@ -178,7 +179,7 @@ def test_v2_ledger_upgrades_to_a_chain_that_covers_its_data(tmp_path: Path) -> N
         assert ledger.schema_version == SCHEMA_VERSION >= 3
         assert ledger.integrity_problems() == []
         baseline = ledger.events("ledger.migrate")[-1]
-        assert baseline.format == 2 and len(baseline.payload["runs"]) == 1
+        assert baseline.format == EVENT_FORMAT and len(baseline.payload["runs"]) == 1
         assert len(baseline.payload["freezes"]) == 1
         head = ledger.head
     assert (tmp_path / "ledger.sqlite.v2.bak").is_file()

@@ -81,11 +81,18 @@ def verify(
     if result.ok:
         console.print(f"OK: {result.summary()}", soft_wrap=True)
         console.print(f"chain head: {result.chain_head}", soft_wrap=True)
+        _unchecked(result.unchecked)
         return
     for problem in result.problems:
         console.print(f"MISMATCH: {problem}", markup=False, soft_wrap=True)
     console.print(f"FAILED: {len(result.problems)} problem(s); {result.summary()}", soft_wrap=True)
+    _unchecked(result.unchecked)
     raise typer.Exit(1)
+
+
+def _unchecked(items: list[str]) -> None:
+    for item in items:
+        console.print(f"informational (not checked): {item}", markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -247,6 +247,16 @@ def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
             *(str(r[k]) for k in ("succeeded", "failed", "running", "interrupted", "pending")),
         )
     console.print(table)
+    for st in result["stages"]:
+        for row in st["retrying"]:
+            console.print(
+                f"{st['stage']}: retrying {row['run']} (attempt {row['attempt']}, after "
+                f"{row['after']})",
+                markup=False,
+                soft_wrap=True,
+            )
+        for text in st["waiting"]:
+            console.print(f"{st['stage']}: waiting: {text}", markup=False, soft_wrap=True)
     gates = Table(title="gates")
     for col in ("gate", "kind", "stages", "frozen", "decision"):
         gates.add_column(col)

@@ -49,6 +49,11 @@ FailureKind = Literal[
     "lost",  # the worker/node running it went away (Ray): retried
 ]
 TRANSIENT: frozenset[str] = frozenset({"oom", "timeout", "crash", "killed", "lost"})
+# Ends whose cause lies outside the run (a signal it did not raise, a lost node or worker): on
+# every executor the driver reruns these up to the host's `max_retries` times (default 3) before
+# they count as failed, besides what `--retries` allows (executors/dispatch.py).
+FAULTS: frozenset[str] = frozenset({"killed", "lost"})
+DEFAULT_FAULT_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,9 @@ class RunOutcome:
     startup_seconds: float | None = None  # process start -> first progress line
     worker: str | None = None  # slot or node that ran it
     attempt: int = 1
+    # Reruns the executor itself made of this attempt after faults (Ray after a lost node); the
+    # driver's fault policy (`max_retries`) counts them, so no executor reruns more than it.
+    fault_reruns: int = 0
 
     def __post_init__(self) -> None:
         if self.status not in ("succeeded", "failed", "interrupted"):
@@ -140,6 +148,21 @@ class RunOutcome:
     def val_bpb(self) -> float | None:
         value = self.summary.get("val_bpb")
         return float(value) if isinstance(value, int | float) else None
+
+
+@dataclass(frozen=True)
+class ExecutorNotice:
+    """A condition of the executor's backend that the user should see while it lasts.
+
+    E.g. "block-a: no live Ray node offers blk-a=1 (since 12s)" or "the Ray head at ... does not
+    answer". `topic` names the condition (one notice per topic is current: a new one replaces
+    it); `text=None` says it is over. The driver shows it in the live view and records it in
+    the ledger (`executor.notice`), so `stagewise status` shows it too.
+    """
+
+    topic: str
+    text: str | None
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +196,7 @@ class RunJobState:
     note: str | None = None
 
 
-ExecutorEvent = RunStarted | RunProgress | RunOutcome | RunSubmitted | RunJobState
+ExecutorEvent = RunStarted | RunProgress | RunOutcome | RunSubmitted | RunJobState | ExecutorNotice
 
 
 class Executor(ABC):
@@ -209,6 +232,10 @@ class Executor(ABC):
     def free_slots(self, host: str) -> int:
         return max(0, self.capacity(host) - self.active(host))
 
+    def shortage(self, host: str) -> str:
+        """Why `host` has no slot now, in words (shown while its runs wait for one)."""
+        return f"{host}: no slot to run on"
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release backend resources (threads, a Ray connection)."""
 
@@ -231,6 +258,28 @@ EXECUTORS: dict[str, str] = {
 EXTRAS = {"ray": "ray", "slurm": "slurm"}
 
 
+def fault_retries(host: Host) -> int:
+    """How many times a run of `host` ended by a cause outside it is rerun (`max_retries`)."""
+    value = host.options.get("max_retries", DEFAULT_FAULT_RETRIES)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ExecutorError(
+            f"hosts.{host.name}.max_retries: expected a non-negative integer, but got {value!r}"
+        )
+    return value
+
+
+def host_seconds(host: Host, key: str, default: float | None) -> float | None:
+    """A positive number of seconds from the host's options (`key`), or `default`."""
+    value = host.options.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ExecutorError(
+            f"hosts.{host.name}.{key}: expected a positive number of seconds, but got {value!r}"
+        )
+    return float(value)
+
+
 def executor_class(kind: str) -> type[Executor]:
     """The executor class registered for `kind`, imported now."""
     target = EXECUTORS.get(kind)
@@ -250,10 +299,13 @@ def executor_class(kind: str) -> type[Executor]:
 
 
 __all__ = [
+    "DEFAULT_FAULT_RETRIES",
     "EXECUTORS",
+    "FAULTS",
     "TRANSIENT",
     "Executor",
     "ExecutorEvent",
+    "ExecutorNotice",
     "FailureKind",
     "OutcomeStatus",
     "RunJobState",
@@ -263,4 +315,6 @@ __all__ = [
     "RunSubmitted",
     "RunTask",
     "executor_class",
+    "fault_retries",
+    "host_seconds",
 ]

@@ -2,8 +2,10 @@
 
 `drive` is the driver's loop: hand every free slot its next queued run (claimed in the ledger
 just before it starts, so nothing runs twice), collect the executors' events, record each
-outcome (only the owner may close a run), retry transient failures as asked, and on SIGINT or
-SIGTERM cancel everything and wait a bounded time for the runs to report.
+outcome (only the owner may close a run), rerun runs ended by a fault outside them (the host's
+`max_retries`) and retry transient failures as asked (`--retries`), show what the executors
+report about their backends (a block without a node), and on SIGINT or SIGTERM cancel
+everything and wait a bounded time for the runs to report.
 """
 
 from __future__ import annotations
@@ -16,23 +18,30 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
+from stagewise.errors import ClusterLost
 from stagewise.executors.base import (
+    FAULTS,
     Executor,
     ExecutorEvent,
+    ExecutorNotice,
     RunJobState,
     RunOutcome,
     RunProgress,
     RunStarted,
     RunSubmitted,
+    fault_retries,
+    host_seconds,
 )
 from stagewise.executors.command import device_batch_size, supports_device_batch
 from stagewise.executors.queue import make_task
 from stagewise.executors.state import Reporter, RunningInfo, StageState
 from stagewise.ledger import Ledger, RunKey
+from stagewise.paths import run_dir
 from stagewise.study.model import Study
 
 POLL_SECONDS = 0.1  # how long the loop waits for events; bounds a freed slot's idle time
 STOP_WAIT_SECONDS = 30.0  # after Ctrl-C: how long to wait for children to report
+SLOT_CHECK_SECONDS = 0.5  # how often hosts with work are checked for having no slot at all
 
 
 class _Stop:
@@ -75,8 +84,10 @@ def drive(
     """`recipes`: condition -> (sha256, canonical text) of the recipe its runs train now;
     `replace`: finished runs of a replaced recipe, trained again."""
     overrides: dict[RunKey, dict[str, Any]] = {}
-    tries: dict[RunKey, int] = {}
+    tries: dict[RunKey, int] = {}  # retries under --retries
+    fault_tries: dict[RunKey, int] = {}  # reruns after a fault outside the run (max_retries)
     retry_claim: set[RunKey] = set()  # runs to claim from `failed` (a retry of ours)
+    watch = _SlotWatch(study, executors)
     with _Stop() as stop:
         deadline: float | None = None
         while queue or state.running:
@@ -104,30 +115,43 @@ def drive(
             if not state.running and not queue:
                 break
             events: list[ExecutorEvent] = []
+            if deadline is None:
+                events += watch.check(queue, state)  # may end the stage (ClusterLost)
             for ex in executors.values():
                 events += ex.poll(POLL_SECONDS / max(1, len(executors)))
             for event in events:
                 if isinstance(event, RunStarted):
                     info = state.running.get(event.key)
                     if info is not None:
+                        if info.slot and info.attempt == event.attempt:
+                            _rerun_by_executor(ledger, state, reporter, info, event)
                         info.slot = event.slot
                         info.started = time.monotonic()
                 elif isinstance(event, RunProgress):
                     info = state.running.get(event.key)
                     if info is not None:
                         info.progress = event
+                elif isinstance(event, ExecutorNotice):
+                    if not _notice(ledger, state, event, me):
+                        continue  # said already
                 elif isinstance(event, RunSubmitted | RunJobState):
                     record_job(ledger, event, state)
                 elif isinstance(event, RunOutcome):
                     record_outcome(ledger, event, me)
                     close_job(ledger, event)
                     state.running.pop(event.key, None)
-                    note = _retry_note(study, event, tries, retries, overrides, deadline)
+                    note = _retry_note(
+                        study, event, tries, fault_tries, retries, overrides, deadline
+                    )
                     if note is not None:
-                        tries[event.key] = tries.get(event.key, 0) + 1
                         retry_claim.add(event.key)
                         queue.appendleft(event.key)
                         state.pending += 1
+                        ledger.log_event(
+                            "run.retrying",
+                            str(event.key),
+                            {"attempt": event.attempt + 1, "after": event.cause, "note": note},
+                        )
                         reporter.retry(state, event, note)
                         continue
                     if event.status == "succeeded":
@@ -144,6 +168,96 @@ def drive(
                 RunOutcome(key=key, status="interrupted", cause=f"interrupted by {state.stopped}")
             )
             state.running.pop(key)
+
+
+def _rerun_by_executor(
+    ledger: Ledger, state: StageState, reporter: Reporter, info: RunningInfo, event: RunStarted
+) -> None:
+    """The executor started an attempt again by itself (Ray reran it after its node or worker
+    died): the ledger still holds one attempt, but the user should see that a retry is going."""
+    cause = f"lost: {info.slot} went away"
+    note = f"{cause}; rerun on {event.slot}"
+    ledger.log_event(
+        "run.retrying", str(info.key), {"attempt": info.attempt, "after": cause, "note": note}
+    )
+    info.reruns += 1
+    reporter.retry(
+        state,
+        RunOutcome(
+            key=info.key, status="failed", failure="lost", cause=cause, attempt=info.attempt
+        ),
+        note,
+    )
+
+
+def _notice(ledger: Ledger, state: StageState, notice: ExecutorNotice, me: str) -> bool:
+    """Keep a backend condition in the state while it lasts and record it for `stagewise
+    status`; False when it says nothing new."""
+    if notice.text is None:
+        if state.notices.pop(notice.topic, None) is None:
+            return False
+        state.notice_since.pop(notice.topic, None)
+    else:
+        if state.notices.get(notice.topic) == notice.text:
+            return False
+        state.notices[notice.topic] = notice.text
+        state.notice_since.setdefault(notice.topic, time.monotonic())
+    ledger.log_event(
+        "executor.notice",
+        state.stage,
+        {"topic": notice.topic, "text": notice.text, "host": notice.host, "owner": me},
+    )
+    return True
+
+
+def clear_notices(ledger: Ledger, state: StageState, me: str) -> None:
+    """The stage's driver is done: none of its notices holds any more."""
+    for topic in list(state.notices):
+        _notice(ledger, state, ExecutorNotice(topic, None), me)
+
+
+class _SlotWatch:
+    """Hosts that have work but no slot at all (the only node of a block died): said within
+    one check, in the live view and the ledger, and the stage ended after the host's
+    `node_wait_seconds` when it sets one (else the driver waits for a node to come back)."""
+
+    def __init__(self, study: Study, executors: dict[str, Executor]) -> None:
+        self.study = study
+        self.executors = executors
+        self.since: dict[str, float] = {}
+        self.checked = 0.0
+
+    def check(self, queue: deque[RunKey], state: StageState) -> list[ExecutorEvent]:
+        now = time.monotonic()
+        if now - self.checked < SLOT_CHECK_SECONDS:
+            return []
+        self.checked = now
+        events: list[ExecutorEvent] = []
+        hosts = {k.host for k in queue} | {k.host for k in state.running}
+        for name in sorted(hosts | set(self.since)):
+            host = self.study.hosts[name]
+            ex = self.executors.get(host.executor)
+            if ex is None:
+                continue
+            if name in hosts and ex.capacity(name) < 1:
+                since = self.since.setdefault(name, now)
+                limit = host_seconds(host, "node_wait_seconds", None)
+                shortage = ex.shortage(name)
+                if limit is not None and now - since > limit:
+                    waiting = sorted(str(k) for k in state.running if k.host == name)
+                    raise ClusterLost(
+                        f"{shortage}, for {limit:g}s (hosts.{name}.node_wait_seconds)",
+                        in_flight=tuple(waiting),
+                    )
+                end = (
+                    f"the stage ends after {limit:g}s (node_wait_seconds)"
+                    if limit is not None
+                    else "waiting for one (set node_wait_seconds to end instead)"
+                )
+                events.append(ExecutorNotice(f"host:{name}", f"{shortage}; {end}", name))
+            elif self.since.pop(name, None) is not None:
+                events.append(ExecutorNotice(f"host:{name}", None, name))
+        return events
 
 
 def dispatch(
@@ -164,6 +278,9 @@ def dispatch(
         ex = executors[study.hosts[key.host].executor]
         if ex.free_slots(key.host) < 1:
             continue
+        # A run folder leading out of the study is refused before the claim: a refusal leaves
+        # the ledger as it was (no `running` row left behind, claimed again on every retry).
+        run_dir(study.root, key.stage, key.condition_id, key.seed, key.host)
         record = ledger.claim(
             key,
             me,
@@ -255,14 +372,26 @@ def _retry_note(
     study: Study,
     outcome: RunOutcome,
     tries: dict[RunKey, int],
+    fault_tries: dict[RunKey, int],
     retries: int,
     overrides: dict[RunKey, dict[str, Any]],
     stopping: float | None,
 ) -> str | None:
-    """Why and how a failed attempt is retried, or None when it is not."""
-    if stopping is not None or not outcome.transient or tries.get(outcome.key, 0) >= retries:
+    """Why and how a failed attempt is retried, or None when it is not (counting it)."""
+    if stopping is not None or not outcome.transient:
         return None
     key = outcome.key
+    if outcome.failure in FAULTS:
+        # Ended from outside the run: rerun under the host's fault policy, on every executor
+        # alike; reruns the executor already made (Ray after a lost node) count against it.
+        allowed = fault_retries(study.hosts[key.host])
+        used = fault_tries.get(key, 0) + outcome.fault_reruns
+        if used < allowed:
+            fault_tries[key] = used + 1
+            return f"{outcome.cause}: rerunning (fault retry {used + 1} of {allowed})"
+    if tries.get(key, 0) >= retries:
+        return None
+    tries[key] = tries.get(key, 0) + 1
     if outcome.failure == "oom":
         host = study.hosts[key.host]
         current = overrides.get(key, {}).get(
@@ -272,7 +401,15 @@ def _retry_note(
             return None
         overrides.setdefault(key, {})["device_batch_size"] = int(current) // 2
         return f"out of memory: retrying with device_batch_size {int(current) // 2}"
-    return f"{outcome.failure}: retrying (attempt {tries.get(key, 0) + 2} of {retries + 1})"
+    return f"{outcome.failure}: retrying (attempt {tries[key] + 1} of {retries + 1})"
 
 
-__all__ = ["POLL_SECONDS", "STOP_WAIT_SECONDS", "dispatch", "drive", "record_job", "record_outcome"]
+__all__ = [
+    "POLL_SECONDS",
+    "STOP_WAIT_SECONDS",
+    "clear_notices",
+    "dispatch",
+    "drive",
+    "record_job",
+    "record_outcome",
+]

@@ -67,6 +67,7 @@ from stagewise.executors.slurm_support import (
     submitit_parameters,
     tail_text,
     time_limit_minutes,
+    with_job_state,
 )
 from stagewise.ledger import Ledger, RunKey
 from stagewise.protocol import finished_summary
@@ -87,6 +88,8 @@ MAX_ARRAY_TASKS = 1000  # Slurm's default MaxArraySize is 1001 (indices 0..1000)
 STATE_REFRESH_SECONDS = 2.0  # how often squeue is asked (one call for all the driver's jobs)
 GONE_GRACE_SECONDS = 10.0  # a job out of the queue: how long its outcome files may lag (NFS)
 SLURM_SILENT_SECONDS = 600.0  # squeue failing this long ends the runs as lost
+MAX_REQUEUES = 10  # preemptions one job may survive (submitit requeues it each time)
+SETTLE_SECONDS = 30.0  # a run killed by a signal: how long to wait for its job's final state
 
 
 @dataclass
@@ -101,6 +104,8 @@ class SlurmRun(RayRun):
     gone_since: float | None = None
     pending_since: float = field(default_factory=time.monotonic)
     waited_note: bool = False
+    killed: RunOutcome | None = None  # reported killed by a signal: waiting for Slurm's why
+    killed_at: float = 0.0
 
 
 def check_slurm() -> None:
@@ -234,9 +239,22 @@ class SlurmExecutor(Executor):
         events = self._flush()
         for run in list(self._runs.values()):
             events += follow_log(run)
-            outcome = read_outcome(run.task)
-            if outcome is not None:
-                events += self._end(run, outcome)
+            outcome = run.killed or read_outcome(run.task)
+            if outcome is None:
+                continue
+            if outcome.failure == "killed" and self._cancelled is not None:
+                # Our own scancel (Ctrl-C, close): the run was interrupted, not failed.
+                outcome = dataclasses.replace(
+                    outcome, status="interrupted", failure=None, cause=self._cancelled
+                )
+            elif outcome.failure == "killed":
+                # A signal from outside: Slurm ended the job (scancel, preemption, time limit,
+                # OOM, node failure). Its final state says which; wait for it, boundedly.
+                if run.killed is None:
+                    run.killed, run.killed_at = outcome, time.monotonic()
+                    self._next_refresh = 0.0
+                continue
+            events += self._end(run, outcome)
         if time.monotonic() >= self._next_refresh and self._runs:
             events += self._refresh()
             self._next_refresh = time.monotonic() + STATE_REFRESH_SECONDS
@@ -291,12 +309,14 @@ class SlurmExecutor(Executor):
         )
         folder = self._job_folder(tasks[0])
         folder.mkdir(parents=True, exist_ok=True)
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+        # submitit counts any USR2 in a job shorter than 10 minutes as a timeout; PackedRuns
+        # tells them apart itself, so this only bounds how often one job is requeued.
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_REQUEUES)
         name = job_name(self.study.name, stage.stage_id, host)
         executor.update_parameters(**submitit_parameters(options, minutes, name))
         try:
             with executor.batch():
-                pack = PackedRuns()  # type: ignore[no-untyped-call]
+                pack = PackedRuns(minutes * 60)
                 jobs = [executor.submit(pack, group, self.warm) for group in groups]
         except Exception as exc:  # sbatch's refusal, in Slurm's words
             text = " ".join(str(exc).split())
@@ -334,6 +354,12 @@ class SlurmExecutor(Executor):
             return events
         self._silent_since = None
         for run in list(self._runs.values()):
+            if run.killed is not None:
+                final = scontrol_show(run.job_id)
+                if (final is not None and not final.live) or now - run.killed_at > SETTLE_SECONDS:
+                    outcome = with_job_state(run.killed, run.job_id, final, run.job_log)
+                    events += self._end(run, outcome)
+                continue
             view = views.get(run.job_id)
             if view is not None:
                 run.gone_since = None
@@ -445,6 +471,12 @@ class SlurmExecutor(Executor):
         )
         if not outcome.worker:
             outcome = dataclasses.replace(outcome, worker=f"slurm:{run.job_id}")
+        if outcome.status == "failed" and run.job_log and run.job_log not in (outcome.cause or ""):
+            # Every failure names its job, the job's state and the job's own log.
+            outcome = dataclasses.replace(
+                outcome,
+                cause=f"{outcome.cause}; Slurm job {run.job_id} {state}; job log {run.job_log}",
+            )
         events.append(outcome)
         return events
 

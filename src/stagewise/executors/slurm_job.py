@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,11 +26,12 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from stagewise.executors.base import RunOutcome, RunTask
 from stagewise.executors.process import run_task
-from stagewise.executors.slurm_support import read_outcome, write_outcome
+from stagewise.executors.slurm_support import SIGNAL_DELAY_SECONDS, read_outcome, write_outcome
 from stagewise.executors.warm import WarmWorker, can_run_warm, run_warm, warm_env
 from stagewise.protocol import THREADS_ENV
 
 log = logging.getLogger("stagewise.slurm")
+TIME_SLACK_SECONDS = 30.0  # USR2 this close to the limit (beyond its 90 s warning): out of time
 
 
 def this_job() -> str:
@@ -57,9 +59,17 @@ def run_env() -> dict[str, str]:
 
 
 class PackedRuns(Checkpointable):
-    """The callable submitit runs in the job: `PackedRuns()(tasks, warm)`."""
+    """The callable submitit runs in the job: `PackedRuns(limit_seconds)(tasks, warm)`."""
+
+    def __init__(self, limit_seconds: float) -> None:
+        self.limit_seconds = limit_seconds  # the job's --time, to tell a timeout from preemption
+        self.started = time.time()
+        self.current: RunTask | None = None
+        self.tasks: list[RunTask] = []
+        self.signalled = False
 
     def __call__(self, tasks: Sequence[RunTask], warm: bool = True) -> list[RunOutcome]:
+        self.started, self.tasks = time.time(), list(tasks)
         job = this_job()
         slot = f"slurm:{job}@{socket.gethostname().split('.')[0]}"
         env = run_env()
@@ -72,12 +82,16 @@ class PackedRuns(Checkpointable):
                     outcomes.append(done)
                     continue
                 log.info("%s: run %s attempt %s", job, task.key, task.attempt)
+                self.current = task
                 if warm and can_run_warm(task):
                     if worker is None:
                         worker = WarmWorker(task.argv[0], warm_env(os.environ, env), slot)
                     outcome = run_warm(task, worker, _ignore, slot=slot)
                 else:
                     outcome = run_task(task, _ignore, extra_env=env, slot=slot)
+                self.current = None
+                if self.signalled and outcome.status != "succeeded":
+                    break  # killed by the preemption being handled: the requeued job reruns it
                 write_outcome(task, outcome, job)
                 outcomes.append(outcome)
         finally:
@@ -85,11 +99,41 @@ class PackedRuns(Checkpointable):
                 worker.close()
         return outcomes
 
-    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
-        """USR2: preempted or near the time limit. The requeued job gets the same pack and
-        skips the runs that wrote their outcome (the one in progress starts over)."""
-        print(f"stagewise: {this_job()} signalled; requeueing the pack", file=sys.stderr)
-        return DelayedSubmission(PackedRuns(), *args, **kwargs)  # type: ignore[no-untyped-call]
+    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission | None:  # type: ignore[override]
+        """USR2, 90 s before the end: a preemption, or the job's time limit.
+
+        Preempted: the requeued job gets the same pack and skips the runs that wrote their
+        outcome (the one in progress starts over). Out of time: a requeue would only time out
+        again, so the run in progress and those not started end here as timeouts (the driver's
+        retry policy decides what happens next) and the job is not requeued.
+        """
+        self.signalled = True
+        job = this_job()
+        left = self.limit_seconds - (time.time() - self.started)
+        if left > SIGNAL_DELAY_SECONDS + TIME_SLACK_SECONDS:
+            print(f"stagewise: {job} preempted; requeueing the pack", file=sys.stderr, flush=True)
+            return DelayedSubmission(PackedRuns(self.limit_seconds), *args, **kwargs)  # type: ignore[no-untyped-call]
+        minutes = self.limit_seconds / 60
+        for task in self.tasks:
+            if read_outcome(task) is not None:
+                continue
+            what = "during this run" if task is self.current else "before this run started"
+            write_outcome(
+                task,
+                RunOutcome(
+                    task.key,
+                    "failed",
+                    failure="timeout",
+                    cause=f"timeout: Slurm job {job} reached its time limit ({minutes:g} min) "
+                    f"{what}; raise the host's time_limit or lower runs_per_job",
+                    log_path=task.log_path,
+                    attempt=task.attempt,
+                    worker=f"slurm:{job}@{socket.gethostname().split('.')[0]}",
+                ),
+                job,
+            )
+        print(f"stagewise: {job} out of time; not requeued", file=sys.stderr, flush=True)
+        return None
 
 
 def _ignore(_event: object) -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -361,6 +362,30 @@ def end_outcome(
     )
 
 
+def with_job_state(
+    outcome: RunOutcome, job_id: str, view: JobView | None, job_log: str | None
+) -> RunOutcome:
+    """A run the job reported as killed by a signal, told by what Slurm did to its job.
+
+    scancel, a preemption, the time limit, the OOM killer and a failing node all reach the run
+    as a signal; the job's final state says which, and decides the failure kind (and so the
+    retry): TIMEOUT -> timeout, OUT_OF_MEMORY -> oom, NODE_FAIL/PREEMPTED -> lost, CANCELLED ->
+    killed. The run's own words stay at the end of the cause.
+    """
+    state = view.state if view is not None else "UNKNOWN"
+    where = f"Slurm job {job_id} {state}"
+    if view is not None and view.reason:
+        where += f" ({view.reason})"
+    if view is not None and view.node:
+        where += f" on {view.node}"
+    log_note = f"; job log {job_log}" if job_log else ""
+    if state in END_STATES and state not in ("COMPLETED", "FAILED"):
+        kind, meaning = END_STATES[state]
+        cause = f"{kind}: {meaning}; {where}{log_note} (the run: {outcome.cause})"
+        return dataclasses.replace(outcome, failure=kind, cause=cause)
+    return dataclasses.replace(outcome, cause=f"{outcome.cause}; {where}{log_note}")
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
@@ -450,5 +475,6 @@ __all__ = [
     "submitit_parameters",
     "tail_text",
     "time_limit_minutes",
+    "with_job_state",
     "write_outcome",
 ]

@@ -16,13 +16,14 @@ the demo and the whole-study driver do).
 
 from __future__ import annotations
 
+import shlex
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from stagewise.errors import ExecutorError, FrozenRuleMismatch
+from stagewise.errors import ClusterLost, ExecutorError, FrozenRuleMismatch
 from stagewise.executors.base import Executor, executor_class
-from stagewise.executors.dispatch import drive
+from stagewise.executors.dispatch import clear_notices, drive
 from stagewise.executors.ownership import driver_owner, owner_alive, run_lock
 from stagewise.executors.queue import StageQueue, build_queue, make_task, stale_recipe
 from stagewise.executors.recipe import resolve_recipes
@@ -157,6 +158,7 @@ def run_stage(
     with run_lock(study, wait=wait, notify=notify):
         ledger.ensure_runs(plan.runs)
         # Runs a lost driver left to cluster jobs are followed, not rerun (same attempt).
+        ledger.close_settled_jobs()
         attached = reattach_stale(ledger, me, study, stage_id)
         state.reattached = [str(key) for key, _job in attached]
         state.recovered, state.adopted = recover_stale(ledger, me, study)
@@ -220,7 +222,10 @@ def run_stage(
                     recipes,
                     stale,
                 )
+            except ClusterLost as exc:
+                raise _cluster_lost(study, ledger, stage_id, state, me, exc) from None
             finally:
+                clear_notices(ledger, state, me)
                 reporter.end(state)  # also on an error: a live view must give the terminal back
         finally:
             for ex in executors.values():
@@ -230,6 +235,28 @@ def run_stage(
             for key in list(state.running):
                 ledger.mark_interrupted(key, me, "driver stopped before the run ended")
     return state
+
+
+def _cluster_lost(
+    study: Study, ledger: Ledger, stage_id: str, state: StageState, me: str, exc: ClusterLost
+) -> ClusterLost:
+    """The cluster went away mid-stage: put the runs in flight back (they rerun from scratch on
+    resume) and say, on one line, what was lost, what was in flight and how to resume."""
+    in_flight = sorted(str(k) for k in state.running)
+    for key in list(state.running):
+        ledger.mark_interrupted(key, me, f"interrupted: {exc}")
+        state.running.pop(key)
+    state.stopped = "cluster lost"
+    runs = (
+        f"{len(in_flight)} run(s) in flight put back as interrupted ({', '.join(in_flight)})"
+        if in_flight
+        else "no run was in flight"
+    )
+    return ClusterLost(
+        f"{exc}; {runs}; once the cluster is back, resume with "
+        f"`{shlex.join(['stagewise', 'run', str(study.root), stage_id])}`",
+        in_flight=tuple(in_flight),
+    )
 
 
 def stage_recipes(study: Study, condition_ids: Any) -> dict[str, tuple[str, str]]:

@@ -47,6 +47,7 @@ class RunningInfo:
     started: float = field(default_factory=time.monotonic)
     progress: RunProgress | None = None
     budget_seconds: float = 0.0
+    reruns: int = 0  # times the executor started this attempt again after a fault
 
 
 @dataclass
@@ -73,6 +74,10 @@ class StageState:
     dry_run: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None  # the signal that stopped the stage, if any
+    # Backend conditions reported by the executors while they last (topic -> text), e.g. a
+    # block with no live node; shown by the live view and in `--json`.
+    notices: dict[str, str] = field(default_factory=dict)
+    notice_since: dict[str, float] = field(default_factory=dict)
 
     @property
     def finished_count(self) -> int:
@@ -133,6 +138,7 @@ class StageState:
             "retries": self.retries,
             "stopped_by": self.stopped,
             "dry_run": self.dry_run or None,
+            "notices": dict(self.notices),
             "wall_seconds": round(time.monotonic() - self.started, 3),
         }
 

@@ -126,6 +126,19 @@ class JobsTable(LedgerCore):
         ).fetchone()
         return self._job(row) if row else None
 
+    def close_settled_jobs(self) -> int:
+        """Mark collected the open jobs whose attempt is no longer running (a driver killed
+        between recording a run's outcome and closing its job); returns how many."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET ended=1, updated_at=? WHERE ended=0 AND NOT EXISTS (SELECT 1 "
+                "FROM runs r WHERE r.stage=jobs.stage AND r.condition_id=jobs.condition_id AND "
+                "r.seed=jobs.seed AND r.host=jobs.host AND r.status='running' AND "
+                "r.attempts=jobs.attempt)",
+                (utc_now(),),
+            )
+            return int(cur.rowcount)
+
     def latest_jobs(self) -> dict[RunKey, JobRecord]:
         """Each run's newest job (what `stagewise status` shows)."""
         out: dict[RunKey, JobRecord] = {}

@@ -236,13 +236,17 @@ class RunsTable(LedgerCore):
                 )
             return bool(cur.rowcount)
 
-    def _result_commitment(self, key: RunKey) -> dict[str, str]:
+    def _result_commitment(self, key: RunKey) -> dict[str, Any]:
         """The digest of a run as written (read back, so SQLite's own typing is what counts)."""
         rec = self.run(key)
         if rec is None:
             raise LedgerError(f"run {key} vanished while it was being recorded")
         row = run_row(rec)
-        return {"key_sha256": str(row.key), "result_sha256": row.digest}
+        return {
+            "key_sha256": str(row.key),
+            "result_sha256": row.digest2,
+            integrity.DIGEST_FORMAT_KEY: integrity.DIGEST_FORMAT,
+        }
 
     def record_imports(self, rows: list[dict[str, Any]], source: str) -> tuple[int, int]:
         """Write validated import rows in one transaction: (added, unchanged).
@@ -315,6 +319,7 @@ class RunsTable(LedgerCore):
                         "rows": len(rows),
                         "results": results,
                         "rows_sha256": integrity.digest(results),
+                        integrity.DIGEST_FORMAT_KEY: integrity.DIGEST_FORMAT,
                     },
                 )
         return added, unchanged

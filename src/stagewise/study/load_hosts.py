@@ -22,6 +22,8 @@ HOST_KEYS = (
     "num_gpus",
     "command",
     "max_retries",
+    "scheduler_timeout_seconds",
+    "node_wait_seconds",
     *SLURM_KEYS,
 )
 
@@ -78,8 +80,19 @@ def parse_host(ctx: TomlContext, name: str, table: Any) -> Host:
                 raise ctx.fail(f"{key}.{num_key}", problem)
         nums[num_key] = float(value) if value is not None else None
     command = argv_list(ctx, f"{key}.command", table["command"]) if "command" in table else None
-    # What is left is the executor's own options (the Slurm keys are typed in `slurm`).
-    known = (set(HOST_KEYS) - {"max_retries"}) | set(SLURM_KEYS)
+    for seconds_key in ("scheduler_timeout_seconds", "node_wait_seconds"):
+        if seconds_key in table:
+            value = table[seconds_key]
+            problem = bounds.number_problem(value, low=0, high=bounds.INT64_MAX)
+            if problem is not None or not value > 0:
+                raise ctx.fail(
+                    f"{key}.{seconds_key}",
+                    problem or f"expected a positive number of seconds, but got {value!r}",
+                )
+    # What is left is the executor's own options (read by executors/base.py and the executor).
+    known = (
+        set(HOST_KEYS) - {"max_retries", "scheduler_timeout_seconds", "node_wait_seconds"}
+    ) | set(SLURM_KEYS)  # the Slurm keys are typed in `slurm`
     return Host(
         name=name,
         executor=cast(Any, executor),
