@@ -227,6 +227,9 @@ def apply_gate(
             f'--reason "..."`'
         )
     freeze = require_frozen(study, ledger, gate_id)
+    # Refused before anything is recorded: `decisions/` must be the study's own folder, not a
+    # link that would carry the records elsewhere.
+    records_dir = safe_join(study.root, DECISIONS_DIR)
     split = split_by_recipe(study.gates[gate_id], ledger.freezes(gate_id), ledger.runs())
     if split.foreign:
         texts = ledger.recipe_texts(n.recipe_sha256 for n in split.foreign)
@@ -272,7 +275,7 @@ def apply_gate(
         decision=decision,
         published_comparison=tuple(ComparisonNote(**n) for n in notes),
     )
-    files = write_records(study.root / DECISIONS_DIR, result.to_json())
+    files = write_records(records_dir, result.to_json())
     return AppliedGate(result, ev, decision, freeze, files)
 
 
