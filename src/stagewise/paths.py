@@ -103,8 +103,10 @@ RUN_OUT = "out"  # the runner's --out: summary.json, loss log, checkpoint
 
 def run_dir(study_root: Path, stage: str, condition_id: str, seed: int, host: str) -> Path:
     """`<study>/runs/<stage>/<condition>/seed<seed>-<host>/`: train.log and out/ live here."""
-    # Joined from the study root: a `runs/` that is a link out of the study is refused too.
-    return safe_join(Path(study_root), RUNS_DIR, stage, condition_id, f"seed{seed}-{host}")
+    # `runs/` itself must lie inside the study (a link out of it is refused), and the run's
+    # folder inside `runs/`.
+    runs = safe_join(Path(study_root), RUNS_DIR)
+    return safe_join(runs, stage, condition_id, f"seed{seed}-{host}")
 
 
 def run_out_dir(study_root: Path, stage: str, condition_id: str, seed: int, host: str) -> Path:

@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from stagewise.bounds import parse_problem, read_input_text
 from stagewise.errors import StudyError
 from stagewise.paths import safe_join
 from stagewise.study.load_gates import check_order, parse_gate
@@ -58,12 +59,13 @@ def load_study(folder: Path | str) -> Study:
         raise StudyError(f"{root}: not a study folder (directory not found)")
     if not path.is_file():
         raise StudyError(f"{path}: not found; create a study with `stagewise init {root}`")
+    text = read_input_text(path, StudyError)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise StudyError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{path}: invalid TOML: {exc}") from None
+    except (RecursionError, ValueError) as exc:
+        raise StudyError(f"{path}: invalid TOML: {parse_problem(exc) or exc}") from None
     ctx = TomlContext(path)
     return _build(root.resolve(), ctx, raw)
 

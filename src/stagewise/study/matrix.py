@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from stagewise.bounds import parse_problem, read_input_text
 from stagewise.errors import StudyError
 from stagewise.paths import id_problem
 from stagewise.study.model import Condition, ParamValue
@@ -100,10 +101,14 @@ def load_matrix(path: Path) -> tuple[Condition, ...]:
 
 
 def _load_csv(path: Path) -> list[Condition]:
+    text = read_input_text(path, StudyError, "utf-8-sig")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StudyError(f"{path}: cannot read the matrix ({exc})") from None
+        return _csv_conditions(path, text)
+    except csv.Error as exc:
+        raise StudyError(f"{path}: cannot read the matrix: {parse_problem(exc) or exc}") from None
+
+
+def _csv_conditions(path: Path, text: str) -> list[Condition]:
     # Newlines inside quoted fields stay in the value (splitting lines first would join them).
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = reader.fieldnames or []
@@ -126,10 +131,11 @@ def _load_csv(path: Path) -> list[Condition]:
 
 
 def _load_toml(path: Path) -> list[Condition]:
+    text = read_input_text(path, StudyError)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise StudyError(f"{path}: cannot parse the matrix ({exc})") from None
+        data = tomllib.loads(text)
+    except (RecursionError, ValueError) as exc:  # TOMLDecodeError is a ValueError
+        raise StudyError(f"{path}: cannot parse the matrix ({parse_problem(exc) or exc})") from None
     rows = data.get("conditions")
     if not isinstance(rows, list):
         raise StudyError(f"{path}: expected a [[conditions]] array of tables")
