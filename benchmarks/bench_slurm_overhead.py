@@ -15,7 +15,7 @@ Needs a Slurm cluster: SLURM_CONF set and `--partition` (e.g. after slurm-up.sh)
 root from the repository root without SLURM_CONF, a private one-node cluster is started from
 tests/executors/slurmtools.py for the benchmark and stopped after it.
 
-    python benchmarks/bench_slurm_overhead.py                  # 6 runs x 3 s each mode
+    python benchmarks/bench_slurm_overhead.py                  # 6 runs x 3 s, 2 rounds
     python benchmarks/bench_slurm_overhead.py --seeds 4 --budget 5
 """
 
@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--budget", type=float, default=3.0)
     parser.add_argument("--partition", default=None, help="with SLURM_CONF: the partition")
+    parser.add_argument("--repeat", type=int, default=2, help="rounds, modes interleaved")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -136,17 +137,29 @@ def main() -> None:
             "slurm, a job per run": slurm + "array_parallelism = 1\nruns_per_job = 1\n",
             f"slurm, {n} runs per job": slurm + f"array_parallelism = 1\nruns_per_job = {n}\n",
         }
-        results = {}
-        for i, (mode, host) in enumerate(modes.items()):
-            study = make_study(root, f"study{i}", data, host, args.seeds, args.budget)
-            results[mode] = measure(study)
+        # Rounds interleave the modes, so a change in the machine's load (other jobs on a
+        # shared box) falls on every mode alike; each mode reports its median round.
+        rounds: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+        for r in range(args.repeat):
+            for i, (mode, host) in enumerate(modes.items()):
+                study = make_study(root, f"study{r}-{i}", data, host, args.seeds, args.budget)
+                rounds[mode].append(measure(study))
+        results = {
+            mode: dict(sorted(rows, key=lambda row: row["overhead_per_run_s"])[len(rows) // 2])
+            for mode, rows in rounds.items()
+        }
+        for mode, rows in rounds.items():
+            results[mode]["rounds_overhead_s"] = [row["overhead_per_run_s"] for row in rows]
         base = results["local"]["overhead_per_run_s"]
         for row in results.values():
             row["overhead_vs_local"] = round(row["overhead_per_run_s"] / base, 2)
         if args.json:
             print(json.dumps(results, indent=2))
             return
-        print(f"{n} runs of {args.budget:g} s, one at a time (CPU: {os.cpu_count()} cores)")
+        print(
+            f"{n} runs of {args.budget:g} s, one at a time, median of {args.repeat} interleaved "
+            f"rounds (CPU: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})"
+        )
         print(
             f"{'mode':<24}{'wall s':>8}{'train s':>9}{'jobs':>6}{'overhead/run s':>16}{'vs local':>10}"
         )
