@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "stagewise.result",  # the dependency-free helper for a user's own trainer
             "stagewise.paths",  # safe ids and paths
             "stagewise.bounds",  # numeric bounds
+            "stagewise.words",  # counts and small figures as a person reads them
             "stagewise.examples",  # shipped example data (no code above this layer)
         ),
     ),

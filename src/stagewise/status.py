@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from stagewise.analysis.run_checks import check_runs, flag_counts, flagged
 from stagewise.ledger import Ledger
 from stagewise.ledger.records import RUN_STATES
 from stagewise.plan import build_plan
@@ -17,6 +18,8 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
     by_stage: dict[str, Counter[str]] = {}
     for rec in records:
         by_stage.setdefault(rec.stage, Counter())[rec.status] += 1
+    budgets = {sid: st.budget_seconds for sid, st in study.stages.items()}
+    checks = check_runs(records, budgets, study.min_steps)
     stages = []
     for sp in plan.stages:
         counts = by_stage.get(sp.stage.stage_id, Counter())
@@ -39,6 +42,7 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
                 "planned_runs": planned,
                 "runs": runs,
                 "complete": planned is not None and runs["succeeded"] == planned,
+                "flags": flag_counts(c for c in checks if c.stage == sp.stage.stage_id),
             }
         )
     gates = []
@@ -80,4 +84,7 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
         "chain_problems": problems,
         "stages": stages,
         "gates": gates,
+        # Succeeded runs that cannot mean much (analysis.run_checks): flagged, never hidden.
+        "min_steps": study.min_steps,
+        "flagged_runs": [c.to_json() for c in flagged(checks)],
     }

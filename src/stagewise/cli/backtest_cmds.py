@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from stagewise.cli.common import console, emit_json, err_console, open_study
+from stagewise.cli.common import SeedAlias, console, emit_json, err_console, open_study
 
 EXIT_INTERRUPTED = 130
 EXIT_FAILED = 1
@@ -54,7 +54,8 @@ def curves(
     alpha: Annotated[float, typer.Option(help="--synthetic: power-law decay exponent.")] = 0.5,
     seed_noise: Annotated[float, typer.Option(help="--synthetic: per-cell noise (sd).")] = 0.005,
     host_noise: Annotated[float, typer.Option(help="--synthetic: host effect (sd).")] = 0.005,
-    seed: Annotated[int, typer.Option(help="--synthetic: generator seed.")] = 0,
+    seed: Annotated[int, typer.Option("--generator-seed", help="--synthetic: generator seed.")] = 0,
+    seed_alias: SeedAlias = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Write a ground-truth table: condition_id, budget_seconds, seed, host, val_bpb (+ extras).
@@ -65,6 +66,8 @@ def curves(
     holds; `--synthetic` generates parametric curves with crossings and noise."""
     from stagewise.backtest.collect import parse_budgets, parse_seeds
     from stagewise.backtest.table import CurvesError, build_table, write_curves
+
+    seed = seed if seed_alias is None else seed_alias
 
     modes = sum(x for x in (folder is not None, from_study is not None, synthetic))
     if modes != 1:
@@ -191,7 +194,8 @@ def backtest(
         ),
     ] = None,
     replays: Annotated[int, typer.Option(help="Resamples of seeds and hosts.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Random seed of the replays.")] = 0,
+    seed: Annotated[int, typer.Option("--replay-seed", help="Random seed of the replays.")] = 0,
+    seed_alias: SeedAlias = None,
     cells_per_level: Annotated[
         str | None,
         typer.Option(
@@ -210,7 +214,8 @@ def backtest(
     """Replay promotion policies on a curves table: p_retain, p_select, regret and GPU-hours.
 
     Every policy runs on the same draw of seeds and hosts per replay; intervals are 95% over
-    replays. Deterministic for a given --seed."""
+    replays. Deterministic for a given --replay-seed."""
+    seed = seed if seed_alias is None else seed_alias
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from stagewise.backtest.draw import parse_cells

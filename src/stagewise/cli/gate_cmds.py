@@ -11,7 +11,7 @@ from rich.table import Table
 
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
 from stagewise.analysis.sensitivity import DEFAULT_GRID, parse_grid
-from stagewise.cli.common import console, emit_json, fmt, open_study
+from stagewise.cli.common import SeedAlias, console, emit_json, fmt, open_study, print_flagged
 from stagewise.errors import StagewiseError, StudyError
 from stagewise.gates.budget import budget as compute_budget
 from stagewise.gates.confidence import DEFAULT_SEED, check_confidence, check_seed
@@ -20,6 +20,7 @@ from stagewise.gates.freeze import amendment_history
 from stagewise.gates.freeze import freeze as freeze_gate
 from stagewise.gates.seed_planning import SeedPlan, seed_plan
 from stagewise.gates.sensitivity import sensitivity as compute_sensitivity
+from stagewise.gates.throughput import short_budgets
 from stagewise.ledger import Ledger
 from stagewise.study.model import Study
 
@@ -54,6 +55,10 @@ def freeze(
         advice = _seed_advice(study, ledger, gate)
         if not json_ and advice is not None:
             _print_advice(advice, folder)
+        short = short_budgets(study, ledger, gate)
+        if not json_:
+            for s in short:
+                console.print(f"[yellow]warning[/] (never blocks the freeze): {s.text()}")
         outcome = freeze_gate(study, ledger, gate, reason=reason, amend=amend)
         if json_:
             emit_json(
@@ -61,6 +66,7 @@ def freeze(
                     **outcome.to_dict(),
                     "history": amendment_history(ledger, gate),
                     "seed_advice": advice.to_json() if advice is not None else None,
+                    "short_budgets": [s.to_json() for s in short],
                 }
             )
             return
@@ -239,21 +245,47 @@ def gate(
         ),
     ] = DEFAULT_CONFIDENCE,
     seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the blocked bootstrap (same seed, same numbers).")
+        int,
+        typer.Option(
+            "--bootstrap-seed", help="Seed of the blocked bootstrap (same seed, same numbers)."
+        ),
     ] = DEFAULT_SEED,
+    seed_alias: SeedAlias = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Compute and print the outcome; record nothing, write no file."
+        ),
+    ] = False,
 ) -> None:
-    """Apply a frozen gate: verdicts, decision in the ledger, records in decisions/."""
+    """Apply a frozen gate: verdicts, decision in the ledger, records in decisions/.
+
+    The decision is recorded once per change of outcome: applying the gate again with no new
+    results appends nothing to the ledger.
+    """
+    seed = seed if seed_alias is None else seed_alias
     check_confidence(confidence)
-    check_seed(seed)
+    check_seed(seed, "--bootstrap-seed")
     with open_study(folder) as (study, ledger):
         ledger.require_intact()
-        result = apply_gate(study, ledger, gate, confidence=confidence, seed=seed)
+        applied = apply_gate(study, ledger, gate, confidence=confidence, seed=seed, dry_run=dry_run)
+        obj = applied.object
         if json_:
-            emit_json(result.object)
+            emit_json(obj)
             return
-        _gate_tables(result.object)
-        console.print(f"records: {', '.join(str(p) for p in result.files)}")
-        console.print(f"chain head: {ledger.head}")
+        _gate_tables(obj)
+        print_flagged(obj["flagged_runs"], obj["min_steps"])
+        if dry_run:
+            console.print("dry run: nothing recorded, no file written")
+        elif not applied.recorded:
+            console.print(
+                "decision unchanged since it was recorded"
+                + (f" at {applied.decision.decided_at}" if applied.decision else "")
+                + ": nothing appended to the ledger"
+            )
+        if applied.files:
+            console.print(f"records: {', '.join(str(p) for p in applied.files)}", soft_wrap=True)
+        console.print(f"chain head: {ledger.head}", soft_wrap=True)
 
 
 def sensitivity(

@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
-from stagewise.cli.common import console, emit_json, fmt, open_study
+from stagewise.cli.common import SeedAlias, console, emit_json, fmt, open_study, print_flagged
 from stagewise.create import init_study
-from stagewise.errors import DecisionError, StudyError
+from stagewise.errors import DecisionError, StagewiseError, StudyError
 from stagewise.executors.external import import_results
 from stagewise.gates.confidence import DEFAULT_SEED
 from stagewise.gates.manual import decide_manually, withdraw
@@ -20,7 +20,8 @@ from stagewise.gates.seed_planning import seed_plan
 from stagewise.plan import build_plan
 from stagewise.status import study_status
 from stagewise.study import load_study
-from stagewise.study.init import EXAMPLES
+from stagewise.study.init import EXAMPLES, next_steps
+from stagewise.words import plural
 
 StudyDir = Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
@@ -35,16 +36,35 @@ def init(
 ) -> None:
     """Create a study folder (a template, or a copy of a shipped example) and its ledger."""
     study = init_study(folder, example)
-    console.print(f"created study {study.name!r} in {folder}")
-    console.print(f"next: stagewise validate {folder}; stagewise plan {folder}")
+    console.print(f"created study {study.name!r} in {folder}", markup=False, soft_wrap=True)
+    # One command a line, never wrapped mid-path: a newcomer copies them in this order.
+    console.print("next, in this order:", markup=False)
+    for step in next_steps(folder, example):
+        console.print(f"  {step}", markup=False, soft_wrap=True)
 
 
-def validate(folder: StudyDir) -> None:
+def validate(folder: StudyDir, json_: JsonFlag = False) -> None:
     """Check study.toml and the matrix; print a one-line summary or the first problem."""
-    study = load_study(folder)
+    try:
+        study = load_study(folder)
+    except StagewiseError as exc:
+        if not json_:
+            raise
+        emit_json({"ok": False, "study": None, "error": str(exc)})
+        raise typer.Exit(exc.exit_code) from None
+    counts = {
+        "conditions": len(study.conditions),
+        "hosts": len(study.hosts),
+        "stages": len(study.stages),
+        "gates": len(study.gates),
+    }
+    if json_:
+        emit_json({"ok": True, "study": study.name, "error": None, **counts})
+        return
     console.print(
-        f"ok: {study.name}: {len(study.conditions)} conditions, {len(study.hosts)} hosts, "
-        f"{len(study.stages)} stages, {len(study.gates)} gates"
+        f"ok: {study.name}: "
+        + ", ".join(plural(n, noun.rstrip("s")) for noun, n in counts.items()),
+        markup=False,
     )
 
 
@@ -75,14 +95,17 @@ def plan(
         ),
     ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", help="With --seeds-for: the seed of the simulations.")
+        int,
+        typer.Option("--simulation-seed", help="With --seeds-for: the seed of the simulations."),
     ] = DEFAULT_SEED,
+    seed_alias: SeedAlias = None,
 ) -> None:
     """Every run of every stage that can be known now, with budgeted GPU-hours.
 
     With --seeds-for GATE: the seeds per host (and hosts) each frozen threshold rule of GATE
     needs to be decided, from the variance observed at an earlier gate (docs/confidence.md).
     """
+    seed = seed if seed_alias is None else seed_alias
     if seeds_for is not None:
         _seeds_for(folder, seeds_for, as_json, confidence, power, from_gate, seed)
         return
@@ -220,11 +243,12 @@ def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
         )
         gates.add_row(g["gate"], g["kind"], ",".join(g["stages"]), frozen, decision)
     console.print(gates)
+    print_flagged(result["flagged_runs"], result["min_steps"])
     console.print(f"chain head: {result['chain_head']}", soft_wrap=True)
     if not result["chain_ok"]:
         console.print(
             f"the ledger fails its integrity check: first broken link: "
-            f"{result['first_broken_link']} ({len(result['chain_problems'])} problem(s))",
+            f"{result['first_broken_link']} ({plural(len(result['chain_problems']), 'problem')})",
             style="red",
             markup=False,
             soft_wrap=True,
