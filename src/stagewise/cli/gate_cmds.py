@@ -23,6 +23,7 @@ from stagewise.gates.sensitivity import sensitivity as compute_sensitivity
 from stagewise.gates.throughput import short_budgets
 from stagewise.ledger import Ledger
 from stagewise.study.model import Study
+from stagewise.words import small
 
 StudyDir = Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")]
 GateId = Annotated[str, typer.Argument(help="Gate id, as in [gates.<id>] of study.toml.")]
@@ -342,18 +343,31 @@ def budget(folder: StudyDir, json_: JsonFlag = False) -> None:
         emit_json(obj)
         return
     console = _out()
-    table = Table(title=f"{obj['study']}: GPU-hours")
-    for col in ("stage", "candidates", "seeds", "hosts", "budget h", "budgeted", "recorded"):
+    unit = obj["hours_unit"]
+    table = Table(title=f"{obj['study']}: {unit}")
+    cols: tuple[str, ...] = (
+        "stage",
+        "candidates",
+        "seeds",
+        "hosts",
+        "budget h",
+        "budgeted",
+        "recorded",
+    )
+    cols += ("training", "evaluation", "start-up", "wall")
+    for col in cols:
         table.add_column(col, justify="left" if col == "stage" else "right")
-    for s in obj["stages"]:
+    for s, split in zip(obj["stages"], obj["recorded_split"], strict=True):
         table.add_row(
             s["stage"],
             _i(s["candidates"]),
             str(s["seeds"]),
             str(s["hosts"]),
             f"{s['budget_hours']:g}",
-            fmt(s["budgeted_gpu_hours"], 1),
-            fmt(s["recorded_gpu_hours"], 2),
+            small(s["budgeted_gpu_hours"], 1),
+            small(s["recorded_gpu_hours"]),
+            *(small(split[k]) for k in ("training_hours", "eval_hours", "startup_hours")),
+            small(split["wall_hours"]),
         )
     table.add_row(
         "total",
@@ -361,16 +375,21 @@ def budget(folder: StudyDir, json_: JsonFlag = False) -> None:
         "",
         "",
         "",
-        fmt(obj["total_budgeted_gpu_hours"], 1),
-        fmt(obj["total_recorded_gpu_hours"], 2),
+        small(obj["total_budgeted_gpu_hours"], 1),
+        small(obj["total_recorded_gpu_hours"]),
     )
     console.print(table)
+    console.print(
+        f"recorded = training hours of succeeded runs; evaluation, start-up and wall are where "
+        f"the rest of their time went ({unit})",
+        markup=False,
+    )
     cf = Table(title=f"counterfactuals through the final gate ({obj['final_gate']})")
-    for col in ("scenario", "GPU-hours", "added vs executed"):
+    for col in ("scenario", unit, "added vs executed"):
         cf.add_column(col, justify="left" if col == "scenario" else "right")
     for c in obj["counterfactuals"]:
         cf.add_row(
-            c["scenario"], fmt(c["confirmation_gpu_hours"], 1), fmt(c["added_vs_executed"], 1)
+            c["scenario"], small(c["confirmation_gpu_hours"], 1), small(c["added_vs_executed"], 1)
         )
     console.print(cf)
 

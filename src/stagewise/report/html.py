@@ -125,6 +125,17 @@ def section_published(tables: list[Table]) -> str:
     )
 
 
+def section_flagged(ctx: ReportContext, table: Table) -> str:
+    """Succeeded runs whose numbers cannot mean much: ranked like the others, shown here."""
+    if not table.rows:
+        return (
+            f"<p>No run was flagged: every succeeded run that reported its steps trained at "
+            f"least min_steps = {ctx.study.min_steps} optimizer steps, within 10% of its "
+            "budget, and evaluated for less time than it trained.</p>"
+        )
+    return f"<p class='note'>{e(table.note)}</p>" + render_table(table, caption=False)
+
+
 def render_html(ctx: ReportContext, tables: list[Table], figures: list[RenderedFigure]) -> str:
     by_name = {t.name: t for t in tables}
     study = ctx.study
@@ -146,6 +157,7 @@ def render_html(ctx: ReportContext, tables: list[Table], figures: list[RenderedF
         ("pending", "What is pending", section_pending(ctx)),
         ("setup", "Study setup: summary, matrix and plan", section_setup(by_name)),
         ("records", "Frozen rules and decisions", section_records(by_name)),
+        ("flagged", "Flagged runs", section_flagged(ctx, by_name["flagged_runs"])),
         ("runs", "Failed runs", render_table(by_name["failed_runs"], caption=False)),
         ("published", "Published summaries (not recomputed)", section_published(tables)),
     ]

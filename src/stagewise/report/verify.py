@@ -310,7 +310,7 @@ def rederive(
     report.problems.extend(problems)
     report.commitments = len(runs) + len(freezes) + len(decisions)
     check_frozen(bundle, study, freezes, report)
-    check_runs_files(bundle, runs, report)
+    check_runs_files(bundle, runs, report, study)
 
     with tempfile.TemporaryDirectory(prefix="stagewise-verify-") as tmp:
         scratch = Path(tmp)

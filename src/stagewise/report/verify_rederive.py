@@ -15,6 +15,7 @@ from typing import Any
 from stagewise.ledger import RunRecord
 from stagewise.report.bundle import DECISIONS_JSON, FIGURE_MANIFEST, RUNS_CSV, RUNS_JSON
 from stagewise.report.bundle_records import BundleHashes
+from stagewise.report.run_tables import run_row
 from stagewise.report.tables import RUN_COLUMNS, Table
 from stagewise.report.verify_report import VerifyReport, load_json
 
@@ -84,9 +85,11 @@ def check_summary_ledger_rows(bundle: Path, report: VerifyReport) -> None:
         report.problems.append(f"tables/summary.json: event chain {items['event chain']!r}")
 
 
-def check_runs_files(bundle: Path, runs: list[RunRecord], report: VerifyReport) -> None:
+def check_runs_files(
+    bundle: Path, runs: list[RunRecord], report: VerifyReport, study: Any = None
+) -> None:
     """results/runs.csv must say exactly what results/runs.json says."""
-    rows = [{c: getattr(r, c) for c in RUN_COLUMNS} for r in runs]
+    rows = [run_row(r, study) for r in runs]
     table = Table("runs", "Runs", list(RUN_COLUMNS), rows)
     path = bundle / RUNS_CSV
     if path.is_file() and path.read_text(encoding="utf-8") != table.to_csv():
