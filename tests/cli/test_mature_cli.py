@@ -81,10 +81,14 @@ def test_validate_json_and_plurals(tmp_path: Path) -> None:
 
 def test_report_bundle_verify_print_json(tmp_path: Path) -> None:
     folder = write_study(tmp_path / "s")
-    rep = json.loads(run_cli("report", folder, "--out", tmp_path / "r", "--json", check=True).stdout)
+    rep = json.loads(
+        run_cli("report", folder, "--out", tmp_path / "r", "--json", check=True).stdout
+    )
     assert rep["html"].endswith("report.html") and "runs" in rep["tables"]
     assert "flagged_runs" in rep["tables"]
-    bun = json.loads(run_cli("bundle", folder, "--out", tmp_path / "b", "--json", check=True).stdout)
+    bun = json.loads(
+        run_cli("bundle", folder, "--out", tmp_path / "b", "--json", check=True).stdout
+    )
     assert bun["files"] > 0 and len(bun["chain_head"]) == 64
     ver = json.loads(run_cli("verify", tmp_path / "b", "--json", check=True).stdout)
     assert ver["ok"] is True and ver["problems"] == [] and ver["chain_head"] == bun["chain_head"]

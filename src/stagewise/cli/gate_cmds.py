@@ -266,7 +266,7 @@ def gate(
     """
     seed = seed if seed_alias is None else seed_alias
     check_confidence(confidence)
-    check_seed(seed, "--bootstrap-seed")
+    check_seed(seed, "--bootstrap-seed" if seed_alias is None else "--seed")
     with open_study(folder) as (study, ledger):
         ledger.require_intact()
         applied = apply_gate(study, ledger, gate, confidence=confidence, seed=seed, dry_run=dry_run)

@@ -14,7 +14,7 @@ from stagewise.cli.common import SeedAlias, console, emit_json, fmt, open_study,
 from stagewise.create import init_study
 from stagewise.errors import DecisionError, StagewiseError, StudyError
 from stagewise.executors.external import import_results
-from stagewise.gates.confidence import DEFAULT_SEED
+from stagewise.gates.confidence import DEFAULT_SEED, check_seed
 from stagewise.gates.manual import decide_manually, withdraw
 from stagewise.gates.seed_planning import seed_plan
 from stagewise.plan import build_plan
@@ -105,6 +105,10 @@ def plan(
     With --seeds-for GATE: the seeds per host (and hosts) each frozen threshold rule of GATE
     needs to be decided, from the variance observed at an earlier gate (docs/confidence.md).
     """
+    check_seed(
+        seed_alias if seed_alias is not None else seed,
+        "--seed" if seed_alias is not None else "--simulation-seed",
+    )
     seed = seed if seed_alias is None else seed_alias
     if seeds_for is not None:
         _seeds_for(folder, seeds_for, as_json, confidence, power, from_gate, seed)
