@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 from scipy import stats as sps
 
+from stagewise.audit.bundle import write_bundle, write_manifests
+from stagewise.audit.verify import verify_bundle
 from stagewise.errors import LedgerError
 from stagewise.executors.external import import_results
 from stagewise.gates.decide import apply_gate
 from stagewise.gates.freeze import freeze
 from stagewise.ledger import Ledger, sha256_text
-from stagewise.report.bundle import write_bundle, write_manifests
-from stagewise.report.verify import verify_bundle
 from stagewise.study import load_study
 from tests.conftest import MATRIX, STUDY, run_cli, write_study
 
@@ -358,8 +358,8 @@ def test_f3_a_host_block_named_like_the_machine_still_verifies(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The machine is `vm`, its user `root`: a host block `vm`, conditions `vmcond`, `root-box`.
-    monkeypatch.setattr("stagewise.report.scrub._host", lambda: "vm")
-    monkeypatch.setattr("stagewise.report.scrub._user", lambda: "root")
+    monkeypatch.setattr("stagewise.audit.scrub._host", lambda: "vm")
+    monkeypatch.setattr("stagewise.audit.scrub._user", lambda: "root")
     study_text = STUDY.replace("block-a", "vm")
     matrix = MATRIX.replace("c_b", "vmcond").replace("c_c", "root-box")
     root = write_study(tmp_path / "study", study_text, matrix)

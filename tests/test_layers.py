@@ -9,7 +9,7 @@ both layers. A module that matches no entry fails too, with where to add it.
 The order (docs/architecture.md explains it):
 
     leaf -> study -> plan -> ledger -> data/runner -> executors -> analysis -> gates
-         -> backtest/driver/status -> report -> export/demo/doctor/create -> cli/api
+         -> backtest/driver/status -> report -> audit -> export/demo/doctor/create -> cli/api
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "stagewise.defaults",  # the runner's fixed constants and the model_dim formula
             "stagewise.protocol",  # the runner <-> executor protocol
             "stagewise.result",  # the dependency-free helper for a user's own trainer
-            "stagewise.paths",  # safe ids and paths
+            "stagewise.paths",  # safe ids and paths, the run-folder layout
+            "stagewise.model_size",  # the runner's parameter count from shapes (gates cost by it)
             "stagewise.bounds",  # numeric bounds
             "stagewise.words",  # counts and small figures as a person reads them
             "stagewise.examples",  # shipped example data (no code above this layer)
@@ -56,6 +57,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("report", ("stagewise.report",)),
+    # What a reviewer with only the bundle checks: verify re-renders with the report's code.
+    ("audit", ("stagewise.audit",)),
     (
         "export/demo/doctor",
         ("stagewise.export", "stagewise.demo", "stagewise.doctor", "stagewise.create"),
@@ -144,6 +147,68 @@ def check(root: Path) -> tuple[list[str], list[str], set[tuple[str, str]]]:
                 f"{name} ({LAYERS[own][0]}) imports {target} ({LAYERS[theirs][0]}) at {rel}:{line}"
             )
     return upward, unmapped, allowed_seen
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """Every group of modules that import each other, directly or around a loop (lazy imports
+    count: they only defer the tie), each sorted, as strongly connected components."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        name = module_name(path, root)
+        targets = graph.setdefault(name, set())
+        for _, target in imports_of(path, root):
+            target = f"{root.name}.__init__" if target == root.name else target
+            if target != name:
+                targets.add(target)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(cycles)
+
+
+def test_no_import_cycle() -> None:
+    cycles = import_cycles(PACKAGE)
+    assert not cycles, "modules that import each other (break the loop):\n" + "\n".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
+def test_the_cycle_check_finds_a_lazy_loop(tmp_path: Path) -> None:
+    root = _fake_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "gates/__init__.py": "",
+            "gates/registry.py": "def f():\n    from stagewise.gates import rules\n",
+            "gates/rules.py": "from stagewise.gates.registry import f\n",
+            "gates/decide.py": "from stagewise.gates import rules\n",
+        },
+    )
+    assert import_cycles(root) == [["stagewise.gates.registry", "stagewise.gates.rules"]]
 
 
 def test_no_module_imports_a_layer_above_it() -> None:

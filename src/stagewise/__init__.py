@@ -47,8 +47,8 @@ _LAZY = {
     "run_study": "stagewise.walk",
     "write_report": "stagewise.report.html",
     "export_mlflow": "stagewise.export.mlflow",
-    "write_bundle": "stagewise.report.bundle",
-    "verify_bundle": "stagewise.report.verify",
+    "write_bundle": "stagewise.audit.bundle",
+    "verify_bundle": "stagewise.audit.verify",
     "run_demo": "stagewise.demo",
     "study_status": "stagewise.status",
 }

@@ -26,3 +26,11 @@ def init_study(folder: Path | str, example: str | None = None) -> Study:
         if outside.is_file():
             apply_outside_decisions(study, ledger, outside)
     return study
+
+
+def start_new_ledger(folder: Path | str, reason: str) -> str:
+    """`init DIR --new-ledger REASON`: an existing study whose ledger is lost starts a new one
+    on purpose (never silently); returns the new chain head."""
+    study = load_study(folder)
+    with Ledger.open(study.root, new_ledger=reason) as ledger:
+        return ledger.head

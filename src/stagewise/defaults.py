@@ -2,7 +2,7 @@
 
 As autoresearch's `prepare.py` owns the fixed things, this module owns the values every layer
 agrees on: the runner's defaults (`stagewise.runner.config.TrainConfig`), the parameter count
-(`stagewise.runner.params`), data preparation, the study loader's and the gates' costing of a
+(`stagewise.model_size`), data preparation, the study loader's and the gates' costing of a
 condition, and the bounds checks. It imports nothing, so any layer may read it.
 """
 

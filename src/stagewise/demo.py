@@ -114,10 +114,10 @@ def run_demo(
     say: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run (or resume) the demo study in `out` with `run_study`; `say` prints narration lines."""
+    from stagewise.audit.bundle import write_bundle
     from stagewise.errors import RunFailed
     from stagewise.gates.budget import budget
     from stagewise.gates.sensitivity import sensitivity
-    from stagewise.report.bundle import write_bundle
     from stagewise.report.html import write_report
     from stagewise.walk import run_study
 

@@ -93,3 +93,19 @@ __all__ = [
     "out_folder_problem",
     "safe_join",
 ]
+
+
+# The run-folder layout, one place for the executors that write it and the readers (report,
+# export) that find a run's log and outputs in it.
+RUNS_DIR = "runs"
+RUN_OUT = "out"  # the runner's --out: summary.json, loss log, checkpoint
+
+
+def run_dir(study_root: Path, stage: str, condition_id: str, seed: int, host: str) -> Path:
+    """`<study>/runs/<stage>/<condition>/seed<seed>-<host>/`: train.log and out/ live here."""
+    return safe_join(Path(study_root) / RUNS_DIR, stage, condition_id, f"seed{seed}-{host}")
+
+
+def run_out_dir(study_root: Path, stage: str, condition_id: str, seed: int, host: str) -> Path:
+    """The runner's output folder of one run: `<run_dir>/out`."""
+    return run_dir(study_root, stage, condition_id, seed, host) / RUN_OUT

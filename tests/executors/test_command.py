@@ -12,11 +12,11 @@ from stagewise.errors import ExecutorError
 from stagewise.executors.command import (
     build_argv,
     grace_seconds,
-    run_dir,
     substitute,
     supports_device_batch,
     timeout_seconds,
 )
+from stagewise.paths import run_dir, run_out_dir
 from stagewise.study import load_study
 from tests.conftest import write_study
 
@@ -136,4 +136,10 @@ def test_timeout_is_budget_plus_grace(tmp_path: Path) -> None:
 
 def test_run_dir_layout(tmp_path: Path) -> None:
     study = _study(tmp_path)
-    assert run_dir(study, "s1", "c_a", 3, "block-a") == study.root / "runs/s1/c_a/seed3-block-a"
+    assert (
+        run_dir(study.root, "s1", "c_a", 3, "block-a") == study.root / "runs/s1/c_a/seed3-block-a"
+    )
+    assert (
+        run_out_dir(study.root, "s1", "c_a", 3, "block-a")
+        == study.root / "runs/s1/c_a/seed3-block-a/out"
+    )

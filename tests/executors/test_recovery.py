@@ -6,9 +6,9 @@ import json
 import socket
 from pathlib import Path
 
-from stagewise.executors.command import run_dir
 from stagewise.executors.stage import recover_stale
 from stagewise.ledger import Ledger, RunKey
+from stagewise.paths import run_dir
 from stagewise.study import load_study
 from tests.conftest import write_study
 from tests.executors.conftest import with_ledger
@@ -33,12 +33,12 @@ DEAD = f"{socket.gethostname()}:999999999:1"  # a driver pid that cannot be aliv
 def test_lost_driver_results_are_adopted_and_others_put_back(tmp_path: Path) -> None:
     study = load_study(with_ledger(write_study(tmp_path / "s", study=STUDY, matrix=MATRIX)))
     finished, halfway = RunKey("s1", "c_a", 1, "h"), RunKey("s1", "c_b", 1, "h")
-    out = run_dir(study, "s1", "c_a", 1, "h") / "out"
+    out = run_dir(study.root, "s1", "c_a", 1, "h") / "out"
     out.mkdir(parents=True)
     (out / "summary.json").write_text(
         json.dumps({"status": "succeeded", "val_bpb": 1.234, "checkpoint_sha256": "ab" * 32})
     )
-    half = run_dir(study, "s1", "c_b", 1, "h") / "out"
+    half = run_dir(study.root, "s1", "c_b", 1, "h") / "out"
     half.mkdir(parents=True)
     (half / "summary.json").write_text(json.dumps({"status": "failed", "cause": "interrupted"}))
     with Ledger.open(study.root) as ledger:

@@ -188,7 +188,7 @@ def test_golden_gradient_norms(forward_pair: tuple[dict[str, Any], dict[str, Any
 
 
 def test_golden_parameter_counts() -> None:
-    from stagewise.runner.params import count_params
+    from stagewise.model_size import count_params
 
     golden = _golden("params.json")
     assert len(golden["counts"]) == 8

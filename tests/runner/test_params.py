@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from stagewise.errors import RunnerError
+from stagewise.model_size import count_params
 from stagewise.runner.model import GPT, GPTConfig
-from stagewise.runner.params import count_params
 
 from .conftest import stagewise
 

@@ -25,11 +25,10 @@ from hypothesis import strategies as st
 
 from stagewise.cli.app import main
 from stagewise.errors import ImportRejected, StudyError
-from stagewise.executors.command import run_dir
 from stagewise.executors.external import import_results
 from stagewise.gates import decide
 from stagewise.ledger import Ledger
-from stagewise.paths import ID_MAX_LENGTH, id_problem, safe_join
+from stagewise.paths import ID_MAX_LENGTH, id_problem, run_dir, safe_join
 from stagewise.report.tables import Table
 from stagewise.study import load_study
 from tests.executors.conftest import FAKE_COMMAND
@@ -312,9 +311,9 @@ def test_paths_built_from_ids_are_checked_even_without_the_loader(
     runs = study_dir / "runs"
     refused = 0
     for folder, make in (
-        (runs, lambda: [run_dir(forged, bad, "c_a", 1, "h1")]),
-        (runs, lambda: [run_dir(forged, "s1", bad, 1, "h1")]),
-        (runs, lambda: [run_dir(forged, "s1", "c_a", 1, bad)]),
+        (runs, lambda: [run_dir(forged.root, bad, "c_a", 1, "h1")]),
+        (runs, lambda: [run_dir(forged.root, "s1", bad, 1, "h1")]),
+        (runs, lambda: [run_dir(forged.root, "s1", "c_a", 1, bad)]),
         (decisions, lambda: decide.write_records(decisions, {"gate": bad})),
         (tables, lambda: Table(bad, "t", ["a"], []).write(tables)),
     ):

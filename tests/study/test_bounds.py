@@ -10,7 +10,7 @@ import pytest
 from stagewise import bounds
 from stagewise.cli import runner_cmds
 from stagewise.executors.command import EXECUTOR_KEYS, placeholders
-from stagewise.runner.params import count_params
+from stagewise.model_size import count_params
 from stagewise.study import load_study
 from stagewise.study.load import TEMPLATE_NAMES
 from tests.conftest import write_study

@@ -61,7 +61,7 @@ def bundle(
     json_: JsonFlag = False,
 ) -> None:
     """Write the audit bundle: study, scrubbed results, frozen rules, decisions, manifests."""
-    from stagewise.report.bundle import write_bundle
+    from stagewise.audit.bundle import write_bundle
 
     _check_out(out)
     result = write_bundle(folder, out)
@@ -102,7 +102,7 @@ def verify(
 ) -> None:
     """Re-hash every file, prove the records against the chain, re-derive every table and
     figure from the bundled results and frozen rules; exit 1 on any difference."""
-    from stagewise.report.verify import verify_bundle
+    from stagewise.audit.verify import verify_bundle
 
     result = verify_bundle(bundle_dir, expect=expect)
     if json_:

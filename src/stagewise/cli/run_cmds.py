@@ -98,6 +98,7 @@ def run(
     else:
         reporter = PlainReporter(console)
     with open_study(folder, start=True) as (study, ledger):
+        ledger.require_unerased()
         state = run_stage(
             study,
             ledger,

@@ -32,7 +32,7 @@ def params(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Parameter count, model_dim and heads of a configuration, without building the model."""
-    from stagewise.runner.params import count_params
+    from stagewise.model_size import count_params
 
     # Bounded before counting: a depth of 1e9 would loop over a billion layers.
     problem = model_size_problem(depth, aspect_ratio, head_dim, vocab_size)

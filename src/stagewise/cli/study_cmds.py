@@ -11,7 +11,7 @@ from rich.table import Table
 
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
 from stagewise.cli.common import SeedAlias, console, emit_json, fmt, open_study, print_flagged
-from stagewise.create import init_study
+from stagewise.create import init_study, start_new_ledger
 from stagewise.errors import DecisionError, StagewiseError, StudyError
 from stagewise.executors.external import import_results
 from stagewise.gates.confidence import DEFAULT_SEED, check_seed
@@ -33,8 +33,22 @@ def init(
         str | None,
         typer.Option("--example", help=f"Copy a shipped example: {', '.join(EXAMPLES)}."),
     ] = None,
+    new_ledger: Annotated[
+        str | None,
+        typer.Option(
+            "--new-ledger",
+            help="REASON: start a new, empty ledger in an existing study whose ledger is lost "
+            "(the old files are kept aside; the new chain records the reason).",
+        ),
+    ] = None,
 ) -> None:
     """Create a study folder (a template, or a copy of a shipped example) and its ledger."""
+    if new_ledger is not None:
+        if example is not None:
+            raise StudyError("--new-ledger starts over an existing study: leave out --example")
+        head = start_new_ledger(folder, new_ledger)
+        console.print(f"started a new ledger in {folder} (chain head {head}); reason recorded")
+        return
     study = init_study(folder, example)
     console.print(f"created study {study.name!r} in {folder}", markup=False, soft_wrap=True)
     # One command a line, never wrapped mid-path: a newcomer copies them in this order.

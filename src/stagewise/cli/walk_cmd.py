@@ -65,6 +65,7 @@ def walk(
 
     inner = None if as_json or dry_run else view_for_terminal()
     with open_study(folder, start=True) as (study, ledger):
+        ledger.require_unerased()
         view = walk_reporter(inner)
         result = run_study(
             study,

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.errors import ExecutorError
-from stagewise.paths import safe_join
 from stagewise.study.model import Condition, Host, Stage, Study
 
 # [runner] keys that configure the executor, not the runner: never passed to `stagewise train`.
@@ -36,11 +35,6 @@ STARTUP_SECONDS = 120.0  # process start, imports, data loading, torch.compile w
 MEASURED_FACTOR = 3.0  # a run may take 3x the overhead measured on this study's runs
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}")
-
-
-def run_dir(study: Study, stage: str, condition_id: str, seed: int, host: str) -> Path:
-    """`<study>/runs/<stage>/<condition>/seed<seed>-<host>/`: train.log and out/ live here."""
-    return safe_join(study.root / "runs", stage, condition_id, f"seed{seed}-{host}")
 
 
 def format_value(value: Any) -> str:
@@ -326,7 +320,6 @@ __all__ = [
     "measured_overhead",
     "missing_data",
     "placeholders",
-    "run_dir",
     "run_env",
     "runner_values",
     "substitute",

@@ -17,11 +17,11 @@ from stagewise.executors.base import RunTask
 from stagewise.executors.command import (
     build_argv,
     device_batch_size,
-    run_dir,
     run_env,
     timeout_seconds,
 )
 from stagewise.ledger import RunKey, RunRecord
+from stagewise.paths import RUN_OUT, run_dir
 from stagewise.study.model import Study
 
 Action = Literal["run", "skip", "awaiting import"]
@@ -129,8 +129,8 @@ def make_task(
     stage = study.stages[key.stage]
     host = study.hosts[key.host]
     condition = study.condition(key.condition_id)
-    folder = run_dir(study, key.stage, key.condition_id, key.seed, key.host)
-    out_dir = folder / "out"
+    folder = run_dir(study.root, key.stage, key.condition_id, key.seed, key.host)
+    out_dir = folder / RUN_OUT
     argv = build_argv(study, condition, stage, key.seed, host, out_dir, overrides)
     batch = overrides.get("device_batch_size", device_batch_size(study, condition))
     return RunTask(

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from stagewise.errors import ExecutorError
-from stagewise.executors.command import run_dir
 from stagewise.executors.ownership import owner_alive
 from stagewise.ledger import Ledger, RunKey
+from stagewise.paths import run_out_dir
 from stagewise.protocol import finished_summary
 from stagewise.study.model import Study
 
@@ -25,7 +25,9 @@ def finished_result(study: Study, key: RunKey) -> dict[str, Any] | None:
     summary.json (written atomically by the runner) is then the result, and rerunning it would
     repeat a finished run. Out dirs are emptied at each attempt, so this is the last attempt's.
     """
-    return finished_summary(run_dir(study, key.stage, key.condition_id, key.seed, key.host) / "out")
+    return finished_summary(
+        run_out_dir(study.root, key.stage, key.condition_id, key.seed, key.host)
+    )
 
 
 def recover_stale(

@@ -7,9 +7,8 @@ sensitivity grid and the leave-one-cell-out stability check.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from stagewise.analysis.agreement import HostPair, LeaveOneOut, host_agreement, kendalls_w
 from stagewise.analysis.agreement import leave_one_cell_out as _loo
@@ -18,6 +17,7 @@ from stagewise.analysis.stats import PoolStats, pool_stats
 from stagewise.defaults import HEAD_DIM, VOCAB_SIZE
 from stagewise.gates.registry import RuleCheck, get_rule
 from stagewise.gates.results import Reason, Verdict
+from stagewise.model_size import params_millions
 from stagewise.study.model import Gate, Rule, Study
 
 
@@ -137,24 +137,25 @@ def gate_stage_cells(
     return out
 
 
-def params_lookup(study: Study) -> Any:
+def _whole(value: object) -> object:
+    """A study-file number as an int when it is a whole one (TOML may write 8192.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def params_lookup(study: Study) -> Callable[[str], float | None]:
     """params_M of a condition from its depth and aspect ratio (None when not computable)."""
-    try:
-        from stagewise.runner.params import count_params
-    except ImportError:  # pragma: no cover - the runner ships with the package
-        return None
-    vocab = study.runner.get("vocab_size", VOCAB_SIZE)
-    head_dim = study.runner.get("head_dim", HEAD_DIM)
+    vocab = _whole(study.runner.get("vocab_size", VOCAB_SIZE))
+    head_dim = _whole(study.runner.get("head_dim", HEAD_DIM))
+
+    conditions = {c.condition_id: c.params for c in study.conditions}
 
     def lookup(cid: str) -> float | None:
-        try:
-            params = study.condition(cid).params
-            depth, aspect = params.get("depth"), params.get("aspect_ratio")
-            if not isinstance(depth, int) or not isinstance(aspect, int):
-                return None
-            return count_params(depth, aspect, int(vocab), int(head_dim))["num_params"] / 1e6
-        except Exception:
+        params = conditions.get(cid)  # a run of a condition the matrix no longer holds: unknown
+        if params is None:
             return None
+        return params_millions(params.get("depth"), params.get("aspect_ratio"), vocab, head_dim)
 
     return lookup
 

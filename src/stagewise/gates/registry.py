@@ -11,29 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from stagewise.analysis.thresholds import TOLERANCE, within
+from stagewise.gates.rule_check import RuleCheck, RuleFn
+from stagewise.gates.rules import BUILTIN_RULES
 from stagewise.study.rule_params import RuleParams, declare_rule_params, declared
 
-if TYPE_CHECKING:
-    from stagewise.analysis.stats import PoolStats
-    from stagewise.study.model import Rule
-
 __all__ = ["TOLERANCE", "RuleCheck", "RuleFn", "RuleSpec", "get_rule", "register_rule", "within"]
-
-
-@dataclass(frozen=True)
-class RuleCheck:
-    """The outcome of one rule for one condition."""
-
-    holds: bool
-    detail: str
-    observed: float | None = None
-    threshold: float | None = None
-
-
-RuleFn = Callable[["Rule", "PoolStats", tuple[str, ...]], dict[str, RuleCheck]]
 
 
 @dataclass(frozen=True)
@@ -91,10 +75,16 @@ def register_rule(
     return wrap
 
 
-def rule_specs() -> dict[str, RuleSpec]:
-    """Every registered rule, loading the built-in ones first."""
-    from stagewise.gates import rules as _builtin  # noqa: F401  (registers on import)
+# The built-in rules, registered here by the module that owns the table (their parameters are
+# declared in study.rule_params); a plug-in registers itself with the decorator.
+for _rule in BUILTIN_RULES:
+    register_rule(_rule.name, summary=_rule.summary, statistic=_rule.statistic, twin=_rule.twin)(
+        _rule.fn
+    )
 
+
+def rule_specs() -> dict[str, RuleSpec]:
+    """Every registered rule, the built-in ones first."""
     return dict(_RULES)
 
 

@@ -8,16 +8,32 @@ it holds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from stagewise.analysis.stats import PoolStats
-from stagewise.gates.registry import RuleCheck, register_rule, within
+from stagewise.analysis.thresholds import within
+from stagewise.gates.rule_check import BuiltinRule, RuleCheck, RuleFn
 from stagewise.study.model import Rule
+
+# Every built-in rule in registry order; `gates.registry` registers this list.
+BUILTIN_RULES: list[BuiltinRule] = []
+
+
+def _builtin(
+    name: str, *, summary: str, statistic: str | None = None, twin: str | None = None
+) -> Callable[[RuleFn], RuleFn]:
+    def add(fn: RuleFn) -> RuleFn:
+        BUILTIN_RULES.append(BuiltinRule(name, fn, summary, statistic, twin))
+        return fn
+
+    return add
 
 
 def _f(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6f}"
 
 
-@register_rule("best_k", summary="the k lowest means")
+@_builtin("best_k", summary="the k lowest means")
 def best_k(rule: Rule, stats: PoolStats, targets: tuple[str, ...]) -> dict[str, RuleCheck]:
     """The k lowest means (ties broken by mean rank, then condition id)."""
     k = int(rule.params["k"])
@@ -39,7 +55,7 @@ def best_k(rule: Rule, stats: PoolStats, targets: tuple[str, ...]) -> dict[str, 
     return out
 
 
-@register_rule(
+@_builtin(
     "within_gap_of_best",
     summary="mean - best mean <= threshold",
     statistic="gap_from_best",
@@ -57,13 +73,13 @@ def within_gap_of_best(
     return out
 
 
-@register_rule("keep", summary="the targeted conditions regardless of rank")
+@_builtin("keep", summary="the targeted conditions regardless of rank")
 def keep(rule: Rule, stats: PoolStats, targets: tuple[str, ...]) -> dict[str, RuleCheck]:
     """The targeted conditions, regardless of rank."""
     return {cid: RuleCheck(True, "kept regardless of rank") for cid in targets}
 
 
-@register_rule("rank_first_in_all_cells", summary="rank 1 in every cell")
+@_builtin("rank_first_in_all_cells", summary="rank 1 in every cell")
 def rank_first_in_all_cells(
     rule: Rule, stats: PoolStats, targets: tuple[str, ...]
 ) -> dict[str, RuleCheck]:
@@ -101,7 +117,7 @@ def _reference_gap_check(stats: PoolStats, cid: str, threshold: float, statistic
     return RuleCheck(within(value, threshold), detail, value, threshold)
 
 
-@register_rule(
+@_builtin(
     "max_gap_to_reference",
     summary="in every cell, value - reference value <= threshold",
     statistic="max_gap_to_reference",
@@ -115,7 +131,7 @@ def max_gap_to_reference(
     return {cid: _reference_gap_check(stats, cid, t, "max") for cid in targets}
 
 
-@register_rule(
+@_builtin(
     "mean_gap_to_reference",
     summary="mean over cells of the gap to the reference <= threshold",
     statistic="mean_gap_to_reference",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -27,6 +28,9 @@ from stagewise.ledger.records import DecisionRecord, Event, FreezeRecord, RunKey
 
 BACKUP_SUFFIX = ".bak"
 GENESIS = "0" * 64
+# The chain head kept outside the database, beside it: deleting events (or the whole events
+# table) leaves a database that is consistent with itself, but not with this file.
+HEAD_FILE = "ledger.head"
 # Event hash formats: 1 hashes the payload text whole; 2 (schema v3 on) hashes each payload
 # field on its own, so a bundle can scrub one field (a path) and still prove the chain.
 EVENT_FORMAT = 2
@@ -85,6 +89,45 @@ def key_sha(key: RunKey) -> str:
     return integrity.key_digest(key.stage, key.condition_id, key.seed, key.host, _HASHES.id)
 
 
+def head_file(ledger_path: Path) -> Path:
+    return ledger_path.with_name(HEAD_FILE)
+
+
+def read_head_file(ledger_path: Path) -> tuple[int, str] | None:
+    """(seq, hash) of the last event this study's ledger is known to have held; None when no
+    head was ever written (a ledger from before the head file, or a new study)."""
+    path = head_file(ledger_path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return int(data["seq"]), str(data["hash"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        # Unreadable: treat as a head nothing can match, so the ledger is checked, not trusted.
+        return (-1, "unreadable")
+
+
+def write_head_file(ledger_path: Path, seq: int, digest: str) -> None:
+    """Atomically record the chain head beside the ledger (never moving it backwards: another
+    process may have written a later head meanwhile)."""
+    known = read_head_file(ledger_path)
+    if known is not None and known[0] > seq:
+        return
+    path = head_file(ledger_path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(canonical_json({"seq": seq, "hash": digest}) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        # The event itself is committed; the head file only guards against later deletion.
+        tmp.unlink(missing_ok=True)
+
+
+def last_event(conn: sqlite3.Connection) -> tuple[int, str] | None:
+    row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
+
 def read_only_message(folder: Path) -> str:
     return f"{folder}: the study folder is read-only; nothing was recorded"
 
@@ -96,6 +139,7 @@ class LedgerCore:
         self.path = path
         self._conn = conn
         self.read_only = read_only
+        self._appended: tuple[int, str] | None = None  # last event of the open write
 
     # ------------------------------------------------------------------ writing
     @contextmanager
@@ -107,10 +151,12 @@ class LedgerCore:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise self._write_error(exc, "cannot start a write") from None
+        self._appended = None
         try:
             yield conn
             conn.execute("COMMIT")
         except BaseException as exc:
+            self._appended = None
             # SQLite may already have rolled back (a full disk does): a second ROLLBACK would
             # then fail and hide the real cause behind "cannot rollback".
             if conn.in_transaction:
@@ -119,6 +165,11 @@ class LedgerCore:
             if isinstance(exc, sqlite3.Error):
                 raise self._write_error(exc, "write failed") from None
             raise
+        if self._appended is not None:
+            write_head_file(self.path, *self._appended)
+            self._appended = None
+            # The backup follows every recorded change, so a lost ledger loses nothing.
+            self._backup()
 
     def _write_error(self, exc: sqlite3.Error, what: str) -> LedgerError:
         text = str(exc)
@@ -131,10 +182,13 @@ class LedgerCore:
         return LedgerError(f"{self.path}: {what}; nothing was recorded ({text})")
 
     def _backup(self) -> None:
-        """Refresh `ledger.sqlite.bak` after a record that cannot be redone (a freeze, a
-        decision, an import), so a lost ledger can be restored rather than recreated."""
+        """Refresh `ledger.sqlite.bak` after each recorded change, so a lost ledger can be
+        restored rather than recreated. A backup is replaced only by a ledger whose chain
+        extends the backup's: a ledger that lost events never overwrites a good backup."""
         target = self.path.with_name(self.path.name + BACKUP_SUFFIX)
-        tmp = target.with_name(target.name + ".tmp")
+        if not self._extends(target):
+            return
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
             dst = sqlite3.connect(tmp)
             try:
@@ -145,6 +199,23 @@ class LedgerCore:
         except (OSError, sqlite3.Error):
             # The record itself is committed; a missing backup must not undo or hide that.
             tmp.unlink(missing_ok=True)
+
+    def _extends(self, backup: Path) -> bool:
+        """Whether this ledger's chain holds the backup's last event (or there is no backup)."""
+        if not backup.is_file():
+            return True
+        try:
+            old = sqlite3.connect(f"{backup.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                theirs = last_event(old)
+            finally:
+                old.close()
+        except sqlite3.Error:
+            return True  # not a usable backup: nothing of value to keep
+        if theirs is None:
+            return True
+        row = self._conn.execute("SELECT hash FROM events WHERE seq = ?", (theirs[0],)).fetchone()
+        return row is not None and str(row[0]) == theirs[1]
 
     # ------------------------------------------------------------------ events
     def _append(
@@ -160,7 +231,9 @@ class LedgerCore:
             "VALUES (?,?,?,?,?,?,?)",
             (ts, kind, subject, body, prev, digest, EVENT_FORMAT),
         )
-        return int(cur.lastrowid or 0)
+        seq = int(cur.lastrowid or 0)
+        self._appended = (seq, digest)
+        return seq
 
     def log_event(self, kind: str, subject: str, payload: Mapping[str, Any]) -> int:
         """Append a free-standing event (e.g. an `--allow-unfrozen` override)."""

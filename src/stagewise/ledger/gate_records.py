@@ -69,7 +69,6 @@ class GateRecords(LedgerCore):
                 ),
             )
             fid = int(cur.lastrowid or 0)
-        self._backup()
         return next(f for f in self.freezes(gate) if f.id == fid)
 
     def freezes(self, gate: str | None = None) -> list[FreezeRecord]:
@@ -196,7 +195,6 @@ class GateRecords(LedgerCore):
                 ),
             )
             did = int(cur.lastrowid or 0)
-        self._backup()
         return next(d for d in self.decisions(gate) if d.id == did)
 
     def withdraw_decision(self, gate: str, reason: str) -> DecisionRecord:
@@ -218,7 +216,6 @@ class GateRecords(LedgerCore):
                 gate,
                 {"decision_id": row["id"], "reason": reason, "decision_seq": row["event_seq"]},
             )
-        self._backup()
         return next(d for d in self.decisions(gate) if d.id == row["id"])
 
     def decisions(self, gate: str | None = None) -> list[DecisionRecord]:

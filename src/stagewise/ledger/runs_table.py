@@ -246,8 +246,6 @@ class RunsTable(LedgerCore):
                         "rows_sha256": integrity.digest(results),
                     },
                 )
-        if added:
-            self._backup()
         return added, unchanged
 
     @staticmethod

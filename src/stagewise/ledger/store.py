@@ -22,14 +22,19 @@ from stagewise.ledger.core import (
     BACKUP_SUFFIX,
     EVENT_FORMAT,
     GENESIS,
+    HEAD_FILE,
     decision_row,
     event_hash,
     event_hash_v2,
     field_hashes,
     freeze_row,
+    head_file,
+    last_event,
+    read_head_file,
     read_only_message,
     run_row,
     utc_now,
+    write_head_file,
 )
 from stagewise.ledger.core import _event_hash as _event_hash  # v1 hashes, for old-ledger tests
 from stagewise.ledger.gate_records import GateRecords
@@ -78,7 +83,7 @@ def backups(path: Path) -> list[Path]:
 
 def _evidence(folder: Path) -> list[str]:
     """What in a study folder shows that work was recorded (a ledger must exist then)."""
-    found = []
+    found = [HEAD_FILE] if (folder / HEAD_FILE).is_file() else []
     for name in ("decisions", "runs"):
         sub = folder / name
         if sub.is_dir() and any(sub.iterdir()):
@@ -95,12 +100,18 @@ class Ledger(RunsTable, GateRecords):
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, folder: Path | str, *, create: bool = True) -> Ledger:
+    def open(
+        cls, folder: Path | str, *, create: bool = True, new_ledger: str | None = None
+    ) -> Ledger:
         """Open the study's ledger. A missing one is created only with `create` (`init` does)
-        and never where the folder shows recorded work: then the ledger was lost, and a fresh
-        one would silently drop every decision; the error names the backup to restore."""
+        and never where the folder shows recorded work (a head file, decisions, runs, a
+        backup): then the ledger was lost, and a fresh one would silently drop every decision;
+        the error names the backup to restore. `new_ledger` (a reason) starts a new ledger in
+        such a folder on purpose: the old file is kept aside and the new chain records why."""
         folder = Path(folder)
         path = folder / LEDGER_FILE
+        if new_ledger is not None:
+            return cls._start_over(folder, path, new_ledger)
         empty = path.is_file() and path.stat().st_size == 0
         if not path.exists() or empty:
             state = "empty" if empty else "missing"
@@ -110,16 +121,23 @@ class Ledger(RunsTable, GateRecords):
                 raise LedgerError(
                     f"{path}: the ledger is {state} but the study folder holds "
                     f"{', '.join(evidence)}; restore the newest backup with `cp {found[0]} "
-                    f"{path}` (only `stagewise init` creates a ledger)"
+                    f"{path}` (only `stagewise init` creates a ledger: `stagewise init {folder} "
+                    "--new-ledger REASON` starts a new one on purpose)"
                 )
             if evidence or empty or not create:
                 what = f"holds {', '.join(evidence)} but " if evidence else ""
                 raise LedgerError(
                     f"{path}: the study folder {what}has no usable ledger ({state}) and no "
-                    f"backup of it; only `stagewise init` creates a ledger, in a new folder"
+                    "backup of it; only `stagewise init` creates a ledger (`stagewise init "
+                    f"{folder} --new-ledger REASON` in a study that lost its own)"
                 )
         if path.exists() and not _writable(folder, path):
             return cls._open_read_only(folder, path)
+        return cls._connect(folder, path)
+
+    @classmethod
+    def _connect(cls, folder: Path, path: Path) -> Ledger:
+        had_content = path.is_file() and path.stat().st_size > 0
         try:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -130,9 +148,52 @@ class Ledger(RunsTable, GateRecords):
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{path}: not a usable SQLite ledger ({exc})") from None
+        if version == 0 and had_content:
+            conn.close()
+            raise LedgerError(
+                f"{path}: the file holds no ledger tables (were they dropped?); nothing was "
+                f"changed; restore the newest backup ({LEDGER_FILE}*{BACKUP_SUFFIX} beside it), "
+                "or start a new ledger on purpose with `stagewise init "
+                f"{folder} --new-ledger REASON`"
+            )
         ledger = cls(path, conn)
         ledger._migrate(version)
+        if read_head_file(path) is None and ledger.head != GENESIS:
+            write_head_file(path, *ledger._last())  # a ledger from before the head file
         return ledger
+
+    @classmethod
+    def _start_over(cls, folder: Path, path: Path, reason: str) -> Ledger:
+        """A new, empty ledger in a study that had one, recorded as such: the old file (if
+        any) is moved aside, never deleted, and the first event names the head it replaces."""
+        if not reason.strip():
+            raise LedgerError("--new-ledger needs a reason (why the old ledger is gone)")
+        stamp = utc_now().replace(":", "")
+        backup = path.with_name(path.name + BACKUP_SUFFIX)
+        wal = [path.with_name(path.name + sfx) for sfx in ("-wal", "-shm")]
+        for old in (path, backup, *wal):
+            if old.exists() and old.stat().st_size > 0:
+                try:
+                    os.replace(old, old.with_name(f"{old.name}.replaced-{stamp}"))
+                except OSError as exc:
+                    raise LedgerError(f"{old}: cannot move it aside ({exc})") from None
+        previous = read_head_file(path)
+        head_file(path).unlink(missing_ok=True)
+        ledger = cls._connect(folder, path)
+        ledger.log_event(
+            "ledger.new",
+            "ledger",
+            {
+                "reason": reason,
+                "previous_head": previous[1] if previous else None,
+                "previous_events": previous[0] if previous else None,
+            },
+        )
+        return ledger
+
+    def _last(self) -> tuple[int, str]:
+        last = last_event(self._conn)
+        return last if last is not None else (0, GENESIS)
 
     @classmethod
     def rebuild(
@@ -263,9 +324,37 @@ class Ledger(RunsTable, GateRecords):
         return self._version(self._conn)
 
     # ------------------------------------------------------------------ integrity
+    def erased_chain_problems(self) -> list[str]:
+        """A chain shorter than the one this study held before, or none at all: deleting events
+        leaves a database consistent with itself, so it is compared with the head file and with
+        what every ledger holds from its creation (the `ledger.migrate` baseline)."""
+        problems = []
+        last = last_event(self._conn)
+        known = read_head_file(self.path)
+        if last is None:
+            problems.append(
+                "the event chain is empty (every ledger holds its creation event): its events "
+                "were deleted"
+            )
+        elif not self._conn.execute(
+            "SELECT 1 FROM events WHERE kind = ? LIMIT 1", (integrity.BASELINE_KIND,)
+        ).fetchone():
+            problems.append("the event chain holds no baseline (ledger.migrate) event")
+        if known is not None:
+            row = self._conn.execute(
+                "SELECT hash FROM events WHERE seq = ?", (known[0],)
+            ).fetchone()
+            if row is None or str(row[0]) != known[1]:
+                have = f"ends at event {last[0]}" if last else "holds no event"
+                problems.append(
+                    f"the chain {have}, but {HEAD_FILE} records event {known[0]} with head "
+                    f"{known[1]}: events were deleted or rewritten"
+                )
+        return problems
+
     def integrity_problems(self) -> list[str]:
         """The chain's own links first, then every table row that disagrees with the chain."""
-        problems = self.verify_chain()
+        problems = self.erased_chain_problems() + self.verify_chain()
         chain = integrity.commitments(
             (int(r[0]), str(r[1]), json.loads(r[2]))
             for r in self._conn.execute("SELECT seq, kind, payload FROM events ORDER BY seq")
@@ -284,6 +373,16 @@ class Ledger(RunsTable, GateRecords):
             map(decision_row, self.decisions()),
         )
         return problems
+
+    def require_unerased(self) -> None:
+        """The cheap part of `require_intact` that a run needs before it records anything:
+        refuse a ledger whose chain was erased or cut short."""
+        problems = self.erased_chain_problems()
+        if problems:
+            raise LedgerError(
+                f"{self.path}: integrity check failed at {problems[0]}; restore the ledger "
+                "from a backup or a bundle you trust"
+            )
 
     def require_intact(self) -> str:
         """Refuse to read a study whose chain is broken or whose tables disagree with it;

@@ -85,6 +85,16 @@ def _plt() -> Any:  # matplotlib.pyplot, imported late
     return plt
 
 
+def matplotlib_version() -> str:
+    """The matplotlib that draws: figures of another version differ in bytes, not in data."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("matplotlib")
+    except PackageNotFoundError:  # not installed as a distribution: compare by tables only
+        return ""
+
+
 def render_figures(
     ctx: ReportContext, out: Path, names: list[str] | None = None
 ) -> list[RenderedFigure]:

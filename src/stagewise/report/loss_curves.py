@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.ledger import RunKey
+from stagewise.paths import run_out_dir
 from stagewise.report.context import ReportContext
 from stagewise.report.figure_base import as_number
 from stagewise.report.published import as_float
@@ -143,10 +144,7 @@ def mean_band(
 
 
 def run_folder(ctx: ReportContext, key: RunKey) -> Path:
-    # Lazy import keeps the report's import light; the executors own the run layout.
-    from stagewise.executors.command import run_dir
-
-    return run_dir(ctx.study, key.stage, key.condition_id, key.seed, key.host) / "out"
+    return run_out_dir(ctx.study.root, key.stage, key.condition_id, key.seed, key.host)
 
 
 # The last context's curves: the figure and the report's list of runs without a curve read the

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stagewise.runner.params import MLP_EXPANSION, VE_GATE_CHANNELS, has_value_embedding
+from stagewise.model_size import MLP_EXPANSION, VE_GATE_CHANNELS, has_value_embedding
 
 LOGIT_SOFTCAP = 15.0  # tanh cap on logits: keeps early training from blowing up the softmax
 ROPE_BASE = 10_000.0

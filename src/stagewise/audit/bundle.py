@@ -1,19 +1,6 @@
 """`stagewise bundle`: the audit bundle another person can check without trusting us.
 
-Layout (all paths relative to the bundle):
-  README.md                what is inside and how to verify it
-  study/                   study.toml, the matrix, published summaries, outside decisions
-  results/runs.csv|json    the run table, scrubbed (no paths, owners, logs or raw summaries)
-  frozen/<gate>.json       every freeze/amend record: canonical JSON and its sha256
-  decisions/decisions.json every decision (computed and manual, withdrawn ones too)
-  tables/*.csv|json        every report table (gate analyses, sensitivity, budget, ...)
-  figures/*.png|svg        every figure
-  ledger/events.json       the event log (scrubbed: each field's sha256 kept) and the chain head
-  ledger/commitments.json  sha256 of every renamed id and scrubbed text (to prove them against
-                           the chain without revealing them)
-  table_manifest.json      table -> files, sources and command
-  figure_manifest.json     figure -> files, sources and command
-  MANIFEST.json|csv        path, bytes and sha256 of every other file
+The files and where each lies are declared once, in `stagewise.audit.layout`.
 """
 
 from __future__ import annotations
@@ -27,30 +14,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stagewise.audit.layout import (
+    COMMITMENTS_JSON,
+    DECISIONS_JSON,
+    EVENTS_JSON,
+    FIGURE_MANIFEST,
+    MANIFEST_CSV,
+    MANIFEST_JSON,
+    MANIFESTS,
+    OUTSIDE_FILES,
+    README_MD,
+    RUNS_CSV,
+    RUNS_JSON,
+    STUDY_DIR,
+    STUDY_TOML,
+    TABLE_MANIFEST,
+    figure_files,
+    frozen_file,
+    table_csv,
+    table_json,
+)
+from stagewise.audit.scrub import Scrubber
 from stagewise.errors import BundleError
 from stagewise.ledger import Ledger, canonical_json, sha256_text
 from stagewise.ledger.integrity import text_hash
 from stagewise.ledger.store import field_hashes
 from stagewise.paths import safe_join
 from stagewise.report.context import ReportContext, collect
-from stagewise.report.figures import render_figures
-from stagewise.report.scrub import Scrubber
+from stagewise.report.figures import matplotlib_version, render_figures
 from stagewise.report.tables import RUN_COLUMNS, Table, all_tables, runs_table
 from stagewise.study import load_study
 from stagewise.study.model import Study
-
-MANIFEST_JSON = "MANIFEST.json"
-MANIFEST_CSV = "MANIFEST.csv"
-MANIFESTS = (MANIFEST_JSON, MANIFEST_CSV)
-STUDY_DIR = "study"
-RUNS_CSV = "results/runs.csv"
-RUNS_JSON = "results/runs.json"
-DECISIONS_JSON = "decisions/decisions.json"
-EVENTS_JSON = "ledger/events.json"
-COMMITMENTS_JSON = "ledger/commitments.json"
-TABLE_MANIFEST = "table_manifest.json"
-FIGURE_MANIFEST = "figure_manifest.json"
-OUTSIDE_FILES = ("outside_decisions.toml",)
 
 README = """\
 # Audit bundle of the stagewise study `{name}`
@@ -282,7 +276,7 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
         ctx = collect(study, ledger)
 
     # The study as written, scrubbed (a path in [runner] data = "..." becomes <path>/...).
-    w.text(f"{STUDY_DIR}/study.toml", study.study_file.read_text(encoding="utf-8"))
+    w.text(STUDY_TOML, study.study_file.read_text(encoding="utf-8"))
     w.text(
         f"{STUDY_DIR}/{study.matrix_file}",
         (study.root / study.matrix_file).read_text(encoding="utf-8"),
@@ -298,7 +292,7 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
     w.json(RUNS_JSON, {"columns": list(RUN_COLUMNS), "runs": runs.rows})
 
     for gate_id, record in _freeze_records(ctx, scrub).items():
-        w.json(f"frozen/{gate_id}.json", record)
+        w.json(frozen_file(gate_id), record)
     w.json(DECISIONS_JSON, {"decisions": _decisions(ctx)})
     w.json(EVENTS_JSON, _events(ctx, scrub, head))
     # Not through the scrubber: it holds only hashes and the new ids.
@@ -310,10 +304,10 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
     tables = [t for t in all_tables(ctx) if t.name != "runs"]
     for table in tables:
         scrub_table(table, scrub)
-        files = [f"tables/{table.name}.json"]
+        files = [table_json(table.name)]
         if table.rows:
             # An empty table is JSON only: a CSV of a lone header line says nothing.
-            files.insert(0, f"tables/{table.name}.csv")
+            files.insert(0, table_csv(table.name))
             w.text(files[0], table.to_csv())
         w.text(files[-1], table.to_json())
         table_manifest[table.name] = {
@@ -342,19 +336,19 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
             )
         figure_manifest[fig.name] = {
             "title": fig.title,
-            "files": [f"figures/{fig.name}.png", f"figures/{fig.name}.svg"] if fig.png else [],
+            "files": figure_files(fig.name) if fig.png else [],
             "skipped": fig.skipped,
             "sources": list(fig.sources),
             "command": f"stagewise report STUDY (figure registry: {fig.name})",
         }
     w.json(
         FIGURE_MANIFEST,
-        {"figures": figure_manifest, "renderer": {"matplotlib": _matplotlib_version()}},
+        {"figures": figure_manifest, "renderer": {"matplotlib": matplotlib_version()}},
     )
 
     drawn = sum(1 for f in figures if f.png is not None)
     w.text(
-        "README.md",
+        README_MD,
         README.format(
             name=study.name,
             matrix=study.matrix_file,
@@ -377,15 +371,6 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
         for leak in scrub.leaks(path.read_text(encoding="utf-8", errors="replace")):
             result.leaks.append(f"{entry['path']}: contains {leak!r}")
     return result
-
-
-def _matplotlib_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("matplotlib")
-    except Exception:  # not installed as a distribution: figures are compared by tables only
-        return ""
 
 
 def canonical_hash_ok(record: dict[str, Any]) -> bool:

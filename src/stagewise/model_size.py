@@ -1,5 +1,8 @@
 """Parameter count of the runner's GPT, computed from the shapes alone (nothing is allocated).
 
+A leaf module (pure arithmetic over `defaults`): the runner builds its model with these shapes,
+and the gates cost a condition with the same count, without importing the runner.
+
 Counts every parameter autoresearch counts (`num_scaling_params()['total']`): token embedding,
 lm_head, the attention and MLP matrices, value embeddings with their gates on alternating
 layers, and the two per-layer scalars. A study uses this to cost conditions before training.
@@ -16,6 +19,7 @@ __all__ = [
     "count_params",
     "has_value_embedding",
     "model_dim_for",
+    "params_millions",
 ]
 
 MLP_EXPANSION = 4  # hidden width of the relu^2 MLP, in multiples of model_dim
@@ -47,3 +51,22 @@ def count_params(
     scalars = 2 * depth  # resid_lambdas + x0_lambdas
     total = embeddings + depth * per_block + value_embeds + scalars
     return {"num_params": total, "model_dim": d, "n_head": n_head}
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def params_millions(
+    depth: object,
+    aspect_ratio: object,
+    vocab_size: object = VOCAB_SIZE,
+    head_dim: object = HEAD_DIM,
+) -> float | None:
+    """Parameters in millions of a condition's shapes, or None when they are not positive
+    integers (a condition of an outside trainer need not have them)."""
+    if not all(_positive_int(v) for v in (depth, aspect_ratio, vocab_size, head_dim)):
+        return None
+    assert isinstance(depth, int) and isinstance(aspect_ratio, int)
+    assert isinstance(vocab_size, int) and isinstance(head_dim, int)
+    return count_params(depth, aspect_ratio, vocab_size, head_dim)["num_params"] / 1e6

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from stagewise.report.bundle import MANIFEST_JSON, write_bundle, write_manifests
-from stagewise.report.scrub import Scrubber
-from stagewise.report.verify import verify_bundle
+from stagewise.audit.bundle import MANIFEST_JSON, write_bundle, write_manifests
+from stagewise.audit.scrub import Scrubber
+from stagewise.audit.verify import verify_bundle
 from tests.conftest import run_cli
 from tests.report.conftest import planted
 

@@ -12,12 +12,23 @@ import math
 from pathlib import Path
 from typing import Any
 
+from stagewise.audit.bundle_records import BundleHashes
+from stagewise.audit.layout import (
+    DECISIONS_JSON,
+    FIGURE_MANIFEST,
+    FIGURES_DIR,
+    RUNS_CSV,
+    RUNS_JSON,
+    table_csv,
+    table_json,
+)
+from stagewise.audit.verify_report import VerifyReport, load_json
 from stagewise.ledger import RunRecord
-from stagewise.report.bundle import DECISIONS_JSON, FIGURE_MANIFEST, RUNS_CSV, RUNS_JSON
-from stagewise.report.bundle_records import BundleHashes
+from stagewise.report.context import ReportContext
+from stagewise.report.figure_data import FIGURE_DATA
+from stagewise.report.figures import matplotlib_version, render_figures
 from stagewise.report.run_tables import run_row
 from stagewise.report.tables import RUN_COLUMNS, Table
-from stagewise.report.verify_report import VerifyReport, load_json
 
 TOLERANCE = 1e-9
 # Summary rows that describe the ledger file itself, checked against the event log instead.
@@ -39,7 +50,7 @@ def same(a: Any, b: Any) -> bool:
 
 
 def compare_table(bundle: Path, table: Table, report: VerifyReport) -> None:
-    rel = f"tables/{table.name}.json"
+    rel = table_json(table.name)
     bundled = load_json(bundle / rel, report) if (bundle / rel).is_file() else None
     if not isinstance(bundled, dict):
         report.problems.append(f"{rel}: missing (the bundled results give it)")
@@ -62,27 +73,28 @@ def compare_table(bundle: Path, table: Table, report: VerifyReport) -> None:
                     f"{rel}: row {i + 1} ({rf.get('condition_id', rf.get('item', ''))}) {col}: "
                     f"bundled {rb.get(col)!r}, re-derived {rf.get(col)!r}"
                 )
-    csv_path = bundle / f"tables/{table.name}.csv"
+    csv_rel = table_csv(table.name)
+    csv_path = bundle / csv_rel
     if table.rows and table.name != "summary":
         if not csv_path.is_file():
-            report.problems.append(f"tables/{table.name}.csv: missing")
+            report.problems.append(f"{csv_rel}: missing")
         elif csv_path.read_text(encoding="utf-8") != table.to_csv():
-            report.problems.append(f"tables/{table.name}.csv: differs from the re-derived table")
+            report.problems.append(f"{csv_rel}: differs from the re-derived table")
     report.rederived += 1
 
 
 def check_summary_ledger_rows(bundle: Path, report: VerifyReport) -> None:
-    data = load_json(bundle / "tables" / "summary.json", report)
+    rel = table_json("summary")
+    data = load_json(bundle / rel, report)
     if not isinstance(data, dict):
         return
     items = {r.get("item"): r.get("value") for r in data.get("rows", [])}
     if "ledger events" in items and items["ledger events"] != report.events:
         report.problems.append(
-            f"tables/summary.json: ledger events {items['ledger events']!r}, the event log "
-            f"holds {report.events}"
+            f"{rel}: ledger events {items['ledger events']!r}, the event log holds {report.events}"
         )
     if "event chain" in items and items["event chain"] != "intact":
-        report.problems.append(f"tables/summary.json: event chain {items['event chain']!r}")
+        report.problems.append(f"{rel}: event chain {items['event chain']!r}")
 
 
 def check_runs_files(
@@ -96,7 +108,7 @@ def check_runs_files(
         report.problems.append(f"{RUNS_CSV}: differs from {RUNS_JSON}")
 
 
-def check_decisions(ctx: Any, report: VerifyReport) -> None:
+def check_decisions(ctx: ReportContext, report: VerifyReport) -> None:
     """Each active computed decision is what its frozen rule gives on the bundled results."""
     for view in ctx.gates:
         active = view.active
@@ -142,22 +154,23 @@ def _same_bytes(a: Path, b: Path) -> bool:
 
 
 def check_figures(
-    bundle: Path, ctx: Any, scratch: Path, h: BundleHashes, report: VerifyReport, images: bool
+    bundle: Path,
+    ctx: ReportContext,
+    scratch: Path,
+    h: BundleHashes,
+    report: VerifyReport,
+    images: bool,
 ) -> set[str]:
     """Every figure's data re-derived and compared; with `images`, every figure re-drawn and
     compared byte for byte when this matplotlib is the one that drew the bundle's."""
-    from stagewise.report.bundle import _matplotlib_version
-    from stagewise.report.figure_data import FIGURE_DATA
-    from stagewise.report.figures import render_figures
-
     manifest = load_json(bundle / FIGURE_MANIFEST, report) or {}
     drawn_by = (manifest.get("renderer") or {}).get("matplotlib")
     compare_images = (
-        images and bool(drawn_by) and drawn_by == _matplotlib_version() and not h.renamed
+        images and bool(drawn_by) and drawn_by == matplotlib_version() and not h.renamed
     )
     if images and not compare_images:
         report.notes.append(
-            f"figures drawn by matplotlib {drawn_by or '?'}, here {_matplotlib_version() or '?'}"
+            f"figures drawn by matplotlib {drawn_by or '?'}, here {matplotlib_version() or '?'}"
             f"{' (ids renamed)' if h.renamed else ''}: images not compared, their data is"
         )
     out = scratch / "figures"
@@ -177,7 +190,7 @@ def check_figures(
                 report.figures += 1
     expected: set[str] = set()
     for fresh in fresh_files:
-        rel = f"figures/{fresh.name}"
+        rel = f"{FIGURES_DIR}/{fresh.name}"
         expected.add(rel)
         bundled = bundle / rel
         if not bundled.is_file():

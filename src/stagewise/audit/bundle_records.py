@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from stagewise.audit.layout import DECISIONS_JSON, FROZEN_DIR, RUNS_JSON, frozen_file
 from stagewise.ledger import DecisionRecord, FreezeRecord, RunKey, RunRecord
 from stagewise.ledger import integrity as chain
 from stagewise.ledger.integrity import TableRow
-from stagewise.report.bundle import DECISIONS_JSON, RUNS_JSON
 
 
 class BundleHashes(chain.LedgerHashes):
@@ -56,7 +56,7 @@ def load_runs(bundle: Path) -> list[RunRecord]:
 
 def load_freezes(bundle: Path) -> list[FreezeRecord]:
     records = []
-    for path in sorted((bundle / "frozen").glob("*.json")):
+    for path in sorted((bundle / FROZEN_DIR).glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         for rec in data["records"]:
             records.append((int(rec["event_seq"]), str(data["gate"]), rec))
@@ -111,7 +111,7 @@ def run_rows(runs: list[RunRecord], h: BundleHashes) -> Iterator[TableRow]:
 
 def freeze_rows(freezes: list[FreezeRecord], h: BundleHashes) -> Iterator[TableRow]:
     for f in freezes:
-        label = f"frozen/{f.gate}.json: {f.kind} record (event {f.event_seq})"
+        label = f"{frozen_file(f.gate)}: {f.kind} record (event {f.event_seq})"
         yield chain.freeze_row(f, h, label)
 
 

@@ -26,26 +26,8 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from stagewise.errors import StagewiseError
-from stagewise.ledger import FreezeRecord, Ledger, canonical_json, sha256_text
-from stagewise.ledger import integrity as chain
-from stagewise.ledger.store import GENESIS, event_hash_v2
-from stagewise.report.bundle import (
-    COMMITMENTS_JSON,
-    DECISIONS_JSON,
-    EVENTS_JSON,
-    FIGURE_MANIFEST,
-    MANIFEST_CSV,
-    MANIFEST_JSON,
-    MANIFESTS,
-    RUNS_CSV,
-    RUNS_JSON,
-    STUDY_DIR,
-    TABLE_MANIFEST,
-    canonical_hash_ok,
-    sha256_file,
-)
-from stagewise.report.bundle_records import (
+from stagewise.audit.bundle import canonical_hash_ok, sha256_file
+from stagewise.audit.bundle_records import (
     BundleHashes,
     decision_rows,
     freeze_rows,
@@ -54,20 +36,48 @@ from stagewise.report.bundle_records import (
     load_runs,
     run_rows,
 )
-from stagewise.report.verify_rederive import (
+from stagewise.audit.layout import (
+    COMMITMENTS_JSON,
+    DECISIONS_JSON,
+    EVENTS_JSON,
+    FIGURE_MANIFEST,
+    FIGURES_DIR,
+    FROZEN_DIR,
+    MANIFEST_CSV,
+    MANIFEST_JSON,
+    MANIFESTS,
+    README_MD,
+    RUNS_CSV,
+    RUNS_JSON,
+    STUDY_DIR,
+    STUDY_TOML,
+    TABLE_MANIFEST,
+    TABLES_DIR,
+    frozen_file,
+    table_csv,
+    table_json,
+)
+from stagewise.audit.verify_rederive import (
     check_decisions,
     check_figures,
     check_runs_files,
     check_summary_ledger_rows,
     compare_table,
 )
-from stagewise.report.verify_report import VerifyReport, load_json
+from stagewise.audit.verify_report import VerifyReport, load_json
+from stagewise.errors import StagewiseError
+from stagewise.gates.freeze import frozen_definition
+from stagewise.ledger import FreezeRecord, Ledger, canonical_json, sha256_text
+from stagewise.ledger import integrity as chain
+from stagewise.ledger.store import GENESIS, event_hash_v2
+from stagewise.report.context import collect
+from stagewise.report.tables import all_tables
 from stagewise.study import load_study
 from stagewise.study.model import Study
 
 FIXED_FILES = (
-    "README.md",
-    f"{STUDY_DIR}/study.toml",
+    README_MD,
+    STUDY_TOML,
     RUNS_CSV,
     RUNS_JSON,
     DECISIONS_JSON,
@@ -98,7 +108,7 @@ DATA_FIELDS = frozenset(
     }
 )
 # Figures drawn from files outside the bundle (each run's loss log): listed, not re-derived.
-NOT_REDERIVABLE = ("figures/learning_curve",)
+NOT_REDERIVABLE = (f"{FIGURES_DIR}/learning_curve",)
 
 
 def safe_member(bundle: Path, rel: str) -> Path | None:
@@ -240,9 +250,7 @@ def check_events(
 def check_frozen(
     bundle: Path, study: Study, freezes: list[FreezeRecord], report: VerifyReport
 ) -> None:
-    from stagewise.gates.freeze import frozen_definition
-
-    for path in sorted((bundle / "frozen").glob("*.json")):
+    for path in sorted((bundle / FROZEN_DIR).glob("*.json")):
         data = load_json(path, report)
         if not isinstance(data, dict):
             continue
@@ -252,7 +260,7 @@ def check_frozen(
                 continue
             if not canonical_hash_ok(rec):
                 report.problems.append(
-                    f"frozen/{path.name}: record {i + 1}: canonical JSON does not hash to "
+                    f"{FROZEN_DIR}/{path.name}: record {i + 1}: canonical JSON does not hash to "
                     f"{rec.get('sha256')}"
                 )
             report.frozen += 1
@@ -261,18 +269,18 @@ def check_frozen(
         current[f.gate] = f
     for gate_id, rec in current.items():
         if gate_id not in study.gates:
-            report.problems.append(f"frozen/{gate_id}.json: gate {gate_id} is not in study.toml")
+            report.problems.append(f"{frozen_file(gate_id)}: gate {gate_id} is not in study.toml")
             continue
         try:
             stored = json.loads(rec.canonical).get("frozen")
             now = frozen_definition(study, gate_id)
         except (ValueError, AttributeError, StagewiseError) as exc:
-            report.problems.append(f"frozen/{gate_id}.json: unreadable frozen record ({exc})")
+            report.problems.append(f"{frozen_file(gate_id)}: unreadable frozen record ({exc})")
             continue
         if canonical_json(stored) != canonical_json(now):
             report.problems.append(
-                f"{STUDY_DIR}/study.toml: gate {gate_id} differs from its frozen record "
-                f"(frozen/{gate_id}.json, sha256 {rec.sha256})"
+                f"{STUDY_TOML}: gate {gate_id} differs from its frozen record "
+                f"({frozen_file(gate_id)}, sha256 {rec.sha256})"
             )
 
 
@@ -286,9 +294,6 @@ def rederive(
     report: VerifyReport,
     images: bool = True,
 ) -> None:
-    from stagewise.report.context import collect
-    from stagewise.report.tables import all_tables
-
     try:
         study = load_study(bundle / STUDY_DIR)
         runs = load_runs(bundle)
@@ -326,14 +331,14 @@ def rederive(
             if table.name == "runs":
                 continue
             compare_table(bundle, table, report)
-            expected.add(f"tables/{table.name}.json")
+            expected.add(table_json(table.name))
             if table.rows:
-                expected.add(f"tables/{table.name}.csv")
+                expected.add(table_csv(table.name))
         check_summary_ledger_rows(bundle, report)
         check_decisions(ctx, report)
         expected |= check_figures(bundle, ctx, scratch, hashes, report, images)
     for rel in sorted(listed):
-        if rel.startswith(("tables/", "figures/")) and rel not in expected:
+        if rel.startswith((f"{TABLES_DIR}/", f"{FIGURES_DIR}/")) and rel not in expected:
             if rel.startswith(NOT_REDERIVABLE):
                 report.notes.append(f"{rel}: drawn from run logs the bundle does not hold")
             else:

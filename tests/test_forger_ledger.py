@@ -1,0 +1,209 @@
+"""Issue 30, the ledger half: a forger who knows the format, and data that must never be lost.
+
+Items 2 (an erased chain is not "intact"), 3 (every field of a run is committed), 7 (no
+silent data loss), 8 (writes stay inside the study), 9 (frozen means the hosts too), 10 (one
+line and exit 2 for every bad input) and 11 (ids a terminal and an SVG can carry). Each test
+failed on the code before issue 30.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from stagewise.executors.external import import_results
+from stagewise.gates.decide import apply_gate
+from stagewise.gates.freeze import freeze
+from stagewise.ledger import Ledger
+from stagewise.ledger.core import HEAD_FILE
+from stagewise.study import load_study
+
+GREEDY = "p06_greedy_winner"
+
+
+@pytest.fixture(scope="module")
+def p06(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """paper06 as a user leaves it: 12-hour cells imported, g12h frozen (post hoc), applied."""
+    from stagewise.create import init_study
+
+    root = tmp_path_factory.mktemp("forger") / "p06"
+    init_study(root, "paper06")
+    study = load_study(root)
+    with Ledger.open(root, create=False) as ledger:
+        import_results(study, ledger, [root / "results" / "stage3_12h.csv"])
+        freeze(study, ledger, "g12h")
+        apply_gate(study, ledger, "g12h")
+    return root
+
+
+def _copy(folder: Path, tmp_path: Path, name: str = "copy") -> Path:
+    out = tmp_path / name
+    shutil.copytree(folder, out)
+    return out
+
+
+def _sql(folder: Path, *statements: str) -> None:
+    conn = sqlite3.connect(folder / "ledger.sqlite")
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """The CLI in this process (a fresh interpreter per command adds nothing but seconds)."""
+    from stagewise.cli.app import main
+
+    old = sys.argv
+    sys.argv = ["stagewise", *map(str, argv)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _refused(result: tuple[int, str, str], *needles: str) -> str:
+    code, out, err = result
+    assert code == 2, (out, err)
+    err = err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+# --------------------------------------------------------------------------- item 2
+
+
+def test_i2_an_erased_chain_is_refused_by_gate_bundle_run_and_status_says_so(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    shutil.rmtree(study / "decisions")
+    _sql(
+        study,
+        f"UPDATE runs SET val_bpb = val_bpb - 0.05 WHERE condition_id = '{GREEDY}'",
+        "DELETE FROM decisions",
+        "DELETE FROM events",
+    )
+    _code, out, _ = _main(["status", study, "--json"], capsys)
+    status = json.loads(out)
+    assert status["chain_ok"] is False
+    assert "event chain is empty" in status["first_broken_link"]
+    for args in (
+        ["gate", study, "g12h"],
+        ["bundle", study, "--out", tmp_path / "b"],
+        ["run", study, "stage3"],
+    ):
+        _refused(_main(args, capsys), "integrity check failed")
+
+
+def test_i2_a_chain_cut_short_is_caught_by_the_head_kept_beside_the_ledger(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The decision and its event deleted: the rest of the chain links and every table agrees
+    with it, but the head file remembers the longer chain."""
+    study = _copy(p06, tmp_path)
+    head = json.loads((study / HEAD_FILE).read_text(encoding="utf-8"))
+    with Ledger.open(study, create=False) as ledger:
+        assert (ledger._last()) == (head["seq"], head["hash"]) and not ledger.integrity_problems()
+    _sql(
+        study,
+        "DELETE FROM decisions WHERE kind = 'computed'",
+        "DELETE FROM events WHERE kind = 'decision.computed'",
+    )
+    with Ledger.open(study, create=False) as ledger:
+        problems = ledger.integrity_problems()
+    assert problems and f"{HEAD_FILE} records event {head['seq']}" in problems[0], problems
+    _refused(_main(["gate", study, "g12h"], capsys), HEAD_FILE)
+
+
+# --------------------------------------------------------------------------- item 7
+
+
+def test_i7_a_deleted_ledger_is_never_silently_replaced(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    shutil.rmtree(study / "decisions")
+    (study / "ledger.sqlite").unlink()
+    (study / "ledger.sqlite.bak").unlink()
+    for args in (["freeze", study, "g12h"], ["import", study, study / "results/stage3_12h.csv"]):
+        _refused(_main(args, capsys), HEAD_FILE, "--new-ledger")
+    assert not (study / "ledger.sqlite").exists()
+    # Starting over is explicit and recorded in the new chain.
+    code, _out, err = _main(["init", study, "--new-ledger", "disk lost; rerunning"], capsys)
+    assert code == 0, err
+    with Ledger.open(study, create=False) as ledger:
+        events = ledger.events("ledger.new")
+        assert len(events) == 1 and events[0].payload["reason"] == "disk lost; rerunning"
+        assert events[0].payload["previous_head"]
+        assert not ledger.integrity_problems()
+    _refused(_main(["init", study, "--new-ledger", " "], capsys), "needs a reason")
+
+
+def test_i7_dropped_tables_are_refused_and_the_good_backup_kept(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    backup = (study / "ledger.sqlite.bak").read_bytes()
+    conn = sqlite3.connect(study / "ledger.sqlite")
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    for name in names:
+        if name != "sqlite_sequence":
+            conn.execute(f"DROP TABLE {name}")
+    conn.commit()
+    conn.close()
+    for args in (["status", study], ["freeze", study, "g12h"]):
+        _refused(_main(args, capsys), "holds no ledger tables")
+    assert (study / "ledger.sqlite.bak").read_bytes() == backup
+    with sqlite3.connect(study / "ledger.sqlite.bak") as bak:
+        assert bak.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 12
+
+
+def test_i7_deleting_every_row_is_not_intact(p06: Path, tmp_path: Path) -> None:
+    study = _copy(p06, tmp_path)
+    (study / HEAD_FILE).unlink()  # the forger removes the head file too
+    _sql(
+        study,
+        "DELETE FROM runs",
+        "DELETE FROM decisions",
+        "DELETE FROM freezes",
+        "DELETE FROM events",
+    )
+    with Ledger.open(study, create=False) as ledger:
+        problems = ledger.integrity_problems()
+    assert problems and "event chain is empty" in problems[0]
+
+
+def test_i7_the_backup_follows_each_write_and_never_shrinks(p06: Path, tmp_path: Path) -> None:
+    from stagewise.create import init_study
+
+    study = tmp_path / "fresh"
+    init_study(study, "paper06")
+    s = load_study(study)
+    with Ledger.open(study, create=False) as ledger:
+        import_results(s, ledger, [study / "results" / "stage3_12h.csv"])
+        with sqlite3.connect(study / "ledger.sqlite.bak") as bak:
+            assert bak.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 12
+            assert bak.execute("SELECT MAX(seq) FROM events").fetchone()[0] == ledger._last()[0]
+    # A ledger cut short (events deleted, head file too) never overwrites the longer backup.
+    shrunk = _copy(p06, tmp_path, "shrunk")
+    before = (shrunk / "ledger.sqlite.bak").read_bytes()
+    (shrunk / HEAD_FILE).unlink()
+    _sql(shrunk, "DELETE FROM events WHERE seq = (SELECT MAX(seq) FROM events)")
+    with Ledger.open(shrunk, create=False) as ledger:
+        ledger.log_event("note", "x", {})
+    assert (shrunk / "ledger.sqlite.bak").read_bytes() == before
