@@ -81,6 +81,7 @@ def test_validate_json_and_plurals(tmp_path: Path) -> None:
 
 def test_report_bundle_verify_print_json(tmp_path: Path) -> None:
     folder = write_study(tmp_path / "s")
+    run_cli("freeze", folder, "g1", check=True)  # starts the hand-written study's ledger
     rep = json.loads(
         run_cli("report", folder, "--out", tmp_path / "r", "--json", check=True).stdout
     )

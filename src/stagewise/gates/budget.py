@@ -175,8 +175,12 @@ def budget(study: Study, ledger: Ledger) -> BudgetResult:
         counterfactuals.append(
             counterfactual(
                 None,
-                f"executed: {len(executed_n) if executed_n is not None else '?'} candidates "
-                f"through {', '.join(final.stages)} (gate {final.gate_id})",
+                (
+                    f"executed: {len(executed_n)} candidates"
+                    if executed_n is not None
+                    else "executed: candidates not decided yet"
+                )
+                + f" through {', '.join(final.stages)} (gate {final.gate_id})",
                 len(executed_n) if executed_n is not None else None,
                 final_stages,
                 executed,
@@ -192,7 +196,7 @@ def budget(study: Study, ledger: Ledger) -> BudgetResult:
             counterfactuals.append(
                 counterfactual(
                     gate.gate_id,
-                    f"continue all {n if n is not None else '?'} candidates of {gate.gate_id} "
+                    f"continue all {n if n is not None else 'the'} candidates of {gate.gate_id} "
                     f"({'+'.join(gate.stages)}) through {', '.join(final.stages)}",
                     n,
                     final_stages,

@@ -277,20 +277,25 @@ def apply_gate(
         decision=decision,
         published_comparison=tuple(ComparisonNote(**n) for n in notes),
     )
-    files = () if dry_run else write_records(study.root / DECISIONS_DIR, result.to_json())
     budgets = {sid: st.budget_seconds for sid, st in study.stages.items()}
     checks = check_runs(runs, budgets, study.min_steps, stages=ev.gate.stages)
-    return AppliedGate(
+    applied = AppliedGate(
         result,
         ev,
         decision,
         freeze,
-        files,
+        (),
         recorded=not unchanged and not dry_run,
         dry_run=dry_run,
         checks=tuple(checks),
         min_steps=study.min_steps,
     )
+    # The records are the `gate --json` object of the call that recorded the decision; a look
+    # that changes nothing leaves them as they are (they are rewritten only when missing).
+    folder = study.root / DECISIONS_DIR
+    if dry_run or (unchanged and safe_join(folder, f"{gate_id}.json").is_file()):
+        return applied
+    return replace(applied, files=write_records(folder, applied.object))
 
 
 # ---------------------------------------------------------------------- records on disk
@@ -470,6 +475,14 @@ def gate_markdown(obj: Mapping[str, Any]) -> str:
                 f"{d['published']} ({d['table']}); the published cells are rounded to six "
                 "decimals before pooling, so the last printed digit can differ"
             )
+    if obj.get("flagged_runs"):
+        lines += [
+            "",
+            "## Flagged runs (ranked all the same: read their numbers with care)",
+            "",
+        ]
+        for r in obj["flagged_runs"]:
+            lines.append(f"- {r['run']}: {', '.join(r['flags'])}: {'; '.join(r['notes'])}")
     lines += [
         "",
         "Numbers are unrounded in the JSON and CSV records; this page shows six decimals.",

@@ -9,6 +9,7 @@ from stagewise.analysis.run_checks import check_run, check_runs, flagged, time_s
 from stagewise.ledger.schema import SUMMARY_FIELDS
 from stagewise.report.context import ReportContext
 from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table
+from stagewise.words import small
 
 TIMING_COLUMNS = ("startup_seconds", "eval_seconds")
 # Run columns that carry no path, no user and no machine name; the others stay in the ledger.
@@ -61,9 +62,10 @@ def budget_tables(ctx: ReportContext) -> list[Table]:
     if not budget:
         return []
     sources = [*STUDY_SOURCES, RUNS_SOURCE, "decisions/decisions.json"]
+    unit = str(budget.get("hours_unit") or "GPU-hours")
     stages = Table(
         "budget",
-        "Budget: budgeted and recorded GPU-hours per stage",
+        f"Budget: budgeted and recorded {unit} per stage",
         list(BUDGET_COLUMNS),
         [
             {c: {**r, **split}.get(c) for c in BUDGET_COLUMNS}
@@ -73,9 +75,9 @@ def budget_tables(ctx: ReportContext) -> list[Table]:
                 strict=True,
             )
         ],
-        note=f"total budgeted GPU-hours: {budget.get('total_budgeted_gpu_hours')}; total "
-        f"recorded: {budget.get('total_recorded_gpu_hours')} (sum of training time of recorded "
-        "runs; none where the results carry no training time)",
+        note=f"total budgeted {unit}: {_hours(budget.get('total_budgeted_gpu_hours'))}; total "
+        f"recorded: {_hours(budget.get('total_recorded_gpu_hours'))} (sum of training time of "
+        "recorded runs; training, evaluation, start-up and wall hours say where their time went)",
         sources=sources,
         command="stagewise budget STUDY --json",
     )
@@ -84,11 +86,17 @@ def budget_tables(ctx: ReportContext) -> list[Table]:
         "Budget counterfactuals: continue all candidates of a gate to the final confirmation",
         list(COUNTERFACTUAL_COLUMNS),
         [{c: r.get(c) for c in COUNTERFACTUAL_COLUMNS} for r in budget.get("counterfactuals", [])],
-        note=f"final gate: {budget.get('final_gate')}; GPU-hours of its stages in each scenario",
+        note=f"final gate: {budget.get('final_gate')}; {unit} of its stages in each scenario",
         sources=sources,
         command="stagewise budget STUDY --json",
     )
     return [stages, counter] if counter.rows else [stages]
+
+
+def _hours(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "not known yet (a stage's candidates wait for a gate)"
+    return small(value, 4) if value < 1 else f"{value:g}"
 
 
 def run_row(rec: Any, study: Any = None) -> dict[str, Any]:
