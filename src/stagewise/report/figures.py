@@ -201,7 +201,7 @@ def draw_funnel(data: FigureData) -> Figure:
     plt = _plt()
     rows = data.table.rows
     # 5.5 in: the outcome shows it in half the page beside the lead sentence on a wide screen.
-    fig, ax = plt.subplots(figsize=(5.5, 0.34 * len(rows) + 1.3), layout="constrained")
+    fig, ax = plt.subplots(figsize=(5.5, 0.25 * len(rows) + 1.05), layout="constrained", dpi=DPI)
     ys = list(range(len(rows)))[::-1]
     texts = []
     for y, row in zip(ys, rows, strict=True):
@@ -218,7 +218,8 @@ def draw_funnel(data: FigureData) -> Figure:
     ax.set_xlabel("candidates (number of conditions)")
     _integer_axis(ax.xaxis)
     ax.set_xlim(0, max((r["count"] for r in rows), default=1) + 0.5)
-    ax.set_title(_wrap(data.title, 48))
+    # Over the figure, not the axes: the bar names push the axes right.
+    fig.suptitle(_wrap(data.title, 52), fontsize=11)
     _fit_right(fig, ax, texts)
     return cast("Figure", fig)
 
@@ -227,7 +228,7 @@ def draw_funnel(data: FigureData) -> Figure:
 def draw_gap_trajectory(data: FigureData) -> Figure:
     plt = _plt()
     rows = data.table.rows
-    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 5.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 5.2), layout="constrained", dpi=DPI)
     ticks: dict[int, str] = {}
     for cid in dict.fromkeys(r["condition_id"] for r in rows):
         mine = [r for r in rows if r["condition_id"] == cid]
@@ -266,7 +267,7 @@ def draw_host_seed_cells(data: FigureData) -> Figure:
     plt = _plt()
     rows = data.table.rows
     labels: dict[int, tuple[str, bool]] = {r["x"]: (r["label"], r["reference"]) for r in rows}
-    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 4.4), layout="constrained")
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 4.4), layout="constrained", dpi=DPI)
     for cell in sorted({r["cell"] for r in rows}):
         mine = [r for r in rows if r["cell"] == cell]
         ax.plot(
@@ -304,7 +305,7 @@ def draw_host_seed_cells(data: FigureData) -> Figure:
 def draw_cost_quality(data: FigureData) -> Figure:
     plt = _plt()
     rows = data.table.rows
-    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 5.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 5.6), layout="constrained", dpi=DPI)
     labels = []
     for series in dict.fromkeys(r["series"] for r in rows):
         mine = [r for r in rows if r["series"] == series]
@@ -347,7 +348,12 @@ def draw_budget(data: FigureData) -> Figure:
     panels = 2 if counter else 1
     # Panels stacked, not side by side: each keeps the page's width at 800 px.
     fig, axes = plt.subplots(
-        panels, 1, figsize=(FIG_WIDTH, 4.2 * panels + 0.6), squeeze=False, layout="constrained"
+        panels,
+        1,
+        figsize=(FIG_WIDTH, 4.2 * panels + 0.6),
+        squeeze=False,
+        layout="constrained",
+        dpi=DPI,
     )
     unit = data.title.split(" per stage")[0].split(": ")[0]
     ax = axes[0, 0]
@@ -410,7 +416,9 @@ def draw_budget(data: FigureData) -> Figure:
 def draw_learning_curves(data: FigureData) -> Figure:
     plt = _plt()
     rows = data.table.rows
-    fig, axes = plt.subplots(2, 1, figsize=(FIG_WIDTH, 7.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        2, 1, figsize=(FIG_WIDTH, 7.6), squeeze=False, layout="constrained", dpi=DPI
+    )
     xlabels = {"training_seconds": "training seconds", "tokens": "tokens (millions)"}
     scale = {"training_seconds": 1.0, "tokens": 1e-6}
     for ax, axis in zip(axes[:, 0], ("training_seconds", "tokens"), strict=True):

@@ -84,11 +84,21 @@ def section_curves(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> str
 def section_budget(tables: list[Table], figures: Sequence[RenderedFigure]) -> str:
     budget = [t for t in tables if t.name.startswith("budget")]
     figs = figures_in(figures, "budget") + [f for f in [skipped_figure(figures, "budget")] if f]
+    # The time split's columns follow folded: the key ones fit an 800 px page.
+    keys: tuple[str, ...] = (
+        "stage",
+        "candidates",
+        "seeds",
+        "hosts",
+        "budget_hours",
+        "budgeted_gpu_hours",
+    )
+    keys += ("recorded_gpu_hours", "eval_hours")
     return "".join(render_figure(f) for f in figs) + (
-        "".join(render_table(t) for t in budget)
+        "".join(render_table(t, key_columns=keys if t.name == "budget" else None) for t in budget)
         if budget
         else "<p><span class='badge pending'>pending</span> budget accounting not available; "
-        "the plan gives budgeted GPU-hours</p>"
+        "the plan gives the budgeted hours</p>"
     )
 
 

@@ -55,12 +55,14 @@ def text_problems(
 
     A figure saved at `saved_dpi` narrower than `display_px` shows at its own width (the page
     shrinks images to fit, never enlarges them)."""
+    width_in = fig.get_figwidth()
+    if saved_dpi is not None:
+        # Measured as saved: a layout in pixels (constrained layout's pads) moves with the dpi.
+        fig.set_dpi(saved_dpi)
+        display_px = min(display_px, width_in * saved_dpi)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     canvas = fig.bbox
-    width_in = fig.get_figwidth()
-    if saved_dpi is not None:
-        display_px = min(display_px, width_in * saved_dpi)
     problems: list[str] = []
     boxes = []
     for t in _texts(fig):

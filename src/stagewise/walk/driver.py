@@ -118,6 +118,7 @@ def run_study(
                 index,
                 [plan.stage(s) for s in ahead[index:]],
                 ledger.runs(status="succeeded"),
+                current=sp,
             )
             state = run_stage(
                 study,

@@ -34,19 +34,26 @@ class WalkReporter:
         self.state: StageState | None = None
         self.position = (0, 0)
         self._later: list[StagePlan] = []
+        self._current: StagePlan | None = None
         self._samples: dict[tuple[str, int, str, str], tuple[float, float, float]] = {}
         # (stage, overall ETA when it started, monotonic time): the walk record compares them
         # with how long the rest of the walk really took.
         self.eta_log: list[tuple[str, float | None, float]] = []
 
     def enter(
-        self, study: Study, index: int, later: list[StagePlan], runs: Iterable[Any] = ()
+        self,
+        study: Study,
+        index: int,
+        later: list[StagePlan],
+        runs: Iterable[Any] = (),
+        current: StagePlan | None = None,
     ) -> None:
-        """The walk is about to run stage number `index`; `later` are the stages after it;
-        `runs` the study's recorded runs (their wall times calibrate the estimate)."""
+        """The walk is about to run stage number `index` (`current`); `later` are the stages
+        after it; `runs` the study's recorded runs (their wall times calibrate the estimate)."""
         self.study = study
         self.position = (index, len(study.stages))
         self._later = later
+        self._current = current
         for r in runs:
             self._add_record(r)
 
@@ -85,22 +92,39 @@ class WalkReporter:
     def end(self, state: StageState) -> None:
         self.inner.end(state)
 
-    def run_seconds(self, budget_seconds: float) -> float | None:
-        """The expected wall time of one run of this budget (None: a token/step budget)."""
+    def run_seconds(
+        self, budget_seconds: float, conditions: Iterable[str] | None = None
+    ) -> float | None:
+        """The expected wall time of one run of this budget (None: a token/step budget).
+
+        With `conditions`, the mean over them, each from its own earlier runs where it has
+        some (a bigger model starts and evaluates slower), else from all the study's runs."""
         if budget_seconds <= 0:
             return None
         if not self._samples:
             return budget_seconds
-        samples = list(self._samples.values())
-        overhead = sum(max(0.0, w - t) for w, t, _b in samples) / len(samples)
-        k = sum(t / b for _w, t, b in samples) / len(samples)
-        return overhead + k * budget_seconds
+
+        def model(samples: list[tuple[float, float, float]]) -> float:
+            overhead = sum(max(0.0, w - t) for w, t, _b in samples) / len(samples)
+            k = sum(t / b for _w, t, b in samples) / len(samples)
+            return overhead + k * budget_seconds
+
+        overall = model(list(self._samples.values()))
+        wanted = list(conditions or ())
+        if not wanted:
+            return overall
+        per: list[float] = []
+        for cid in wanted:
+            mine = [v for key, v in self._samples.items() if key[3] == cid]
+            per.append(model(mine) if mine else overall)
+        return sum(per) / len(per)
 
     def stage_eta(self) -> float | None:
         """The current stage's time to its end: its running runs' rest, then its queue."""
         if self.state is None or self.study is None:
             return None
-        per_run = self.run_seconds(self.study.stages[self.state.stage].budget_seconds)
+        conditions = self._current.candidates if self._current is not None else None
+        per_run = self.run_seconds(self.study.stages[self.state.stage].budget_seconds, conditions)
         if per_run is None:
             return self.state.eta_seconds() if self.state.pending or self.state.running else 0.0
         now = time.monotonic()
@@ -121,12 +145,35 @@ class WalkReporter:
             return None
         rest = 0.0
         for sp in self._later:
-            per_run = self.run_seconds(sp.stage.budget_seconds)
-            if sp.candidate_count is None or per_run is None:
+            per_run = self.run_seconds(sp.stage.budget_seconds, sp.candidates)
+            count = self._expected_count(sp)
+            if count is None or per_run is None:
                 return None
-            runs = sp.candidate_count * len(sp.stage.seeds) * len(sp.stage.hosts)
+            runs = count * len(sp.stage.seeds) * len(sp.stage.hosts)
             rest += math.ceil(runs / slots) * per_run
         return current + rest
+
+    def _expected_count(self, sp: StagePlan) -> int | None:
+        """The stage's candidates: known, fixed by its gate's rules, or at most what a best_k
+        that names roles keeps (k) plus what keep rules keep; None for threshold rules."""
+        if sp.candidate_count is not None or self.study is None:
+            return sp.candidate_count
+        gate_id = sp.stage.candidates.gate
+        if gate_id is None:
+            return None
+        total = 0
+        for rule in self.study.gates[gate_id].rules:
+            if rule.rule == "best_k":
+                total += int(rule.params["k"])
+            elif rule.rule == "keep":
+                total += sum(
+                    1
+                    for c in self.study.conditions
+                    if c.condition_id in rule.conditions or c.role in rule.roles
+                )
+            else:
+                return None
+        return total
 
     def eta_checks(self, finished: float | None = None) -> list[dict[str, Any]]:
         """Each stage's overall ETA when it started against the time the walk really took."""
