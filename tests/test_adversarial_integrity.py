@@ -373,16 +373,19 @@ def test_f3_a_host_block_named_like_the_machine_still_verifies(
     out = tmp_path / "B"
     result = write_bundle(root, out)
     assert result.leaks == []  # `vmcond` and `root-box` are not the host or the user
+    # Declared ids are never scrubbed (issue 30, item 6): the host block stays `vm` everywhere.
     toml = tomllib.loads((out / "study" / "study.toml").read_text(encoding="utf-8"))
-    assert set(toml["hosts"]) == {"scrubbed-host", "block-b"}
+    assert set(toml["hosts"]) == {"vm", "block-b"}
     runs = json.loads((out / "results" / "runs.json").read_text(encoding="utf-8"))["runs"]
-    assert {r["host"] for r in runs} == {"scrubbed-host", "block-b"}
+    assert {r["host"] for r in runs} == {"vm", "block-b"}
     assert {r["condition_id"] for r in runs} == {"c_a", "vmcond", "root-box"}
     for path in out.rglob("*"):
         if path.is_file() and path.suffix != ".png":
             text = path.read_text(encoding="utf-8")
             assert "%2Fhome" not in text and "<user>-box" not in text, path
-            assert not re.search(r"(?<![\w-])vm(?![\w-])", text), path
+            assert "scrubbed-host" not in text and "<host>" not in text.replace("`<host>`", ""), (
+                path
+            )
     report = verify_bundle(out, images=False)
     assert report.ok, report.problems
     assert report.commitments == len(runs) + 2  # every run, the freeze and the decision

@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "stagewise.bounds",  # numeric bounds
             "stagewise.words",  # counts and small figures as a person reads them
             "stagewise.examples",  # shipped example data (no code above this layer)
+            "stagewise.tested_set",  # the tested versions (constraints.txt, package data)
         ),
     ),
     ("study", ("stagewise.study",)),
@@ -54,6 +55,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "stagewise.walk",
             # Where a study stands (plan + ledger only): below the report, which shows it.
             "stagewise.status",
+            "stagewise.job_status",  # the cluster jobs part of `status`
         ),
     ),
     ("report", ("stagewise.report",)),

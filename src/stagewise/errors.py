@@ -10,6 +10,7 @@ StagewiseError                 base: the CLI prints its message on one line, exi
 ├── RunnerError                bad training configuration
 ├── CheckpointError            a checkpoint fails verification
 ├── ExecutorError              a stage cannot be executed (no slot, cluster unreachable, ...)
+│   └── ClusterLost            the cluster went away mid-stage (exit 75: resume when it is back)
 ├── RunFailed                  a training run failed (carries the cause)
 ├── BundleError                report/bundle cannot be written or does not verify
 └── ExportError                an export (MLflow) cannot be written: extra missing, store refused
@@ -60,6 +61,19 @@ class ExecutorError(StagewiseError):
     pass
 
 
+class ClusterLost(ExecutorError):
+    """The cluster a stage runs on went away mid-stage (its scheduler stopped answering, or a
+    block has had no live node longer than allowed). Its own exit code, 75 (EX_TEMPFAIL: try
+    again later), tells it apart from a failed run (1) and bad input (2): nothing failed, the
+    runs in flight were put back, and the same command resumes once the cluster is back."""
+
+    exit_code = 75
+
+    def __init__(self, message: str, in_flight: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.in_flight = in_flight
+
+
 class RunFailed(StagewiseError):
     exit_code = 1
 
@@ -79,6 +93,7 @@ class ExportError(StagewiseError):
 __all__ = [
     "BundleError",
     "CheckpointError",
+    "ClusterLost",
     "DataError",
     "DecisionError",
     "ExecutorError",

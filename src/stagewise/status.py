@@ -6,15 +6,62 @@ from collections import Counter
 from typing import Any
 
 from stagewise.analysis.run_checks import check_runs, flag_counts, flagged
+from stagewise.errors import StagewiseError
+from stagewise.executors.ownership import owner_alive
+from stagewise.gates.freeze import changes_since_freeze, recipes_summary
+from stagewise.job_status import job_rows
 from stagewise.ledger import Ledger
-from stagewise.ledger.records import RUN_STATES
+from stagewise.ledger.records import RUN_STATES, RunRecord
 from stagewise.plan import build_plan
 from stagewise.study.model import Study
+
+
+def _retrying(ledger: Ledger, records: list[RunRecord]) -> dict[str, list[dict[str, Any]]]:
+    """Per stage, the running runs whose current attempt is a retry (`run.retrying` events
+    name the attempt they start; the executor's own reruns keep the attempt number)."""
+    running = {str(rec.key): rec for rec in records if rec.status == "running"}
+    found: dict[str, dict[str, Any]] = {}
+    for event in ledger.events("run.retrying"):
+        rec = running.get(event.subject)
+        if rec is not None and event.payload.get("attempt") == rec.attempts:
+            found[event.subject] = {
+                "run": event.subject,
+                "attempt": rec.attempts,
+                "after": event.payload.get("after"),
+                "note": event.payload.get("note"),
+            }
+    by_stage: dict[str, list[dict[str, Any]]] = {}
+    for subject, row in sorted(found.items()):
+        by_stage.setdefault(running[subject].stage, []).append(row)
+    return by_stage
+
+
+def _waiting(ledger: Ledger) -> dict[str, list[str]]:
+    """Per stage, the notices its driver has raised and not withdrawn, while it is alive."""
+    current: dict[tuple[str, str], Any] = {}
+    for event in ledger.events("executor.notice"):
+        current[(event.subject, str(event.payload.get("topic")))] = event.payload
+    by_stage: dict[str, list[str]] = {}
+    for (stage, _topic), payload in sorted(current.items()):
+        text = payload.get("text")
+        if text and owner_alive(str(payload.get("owner") or "")) is not False:
+            by_stage.setdefault(stage, []).append(str(text))
+    return by_stage
+
+
+def edits_since_freeze(study: Study, ledger: Ledger, gate_id: str) -> list[str]:
+    """What differs from the gate's freeze, reported, never raised (status and validate)."""
+    try:
+        return changes_since_freeze(study, ledger, gate_id)
+    except StagewiseError as exc:
+        return [f"cannot compare with the freeze: {exc}"]
 
 
 def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
     plan = build_plan(study, ledger)
     records = ledger.runs()
+    retrying = _retrying(ledger, records)
+    waiting = _waiting(ledger)
     by_stage: dict[str, Counter[str]] = {}
     for rec in records:
         by_stage.setdefault(rec.stage, Counter())[rec.status] += 1
@@ -42,6 +89,10 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
                 "planned_runs": planned,
                 "runs": runs,
                 "complete": planned is not None and runs["succeeded"] == planned,
+                # Running runs that are a rerun after a failure or a fault (the cause before).
+                "retrying": retrying.get(sp.stage.stage_id, []),
+                # What the stage's live driver is waiting for (a block without a node, ...).
+                "waiting": waiting.get(sp.stage.stage_id, []),
                 "flags": flag_counts(c for c in checks if c.stage == sp.stage.stage_id),
             }
         )
@@ -59,6 +110,12 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
                 "frozen_at": freezes[-1].frozen_at if freezes else None,
                 "post_hoc": freezes[-1].post_hoc if freezes else None,
                 "amendments": sum(1 for f in freezes if f.kind == "amend"),
+                # condition -> frozen recipe sha256, or "recipes not frozen (format 1)"
+                "recipes": recipes_summary(freezes[-1]) if freezes else None,
+                # what was edited since the freeze (gate and run refuse until it is amended)
+                "changed_since_freeze": edits_since_freeze(study, ledger, gate.gate_id)
+                if freezes
+                else [],
                 "decision": None
                 if decision is None
                 else {
@@ -84,6 +141,8 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
         "chain_problems": problems,
         "stages": stages,
         "gates": gates,
+        # Runs carried by cluster jobs (Slurm): job id and the scheduler's state.
+        "jobs": job_rows(ledger),
         # Succeeded runs that cannot mean much (analysis.run_checks): flagged, never hidden.
         "min_steps": study.min_steps,
         "flagged_runs": [c.to_json() for c in flagged(checks)],

@@ -12,6 +12,7 @@ import pytest
 from stagewise.audit.bundle import MANIFEST_JSON, write_bundle, write_manifests
 from stagewise.audit.scrub import Scrubber
 from stagewise.audit.verify import verify_bundle
+from stagewise.ledger import sha256_text
 from tests.conftest import run_cli
 from tests.report.conftest import planted
 
@@ -61,11 +62,14 @@ def test_bundle_scrubs_paths_users_and_hosts(synthetic: Path, synthetic_bundle: 
     runs = json.loads((synthetic_bundle / "results" / "runs.json").read_text())
     assert "log_path" not in runs["columns"] and "summary_json" not in runs["columns"]
     assert "owner" not in runs["columns"]
-    # Host *block* names stay; the failed run keeps its (scrubbed) cause.
+    # Host *block* names stay; the failed run's cause names the machine, so it is withheld:
+    # shown as the hash of its masked form, which the chain committed to (issue 30).
     hosts = {r["host"] for r in runs["runs"]}
     assert hosts == {"block-a", "block-b"}
     causes = [r["cause"] for r in runs["runs"] if r["stage"] == "s2"]
-    assert causes == ["crashed on <host>: see <path>/train.log"]
+    masked = "crashed on " + plant["host"] + ": see <path>/train.log"
+    assert causes == [f"<withheld sha256:{sha256_text(masked)}>"]
+    assert verify_bundle(synthetic_bundle, images=False).ok
 
 
 def test_bundle_layout_and_manifests(paper06: Path, p06_bundle: Path, tmp_path: Path) -> None:
@@ -197,7 +201,8 @@ def test_frozen_hash_is_rechecked(p06_bundle: Path, tmp_path: Path) -> None:
 
 def test_scrubber_rules(tmp_path: Path) -> None:
     scrub = Scrubber([tmp_path / "study"])
-    assert scrub.text(f"{tmp_path}/study/results/x.csv") == "<study>/results/x.csv"
+    # Every absolute path is cut the same way, on every machine (the chain commits to it).
+    assert scrub.text(f"{tmp_path}/study/results/x.csv") == "<path>/x.csv"
     assert scrub.text("/opt/data/shard_00001.parquet") == "<path>/shard_00001.parquet"
     assert scrub.text(r"C:\Users\ann\runs\train.log") == "<path>/train.log"
     # Ratios, labels, block names and URLs stay.
@@ -212,10 +217,11 @@ def test_scrubber_rules(tmp_path: Path) -> None:
     assert scrub.leaks(word) == []
     assert scrub.text("see %2Ftmp%2Fa%2Ftrain.log") == "see <path>%2Ftrain.log"
     assert scrub.text("file:///tmp/a/b.csv") == "file://<path>/b.csv"
-    # An id equal to the host name becomes an id-safe name, the same everywhere.
+    # A declared id equal to the host name is never scrubbed (issue 30: scrubbing never
+    # changes what was decided), nor listed as a leak.
     ids = Scrubber([tmp_path], ids=[plant["host"]])
-    assert ids.text(f"[hosts.{plant['host']}]") == "[hosts.scrubbed-host]"
-    assert list(ids.renamed) == ["scrubbed-host"]
+    assert ids.text(f"[hosts.{plant['host']}]") == f"[hosts.{plant['host']}]"
+    assert ids.leaks(plant["host"]) == []
 
 
 def test_a_study_opened_by_a_relative_path_keeps_its_name(
@@ -227,4 +233,4 @@ def test_a_study_opened_by_a_relative_path_keeps_its_name(
     monkeypatch.chdir(tmp_path)
     scrub = Scrubber([Path("demo")])
     assert scrub.text('name = "demo"') == 'name = "demo"'
-    assert scrub.text(f"{tmp_path / 'demo'}/runs/x.log") == "<study>/runs/x.log"
+    assert scrub.text(f"{tmp_path / 'demo'}/runs/x.log") == "<path>/x.log"

@@ -93,7 +93,13 @@ def test_backtest_json_contract_and_determinism(tmp_path: Path) -> None:
     second = json.loads(run_cli(*args, "--out", tmp_path / "bt", check=True).stdout)
     assert first == second
     names = {p.name for p in (tmp_path / "bt").iterdir()}
-    assert names == {"backtest.json", "policies.csv", "pareto.csv", "pareto.png"}
+    assert names == {
+        "backtest.json",
+        "policies.csv",
+        "pareto.csv",
+        "pareto.png",
+        "decision_accuracy.png",
+    }
     assert json.loads((tmp_path / "bt" / "backtest.json").read_text()) == first
     pareto = read_rows(tmp_path / "bt" / "pareto.csv")
     assert {r["label"] for r in pareto} == {
@@ -142,16 +148,18 @@ def test_backtest_prints_a_table_on_the_terminal(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("truth: syn")
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("truth: ")) :]
+    assert lines[0].startswith("truth: syn") and "cost model restart" in lines[0]
     assert lines[1].split() == [
         "policy",
         "p_retain",
         "95%",
         "p_select",
         "regret",
-        "GPU-h",
+        "GPU-hours",
         "x",
         "final",
+        "unknown",
     ]
     assert lines[2].split()[:2] == ["final_only", "1.000"] and lines[3].startswith("sh:eta=3")
 
@@ -219,25 +227,26 @@ def test_study_policy_replays_the_study_gates_and_stores_the_result_in_the_study
     assert stored["policies"][1]["policy"] == "final_only"
 
 
-def test_optuna_policies_are_skipped_with_the_pip_command_when_optuna_is_absent(
+def test_optuna_policies_run_natively_when_optuna_is_absent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import stagewise.backtest.policies as policies
+    import sys
+
     from stagewise.cli.app import app
 
     table = tmp_path / "t.csv"
     table.write_text(
         "condition_id,budget_seconds,seed,host,val_bpb\na,1,1,h,1\nb,1,1,h,2\na,2,1,h,1\nb,2,1,h,0.5\n"
     )
-    monkeypatch.setattr(policies, "optuna_available", lambda: False)
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` now fails
     result = CliRunner().invoke(
         app,
         ["backtest", str(table), "--policies", "final_only,optuna-sh", "--replays", "3", "--json"],
     )
     assert result.exit_code == 0, result.output
-    assert (
-        "skipped optuna-sh:eta=3: needs Optuna (pip install 'stagewise[optuna]')" in result.output
-    )
+    data = json.loads(result.stdout)
+    assert [p["label"] for p in data["policies"]] == ["final_only", "optuna-sh:eta=3"]
+    assert data["skipped"] == []
 
 
 def test_curves_resumes_after_a_sigkill_without_repeating_finished_runs(tmp_path: Path) -> None:

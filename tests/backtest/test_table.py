@@ -26,7 +26,7 @@ def write(tmp_path: Path, body: str, header: str = HEADER) -> Path:
         ("a,10,1,h,1.0\n", "condition_id,seed,host,val_bpb\n", "missing column(s) budget_seconds"),
         ("a,10,1,h,1.0\nb,10,1,h,x\n", HEADER, "row 3: val_bpb must be a number, but got 'x'"),
         ("a,10,1,h,1.0\nb,-5,1,h,1.0\n", HEADER, "row 3: budget_seconds must be a positive"),
-        ("a,10,1.5,h,1.0\n", HEADER, "row 2: seed must be an integer, but got '1.5'"),
+        ("a,10,a b,h,1.0\n", HEADER, "row 2: seed expected 1 to 64 ASCII characters"),
         ("a,10,1,,1.0\n", HEADER, "row 2: host is empty"),
         ("a,10,1,h,1.0\na,10,1,h,1.1\n", HEADER, "row 3: duplicate of row 2"),
         ("a,10,1,h,1.0\nb,10,1,h,inf\n", HEADER, "row 3: val_bpb must be a positive, finite"),

@@ -67,6 +67,7 @@ def test_quick_demo_leaves_a_complete_study(quick_demo: Path, tmp_path: Path) ->
     assert attempts == 1
 
 
+@pytest.mark.smoke
 def test_demo_refuses_a_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "notes.txt").write_text("mine")

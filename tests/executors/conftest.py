@@ -1,11 +1,20 @@
-"""Studies for executor tests: a fake trainer through an argv template, or the real runner."""
+"""Studies for executor tests: a fake trainer through an argv template, or the real runner.
+
+Also the real local Slurm cluster of the Slurm tests: `slurm_cluster` (one per session: munged,
+slurmctld and slurmd from a temp folder, two partitions `blk-a` and `blk-b`, stopped by pid at
+the end with nothing left running; `slurmtools.Cluster`) and `slurm` (per test: SLURM_CONF set
+for the test and the CLI it starts, every job of the test cancelled afterwards). Both skip,
+saying why, where Slurm is not installed (`.ci/install-slurm`) or submitit is missing.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,4 +147,68 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-__all__ = ["FAKE", "events", "fake_study", "journal", "run_cli", "runs", "with_ledger"]
+@pytest.fixture(scope="session")
+def shared_ray_cluster() -> Iterator[Any]:
+    """One real local Ray cluster for the suites that do not break it: a head without CPUs and
+    one `blk-a` node with two CPUs (two slots). Stopped, by pid, at the end of the session."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("the ray extra is not installed")
+    from tests.executors.raytools import Cluster
+
+    cluster = Cluster()
+    try:
+        cluster.start_head()
+        cluster.add_node("blk-a", cpus=2)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real one-node Slurm cluster for the session (partitions blk-a and blk-b)."""
+    from tests.executors.slurmtools import Cluster, skip_reason
+
+    reason = skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    if importlib.util.find_spec("submitit") is None:
+        pytest.skip('the slurm extra is not installed (pip install "stagewise[slurm]")')
+    cluster = Cluster(tmp_path_factory.mktemp("slurm-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        pids = dict(cluster.pids)
+        cluster.stop()  # raises when a daemon is still there after its SIGTERM and SIGKILL
+        assert not [p for p in pids.values() if Path(f"/proc/{p}").exists() and _live(p)]
+
+
+def _live(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def slurm(slurm_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The session's cluster for one test: SLURM_CONF set, the test's jobs cancelled after."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    try:
+        yield slurm_cluster
+    finally:
+        slurm_cluster.run("scancel", "--full", "--user", "root", check=False)
+        slurm_cluster.wait_empty(120)
+
+
+__all__ = [
+    "FAKE",
+    "events",
+    "fake_study",
+    "journal",
+    "run_cli",
+    "runs",
+    "slurm",
+    "slurm_cluster",
+    "with_ledger",
+]

@@ -1,7 +1,10 @@
 """A real local Ray cluster for tests, started with the `ray` CLI as a user would.
 
-Each cluster lives in a temp dir of its own and is torn down by killing exactly the processes
-of that temp dir (never `ray stop`, which would stop every Ray cluster of the machine).
+Each cluster lives in a temp dir of its own, and every process it starts carries a token of
+its own in its environment (Ray passes the environment of `ray start` on to every daemon and
+worker). It is torn down by killing exactly those processes, by pid, and `stop` asserts that
+none is left (never `ray stop`, which would stop every Ray cluster of the machine; a search by
+the temp dir alone misses daemons that do not name it, such as `ray.util.client.server`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,23 @@ def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
+TOKEN_ENV = "STAGEWISE_TEST_CLUSTER"
+
+
+def tagged(token: str) -> set[int]:
+    """Live (not zombie) processes whose environment carries `TOKEN_ENV=token`."""
+    marker = f"{TOKEN_ENV}={token}".encode()
+    found = set()
+    for pid in _pids():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.add(pid)
+    return found
+
+
 def children(pid: int) -> list[int]:
     """Every descendant of `pid` (from /proc/<pid>/task/*/children)."""
     found: list[int] = []
@@ -67,6 +87,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def wait_for_none(found: Callable[[], set[int]], timeout: float) -> set[int]:
+    """`found()` once it is empty, or what it still holds after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (left := found()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
 def _label_of(raylet_argv: list[str]) -> str:
     """The blk-* resource a raylet was started with (`--static_resource_list=name,n,...`)."""
     for arg in raylet_argv:
@@ -85,8 +113,12 @@ class Cluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.labels: dict[str, str] = {}  # node id -> block label (kept after a node dies)
+        self.token = secrets.token_hex(8)
+        self.pids: set[int] = set()  # every process this cluster started, as seen so far
+        self.head_pids: set[int] = set()  # the head's own daemons
         self.env = {
             **os.environ,
+            TOKEN_ENV: self.token,
             "RAY_USAGE_STATS_ENABLED": "0",
             # Declare a dead node dead within seconds, not the default half minute.
             "RAY_health_check_initial_delay_ms": "1000",
@@ -102,17 +134,36 @@ class Cluster:
         )
         assert proc.returncode == 0, f"ray {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
 
-    def start_head(self) -> None:
+    def _seen(self) -> set[int]:
+        """Record (and return) the cluster's processes now alive."""
+        now = tagged(self.token)
+        self.pids |= now
+        return now
+
+    def start_head(self, *extra: str, cpus: int = 0) -> None:
+        """The head (no CPUs by default: runs go to worker nodes); `extra` ray start flags."""
         self._ray(
             "start",
             "--head",
             "--node-ip-address=127.0.0.1",
             f"--port={self.port}",
-            "--num-cpus=0",
+            f"--num-cpus={cpus}",
             "--include-dashboard=false",
             "--disable-usage-stats",
+            f"--ray-client-server-port={free_port()}",  # not the shared default 10001
             f"--temp-dir={self.temp_dir}",
+            *extra,
         )
+        self.head_pids = self._seen()
+
+    def kill_head(self) -> None:
+        """SIGKILL every process of the head (its GCS, raylet, client server, workers)."""
+        head = set(self.head_pids)
+        for pid in list(head):
+            head |= set(children(pid))
+        for pid in sorted(head):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def raylets(self) -> dict[str, int]:
         """node id -> raylet pid, for the raylets of this cluster."""
@@ -145,6 +196,7 @@ class Cluster:
             "--disable-usage-stats",
         )
         new = wait_for(lambda: set(self.raylets()) - before, 30, f"the {label} raylet")
+        self._seen()
         (node_id,) = new
         self.labels[node_id] = _label_of(_cmdline(self.raylets()[node_id]))
         assert self.labels[node_id] == label
@@ -158,13 +210,18 @@ class Cluster:
                 os.kill(victim, signal.SIGKILL)
 
     def stop(self) -> None:
-        """Kill every process of this cluster (found by its temp dir), then remove the dir."""
+        """Kill every process this cluster started, by pid; assert that none is left."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            mine = [p for p in _pids() if any(self.temp_dir in a for a in _cmdline(p))]
-            mine = sorted(set(mine + [c for p in mine for c in children(p)]))
-            for pid in mine:
+            mine = self._seen()
+            for pid in sorted(mine | {c for p in mine for c in children(p)}):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             if sig == signal.SIGTERM and mine:
-                time.sleep(2)
+                deadline = time.monotonic() + 3
+                while tagged(self.token) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+        left = wait_for_none(lambda: tagged(self.token), 10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        assert not left, "cluster processes left running: " + "; ".join(
+            f"{pid} {' '.join(_cmdline(pid))[:120]}" for pid in sorted(left)
+        )

@@ -2,25 +2,22 @@
 
 Each test drives the real CLI on a study whose runs are the fake trainer (an argv-only custom
 trainer, started from a command template): outcomes and their causes, retries decided by the
-driver alone, a timeout, exactly-once after a SIGKILL of the driver, and arguments that never
-pass through a shell. The Ray case runs on a real local cluster (one node, two slots).
+driver alone, a timeout, and arguments that never pass through a shell. Faults (a killed
+driver, trainer, node or head; a wrong address; a resource no node offers) are the fault suite's
+(test_faults.py). The Ray case runs on a real local cluster (one node, two slots).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.executors.conftest import FAKE_COMMAND, events, journal, run_cli, runs, with_ledger
+from tests.executors.conftest import FAKE_COMMAND, journal, run_cli, runs, with_ledger
 
 OK, NAN, CRASH, HANG, OOM, FLAKY, SUMMARY = range(7)
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -28,17 +25,9 @@ HAS_RAY = importlib.util.find_spec("ray") is not None
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def ray_address() -> Iterator[str]:
-    from tests.executors.raytools import Cluster
-
-    cluster = Cluster()
-    try:
-        cluster.start_head()
-        cluster.add_node("blk-a", cpus=2)
-        yield cluster.address
-    finally:
-        cluster.stop()
+@pytest.fixture
+def ray_address(shared_ray_cluster: Any) -> str:
+    return str(shared_ray_cluster.address)
 
 
 @pytest.fixture(
@@ -152,60 +141,6 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
     except OSError:
         return True
-
-
-def _wait_for(predicate, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-def _statuses(study: Path) -> list[str]:
-    try:
-        return [r["status"] for r in runs(study).values()]
-    except Exception:  # the driver has not created the ledger yet
-        return []
-
-
-def test_exactly_once_after_the_driver_is_sigkilled(tmp_path: Path, host_block: str) -> None:
-    # SUMMARY: the trainer writes summary.json itself, as our runner does, so a run that
-    # finishes in the instant between the driver's death and its ledger write is adopted on
-    # resume instead of rerun.
-    modes = {f"c{i}": SUMMARY for i in range(5)}
-    study = study_with(tmp_path / "s", host_block, modes, sleep=1.0)
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "stagewise", "run", str(study), "s1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "RAY_ADDRESS": ""},
-    )
-    try:
-        _wait_for(lambda: "succeeded" in _statuses(study) and "running" in _statuses(study))
-    finally:
-        driver.kill()
-        driver.wait(timeout=10)
-    running_then = {k for k, r in runs(study).items() if r["status"] == "running"}
-    assert running_then
-    # The trainers die with their driver: no orphan goes on to write results.
-    pids = [int(e[2]) for e in journal(study) if e[0] == "start"]
-    _wait_for(lambda: all(not Path(f"/proc/{p}").exists() or _zombie(p) for p in pids), 60)
-    ended_before = [e[1] for e in journal(study) if e[0] == "end"]
-
-    proc = run_cli("run", study, "s1", "--json")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    table = runs(study)
-    assert {r["status"] for r in table.values()} == {"succeeded"} and len(table) == 5
-    ends = [e[1] for e in journal(study) if e[0] == "end"]
-    assert len(ends) == len(set(ends)) == 5  # every run finished exactly once
-    assert set(ended_before) <= set(ends)
-    adopted = set(json.loads(proc.stdout)["adopted"])
-    for key in running_then:
-        want = 1 if f"s1/{key.split('/')[0]}/seed1/block-a" in adopted else 2
-        assert table[key]["attempts"] == want, key
-    assert len(events(study, "run.succeeded")) == 5
 
 
 SHELL_BAIT = "a b;touch PWNED $(touch PWNED2) `touch PWNED3` |x>y"

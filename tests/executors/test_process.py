@@ -51,6 +51,9 @@ def test_block_in_stdout_when_there_is_no_summary(tmp_path: Path) -> None:
         (1, "CUDA out of memory. Tried to allocate", None, "oom", True),
         (1, "Traceback ...\nValueError: boom", None, "crash", True),
         (-9, "", None, "killed", True),
+        (-15, "", None, "killed", True),
+        (-11, "", None, "crash", True),  # a segfault is the run's own fault, not a signal sent
+        (-6, "", None, "crash", True),
         (2, "error: bad --depth", None, "bad_input", False),
         (0, "no block here", None, "no_result", False),
     ],

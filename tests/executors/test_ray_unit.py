@@ -6,9 +6,12 @@ The pure helpers live in `executors.ray_support` and are tested here without imp
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -157,3 +160,97 @@ def test_progress_is_read_from_the_log_and_follows_a_rerun_on_another_node(
     assert started == RunStarted(task.key, 2, "ray:127.0.0.1/node2")
     assert isinstance(again, RunProgress) and again.step == 1
     assert run.starts == 2
+
+
+# ---------------------------------------------------------------------- resource-short hints
+def _blk_host(**kw: object) -> Host:
+    return Host(name="blk", executor="ray", resources={"blk-a": 1.0}, **kw)  # type: ignore[arg-type]
+
+
+def test_a_missing_label_asks_for_a_node_with_it() -> None:
+    host = _blk_host()
+    text = rs.shortage(host, rs.requirements(host), [{"CPU": 2.0, "blk-b": 1.0}], "h:1")
+    assert "no live node" in text and "blk-a=1" in text
+    assert "ray start --address=h:1 --resources='{\"blk-a\": 1}'" in text
+
+
+def test_a_short_cpu_count_is_named_not_the_label() -> None:
+    host = _blk_host(num_cpus=4.0)
+    nodes = [{"CPU": 1.0, "blk-a": 1.0}, {"CPU": 2.0, "blk-a": 1.0}]
+    text = rs.shortage(host, rs.requirements(host), nodes, "h:1")
+    assert "asks CPU=4" in text and "at most CPU=2" in text and "short: CPU." in text
+    assert "hosts.blk.num_cpus" in text and "--num-cpus=4" in text
+    gpu = _blk_host(num_gpus=1.0)
+    text = rs.shortage(gpu, rs.requirements(gpu), nodes, "h:1")
+    assert "short: GPU." in text and "hosts.blk.num_gpus" in text and "--num-gpus=1" in text
+
+
+def test_resources_no_single_node_offers_together() -> None:
+    host = _blk_host(num_cpus=2.0, num_gpus=1.0)
+    nodes = [{"CPU": 2.0, "blk-a": 1.0}, {"CPU": 1.0, "GPU": 1.0, "blk-a": 1.0}]
+    text = rs.shortage(host, rs.requirements(host), nodes, "h:1")
+    assert "no single live node" in text
+
+
+# ---------------------------------------------------------------------- what answers there
+def _serve(reply: bytes | None, *, first: bool = False) -> tuple[int, threading.Thread]:
+    """A one-connection TCP server: says `reply` first (`first`) or after the client spoke;
+    None closes at once."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def run() -> None:
+        conn, _ = server.accept()
+        with conn, server:
+            if reply is None:
+                return
+            if not first:
+                conn.recv(1024)
+            conn.sendall(reply)
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                conn.recv(1024)  # until the client closes
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return int(server.getsockname()[1]), thread
+
+
+@pytest.mark.parametrize(
+    ("reply", "first", "expected"),
+    [
+        (bytes([0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100]), False, None),  # HTTP/2 SETTINGS
+        (bytes([0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100]), True, None),  # sent at once
+        (b"HTTP/1.0 400 Bad request\r\n\r\n", False, "web server: it answered 'HTTP/1.0 400"),
+        (b"<!DOCTYPE HTML>\n<html>", False, "an HTTP/1 web server: it answered '<!DOCTYPE HTML>'"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", True, "it answered 'SSH-2.0-OpenSSH_9.6'"),
+        (b"\x15\x03\x01\x00\x02\x02\x32", False, "bytes that are not HTTP/2"),  # a TLS alert
+        (None, False, "closed the connection without a word"),
+    ],
+)
+def test_greet_tells_a_ray_head_from_other_services(
+    reply: bytes | None, first: bool, expected: str | None
+) -> None:
+    port, thread = _serve(reply, first=first)
+    answered = rs.greet(("127.0.0.1", port), 2.0)
+    thread.join(10)
+    if expected is None:
+        assert answered is None
+    else:
+        assert answered is not None and expected in answered, answered
+
+
+def test_greet_bounds_a_silent_service() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    with server:
+        answered = rs.greet(("127.0.0.1", server.getsockname()[1]), 0.5)
+    assert answered is not None and "did not answer the HTTP/2 greeting" in answered
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with pytest.raises(OSError):
+        rs.greet(("127.0.0.1", port), 0.5)

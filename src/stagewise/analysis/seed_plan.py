@@ -178,9 +178,11 @@ def _max_power(
     hosts: int,
     seeds: int,
     rng: np.random.Generator,
+    passes: bool,
 ) -> float:
+    """Probability that the simulated max over cells gives the verdict `passes`."""
     maxima = _simulated_gaps(gap, var_host, var_seed, hosts, seeds, rng).max(axis=(1, 2))
-    return float(np.mean(maxima <= t)) if gap <= t else float(np.mean(maxima > t))
+    return float(np.mean(maxima <= t)) if passes else float(np.mean(maxima > t))
 
 
 def plan_max_gap(
@@ -190,13 +192,18 @@ def plan_max_gap(
     hosts: int,
     power: float = 0.9,
     seed: int = 0,
+    observed_max: float | None = None,
 ) -> SeedAdvice:
     """Seeds per host with which a max-over-cells rule returns the observed verdict with `power`.
 
-    `observed_gap` is the condition's mean gap (the centre of its cells' gaps). A passing verdict
-    gets harder with more cells, a failing one easier: the search returns the seeds per host at
-    which the simulated probability first reaches `power`, trying 1 to MAX_SEEDS_PER_HOST.
+    `observed_gap` is the condition's mean gap: the centre around which cells' gaps are simulated.
+    `observed_max` is the largest cell gap actually seen; when given, it (not the centre) says
+    which verdict was observed, so a condition whose mean is within the threshold but whose worst
+    cell is not is planned as the failure it was. A passing verdict gets harder with more cells,
+    a failing one easier: the search returns the seeds per host at which the simulated
+    probability first reaches `power`, trying 1 to MAX_SEEDS_PER_HOST.
     """
+    passes = (observed_max if observed_max is not None else observed_gap) <= threshold
     comps = _components(vc)
     if comps is None:
         return SeedAdvice.undecided(
@@ -212,14 +219,14 @@ def plan_max_gap(
     rng = np.random.default_rng(seed)
     best: tuple[int, float] | None = None
     for n in range(1, MAX_SEEDS_PER_HOST + 1):
-        p = _max_power(observed_gap, threshold, var_host, var_seed, hosts, n, rng)
+        p = _max_power(observed_gap, threshold, var_host, var_seed, hosts, n, rng, passes)
         if p >= power:
             best = (n, p)
             break
-        if observed_gap <= threshold and n >= 2:
+        if passes and n >= 2:
             break  # more cells only lower the chance that every cell stays within
     note = _note(vc)
-    if observed_gap <= threshold:
+    if passes:
         note = (note + "; " if note else "") + "a max-over-cells pass gets harder with more cells"
     if best is None:
         return SeedAdvice.undecided("max_gap", threshold, observed_gap, sigma_d, hosts, note)

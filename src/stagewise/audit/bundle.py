@@ -9,7 +9,9 @@ import csv
 import hashlib
 import io
 import json
+import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from stagewise.audit.layout import (
     MANIFESTS,
     OUTSIDE_FILES,
     README_MD,
+    RECIPES_JSON,
     RUNS_CSV,
     RUNS_JSON,
     STUDY_DIR,
@@ -36,8 +39,9 @@ from stagewise.audit.layout import (
 )
 from stagewise.audit.scrub import Scrubber
 from stagewise.errors import BundleError
-from stagewise.ledger import Ledger, canonical_json, sha256_text
-from stagewise.ledger.integrity import text_hash
+from stagewise.ledger import Ledger, integrity, sha256_text
+from stagewise.ledger.integrity import LedgerHashes
+from stagewise.ledger.masking import mask_paths
 from stagewise.ledger.store import field_hashes
 from stagewise.paths import safe_join
 from stagewise.report.context import ReportContext, collect
@@ -56,12 +60,13 @@ Produced by `stagewise bundle`. Everything a reviewer needs to check the study's
 | `study/study.toml`, `study/{matrix}` | the study file (stages, hosts, gates and their rules) and the candidate matrix |
 | `study/published/` | published summary tables shipped with the study: shown as published, never recomputed |
 | `results/runs.csv`, `results/runs.json` | every run: stage, condition, seed, host block, status, cause, val_bpb and the other summary numbers |
-| `frozen/<gate>.json` | every freeze and amendment of a gate: the canonical JSON that was hashed, its sha256, the UTC time, the post-hoc flag |
+| `frozen/<gate>.json` | every freeze and amendment of a gate: the canonical JSON that was hashed (since format 2 with the resolved recipe of every condition), its sha256, the UTC time, the post-hoc flag |
+| `recipes/recipes.json` | the resolved recipe of every run (matrix row, `[runner]` settings, trainer, metric, data hashes) under its sha256; each run in `results/` names the one it trained |
 | `decisions/decisions.json` | every decision: computed by the tool or taken outside it (`manual`), with reasons |
 | `tables/` | every table of the report as CSV and JSON (gate analyses, cells, sensitivity, budget, ...) |
 | `figures/` | every figure as PNG and SVG |
 | `ledger/events.json` | the ledger's hash-chained event log (each event's fields with their sha256), the chain head, and the result of checking the chain when this bundle was made |
-| `ledger/commitments.json` | the sha256 of every id renamed and every text scrubbed here, so those rows still prove against the chain |
+| `ledger/commitments.json` | for each record whose texts are shown masked or withheld, the digest of its texts as written (the chain binds it to the shown texts) |
 | `table_manifest.json`, `figure_manifest.json` | each table and figure -> the bundled files it comes from and the command that produced it |
 | `MANIFEST.json`, `MANIFEST.csv` | path, size in bytes and sha256 of every other file |
 
@@ -78,14 +83,23 @@ re-derives every table (decisions, verdicts, sensitivity, budget, agreement, fig
 (numbers must agree within 1e-9). It exits with status 1 on any difference. Without stagewise,
 `sha256sum` over the files listed in `MANIFEST.csv` checks integrity.
 
+## What verify does not check
+
+`README.md` (this description), the published summaries under `study/published/` (shown as
+published, never recomputed), and the figure images (PNG, SVG) when this stagewise's matplotlib
+is not the one that drew them (their data files are always checked). `stagewise verify` lists
+them under "informational (not checked)". Everything else is proven against the event chain or
+re-derived from what is.
+
 ## Scrubbing
 
 Paths, log files, checkpoints, run owners and raw run summaries are left out. In every other
-text a path inside the study folder reads `<study>/...`, any other absolute path
-`<path>/<file name>`, the home folder `<home>`, the user name `<user>` and the machine's name
-`<host>`, as whole tokens. Host *block* names (the study's own names for groups of machines) are
-kept, except one that equals the user or host name: it is renamed (`scrubbed-host`) in every
-file alike, and `ledger/commitments.json` holds the sha256 of the old name.
+text any absolute path reads `<path>/<file name>` (the same on every machine: the chain commits
+to that masked form), the home folder `<home>`, the user name `<user>` and the machine's name
+`<host>`, as whole tokens. A text the chain commits to (a cause, a source, a reason) that names
+the user or the machine is withheld whole: it reads `<withheld sha256:...>`, the hash of its
+masked form, which still proves against the chain. Declared ids (host blocks, conditions,
+stages, gates) are never scrubbed, even one named like the machine or the user.
 
 Counts: {runs} runs, {tables} tables, {figures} figures, {events} ledger events, chain {chain}.
 """
@@ -126,40 +140,68 @@ class _Writer:
     def json(self, rel: str, value: Any) -> None:
         self.text(rel, dumps(self.scrub.value(value)))
 
+    def committed_json(self, rel: str, value: Any) -> None:
+        """Records the chain commits to, already shown as committed (`Scrubber.committed`):
+        written as they are, since any further scrubbing would break their proof."""
+        path = safe_join(self.out, rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dumps(value), encoding="utf-8")
 
-def _prepare_out(out: Path) -> None:
+
+def _check_out(out: Path) -> None:
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise BundleError(f"--out {out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST_JSON).is_file():
+        raise BundleError(
+            f"--out {out}: folder is not empty and holds no bundle; choose a new folder"
+        )
+
+
+def _partial(out: Path) -> Path:
+    """Where a bundle is written before it replaces `out` in one rename: beside it, so an
+    interrupted bundle (SIGKILL, full disk) leaves `out` as it was, never half written."""
+    return out.with_name(f".{out.name}.partial-{os.getpid()}")
+
+
+def _clear_partials(out: Path) -> None:
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished bundle into place; an earlier bundle there is replaced whole."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
     if out.exists():
-        if not out.is_dir():
-            raise BundleError(f"--out {out}: exists and is not a folder")
-        if any(out.iterdir()):
-            if not (out / MANIFEST_JSON).is_file():
-                raise BundleError(
-                    f"--out {out}: folder is not empty and holds no bundle; choose a new folder"
-                )
-            shutil.rmtree(out)  # an earlier bundle: replace it whole
-    out.mkdir(parents=True, exist_ok=True)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def scrub_table(table: Table, scrub: Scrubber) -> Table:
-    table.rows = [scrub.value(r) for r in table.rows]
+    # Cells hold committed texts (causes, reasons) as the records show them, so verify's
+    # tables re-derived from the records agree with these.
+    table.rows = [scrub.committed_record(r) for r in table.rows]
     table.title = scrub.text(table.title)
     table.note = scrub.text(table.note)
     return table
 
 
-def _freeze_records(ctx: ReportContext, scrub: Scrubber) -> dict[str, Any]:
+def _freeze_records(ctx: ReportContext) -> dict[str, Any]:
     out = {}
     for view in ctx.gates:
         if not view.freezes:
             continue
         records = []
         for rec in view.freezes:
-            canonical = scrub.text(rec.canonical)
+            canonical = mask_paths(rec.canonical)
             records.append(
                 {
                     "kind": rec.kind,
                     "sha256": rec.sha256,
                     "canonical": canonical,
+                    # Informational: verify proves a masked canonical text through the chain
+                    # (digest format 2), never because this flag says so.
                     "canonical_scrubbed": canonical != rec.canonical,
                     "frozen_at": rec.frozen_at,
                     "post_hoc": rec.post_hoc,
@@ -176,6 +218,11 @@ def _freeze_records(ctx: ReportContext, scrub: Scrubber) -> dict[str, Any]:
     return out
 
 
+def bundled_recipes(texts: dict[str, str]) -> dict[str, Any]:
+    """The recipes/recipes.json object: sha256 -> resolved recipe, from the ledger's texts."""
+    return {"recipes": {sha: json.loads(text) for sha, text in sorted(texts.items())}}
+
+
 def _decisions(ctx: ReportContext) -> list[dict[str, Any]]:
     # event_seq ties each record to the event that committed to it (verify checks that).
     return [{**d.as_dict(), "event_seq": d.event_seq} for view in ctx.gates for d in view.decisions]
@@ -184,8 +231,13 @@ def _decisions(ctx: ReportContext) -> list[dict[str, Any]]:
 def _events(ctx: ReportContext, scrub: Scrubber, head: str) -> dict[str, Any]:
     events = []
     for ev in ctx.events:
-        payload = scrub.value(ev.payload)
-        subject = scrub.text(ev.subject)
+        if ev.format >= 3:
+            # The chain commits to the masked form of each field: shown as committed.
+            payload = {k: scrub.committed(v, json_context=True) for k, v in ev.payload.items()}
+            subject = scrub.committed(ev.subject)
+        else:
+            payload = scrub.value(ev.payload)
+            subject = scrub.text(ev.subject)
         entry: dict[str, Any] = {
             "seq": ev.seq,
             "ts": ev.ts,
@@ -204,37 +256,75 @@ def _events(ctx: ReportContext, scrub: Scrubber, head: str) -> dict[str, Any]:
         events.append(entry)
     return {
         "chain_ok_at_bundle_time": not ctx.chain_problems,
-        "chain_problems": ctx.chain_problems,
+        "chain_problems": scrub.value(ctx.chain_problems),
         "chain_head": head,
         "events": events,
     }
 
 
 def _commitments(ctx: ReportContext, scrub: Scrubber) -> dict[str, Any]:
-    """sha256 of what scrubbing changed, keyed by the sha256 of what the bundle shows."""
-    texts: dict[str, str] = {}
+    """The digest of the texts as written of every record whose shown texts were masked or
+    withheld: the chain binds it to the shown texts (ledger.integrity), so it proves them."""
+    h = LedgerHashes()
+    originals: dict[str, str] = {}
 
-    def note(original: str | None) -> None:
-        shown = scrub.text(original or "")
-        if shown != (original or ""):
-            texts[text_hash(shown)] = text_hash(original)
-
-    def note_json(original: Any) -> None:
-        shown = canonical_json(scrub.value(original))
-        if shown != canonical_json(original):
-            texts[text_hash(shown)] = text_hash(canonical_json(original))
+    def changed(*fields: Any) -> bool:
+        return any(scrub.committed(f) != f for f in fields)
 
     for run in ctx.runs:
-        note(run.cause)
+        if changed(run.cause, run.source):
+            key = integrity.key_digest(run.stage, run.condition_id, run.seed, run.host, h.id)
+            originals[integrity.run_record_key(key)] = integrity.run_originals(run, h)
     for view in ctx.gates:
         for f in view.freezes:
-            note(f.reason)
-            note_json(f.results_at_freeze)
+            if changed(f.reason, f.results_at_freeze):
+                key = integrity.freeze_record_key(f.event_seq)
+                originals[key] = integrity.freeze_originals(f, h)
         for d in view.decisions:
-            note(d.reason)
-            note(d.source)
-            note_json(d.payload)
-    return {"renamed": dict(scrub.renamed), "texts": dict(sorted(texts.items()))}
+            if changed(d.reason, d.source, d.payload):
+                key = integrity.decision_record_key(d.event_seq)
+                originals[key] = integrity.decision_originals(d, h)
+    # `renamed` and `texts` stay empty: ids are never renamed, and a map from shown to
+    # committed text that the chain does not bind is never trusted (verify refuses one).
+    return {"renamed": {}, "texts": {}, "originals": dict(sorted(originals.items()))}
+
+
+RUNS_MANIFEST_ENTRY: dict[str, Any] = {
+    "title": "Runs",
+    "files": [RUNS_CSV, RUNS_JSON],
+    "sources": ["the study's ledger (ledger.sqlite), scrubbed"],
+    "command": "stagewise bundle STUDY --out OUT",
+    "published_summary": False,
+}
+
+
+def table_manifest_entry(table: Table, matrix_file: str) -> dict[str, Any]:
+    """A table's entry in table_manifest.json (verify re-derives it the same way)."""
+    sources_fix = {"study/matrix": f"{STUDY_DIR}/{matrix_file}", "frozen/": "frozen/*.json"}
+    files = [table_json(table.name)]
+    if table.rows:
+        # An empty table is JSON only: a CSV of a lone header line says nothing.
+        files.insert(0, table_csv(table.name))
+    return {
+        "title": table.title,
+        "files": files,
+        "sources": [sources_fix.get(s, s) for s in table.sources],
+        "command": table.command or "stagewise report STUDY",
+        "published_summary": table.published,
+    }
+
+
+def figure_manifest_entry(
+    name: str, title: str, drawn: bool, skipped: str | None, sources: Iterable[str]
+) -> dict[str, Any]:
+    """A figure's entry in figure_manifest.json (verify re-derives it the same way)."""
+    return {
+        "title": title,
+        "files": figure_files(name) if drawn else [],
+        "skipped": skipped,
+        "sources": list(sources),
+        "command": f"stagewise report STUDY (figure registry: {name})",
+    }
 
 
 def study_ids(study: Study) -> list[str]:
@@ -266,14 +356,37 @@ def write_manifests(out: Path) -> list[dict[str, Any]]:
 
 def write_bundle(folder: Path, out: Path) -> BundleResult:
     study = load_study(folder)
-    out = Path(out)
-    _prepare_out(out)
-    scrub = Scrubber([study.root, folder], ids=study_ids(study))
-    w = _Writer(out, scrub)
+    final = Path(out)
+    _check_out(final)
     with Ledger.open(study.root, create=False) as ledger:
         # A bundle of a ledger whose chain or tables were altered would launder the alteration.
         head = ledger.require_intact()
         ctx = collect(study, ledger)
+        recipe_texts = ledger.recipe_texts()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _clear_partials(final)
+    out = _partial(final)
+    out.mkdir()
+    try:
+        result = _write_into(study, folder, ctx, head, recipe_texts, out)
+        _publish(out, final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    result.out = final
+    return result
+
+
+def _write_into(
+    study: Study,
+    folder: Path,
+    ctx: ReportContext,
+    head: str,
+    recipe_texts: dict[str, str],
+    out: Path,
+) -> BundleResult:
+    scrub = Scrubber([study.root, folder], ids=study_ids(study))
+    w = _Writer(out, scrub)
 
     # The study as written, scrubbed (a path in [runner] data = "..." becomes <path>/...).
     w.text(STUDY_TOML, study.study_file.read_text(encoding="utf-8"))
@@ -287,43 +400,32 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
         if (study.root / name).is_file():
             w.text(f"{STUDY_DIR}/{name}", (study.root / name).read_text(encoding="utf-8"))
 
-    runs = scrub_table(runs_table(ctx), scrub)
-    w.text(RUNS_CSV, runs.to_csv())
-    w.json(RUNS_JSON, {"columns": list(RUN_COLUMNS), "runs": runs.rows})
+    runs = runs_table(ctx)
+    runs.rows = [scrub.committed_record(r) for r in runs.rows]
+    w.committed_json(RUNS_JSON, {"columns": list(RUN_COLUMNS), "runs": runs.rows})
+    (out / RUNS_CSV).write_text(runs.to_csv(), encoding="utf-8")
 
-    for gate_id, record in _freeze_records(ctx, scrub).items():
-        w.json(frozen_file(gate_id), record)
-    w.json(DECISIONS_JSON, {"decisions": _decisions(ctx)})
-    w.json(EVENTS_JSON, _events(ctx, scrub, head))
-    # Not through the scrubber: it holds only hashes and the new ids.
-    path = out / COMMITMENTS_JSON
-    path.write_text(dumps(_commitments(ctx, scrub)), encoding="utf-8")
+    for gate_id, record in _freeze_records(ctx).items():
+        record["records"] = [scrub.committed_record(r) for r in record["records"]]
+        w.committed_json(frozen_file(gate_id), record)
+    w.json(RECIPES_JSON, bundled_recipes(recipe_texts))
+    decisions = [scrub.committed_record(d) for d in _decisions(ctx)]
+    w.committed_json(DECISIONS_JSON, {"decisions": decisions})
+    # Events are shown as committed (format 3) or scrubbed field by field (older formats).
+    w.committed_json(EVENTS_JSON, _events(ctx, scrub, head))
+    # Not through the scrubber: it holds only hashes.
+    w.committed_json(COMMITMENTS_JSON, _commitments(ctx, scrub))
 
-    sources_fix = {"study/matrix": f"{STUDY_DIR}/{study.matrix_file}", "frozen/": "frozen/*.json"}
     table_manifest: dict[str, Any] = {}
     tables = [t for t in all_tables(ctx) if t.name != "runs"]
     for table in tables:
         scrub_table(table, scrub)
-        files = [table_json(table.name)]
+        entry = table_manifest_entry(table, study.matrix_file)
         if table.rows:
-            # An empty table is JSON only: a CSV of a lone header line says nothing.
-            files.insert(0, table_csv(table.name))
-            w.text(files[0], table.to_csv())
-        w.text(files[-1], table.to_json())
-        table_manifest[table.name] = {
-            "title": table.title,
-            "files": files,
-            "sources": [sources_fix.get(s, s) for s in table.sources],
-            "command": table.command or "stagewise report STUDY",
-            "published_summary": table.published,
-        }
-    table_manifest["runs"] = {
-        "title": "Runs",
-        "files": [RUNS_CSV, RUNS_JSON],
-        "sources": ["the study's ledger (ledger.sqlite), scrubbed"],
-        "command": "stagewise bundle STUDY --out OUT",
-        "published_summary": False,
-    }
+            w.text(entry["files"][0], table.to_csv())
+        w.text(entry["files"][-1], table.to_json())
+        table_manifest[table.name] = entry
+    table_manifest["runs"] = dict(RUNS_MANIFEST_ENTRY)
     w.json(TABLE_MANIFEST, {"tables": table_manifest})
 
     figures = render_figures(ctx, out / "figures")
@@ -334,13 +436,9 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
             text_file.write_text(
                 scrub.text(text_file.read_text(encoding="utf-8")), encoding="utf-8"
             )
-        figure_manifest[fig.name] = {
-            "title": fig.title,
-            "files": figure_files(fig.name) if fig.png else [],
-            "skipped": fig.skipped,
-            "sources": list(fig.sources),
-            "command": f"stagewise report STUDY (figure registry: {fig.name})",
-        }
+        figure_manifest[fig.name] = figure_manifest_entry(
+            fig.name, fig.title, fig.png is not None, fig.skipped, fig.sources
+        )
     w.json(
         FIGURE_MANIFEST,
         {"figures": figure_manifest, "renderer": {"matplotlib": matplotlib_version()}},

@@ -1,40 +1,55 @@
 """The records an audit bundle carries (runs, frozen records, decisions), read back as the
 ledger's record types, and reduced to the rows the event chain committed to.
 
-Ids a scrubbed bundle renamed and texts it scrubbed enter the digests through the hashes the
-bundle publishes in ledger/commitments.json, so a scrubbed bundle still proves its rows.
+Texts a bundle shows masked (paths cut) enter the digests as shown; the digest of the texts as
+written comes from the `originals` the bundle publishes in ledger/commitments.json, which the
+chain binds to the shown texts (digest format 2): editing either breaks the record's digest.
+Nothing else in commitments.json is trusted: a `renamed` id map or a `texts` hash map (written
+by earlier releases) is refused, since the chain never committed to them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from stagewise.audit.layout import DECISIONS_JSON, FROZEN_DIR, RUNS_JSON, frozen_file
+from stagewise.audit.layout import (
+    COMMITMENTS_JSON,
+    DECISIONS_JSON,
+    FROZEN_DIR,
+    RUNS_JSON,
+    frozen_file,
+)
 from stagewise.ledger import DecisionRecord, FreezeRecord, RunKey, RunRecord
 from stagewise.ledger import integrity as chain
-from stagewise.ledger.integrity import TableRow
+from stagewise.ledger.integrity import TableRow, canonical_json
+from stagewise.ledger.masking import withheld_hash
 
 
 class BundleHashes(chain.LedgerHashes):
-    """Hashes of ids and texts as the ledger had them, through ledger/commitments.json."""
+    """Hashes of ids and texts as the bundle shows them; the originals as it publishes them."""
 
     def __init__(self, data: dict[str, Any]) -> None:
-        self.renamed = {str(k): str(v) for k, v in dict(data.get("renamed", {})).items()}
-        self.texts = {str(k): str(v) for k, v in dict(data.get("texts", {})).items()}
+        if not isinstance(data, dict):
+            raise ValueError(f"{COMMITMENTS_JSON}: not a JSON object")
+        self.refused = [
+            name for name in ("renamed", "texts") if data.get(name) not in (None, {}, [])
+        ]
+        published = data.get("originals") or {}
+        if not isinstance(published, dict):
+            raise ValueError(f"{COMMITMENTS_JSON}: 'originals' is not an object")
+        self.published = {str(k): str(v) for k, v in published.items()}
 
-    def id(self, value: str) -> str:
-        return self.renamed.get(value) or super().id(value)
+    def shown_text(self, value: str | None) -> str:
+        return withheld_hash(value) or chain.text_hash(value)
 
-    def text(self, value: str | None) -> str:
-        shown = super().text(value)
-        return self.texts.get(shown, shown)
+    def shown_json(self, value: Any) -> str:
+        return withheld_hash(value) or chain.text_hash(canonical_json(value))
 
-    def json(self, value: Any) -> str:
-        shown = super().json(value)
-        return self.texts.get(shown, shown)
+    def originals(self, record: str, compute: Callable[[], str]) -> str:
+        return self.published.get(record) or compute()
 
 
 def load_runs(bundle: Path) -> list[RunRecord]:

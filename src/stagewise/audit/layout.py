@@ -6,6 +6,7 @@ All paths are relative to the bundle folder and use `/`:
   study/                   study.toml, the matrix, published summaries, outside decisions
   results/runs.csv|json    the run table, scrubbed (no paths, owners, logs or raw summaries)
   frozen/<gate>.json       every freeze/amend record: canonical JSON and its sha256
+  recipes/recipes.json     sha256 -> resolved recipe, for every recipe a run recorded
   decisions/decisions.json every decision (computed and manual, withdrawn ones too)
   tables/<name>.csv|json   every report table (gate analyses, sensitivity, budget, ...)
   figures/<name>.png|svg   every figure (with its data files beside it)
@@ -33,6 +34,7 @@ __all__ = [
     "MANIFEST_JSON",
     "OUTSIDE_FILES",
     "README_MD",
+    "RECIPES_JSON",
     "RUNS_CSV",
     "RUNS_JSON",
     "STUDY_DIR",
@@ -54,6 +56,7 @@ STUDY_TOML = f"{STUDY_DIR}/study.toml"
 RUNS_CSV = "results/runs.csv"
 RUNS_JSON = "results/runs.json"
 FROZEN_DIR = "frozen"
+RECIPES_JSON = "recipes/recipes.json"
 DECISIONS_JSON = "decisions/decisions.json"
 TABLES_DIR = "tables"
 FIGURES_DIR = "figures"

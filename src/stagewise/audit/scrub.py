@@ -1,22 +1,24 @@
 """Scrubbing: what leaves the machine carries no path, user name or host name of it.
 
-Every string written into an audit bundle passes through `Scrubber.text`: paths inside the study
-folder become `<study>/...`; any other absolute path (POSIX, Windows or ~/) is cut to
-`<path>/<file name>` (URL-encoded ones too); a bare home folder becomes `<home>`; the user name
-`<user>` and the machine's host name `<host>`, as whole tokens only (`vmcond`, `root-box` and a
-host block named `linux-l40s` stay).
+Every string written into an audit bundle passes through `Scrubber.text`: any absolute path
+(POSIX, Windows, ~/, URL-encoded, file://) is cut to `<path>/<file name>` (`ledger.masking`, the
+same rule on every machine); a bare home folder becomes `<home>`; the user name `<user>` and the
+machine's host name `<host>`, as whole tokens only (`vmcond`, `root-box` and a host block named
+`linux-l40s` stay).
 
-A study id (host block, condition, stage, gate) that *equals* the user or host name cannot become
-`<host>`: that is not a valid id, and `[hosts.<host>]` is not TOML. Such a name is replaced by
-an id-safe name instead (`scrubbed-host`, `scrubbed-user`), everywhere, so every file of a
-bundle still agrees with every other; `renamed` maps each new id to the sha256 of the old one,
-which is what `stagewise verify` needs to prove the renamed rows against the event chain.
+The texts the event chain commits to (a run's cause and source, reasons, payloads, frozen
+rules) are shown masked only (`Scrubber.committed`): the chain commits to their masked form, so a
+bundle proves what it shows; a user or host name written into one of them stays, and the bundle
+command lists it as a leak.
+
+Declared ids (host blocks, conditions, stages, gates) are never scrubbed: a host block named
+like the machine (`vm`) or the user (`root`) keeps its name in every file, and the same word in
+free text is left alone too, so scrubbing never changes what was decided.
 """
 
 from __future__ import annotations
 
 import getpass
-import hashlib
 import os
 import re
 import socket
@@ -24,24 +26,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-# A URL-encoded absolute path (%2Ftmp%2Fx), at least two components.
-_ENCODED = re.compile(r"(?:%2[Ff][A-Za-z0-9._~+\-]*){2,}")
-_FILE_URL = re.compile(r"file://(/[^\s\"'<>]*)")
+from stagewise.ledger.integrity import canonical_json, sha256_text, text_hash
+from stagewise.ledger.masking import mask_paths, mask_value, withheld
+
 # What may touch a name and still leave it a whole token: anything but letters, digits, - and _.
 _WORD = "A-Za-z0-9_\\-"
-# An absolute POSIX path with at least two components, not part of a word, URL or ratio
-# ("d8/ar48", "4/4", "https://..." stay), a Windows drive path, or a ~/ path.
-_POSIX = re.compile(r"(?<![\w.:>~/\\-])/(?:[^\s/\"'<>|,;:()\[\]{}=]+/)+([^\s/\"'<>|,;:()\[\]{}=]*)")
-_WINDOWS = re.compile(r"(?<![\w])[A-Za-z]:[\\/](?:[^\s\"'<>|,;\\/]+[\\/])*([^\s\"'<>|,;\\/]*)")
-_TILDE = re.compile(r"(?<![\w])~[\\/](?:[^\s\"'<>|,;\\/]+[\\/])*([^\s\"'<>|,;\\/]*)")
 
 
 def _token(word: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![{_WORD}]){re.escape(word)}(?![{_WORD}])")
-
-
-def _last_component(encoded: str) -> str:
-    return encoded.rsplit("%2F", 1)[-1].rsplit("%2f", 1)[-1]
 
 
 class Scrubber:
@@ -51,15 +44,14 @@ class Scrubber:
         extra_names: Iterable[str] = (),
         ids: Iterable[str] = (),
     ) -> None:
-        prefixes: dict[str, str] = {}
-        for root in roots:
-            # Absolute forms only: a study opened as `demo` must not turn every "demo" into
-            # `<study>` (its own name in study.toml included).
-            for form in {str(Path(root).absolute()), str(Path(root).resolve())}:
-                if len(form) > 1:
-                    prefixes[form.rstrip("/")] = "<study>"
-        # Longest first: one study folder may sit inside another form of it.
-        self.prefixes = sorted(prefixes.items(), key=lambda kv: -len(kv[0]))
+        # The study folder in its absolute forms: never written (the path rule cuts it), and
+        # listed as a leak should any text still hold it.
+        forms = {
+            form.rstrip("/")
+            for root in roots
+            for form in (str(Path(root).absolute()), str(Path(root).resolve()))
+            if len(form) > 1
+        }
         # Paths under the home folder are cut by the path rule; what is left of it goes here.
         home = os.path.expanduser("~")
         self.homes = (
@@ -68,35 +60,23 @@ class Scrubber:
             else []
         )
         self.names: list[tuple[re.Pattern[str], str]] = []
-        self.forbidden: list[str] = [p for p, _ in self.prefixes] + self.homes
+        self.forbidden: list[str] = sorted(forms, key=len, reverse=True) + self.homes
         self.forbidden_names: list[tuple[re.Pattern[str], str]] = []
-        self.renamed: dict[str, str] = {}  # new id -> sha256 of the id it replaced
-        known = set(ids)
-        for name, repl, safe in (
-            (_user(), "<user>", "scrubbed-user"),
-            (_host(), "<host>", "scrubbed-host"),
-            *((n, "<name>", "scrubbed-name") for n in extra_names),
+        # Declared ids are public by declaration and decide what the study holds: a user or host
+        # name that is also an id is neither scrubbed nor a leak.
+        declared = set(ids)
+        for name, repl in (
+            (_user(), "<user>"),
+            (_host(), "<host>"),
+            *((n, "<name>") for n in extra_names),
         ):
-            if not name or len(name) < 2:
+            if not name or len(name) < 2 or name in declared:
                 continue
-            if name in known:
-                repl = safe
-                n = 1
-                while repl in known or repl in self.renamed:
-                    n += 1
-                    repl = f"{safe}-{n}"
-                self.renamed[repl] = hashlib.sha256(name.encode("utf-8")).hexdigest()
             self.names.append((_token(name), repl))
             self.forbidden_names.append((_token(name), name))
 
     def text(self, value: str) -> str:
-        for prefix, repl in self.prefixes:
-            value = value.replace(prefix, repl)
-        value = _FILE_URL.sub(lambda m: "file://<path>/" + m.group(1).rsplit("/", 1)[-1], value)
-        value = _ENCODED.sub(lambda m: "<path>%2F" + _last_component(m.group(0)), value)
-        value = _POSIX.sub(lambda m: "<path>/" + m.group(1), value)
-        value = _WINDOWS.sub(lambda m: "<path>/" + m.group(1), value)
-        value = _TILDE.sub(lambda m: "<path>/" + m.group(1), value)
+        value = mask_paths(value)
         for home in self.homes:
             value = value.replace(home, "<home>")
         for pattern, repl in self.names:
@@ -112,6 +92,28 @@ class Scrubber:
         if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
         return value
+
+    def committed(self, value: Any, *, json_context: bool = False) -> Any:
+        """One field the chain commits to, as a bundle shows it: paths masked; a text that
+        still names the machine or the user (or holds the home folder) is withheld whole, shown
+        as the hash of its masked form (which the chain commits to). Structured values are
+        masked only. `json_context`: the hash is of the JSON text (event fields)."""
+        shown = mask_value(value)
+        if isinstance(shown, str) and self.names_in(shown):
+            return withheld(
+                sha256_text(canonical_json(shown)) if json_context else text_hash(shown)
+            )
+        if json_context and not isinstance(shown, str) and self.names_in(canonical_json(shown)):
+            return withheld(sha256_text(canonical_json(shown)))
+        return shown
+
+    def committed_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {k: self.committed(v) for k, v in record.items()}
+
+    def names_in(self, text: str) -> bool:
+        return any(h in text for h in self.homes) or any(
+            pattern.search(text) for pattern, _ in self.names
+        )
 
     def leaks(self, text: str) -> list[str]:
         """Forbidden paths still present in `text` (substring match) and user or host names

@@ -8,7 +8,8 @@
 3. Commitments: every run, frozen record and decision of the bundle is what the chain recorded
    (ids renamed by scrubbing and scrubbed texts through the hashes in ledger/commitments.json).
 4. Frozen rules: each record's canonical JSON hashes to its sha256, and study.toml's gate is the
-   gate that was frozen.
+   gate that was frozen. Recipes (`verify_recipes`): every bundled recipe's sha256 recomputed,
+   the study files as the frozen recipes say, every result's recipe the frozen one.
 5. Re-derivation: a scratch ledger is rebuilt from the bundled runs, frozen records and decisions,
    and the report's own code (`collect`, `all_tables`, `render_figures`) recomputes every table,
    figure data file and computed decision; each is compared with the bundled one (numbers within
@@ -22,11 +23,19 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from stagewise.audit.bundle import canonical_hash_ok, sha256_file
+from stagewise.audit.bundle import (
+    RUNS_MANIFEST_ENTRY,
+    canonical_hash_ok,
+    dumps,
+    sha256_file,
+    table_manifest_entry,
+)
 from stagewise.audit.bundle_records import (
     BundleHashes,
     decision_rows,
@@ -47,6 +56,7 @@ from stagewise.audit.layout import (
     MANIFEST_JSON,
     MANIFESTS,
     README_MD,
+    RECIPES_JSON,
     RUNS_CSV,
     RUNS_JSON,
     STUDY_DIR,
@@ -57,7 +67,9 @@ from stagewise.audit.layout import (
     table_csv,
     table_json,
 )
+from stagewise.audit.verify_recipes import check_recipes
 from stagewise.audit.verify_rederive import (
+    NOT_REDERIVABLE_FIGURES,
     check_decisions,
     check_figures,
     check_runs_files,
@@ -69,6 +81,8 @@ from stagewise.errors import StagewiseError
 from stagewise.gates.freeze import frozen_definition
 from stagewise.ledger import FreezeRecord, Ledger, canonical_json, sha256_text
 from stagewise.ledger import integrity as chain
+from stagewise.ledger.core import shown_pair
+from stagewise.ledger.masking import mask_paths, withheld_hash
 from stagewise.ledger.store import GENESIS, event_hash_v2
 from stagewise.report.context import collect
 from stagewise.report.tables import all_tables
@@ -105,10 +119,37 @@ DATA_FIELDS = frozenset(
         "decisions",
         "from",
         "to",
+        chain.DIGEST_FORMAT_KEY,
     }
 )
-# Figures drawn from files outside the bundle (each run's loss log): listed, not re-derived.
-NOT_REDERIVABLE = (f"{FIGURES_DIR}/learning_curve",)
+NOT_REDERIVABLE = NOT_REDERIVABLE_FIGURES
+# A hostile bundle cannot make verify read without end: members are regular files inside the
+# bundle of bounded size (a study's largest bundle file, its event log, is a few MB).
+MAX_MEMBER_BYTES = 256 * 1024 * 1024
+MAX_MEMBERS = 100_000
+
+
+# Files the bundle writes with `dumps` (sorted keys, 2-space indent): any other byte is an edit.
+def _dumps_written(rel: str) -> bool:
+    return rel in (
+        RECIPES_JSON,
+        MANIFEST_JSON,
+        RUNS_JSON,
+        DECISIONS_JSON,
+        EVENTS_JSON,
+        COMMITMENTS_JSON,
+        TABLE_MANIFEST,
+        FIGURE_MANIFEST,
+    ) or (rel.startswith(f"{FROZEN_DIR}/") and rel.endswith(".json"))
+
+
+# What verify does not check, said in its output (and in the bundle's README).
+INFORMATIONAL = (
+    f"{README_MD}: the bundle's description (not compared)",
+    f"{STUDY_DIR}/published/*: published summaries, shown as published (never recomputed)",
+    f"{STUDY_TOML}: checked where frozen (each frozen gate and the plan of its stages) and as "
+    "the input every table is re-derived from; comments and layout not compared",
+)
 
 
 def safe_member(bundle: Path, rel: str) -> Path | None:
@@ -127,7 +168,59 @@ def safe_member(bundle: Path, rel: str) -> Path | None:
 # --------------------------------------------------------------------------- 1. files
 
 
-def check_manifest(bundle: Path, report: VerifyReport) -> set[str]:
+def scan_members(bundle: Path, report: VerifyReport) -> dict[str, int] | None:
+    """Every entry of the bundle without following a link: regular files (path -> bytes) and
+    folders. Anything else (a link, a FIFO, a device) or a file over MAX_MEMBER_BYTES is refused
+    before a byte is read; None then, and verify stops."""
+    members: dict[str, int] = {}
+    refused: list[str] = []
+    stack = [bundle]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            refused.append(f"{folder}: unreadable folder ({exc.strerror})")
+            continue
+        for entry in entries:
+            rel = Path(entry.path).relative_to(bundle).as_posix()
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                refused.append(f"{rel}: unreadable ({exc.strerror})")
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(Path(entry.path))
+            elif not stat.S_ISREG(st.st_mode):
+                refused.append(f"{rel}: a {_kind(st.st_mode)}, not a regular file")
+            elif st.st_size > MAX_MEMBER_BYTES:
+                refused.append(f"{rel}: {st.st_size} bytes, over the {MAX_MEMBER_BYTES} limit")
+            else:
+                members[rel] = st.st_size
+            if len(members) + len(refused) > MAX_MEMBERS:
+                report.problems.append(f"{bundle}: over {MAX_MEMBERS} entries; refused")
+                return None
+    for problem in refused:
+        report.problems.append(f"{problem}; verify reads only regular files inside the bundle")
+    if refused:
+        report.problems.append("refused before reading: nothing else of the bundle was checked")
+        return None
+    return members
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
+
+
+def check_manifest(bundle: Path, members: dict[str, int], report: VerifyReport) -> set[str]:
     manifest = load_json(bundle / MANIFEST_JSON, report)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
         report.problems.append(f"{MANIFEST_JSON}: missing or malformed")
@@ -140,18 +233,17 @@ def check_manifest(bundle: Path, report: VerifyReport) -> set[str]:
             report.problems.append(f"{MANIFEST_JSON}: path {rel!r} leaves the bundle; refused")
             continue
         listed[rel] = entry
-        if not path.is_file():
+        if rel not in members:
             report.problems.append(f"missing file: {rel}")
             continue
-        if path.stat().st_size != entry.get("bytes"):
+        if members[rel] != entry.get("bytes"):
             report.problems.append(
-                f"changed file: {rel} ({path.stat().st_size} bytes, manifest says {entry.get('bytes')})"
+                f"changed file: {rel} ({members[rel]} bytes, manifest says {entry.get('bytes')})"
             )
         elif sha256_file(path) != entry.get("sha256"):
             report.problems.append(f"changed file: {rel} (sha256 differs from the manifest)")
         report.files += 1
-    for path in sorted(p for p in bundle.rglob("*") if p.is_file() or p.is_symlink()):
-        rel = path.relative_to(bundle).as_posix()
+    for rel in sorted(members):
         if rel not in listed and rel not in MANIFESTS:
             report.problems.append(f"extra file not in the manifest: {rel}")
     try:
@@ -170,12 +262,82 @@ def check_manifest(bundle: Path, report: VerifyReport) -> set[str]:
     return set(listed)
 
 
+def check_layout_bytes(bundle: Path, members: dict[str, int], report: VerifyReport) -> None:
+    """Every JSON file the bundle writes with `dumps` must be exactly that: an edit that keeps
+    the JSON's meaning (spacing, key order, escapes) is still an edit of a committed file."""
+    for rel in sorted(members):
+        if not _dumps_written(rel):
+            continue
+        text = (bundle / rel).read_bytes().decode("utf-8", errors="replace")
+        try:
+            canonical = dumps(json.loads(text))
+        except (ValueError, RecursionError):
+            continue  # reported by whichever check parses it
+        if text != canonical:
+            report.problems.append(f"{rel}: not written as a bundle writes it (edited)")
+
+
+def check_table_manifest(
+    bundle: Path, study: Study, tables: list[Any], report: VerifyReport
+) -> None:
+    """table_manifest.json entry by entry, as the bundle would write it from these results."""
+    data = load_json(bundle / TABLE_MANIFEST, report)
+    bundled = data.get("tables") if isinstance(data, dict) else None
+    if not isinstance(bundled, dict) or set(data) != {"tables"}:
+        report.problems.append(f"{TABLE_MANIFEST}: expected one object 'tables'")
+        return
+    expected: dict[str, Any] = {"runs": dict(RUNS_MANIFEST_ENTRY)}
+    for table in tables:
+        if table.name == "runs":
+            continue
+        entry = table_manifest_entry(table, study.matrix_file)
+        entry["title"] = mask_paths(entry["title"])
+        expected[table.name] = entry
+    for name in sorted(set(expected) | set(bundled)):
+        if bundled.get(name) != expected.get(name):
+            report.problems.append(
+                f"{TABLE_MANIFEST}: entry {name!r} differs from the one the bundled results give"
+            )
+
+
 def require(listed: set[str], rel: str, why: str, report: VerifyReport) -> None:
     if rel not in listed:
         report.problems.append(f"missing file: {rel} ({why})")
 
 
 # --------------------------------------------------------------------------- 2. chain
+
+
+def _check_event_v3(
+    ev: dict[str, Any],
+    seq: int,
+    kind: str,
+    payload: dict[str, Any],
+    where: str,
+    report: VerifyReport,
+) -> None:
+    """Format 3: each field and the subject are hashed as shown (masked) and as written; the
+    bundle gives the hash as written, the shown text gives the other, so an edit of either
+    breaks the event's hash. Data fields are never masked: they must hash as written."""
+    originals = dict(ev["payload_sha256"])
+    if set(originals) != set(payload):
+        report.problems.append(f"{where}: its fields differ from the hashed ones")
+        return
+    pairs = {
+        name: shown_pair(
+            withheld_hash(value) or sha256_text(canonical_json(value)), str(originals[name])
+        )
+        for name, value in payload.items()
+    }
+    shown_subject = str(ev["subject"])
+    subject = shown_pair(
+        withheld_hash(shown_subject) or sha256_text(shown_subject), str(ev["subject_sha256"])
+    )
+    if event_hash_v2(ev["prev_hash"], ev["ts"], kind, subject, pairs) != ev.get("hash"):
+        report.problems.append(f"{where}: does not match its hash")
+    for name in DATA_FIELDS & set(payload):
+        if sha256_text(canonical_json(payload[name])) != originals[name]:
+            report.problems.append(f"{where}: field {name} does not match its hash")
 
 
 def check_events(
@@ -196,7 +358,10 @@ def check_events(
             if ev.get("prev_hash") != prev:
                 report.problems.append(f"{where}: does not link to the event before it")
             fmt = int(ev.get("format", 1))
-            if fmt >= 2:
+            if fmt >= 3:
+                _check_event_v3(ev, seq, kind, payload, where, report)
+                proven.append((seq, kind, {k: v for k, v in payload.items() if k in DATA_FIELDS}))
+            elif fmt >= 2:
                 fields = dict(ev["payload_sha256"])
                 digest = event_hash_v2(
                     ev["prev_hash"], ev["ts"], kind, ev["subject_sha256"], fields
@@ -248,22 +413,36 @@ def check_events(
 
 
 def check_frozen(
-    bundle: Path, study: Study, freezes: list[FreezeRecord], report: VerifyReport
+    bundle: Path,
+    study: Study,
+    freezes: list[FreezeRecord],
+    report: VerifyReport,
+    commitments: chain.Commitments,
 ) -> None:
     for path in sorted((bundle / FROZEN_DIR).glob("*.json")):
         data = load_json(path, report)
         if not isinstance(data, dict):
             continue
         for i, rec in enumerate(data.get("records", [])):
-            if rec.get("canonical_scrubbed"):
-                report.frozen_unchecked += 1
+            # `canonical_scrubbed` is the bundle's word, never trusted: a canonical text that
+            # does not hash to its sha256 passes only as the masked form the chain committed to
+            # (digest format 2, checked with the record's digest).
+            if canonical_hash_ok(rec):
+                report.frozen += 1
                 continue
-            if not canonical_hash_ok(rec):
-                report.problems.append(
-                    f"{FROZEN_DIR}/{path.name}: record {i + 1}: canonical JSON does not hash to "
-                    f"{rec.get('sha256')}"
-                )
-            report.frozen += 1
+            try:
+                fmt = commitments.format_of("freeze", int(rec.get("event_seq")))
+            except (TypeError, ValueError):
+                fmt = 1
+            shown = str(rec.get("canonical"))
+            if fmt >= 2 and ("<path>" in shown or withheld_hash(shown)):
+                report.frozen += 1
+                report.frozen_unchecked += 1  # shown masked, proven through the chain
+                continue
+            report.problems.append(
+                f"{FROZEN_DIR}/{path.name}: record {i + 1}: canonical JSON does not hash to "
+                f"{rec.get('sha256')}"
+            )
     current: dict[str, FreezeRecord] = {}
     for f in freezes:
         current[f.gate] = f
@@ -272,7 +451,10 @@ def check_frozen(
             report.problems.append(f"{frozen_file(gate_id)}: gate {gate_id} is not in study.toml")
             continue
         try:
-            stored = json.loads(rec.canonical).get("frozen")
+            # The recipes are compared field by field by verify_recipes.check_recipes.
+            stored = {
+                k: v for k, v in json.loads(rec.canonical).get("frozen").items() if k != "recipes"
+            }
             now = frozen_definition(study, gate_id)
         except (ValueError, AttributeError, StagewiseError) as exc:
             report.problems.append(f"{frozen_file(gate_id)}: unreadable frozen record ({exc})")
@@ -300,21 +482,28 @@ def rederive(
         freezes = load_freezes(bundle)
         decisions = load_decisions(bundle)
         hashes = BundleHashes(json.loads((bundle / COMMITMENTS_JSON).read_text(encoding="utf-8")))
-    except (StagewiseError, OSError, ValueError, KeyError, TypeError) as exc:
-        report.problems.append(f"cannot load the bundled study or records: {exc}")
+    except (StagewiseError, OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        report.problems.append(f"cannot load the bundled study or records: {exc!s:.300}")
         return
     require(listed, f"{STUDY_DIR}/{study.matrix_file}", "the matrix", report)
 
     # 3. every bundled record against the chain's commitments
+    for name in hashes.refused:
+        report.problems.append(
+            f"{COMMITMENTS_JSON}: holds a '{name}' map the chain never committed to; refused "
+            "(ids are never renamed; masked texts prove through 'originals')"
+        )
+    commitments = chain.commitments(proven)
     problems = chain.compare(
-        chain.commitments(proven),
+        commitments,
         run_rows(runs, hashes),
         freeze_rows(freezes, hashes),
         decision_rows(decisions, hashes),
     )
     report.problems.extend(problems)
     report.commitments = len(runs) + len(freezes) + len(decisions)
-    check_frozen(bundle, study, freezes, report)
+    check_frozen(bundle, study, freezes, report, commitments)
+    check_recipes(bundle, study, runs, freezes, report)
     check_runs_files(bundle, runs, report, study)
 
     with tempfile.TemporaryDirectory(prefix="stagewise-verify-") as tmp:
@@ -335,6 +524,7 @@ def rederive(
             if table.rows:
                 expected.add(table_csv(table.name))
         check_summary_ledger_rows(bundle, report)
+        check_table_manifest(bundle, study, tables, report)
         check_decisions(ctx, report)
         expected |= check_figures(bundle, ctx, scratch, hashes, report, images)
     for rel in sorted(listed):
@@ -350,12 +540,17 @@ def verify_bundle(bundle: Path, expect: str | None = None, *, images: bool = Tru
     faster; the CLI always re-draws)."""
     report = VerifyReport()
     bundle = Path(bundle)
-    if not (bundle / MANIFEST_JSON).is_file():
+    if not bundle.is_dir() or not (bundle / MANIFEST_JSON).is_file():
         report.problems.append(f"{bundle}: no {MANIFEST_JSON}; not a stagewise bundle")
         return report
-    listed = check_manifest(bundle, report)
+    members = scan_members(bundle, report)
+    if members is None:
+        return report
+    listed = check_manifest(bundle, members, report)
     for rel in FIXED_FILES:
         require(listed, rel, "every bundle has it", report)
+    check_layout_bytes(bundle, members, report)
     proven = check_events(bundle, report, expect)
     rederive(bundle, listed, proven, report, images)
+    report.unchecked[:0] = list(INFORMATIONAL)
     return report

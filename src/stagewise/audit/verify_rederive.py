@@ -24,6 +24,7 @@ from stagewise.audit.layout import (
 )
 from stagewise.audit.verify_report import VerifyReport, load_json
 from stagewise.ledger import RunRecord
+from stagewise.ledger.masking import mask_paths, mask_value
 from stagewise.report.context import ReportContext
 from stagewise.report.figure_data import FIGURE_DATA
 from stagewise.report.figures import matplotlib_version, render_figures
@@ -31,6 +32,8 @@ from stagewise.report.run_tables import run_row
 from stagewise.report.tables import RUN_COLUMNS, Table
 
 TOLERANCE = 1e-9
+# Figures drawn from files outside the bundle (each run's loss log): listed, not re-derived.
+NOT_REDERIVABLE_FIGURES = (f"{FIGURES_DIR}/learning_curve",)
 # Summary rows that describe the ledger file itself, checked against the event log instead.
 LEDGER_SUMMARY_ITEMS = ("ledger events", "event chain")
 
@@ -73,14 +76,36 @@ def compare_table(bundle: Path, table: Table, report: VerifyReport) -> None:
                     f"{rel}: row {i + 1} ({rf.get('condition_id', rf.get('item', ''))}) {col}: "
                     f"bundled {rb.get(col)!r}, re-derived {rf.get(col)!r}"
                 )
+    # Byte for byte, as the bundle writes it: every byte of a table is derived, so any edit
+    # is a difference (the per-cell messages above say where, within TOLERANCE).
+    expected = _as_bundled(table, bundled)
+    if (bundle / rel).read_text(encoding="utf-8") != expected.to_json():
+        report.problems.append(f"{rel}: differs from the re-derived table (byte for byte)")
     csv_rel = table_csv(table.name)
     csv_path = bundle / csv_rel
-    if table.rows and table.name != "summary":
+    if table.rows:
         if not csv_path.is_file():
             report.problems.append(f"{csv_rel}: missing")
-        elif csv_path.read_text(encoding="utf-8") != table.to_csv():
+        elif csv_path.read_text(encoding="utf-8") != expected.to_csv():
             report.problems.append(f"{csv_rel}: differs from the re-derived table")
     report.rederived += 1
+
+
+def _as_bundled(table: Table, bundled: dict[str, Any]) -> Table:
+    """The re-derived table as a bundle writes it: paths masked; in the summary, the rows that
+    describe the ledger file taken from the bundle (checked against the event log instead)."""
+    rows = [mask_value(r) for r in table.rows]
+    if table.name == "summary":
+        kept = {r.get("item"): r for r in bundled.get("rows", []) if isinstance(r, dict)}
+        ledger_rows = {k: v for k, v in kept.items() if k in LEDGER_SUMMARY_ITEMS}
+        rows = [dict(ledger_rows.get(r.get("item"), r)) for r in rows]
+    return Table(
+        table.name,
+        mask_paths(table.title),
+        list(table.columns),
+        rows,
+        note=mask_paths(table.note),
+    )
 
 
 def check_summary_ledger_rows(bundle: Path, report: VerifyReport) -> None:
@@ -163,15 +188,30 @@ def check_figures(
 ) -> set[str]:
     """Every figure's data re-derived and compared; with `images`, every figure re-drawn and
     compared byte for byte when this matplotlib is the one that drew the bundle's."""
-    manifest = load_json(bundle / FIGURE_MANIFEST, report) or {}
-    drawn_by = (manifest.get("renderer") or {}).get("matplotlib")
-    compare_images = (
-        images and bool(drawn_by) and drawn_by == matplotlib_version() and not h.renamed
-    )
-    if images and not compare_images:
-        report.notes.append(
-            f"figures drawn by matplotlib {drawn_by or '?'}, here {matplotlib_version() or '?'}"
-            f"{' (ids renamed)' if h.renamed else ''}: images not compared, their data is"
+    manifest = load_json(bundle / FIGURE_MANIFEST, report)
+    manifest = manifest if isinstance(manifest, dict) else {}
+    renderer = manifest.get("renderer")
+    drawn_by = renderer.get("matplotlib") if isinstance(renderer, dict) else None
+    if (
+        not isinstance(renderer, dict)
+        or not isinstance(drawn_by, str)
+        or set(renderer) != {"matplotlib"}
+    ):
+        report.problems.append(
+            f'{FIGURE_MANIFEST}: renderer must be an object {{"matplotlib": "<version>"}}, '
+            f"not {renderer!r:.80}"
+        )
+        drawn_by = None
+    check_figure_manifest(manifest, ctx, report)
+    compare_images = images and bool(drawn_by) and drawn_by == matplotlib_version()
+    if not compare_images:
+        # The claim of another renderer is the bundle's word: the images are then listed as
+        # unchecked, never passed as checked.
+        report.unchecked.append(
+            f"{FIGURES_DIR}/*.png, *.svg: drawn by matplotlib {drawn_by or '?'}, here "
+            f"{matplotlib_version() or '?'}"
+            + ("" if images else " (not re-drawn)")
+            + ": images not compared; their data is"
         )
     out = scratch / "figures"
     fresh_files: list[Path] = []
@@ -198,13 +238,50 @@ def check_figures(
             continue
         if fresh.suffix in (".png", ".svg") and not compare_images:
             continue
-        if fresh.suffix == ".json":
-            ok = same(
-                json.loads(fresh.read_text(encoding="utf-8")),
-                json.loads(bundled.read_text(encoding="utf-8")),
+        if fresh.suffix in (".json", ".csv"):
+            # Figure data byte for byte, as the bundle writes it (paths masked).
+            ok = mask_paths(fresh.read_text(encoding="utf-8")) == bundled.read_text(
+                encoding="utf-8"
             )
         else:
             ok = _same_bytes(fresh, bundled)
         if not ok:
             report.problems.append(f"{rel}: differs from the figure re-drawn from the results")
     return expected
+
+
+def check_figure_manifest(
+    manifest: dict[str, Any], ctx: ReportContext, report: VerifyReport
+) -> None:
+    """figure_manifest.json entry by entry, as the bundle would write it from these results."""
+    from stagewise.audit.bundle import figure_manifest_entry
+
+    expected: dict[str, Any] = {}
+    for family, fn in FIGURE_DATA.items():
+        result = fn(ctx)
+        if isinstance(result, str):
+            expected[family] = figure_manifest_entry(
+                family, family.replace("_", " "), False, result, ()
+            )
+            continue
+        for data in result:
+            expected[data.name] = figure_manifest_entry(
+                data.name, mask_paths(data.title), True, None, data.sources
+            )
+    bundled = manifest.get("figures")
+    if not isinstance(bundled, dict):
+        report.problems.append(f"{FIGURE_MANIFEST}: no 'figures' object")
+        return
+    extra = set(manifest) - {"figures", "renderer"}
+    if extra:
+        report.problems.append(f"{FIGURE_MANIFEST}: unknown keys {sorted(extra)}")
+    for name in sorted(set(expected) | set(bundled)):
+        if name.startswith(tuple(n.rsplit("/", 1)[-1] for n in NOT_REDERIVABLE_FIGURES)):
+            report.unchecked.append(
+                f"{FIGURE_MANIFEST}: {name} (drawn from run logs the bundle does not hold)"
+            )
+            continue
+        if bundled.get(name) != expected.get(name):
+            report.problems.append(
+                f"{FIGURE_MANIFEST}: entry {name!r} differs from the one the bundled results give"
+            )

@@ -12,6 +12,8 @@ from typing import Any
 class VerifyReport:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Files or parts of files verify does not check (listed in its output, never passed over).
+    unchecked: list[str] = field(default_factory=list)
     files: int = 0
     frozen: int = 0
     frozen_unchecked: int = 0
@@ -26,7 +28,11 @@ class VerifyReport:
         return not self.problems
 
     def summary(self) -> str:
-        scrubbed = f" ({self.frozen_unchecked} scrubbed)" if self.frozen_unchecked else ""
+        scrubbed = (
+            f" ({self.frozen_unchecked} shown masked, proven through the chain)"
+            if self.frozen_unchecked
+            else ""
+        )
         return (
             f"{self.files} files re-hashed, {self.events} events linked (head "
             f"{self.chain_head}), {self.commitments} records proven against the chain, "
@@ -38,6 +44,8 @@ class VerifyReport:
 def load_json(path: Path, report: VerifyReport) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        report.problems.append(f"{path.name}: unreadable ({exc})")
+    except (OSError, ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8, bad JSON and integers over Python's digit limit;
+        # RecursionError JSON nested deeper than the parser goes.
+        report.problems.append(f"{path.name}: unreadable ({type(exc).__name__}: {exc!s:.200})")
         return None

@@ -150,10 +150,10 @@ def _row(study: Study, rec: RunRecord, budget: float) -> CurveRow | None:
         label, role = None, None
     return CurveRow(
         condition_id=rec.condition_id,
-        budget_seconds=budget,
+        budget=budget,
         seed=rec.seed,
         host=rec.host,
-        val_bpb=float(rec.val_bpb),
+        value=float(rec.val_bpb),
         training_seconds=rec.training_seconds,
         tokens_M=rec.total_tokens_M,
         num_params_M=rec.num_params_M,
@@ -183,7 +183,7 @@ def rows_from_ledger(
     budgets: dict[str, float] = {}
     if not only_reserved:
         budgets.update({sid: s.budget_seconds for sid, s in study.stages.items()})
-    rows: dict[tuple[str, float, int, str], CurveRow] = {}
+    rows: dict[tuple[str, float, int | str, str], CurveRow] = {}
     skipped = {"not_succeeded": 0, "duplicate_cells": 0, "unknown_stage": 0}
     records = ledger.runs()
     order = {sid: i for i, sid in enumerate(study.stages)}
@@ -204,7 +204,7 @@ def rows_from_ledger(
         if row is None:
             skipped["not_succeeded"] += 1
             continue
-        key = (row.condition_id, row.budget_seconds, row.seed, row.host)
+        key = (row.condition_id, row.budget, row.seed, row.host)
         if key in rows:
             skipped["duplicate_cells"] += 1
             continue

@@ -31,6 +31,8 @@ class SectionData:
     study_row: dict[str, Any] | None  # the study's own gates, when back-tested
     figure: Path | None
     problem: str | None = None  # why the stored result could not be used
+    cost_unit: str = "GPU-hours"
+    cost_model: str = "restart"
 
 
 def section_data(study_root: Path) -> SectionData | None:
@@ -47,7 +49,7 @@ def section_data(study_root: Path) -> SectionData | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return SectionData({}, 0, None, (), None, None, None, f"{RESULT_DIR}/{RESULT_JSON}: {exc}")
     keeping = [r for r in rows if (r.get("p_retain") or 0) >= TARGET]
-    cheapest = min(keeping, key=lambda r: r.get("gpu_hours") or 0.0) if keeping else None
+    cheapest = min(keeping, key=_cost) if keeping else None
     study_row = next((r for r in rows if r.get("policy") == "study"), None)
     figure = folder / "pareto.png"
     return SectionData(
@@ -58,7 +60,17 @@ def section_data(study_root: Path) -> SectionData | None:
         cheapest=cheapest,
         study_row=study_row,
         figure=figure if figure.is_file() else None,
+        cost_unit=str(data.get("cost_unit") or "GPU-hours"),
+        cost_model=str(data.get("cost_model") or "restart"),
     )
+
+
+def _cost(row: dict[str, Any]) -> float:
+    """GPU-hours when the table converts to them, else the cost in the table's own unit."""
+    value = row.get("gpu_hours")
+    if value is None:
+        value = row.get("cost")
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def _num(value: Any, digits: int) -> str:
@@ -82,13 +94,13 @@ def render_section(data: SectionData) -> str:
         f"hosts (stored in <code>{RESULT_DIR}/</code> by <code>stagewise backtest --study</code>). "
         f"Truth: <b>{e(str(truth.get('condition_id')))}</b>, best mean val_bpb "
         f"{_num(truth.get('mean_val_bpb'), 6)} at {_num(truth.get('final_budget_seconds'), 0)} s "
-        "over every seed and host.</p>"
+        f"over every seed and host. Costs use the <b>{e(data.cost_model)}</b> cost model.</p>"
     ]
     if data.cheapest is not None:
         c = data.cheapest
         out.append(
             f"<p>Cheapest policy with p_retain &ge; {TARGET}: <b>{e(str(c.get('label')))}</b>, "
-            f"{_num(c.get('gpu_hours'), 4)} GPU-hours per decision, "
+            f"{_num(_cost(c), 4)} {e(data.cost_unit)} per decision, "
             f"{_num(c.get('cost_vs_final_only'), 3)}&times; the cost of final_only.</p>"
         )
     else:
@@ -101,14 +113,14 @@ def render_section(data: SectionData) -> str:
             f"p_retain {_num(s.get('p_retain'), 3)} at {_num(s.get('cost_vs_final_only'), 3)}"
             "&times; final_only's cost.</p>"
         )
-    head = ("policy", "p_retain [95%]", "p_select", "mean regret", "GPU-hours", "× final_only")
+    head = ("policy", "p_retain [95%]", "p_select", "mean regret", data.cost_unit, "× final_only")
     body = "".join(
         "<tr>"
         + f"<td>{e(str(r.get('label', r.get('policy'))))}</td>"
         + f"<td>{_num(r.get('p_retain'), 3)}{_interval(r, 'p_retain', 2)}</td>"
         + f"<td>{_num(r.get('p_select'), 3)}</td>"
         + f"<td>{_num(r.get('mean_regret'), 4)}</td>"
-        + f"<td>{_num(r.get('gpu_hours'), 4)}</td>"
+        + f"<td>{_num(_cost(r), 4)}</td>"
         + f"<td>{_num(r.get('cost_vs_final_only'), 3)}</td>"
         + "</tr>"
         for r in data.rows

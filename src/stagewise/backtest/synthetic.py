@@ -93,10 +93,10 @@ def synthetic_rows(spec: SyntheticSpec) -> list[CurveRow]:
                     rows.append(
                         CurveRow(
                             condition_id=f"syn{c:02d}",
-                            budget_seconds=float(budget),
+                            budget=float(budget),
                             seed=seed,
                             host=host,
-                            val_bpb=float(value),
+                            value=float(value),
                             label=f"q={quality[c]:.2f}",
                             role="variant",
                         )

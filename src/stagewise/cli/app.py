@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from stagewise.cli import (
     worker_cmd,
 )
 from stagewise.cli.common import err_console
-from stagewise.errors import StagewiseError
+from stagewise.errors import ClusterLost, StagewiseError
 
 app = typer.Typer(
     name="stagewise",
@@ -77,6 +78,12 @@ def main() -> None:
         if debug:
             raise
         err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
+        if isinstance(exc, ClusterLost):
+            # The cluster's client library may block at interpreter exit waiting for the lost
+            # head (Ray's shutdown does); everything is recorded, so leave at once.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")

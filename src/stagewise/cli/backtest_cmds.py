@@ -56,6 +56,60 @@ def curves(
     host_noise: Annotated[float, typer.Option(help="--synthetic: host effect (sd).")] = 0.005,
     seed: Annotated[int, typer.Option("--generator-seed", help="--synthetic: generator seed.")] = 0,
     seed_alias: SeedAlias = None,
+    from_mlflow: Annotated[
+        str | None,
+        typer.Option("--from-mlflow", help="Import an MLflow history: the tracking URI."),
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="--from-mlflow: the experiment's name or id.")
+    ] = None,
+    from_tensorboard: Annotated[
+        Path | None,
+        typer.Option("--from-tensorboard", help="Import TensorBoard runs: one sub-folder each."),
+    ] = None,
+    name_pattern: Annotated[
+        str | None,
+        typer.Option(
+            help="--from-tensorboard: REGEX with named groups read from each run folder's name."
+        ),
+    ] = None,
+    from_wandb: Annotated[
+        Path | None,
+        typer.Option("--from-wandb", help="Import a W&B history export (CSV, JSONL, Parquet)."),
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Import: the logged key to use, e.g. val/loss.")
+    ] = None,
+    condition_keys: Annotated[
+        str | None,
+        typer.Option(help="Import: params/tags whose values name the condition, e.g. opt,lr."),
+    ] = None,
+    seed_key: Annotated[
+        str | None, typer.Option(help="Import: param/tag holding the seed (default: run id).")
+    ] = None,
+    host_key: Annotated[
+        str | None, typer.Option(help="Import: param/tag holding the host (default: one host).")
+    ] = None,
+    axis: Annotated[
+        str, typer.Option(help="Import: budget axis: step, tokens or seconds (wall clock).")
+    ] = "step",
+    tokens_per_step: Annotated[
+        str | None,
+        typer.Option(help="Import, --axis tokens: tokens per step (a number or a param name)."),
+    ] = None,
+    levels: Annotated[
+        str | None,
+        typer.Option(
+            help="Import: budget levels to keep, in the axis' unit (default: the steps every "
+            "complete run logged, at most 8)."
+        ),
+    ] = None,
+    budget_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Import: one run per budget (separate runs): the param holding its budget."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Write a ground-truth table: condition_id, budget_seconds, seed, host, val_bpb (+ extras).
@@ -63,22 +117,64 @@ def curves(
     `curves DIR --budgets ... --seeds ...` runs the full factorial with the real runner through
     the study's executors, recorded in its ledger under reserved stages `curves-<budget>`;
     rerunning the same command resumes after a kill. `--from-study DIR` writes what the ledger
-    holds; `--synthetic` generates parametric curves with crossings and noise."""
+    holds; `--synthetic` generates parametric curves with crossings and noise;
+    `--from-mlflow`, `--from-tensorboard` and `--from-wandb` import a tracker's history."""
     from stagewise.backtest.collect import parse_budgets, parse_seeds
     from stagewise.backtest.table import CurvesError, build_table, write_curves
 
     seed = seed if seed_alias is None else seed_alias
 
-    modes = sum(x for x in (folder is not None, from_study is not None, synthetic))
+    trackers = (from_mlflow is not None, from_tensorboard is not None, from_wandb is not None)
+    modes = sum(x for x in (folder is not None, from_study is not None, synthetic, *trackers))
     if modes != 1:
         raise CurvesError(
-            "curves: give exactly one source: a study folder, --from-study DIR or --synthetic"
+            "curves: give exactly one source: a study folder, --from-study DIR, --synthetic, "
+            "--from-mlflow URI, --from-tensorboard DIR or --from-wandb PATH"
         )
     if out is None:
         raise CurvesError("curves: --out is required (a .csv or .parquet path)")
     summary: dict[str, Any] = {}
     status_exit = 0
-    if synthetic:
+    unit, metric_name = "seconds", "val_bpb"
+    if any(trackers):
+        from stagewise.backtest.trackers.history import ImportOptions, rows_from_histories
+
+        if not metric:
+            raise CurvesError(
+                "curves --from-...: --metric is required (the logged key, e.g. val/loss)"
+            )
+        options = ImportOptions(
+            metric=metric,
+            condition_keys=tuple(k.strip() for k in (condition_keys or "").split(",") if k.strip()),
+            seed_key=seed_key,
+            host_key=host_key,
+            axis=axis,
+            tokens_per_step=tokens_per_step,
+            levels=_parse_levels(levels),
+            budget_key=budget_key,
+        )
+        if from_mlflow is not None:
+            from stagewise.backtest.trackers.mlflow_source import read_mlflow
+
+            if not experiment:
+                raise CurvesError("--from-mlflow: --experiment NAME_OR_ID is required")
+            histories = read_mlflow(from_mlflow, experiment, metric)
+        elif from_tensorboard is not None:
+            from stagewise.backtest.trackers.tensorboard_source import read_tensorboard
+
+            histories = read_tensorboard(from_tensorboard, metric, name_pattern)
+        else:
+            from stagewise.backtest.trackers.wandb_source import read_wandb
+
+            assert from_wandb is not None
+            histories = read_wandb(from_wandb, metric)
+        imported = rows_from_histories(histories, options)
+        rows = imported.rows
+        unit, metric_name = imported.unit, imported.metric
+        summary.update(imported.summary())
+        mapping = _write_mapping(out, imported.conditions, options.condition_keys)
+        summary["conditions_file"] = str(mapping)
+    elif synthetic:
         from stagewise.backtest.synthetic import SyntheticSpec, synthetic_rows
 
         spec = SyntheticSpec(
@@ -110,7 +206,7 @@ def curves(
         from stagewise.cli.progress import PlainReporter
         from stagewise.executors.stage import NullReporter, Reporter
 
-        levels = parse_budgets(budgets)
+        budget_levels = parse_budgets(budgets)
         seed_list = parse_seeds(seeds)
         host_list = [h.strip() for h in hosts.split(",")] if hosts else None
         reporter: Reporter = NullReporter() if as_json else PlainReporter(err_console)
@@ -118,7 +214,7 @@ def curves(
             states = run_curves(
                 study,
                 ledger,
-                levels,
+                budget_levels,
                 seed_list,
                 host_list,
                 workers=workers,
@@ -136,7 +232,7 @@ def curves(
             rows = [
                 r
                 for r in rows
-                if r.budget_seconds in levels and r.seed in seed_list and r.host in ran_on
+                if r.budget_seconds in budget_levels and r.seed in seed_list and r.host in ran_on
             ]
         summary["stages"] = [
             {
@@ -156,19 +252,30 @@ def curves(
     if status_exit == EXIT_INTERRUPTED:
         err_console.print("interrupted: rerun the same command to resume", markup=False)
         raise typer.Exit(EXIT_INTERRUPTED)
-    table = build_table(rows, str(out))
-    write_curves(rows, out)
+    table = build_table(rows, str(out), unit=unit, metric=metric_name)
+    write_curves(rows, out, unit=unit, metric=metric_name)
     summary = {"out": str(out), "rows": len(rows), **table.describe(), **summary}
     if as_json:
         emit_json(summary)
     else:
         console.print(
-            f"wrote {out}: {len(rows)} rows, {len(table.conditions)} conditions x "
-            f"{len(table.budgets)} levels ({', '.join(f'{b:g}s' for b in table.budgets)}), "
+            f"wrote {out}: {len(rows)} rows of {metric_name}, {len(table.conditions)} conditions "
+            f"x {len(table.budgets)} levels "
+            f"({', '.join(table.format_budget(b) for b in table.budgets)}), "
+            f"{'paired' if table.paired else 'unpaired'} {table.curve_kind}, "
             f"cells per level {[lv.n_cells for lv in table.levels]}",
             markup=False,
             soft_wrap=True,
         )
+        if "runs" in summary:
+            console.print(
+                f"{summary['runs']} runs read; {summary['replaced_points']} logged point(s) "
+                f"replaced by a later value of the same step; {summary['censored_runs']} "
+                f"censored run(s) kept and marked (censored_after); conditions named in "
+                f"{summary['conditions_file']}",
+                markup=False,
+                soft_wrap=True,
+            )
     if status_exit:
         failed = sum(s["failed"] for s in summary.get("stages", []))
         err_console.print(
@@ -178,6 +285,36 @@ def curves(
             soft_wrap=True,
         )
         raise typer.Exit(status_exit)
+
+
+def _parse_levels(text: str | None) -> tuple[float, ...] | None:
+    from stagewise.backtest.table import CurvesError
+
+    if not text:
+        return None
+    try:
+        values = tuple(sorted({float(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise CurvesError(
+            f"--levels: expected numbers like 1000,2000,4000, but got {text!r}"
+        ) from None
+    if not values or values[0] <= 0:
+        raise CurvesError(f"--levels: expected positive numbers, but got {text!r}")
+    return values
+
+
+def _write_mapping(out: Path, conditions: dict[str, dict[str, str]], keys: tuple[str, ...]) -> Path:
+    """condition_id -> the key values it stands for, beside the table (`<stem>.conditions.csv`)."""
+    import csv
+
+    path = out.with_name(out.stem + ".conditions.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["condition_id", *keys])
+        for cid in sorted(conditions):
+            writer.writerow([cid, *(conditions[cid].get(k, "") for k in keys)])
+    return path
 
 
 def backtest(
@@ -199,70 +336,101 @@ def backtest(
     cells_per_level: Annotated[
         str | None,
         typer.Option(
-            help="Cells each level uses, e.g. 2,2,2,4,all (default: one per host, all at the end)."
+            help="Cells each level uses, e.g. 2,2,2,4,all (default: one per host, all at the end;"
+            " within_run: one per host at every level)."
         ),
+    ] = None,
+    cost: Annotated[
+        str | None,
+        typer.Option(
+            "--cost",
+            help="restart (every level a fresh run at its full budget) or continue (promotion "
+            "continues the same run; only the increment is charged). Default: continue for "
+            "within_run tables, restart otherwise.",
+        ),
+    ] = None,
+    seconds_per_unit: Annotated[
+        float | None,
+        typer.Option(
+            "--seconds-per-unit",
+            help="Seconds per step or token: converts a steps/tokens table's cost to GPU-hours.",
+        ),
+    ] = None,
+    recommend: Annotated[
+        bool,
+        typer.Option(
+            "--recommend", help="Search the protocol space for the cheapest that keeps the best."
+        ),
+    ] = False,
+    target_retain: Annotated[
+        float, typer.Option(help="--recommend: lower 95% bound of p_retain to reach.")
+    ] = 0.9,
+    max_cost_ratio: Annotated[
+        float | None, typer.Option(help="--recommend: at most this cost x final_only.")
+    ] = None,
+    out_study: Annotated[
+        Path | None,
+        typer.Option(help="--recommend: write the protocol as a study.toml fragment here."),
     ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Folder for backtest.json, policies.csv, pareto.csv/png "
+            help="Folder for backtest.json, policies.csv, pareto.csv/png, decision_accuracy.png "
             "(default with --study: STUDY/backtest)."
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Replay promotion policies on a curves table: p_retain, p_select, regret and GPU-hours.
+    """Replay promotion policies on a curves table: p_retain, p_select, regret and cost.
 
-    Every policy runs on the same draw of seeds and hosts per replay; intervals are 95% over
-    replays. Deterministic for a given --replay-seed."""
+    Every policy runs on the same draw of seeds and hosts (or runs) per replay; intervals are
+    95% over replays. Deterministic for a given --replay-seed. --recommend also designs the cheapest
+    protocol whose p_retain lower bound reaches --target-retain and, with --out-study, writes
+    it as [stages.*]/[gates.*] tables with its evidence."""
+    import dataclasses
+
     seed = seed if seed_alias is None else seed_alias
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from stagewise.backtest.draw import parse_cells
     from stagewise.backtest.output import RESULT_DIR, write_result
     from stagewise.backtest.policies import (
-        INSTALL,
         default_policies,
-        optuna_available,
         parse_policies,
     )
     from stagewise.backtest.replay import backtest as run_backtest
-    from stagewise.backtest.table import read_curves
+    from stagewise.backtest.replay import hours_per_unit, resolve_cost_model
+    from stagewise.backtest.table import CurvesError, read_curves
 
     table = read_curves(curves_file)
+    model = resolve_cost_model(table, cost)
+    per_unit = hours_per_unit(table, seconds_per_unit)
+    if out_study is not None and not recommend:
+        raise CurvesError("--out-study needs --recommend")
     study = None
     if study_dir is not None:
         from stagewise.study import load_study
 
         study = load_study(study_dir)
-    has_optuna = optuna_available()
+    # Optuna's pruners are decided natively: they run whether or not Optuna is installed.
     chosen = parse_policies(
-        policies or default_policies(with_study=study is not None, with_optuna=has_optuna)
+        policies or default_policies(with_study=study is not None, with_optuna=True)
     )
     skipped = []
     runnable = []
     for policy in chosen:
-        if getattr(policy, "needs_optuna", False) and not has_optuna:
-            skipped.append({"policy": policy.label, "reason": f"needs Optuna: {INSTALL}"})
-            err_console.print(f"skipped {policy.label}: needs Optuna ({INSTALL})", markup=False)
-            continue
         if policy.needs_study and study is None:
-            from stagewise.backtest.table import CurvesError
-
             raise CurvesError(f"--policies: {policy.name} needs --study DIR")
+        reason = policy.unusable(len(table.levels))
+        if reason is not None:
+            if policies:  # asked for by name: refuse; in the default set: skip, and say so
+                raise CurvesError(f"--policies: {reason}")
+            skipped.append({"policy": policy.label, "reason": reason})
+            continue
         runnable.append(policy)
     cells = parse_cells(cells_per_level, table) if cells_per_level else None
-    progress = Progress(
-        TextColumn("replays"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=as_json or not err_console.is_terminal,
-        transient=True,
-    )
-    with progress:
-        task = progress.add_task("replays", total=replays * max(1, len(runnable)))
+    for item in skipped:  # said once the request is known to be valid (errors stay one line)
+        err_console.print(f"skipped {item['policy']}: {item['reason']}", markup=False)
+    with ReplayProgress(replays * max(1, len(runnable)), quiet=False) as progress:
         result = run_backtest(
             table,
             runnable,
@@ -270,37 +438,163 @@ def backtest(
             seed=seed,
             cells=cells,
             study=study,
-            progress=lambda n: progress.advance(task, n),
+            progress=progress.advance,
+            cost_model=model,
+            seconds_per_unit=seconds_per_unit,
         )
     if skipped:
-        import dataclasses
-
         result = dataclasses.replace(result, skipped=tuple(skipped))
+    extra_points: list[dict[str, Any]] = []
+    extra_json: dict[str, Any] = {}
+    rec = None
+    if recommend:
+        from stagewise.backtest.recommend import recommend as design
+        from stagewise.backtest.recommend import recommended_point, study_fragment
+
+        err_console.print("searching the protocol space (--recommend)", markup=False)
+        rec = design(
+            table,
+            target=target_retain,
+            replays=replays,
+            seed=seed,
+            cost_model=model,
+            max_cost_ratio=max_cost_ratio,
+        )
+        extra_json["recommendation"] = rec.to_json(table)
+        point = recommended_point(rec, table, per_unit)
+        if point is not None:
+            extra_points.append(point)
+        if out_study is not None and rec.best is not None:
+            text = study_fragment(rec, table, curves_file, seed=seed)
+            out_study.parent.mkdir(parents=True, exist_ok=True)
+            out_study.write_text(text, encoding="utf-8")
+            extra_json["recommendation"]["out_study"] = str(out_study)
     if out is None and study_dir is not None:
         out = study_dir / RESULT_DIR
-    written = write_result(result, out) if out is not None else []
+    written = (
+        write_result(result, out, extra_points=extra_points, extra_json=extra_json)
+        if out is not None
+        else []
+    )
+    for warning in result.warnings:
+        err_console.print(f"warning: {warning}", markup=False, soft_wrap=True)
     if as_json:
-        emit_json(result.to_json())
-        return
-    _print_table(result)
-    for path in written:
-        console.print(f"wrote {path}", markup=False)
+        emit_json({**result.to_json(), **extra_json})
+    else:
+        _print_table(result)
+        _print_evidence(result)
+        if rec is not None:
+            _print_recommendation(rec, table, out_study)
+        for path in written:
+            console.print(f"wrote {path}", markup=False)
+    if rec is not None and rec.best is None and out_study is not None:
+        err_console.print(
+            f"no protocol reached p_retain >= {target_retain:g}: {out_study} was not written",
+            markup=False,
+        )
+        raise typer.Exit(EXIT_FAILED)
+
+
+class ReplayProgress:
+    """A bar on a terminal; plain lines (every 10 s and at the end) when stderr is not one."""
+
+    INTERVAL = 10.0
+
+    def __init__(self, total: int, *, quiet: bool) -> None:
+        import time
+
+        self.total = total
+        self.done = 0
+        self.quiet = quiet
+        self.start = self.last = time.monotonic()
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> ReplayProgress:
+        if self.quiet:
+            return self
+        if err_console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("replays"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task("replays", total=self.total)
+        else:
+            err_console.print(f"replays: 0/{self.total} (policies x replays)", markup=False)
+        return self
+
+    def advance(self, n: int) -> None:
+        import time
+
+        self.done += n
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+            return
+        now = time.monotonic()
+        if not self.quiet and now - self.last >= self.INTERVAL:
+            self.last = now
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        from stagewise.budget_units import format_eta
+
+        elapsed = now - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = (self.total - self.done) / rate if rate > 0 else None
+        err_console.print(
+            f"replays: {self.done}/{self.total} ({100 * self.done / max(1, self.total):.0f}%), "
+            f"{format_eta(elapsed)} elapsed, {format_eta(left)} left",
+            markup=False,
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        import time
+
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        elif not self.quiet:
+            self._line(time.monotonic())
+
+
+def _fmt_cost(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.4g}"
 
 
 def _print_table(result: Any) -> None:
     from rich.table import Table
 
     truth = result.truth
+    unit = result.cost_unit
+    final = (
+        f"{truth.final_budget:g}s"
+        if result.budget_unit == "seconds"
+        else f"{truth.final_budget:g} {result.budget_unit}"
+    )
     console.print(
-        f"truth: {truth.condition_id} (mean val_bpb {truth.mean_val_bpb:.6f} at "
-        f"{truth.final_budget_seconds:g}s); {result.replays} replays, seed {result.seed}, "
-        f"cells per level {list(result.cells_per_level)}; final_only costs "
-        f"{result.final_only_gpu_hours:.4g} GPU-h",
+        f"truth: {truth.condition_id} (mean {result.metric} {truth.mean_value:.6g} at "
+        f"{final}); {result.replays} replays, seed {result.seed}, "
+        f"{result.table.get('pairing')} {result.table.get('curve_kind')} table, "
+        f"{result.distinct_draws} distinct draws, cells per level {list(result.cells_per_level)}; "
+        f"cost model {result.cost_model}; final_only costs "
+        f"{_fmt_cost(result.cost_of_final())} {unit}",
         markup=False,
         soft_wrap=True,
     )
     grid = Table(show_edge=False, header_style="bold", box=None, pad_edge=False)
-    for name in ("policy", "p_retain", "95%", "p_select", "regret", "GPU-h", "x final"):
+    for name in ("policy", "p_retain", "95%", "p_select", "regret", unit, "x final", "unknown"):
         grid.add_column(name, justify="left" if name == "policy" else "right", no_wrap=True)
     for p in result.policies:
         lo, hi = p.p_retain_interval.low, p.p_retain_interval.high
@@ -309,11 +603,69 @@ def _print_table(result: Any) -> None:
             f"{p.p_retain:.3f}",
             f"{lo:.2f}-{hi:.2f}",
             f"{p.p_select:.3f}",
-            f"{p.mean_regret:.4f}",
-            f"{p.gpu_hours:.4g}",
+            f"{p.mean_regret:.4g}",
+            _fmt_cost(result.cost_of(p)),
             f"{p.cost_vs_final_only:.3f}",
+            str(p.unknown),
         )
     console.print(grid)
+
+
+def _print_evidence(result: Any) -> None:
+    ev = result.evidence
+    if not ev:
+        return
+    parts = []
+    for row in ev["levels"]:
+        budget = (
+            f"{row['budget']:g}s"
+            if result.budget_unit == "seconds"
+            else f"{row['budget']:g} {result.budget_unit}"
+        )
+        parts.append(
+            f"{budget}: decision accuracy {row['decision_accuracy']:.2f}, Spearman "
+            f"{row['spearman']:.2f}, Kendall {row['kendall']:.2f} at "
+            f"{row['compute_fraction']:.3f} x final-only compute"
+        )
+    console.print("evidence per level (vs the final level's order):", markup=False)
+    for line in parts:
+        console.print(f"  {line}", markup=False, soft_wrap=True)
+
+
+def _print_recommendation(rec: Any, table: Any, out_study: Path | None) -> None:
+    if rec.best is None:
+        closest = rec.closest
+        console.print(
+            f"no protocol among {rec.candidates} reaches a lower 95% bound of p_retain >= "
+            f"{rec.target:g}"
+            + (f" at <= {rec.max_cost_ratio:g} x final_only" if rec.max_cost_ratio else "")
+            + (
+                f"; the closest: {closest.protocol.describe(table)} (p_retain "
+                f"{closest.p_retain:.3f}, lower bound {closest.p_retain_low:.3f})"
+                if closest is not None
+                else ""
+            ),
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    b = rec.best
+    console.print(
+        f"recommended ({rec.candidates} candidate protocols, {rec.cost_model} cost): "
+        f"{b.protocol.describe(table)}; p_retain {b.p_retain:.3f} "
+        f"[{b.p_retain_low:.3f}, {b.p_retain_high:.3f}], p_select {b.p_select:.3f}, "
+        f"cost {b.cost_ratio:.3f} x final_only"
+        + (f"; wrote {out_study}" if out_study is not None else ""),
+        markup=False,
+        soft_wrap=True,
+    )
+    for i, r in enumerate(rec.runners_up, start=1):
+        console.print(
+            f"  runner-up {i}: {r.protocol.describe(table)}; p_retain {r.p_retain:.3f}, "
+            f"cost {r.cost_ratio:.3f} x final_only",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
@@ -72,6 +73,8 @@ def freeze(
             )
             return
         rec = outcome.record
+        for warning in outcome.warnings:
+            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         if not outcome.created:
             console.print(
                 f"{gate} is already frozen as it stands ({rec.kind} at {rec.frozen_at}, "
@@ -80,6 +83,9 @@ def freeze(
             return
         word = "amended" if rec.kind == "amend" else "froze"
         console.print(f"{word} {gate}: sha256 {rec.sha256} at {rec.frozen_at}")
+        recipes = outcome.to_dict()["recipes"]
+        if isinstance(recipes, dict):
+            console.print(f"recipes frozen: {len(recipes)} conditions ({', '.join(recipes)})")
         if rec.post_hoc:
             console.print(
                 f"[yellow]post hoc:[/] {len(rec.results_at_freeze)} results of its stages "
@@ -128,9 +134,13 @@ def _gate_tables(obj: dict[str, Any]) -> None:
         f"frozen sha256 {obj['frozen_sha256']} at {freeze.get('frozen_at')}"
         + (" [yellow](post hoc)[/]" if freeze.get("post_hoc") else "")
     )
+    if freeze.get("recipes") is not None and not isinstance(freeze.get("recipes"), dict):
+        console.print(f"  {freeze['recipes']}")
     amendments = [a for a in obj.get("amendments", []) if a["kind"] == "amend"]
     for a in amendments:
         console.print(f"  amended {a['frozen_at']}: {a['reason']}")
+    for n in obj.get("not_counted", []):
+        console.print(f"  not counted: {n['run']}: {n['why']}", markup=False)
     for m in obj.get("manual", []):
         state = "withdrawn" if m.get("withdrawn_at") else "active"
         console.print(f"  MANUAL decision ({state}): {', '.join(m['promoted'])}: {m['reason']}")

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stagewise.budget_units import format_eta as _dur
-from stagewise.executors.base import ExecutorEvent, RunOutcome
+from stagewise.executors.base import ExecutorEvent, ExecutorNotice, RunJobState, RunOutcome
 from stagewise.executors.state import StageState
 from stagewise.words import plural
 
@@ -43,6 +43,8 @@ def _begin_line(state: StageState) -> str:
         parts.append(f"{len(state.recovered)} interrupted runs put back")
     if state.adopted:
         parts.append(f"{len(state.adopted)} finished by the lost driver, results kept")
+    if state.reattached:
+        parts.append(f"{len(state.reattached)} re-attached to their cluster jobs")
     return ", ".join(parts) + f"; {plural(state.slots, 'slot')}"
 
 
@@ -63,6 +65,13 @@ def summary_line(state: StageState) -> str:
     return ", ".join(parts) + f" ({time.monotonic() - state.started:.1f}s)"
 
 
+def notice_line(notice: ExecutorNotice) -> str:
+    """A backend condition as it starts (`waiting: ...`) or ends (`resolved: ...`)."""
+    if notice.text is not None:
+        return f"waiting: {notice.text}"
+    return f"resolved: {notice.host or 'the cluster head'} is available again"
+
+
 class PlainReporter:
     """One line per finished run; for logs and pipes."""
 
@@ -78,6 +87,11 @@ class PlainReporter:
     def event(self, state: StageState, event: ExecutorEvent) -> None:
         if isinstance(event, RunOutcome):
             self._print(outcome_line(state, event))
+        elif isinstance(event, ExecutorNotice):
+            self._print(notice_line(event))
+        elif isinstance(event, RunJobState) and event.note:
+            k = event.key
+            self._print(f"  {k.stage} {k.condition_id} seed{k.seed} {k.host}: {event.note}")
 
     def retry(self, state: StageState, outcome: RunOutcome, note: str) -> None:
         k = outcome.key
@@ -118,10 +132,16 @@ class LiveReporter(PlainReporter):
             f" - ETA {_dur(state.eta_seconds())}",
             style="bold",
         )
+        now = time.monotonic()
+        waits = [
+            Text(
+                f"waiting {_dur(now - state.notice_since.get(topic, now))}: {text}", style="yellow"
+            )
+            for topic, text in state.notices.items()
+        ]
         table = Table(box=None, pad_edge=False, show_edge=False)
         for col in ("run", "slot", "step", "progress", "loss", "tok/s", "remaining"):
             table.add_column(col, justify="left" if col in ("run", "slot") else "right")
-        now = time.monotonic()
         for info in list(state.running.values()):
             p = info.progress
             k = info.key
@@ -135,7 +155,7 @@ class LiveReporter(PlainReporter):
                 f"{p.tok_per_s:,.0f}" if p and p.tok_per_s is not None else "-",
                 _dur(p.remaining_s) if p else "-",
             )
-        return Group(head, table)
+        return Group(head, *waits, table)
 
     def end(self, state: StageState) -> None:
         if self.live is not None:
@@ -144,4 +164,4 @@ class LiveReporter(PlainReporter):
         super().end(state)
 
 
-__all__ = ["LiveReporter", "PlainReporter", "outcome_line", "summary_line"]
+__all__ = ["LiveReporter", "PlainReporter", "notice_line", "outcome_line", "summary_line"]

@@ -120,6 +120,7 @@ def verify(
                 "figures": result.figures,
                 "chain_head": result.chain_head,
                 "summary": result.summary(),
+                "unchecked": list(result.unchecked),
             }
         )
         if not result.ok:
@@ -130,13 +131,20 @@ def verify(
     if result.ok:
         console.print(f"OK: {result.summary()}", soft_wrap=True)
         console.print(f"chain head: {result.chain_head}", soft_wrap=True)
+        _unchecked(result.unchecked)
         return
     for problem in result.problems:
         console.print(f"MISMATCH: {problem}", markup=False, soft_wrap=True)
     console.print(
         f"FAILED: {plural(len(result.problems), 'problem')}; {result.summary()}", soft_wrap=True
     )
+    _unchecked(result.unchecked)
     raise typer.Exit(1)
+
+
+def _unchecked(items: list[str]) -> None:
+    for item in items:
+        console.print(f"informational (not checked): {item}", markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,8 +17,9 @@ from stagewise.executors.external import import_results
 from stagewise.gates.confidence import DEFAULT_SEED, check_seed
 from stagewise.gates.manual import decide_manually, withdraw
 from stagewise.gates.seed_planning import seed_plan
+from stagewise.ledger import LEDGER_FILE, Ledger
 from stagewise.plan import build_plan
-from stagewise.status import study_status
+from stagewise.status import edits_since_freeze, study_status
 from stagewise.study import load_study
 from stagewise.study.init import EXAMPLES, next_steps
 from stagewise.words import plural
@@ -58,7 +59,11 @@ def init(
 
 
 def validate(folder: StudyDir, json_: JsonFlag = False) -> None:
-    """Check study.toml and the matrix; print a one-line summary or the first problem."""
+    """Check study.toml and the matrix; print a one-line summary or the first problem.
+
+    A frozen gate edited since its freeze is reported (gate and run refuse it until amended);
+    that never fails validation.
+    """
     try:
         study = load_study(folder)
     except StagewiseError as exc:
@@ -72,13 +77,50 @@ def validate(folder: StudyDir, json_: JsonFlag = False) -> None:
         "stages": len(study.stages),
         "gates": len(study.gates),
     }
+    edited: dict[str, tuple[str | None, list[str]]] = {}
+    note = None
+    if (study.root / LEDGER_FILE).is_file():
+        try:
+            with Ledger.open(study.root, create=False) as ledger:
+                for gate_id in study.gates:
+                    record = ledger.current_freeze(gate_id)
+                    if record is not None:
+                        edits = edits_since_freeze(study, ledger, gate_id)
+                        if edits:
+                            edited[gate_id] = (record.frozen_at, edits)
+        except StagewiseError as exc:
+            note = f"the ledger was not read ({exc})"
     if json_:
-        emit_json({"ok": True, "study": study.name, "error": None, **counts})
+        emit_json(
+            {
+                "ok": True,
+                "study": study.name,
+                "error": None,
+                **counts,
+                "edited_since_freeze": {g: edits for g, (_at, edits) in edited.items()},
+            }
+        )
         return
     console.print(
         f"ok: {study.name}: "
         + ", ".join(plural(n, noun.rstrip("s")) for noun, n in counts.items()),
         markup=False,
+    )
+    for gate_id, (frozen_at, edits) in edited.items():
+        _print_edits(gate_id, frozen_at, edits, folder)
+    if note is not None:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+
+
+def _print_edits(gate: str, frozen_at: str | None, edits: list[str], folder: Path) -> None:
+    if not edits:
+        return
+    console.print(
+        f"note: gate {gate} was edited since its freeze of {frozen_at}: {'; '.join(edits)} "
+        f"(gate and run refuse it until `stagewise freeze {folder} {gate} --amend --reason ...`)",
+        style="yellow",
+        markup=False,
+        soft_wrap=True,
     )
 
 
@@ -246,6 +288,16 @@ def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
             *(str(r[k]) for k in ("succeeded", "failed", "running", "interrupted", "pending")),
         )
     console.print(table)
+    for st in result["stages"]:
+        for row in st["retrying"]:
+            console.print(
+                f"{st['stage']}: retrying {row['run']} (attempt {row['attempt']}, after "
+                f"{row['after']})",
+                markup=False,
+                soft_wrap=True,
+            )
+        for text in st["waiting"]:
+            console.print(f"{st['stage']}: waiting: {text}", markup=False, soft_wrap=True)
     gates = Table(title="gates")
     for col in ("gate", "kind", "stages", "frozen", "decision"):
         gates.add_column(col)
@@ -262,6 +314,25 @@ def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
         gates.add_row(g["gate"], g["kind"], ",".join(g["stages"]), frozen, decision)
     console.print(gates)
     print_flagged(result["flagged_runs"], result["min_steps"])
+    for g in result["gates"]:
+        if isinstance(g.get("recipes"), str):
+            console.print(f"{g['gate']}: {g['recipes']}", markup=False)
+        _print_edits(g["gate"], g.get("frozen_at"), g.get("changed_since_freeze") or [], folder)
+    if result["jobs"]:
+        jobs = Table(title="cluster jobs")
+        for col in ("run", "try", "job", "state", "reason", "node", "log"):
+            jobs.add_column(col)
+        for j in result["jobs"]:
+            jobs.add_row(
+                j["run"],
+                str(j["attempt"]),
+                j["job_id"],
+                j["job_state"] or "-",
+                j["reason"] or "-",
+                j["node"] or "-",
+                j["job_log"] or "-",
+            )
+        console.print(jobs)
     console.print(f"chain head: {result['chain_head']}", soft_wrap=True)
     if not result["chain_ok"]:
         console.print(

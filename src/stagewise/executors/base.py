@@ -1,7 +1,7 @@
 """The executor contract shared by the local and Ray executors.
 
 `stagewise run` (executors/stage.py) turns every claimable run of a stage into a `RunTask`,
-hands it to the executor of the run's host (`executor = "local"` or `"ray"`), and reads back
+hands it to the executor of the run's host (`executor = "local"`, `"ray"` or `"slurm"`), and reads back
 events with `poll()`: `RunStarted` when a run got a slot, `RunProgress` for each progress line
 of the runner, and one `RunOutcome` when it ended. Outcomes are written to the ledger by the
 driver only, so an executor never speaks SQL and a late report from a lost worker cannot
@@ -49,6 +49,11 @@ FailureKind = Literal[
     "lost",  # the worker/node running it went away (Ray): retried
 ]
 TRANSIENT: frozenset[str] = frozenset({"oom", "timeout", "crash", "killed", "lost"})
+# Ends whose cause lies outside the run (a signal it did not raise, a lost node or worker): on
+# every executor the driver reruns these up to the host's `max_retries` times (default 3) before
+# they count as failed, besides what `--retries` allows (executors/dispatch.py).
+FAULTS: frozenset[str] = frozenset({"killed", "lost"})
+DEFAULT_FAULT_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,9 @@ class RunOutcome:
     startup_seconds: float | None = None  # process start -> first progress line
     worker: str | None = None  # slot or node that ran it
     attempt: int = 1
+    # Reruns the executor itself made of this attempt after faults (Ray after a lost node); the
+    # driver's fault policy (`max_retries`) counts them, so no executor reruns more than it.
+    fault_reruns: int = 0
 
     def __post_init__(self) -> None:
         if self.status not in ("succeeded", "failed", "interrupted"):
@@ -142,7 +150,53 @@ class RunOutcome:
         return float(value) if isinstance(value, int | float) else None
 
 
-ExecutorEvent = RunStarted | RunProgress | RunOutcome
+@dataclass(frozen=True)
+class ExecutorNotice:
+    """A condition of the executor's backend that the user should see while it lasts.
+
+    E.g. "block-a: no live Ray node offers blk-a=1 (since 12s)" or "the Ray head at ... does not
+    answer". `topic` names the condition (one notice per topic is current: a new one replaces
+    it); `text=None` says it is over. The driver shows it in the live view and records it in
+    the ledger (`executor.notice`), so `stagewise status` shows it too.
+    """
+
+    topic: str
+    text: str | None
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSubmitted:
+    """A cluster scheduler accepted the job that carries this attempt (Slurm).
+
+    The driver writes the job id to the ledger as soon as it reads this event, before it waits
+    for anything, so a driver started after a crash re-attaches to the job (`Executor.reattach`)
+    instead of submitting the run again.
+    """
+
+    key: RunKey
+    attempt: int
+    executor: str
+    job_id: str
+    folder: str | None = None  # where the scheduler's job files are (submitit's folder)
+    log_path: str | None = None  # the job's own log (the run's log stays `task.log_path`)
+
+
+@dataclass(frozen=True)
+class RunJobState:
+    """The scheduler's word on a run's job changed: PENDING (and why), RUNNING on a node,
+    REQUEUED after a preemption; `note` is set when a person should hear it (a long wait)."""
+
+    key: RunKey
+    attempt: int
+    job_id: str
+    state: str
+    reason: str | None = None
+    node: str | None = None
+    note: str | None = None
+
+
+ExecutorEvent = RunStarted | RunProgress | RunOutcome | RunSubmitted | RunJobState | ExecutorNotice
 
 
 class Executor(ABC):
@@ -178,15 +232,52 @@ class Executor(ABC):
     def free_slots(self, host: str) -> int:
         return max(0, self.capacity(host) - self.active(host))
 
+    def shortage(self, host: str) -> str:
+        """Why `host` has no slot now, in words (shown while its runs wait for one)."""
+        return f"{host}: no slot to run on"
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release backend resources (threads, a Ray connection)."""
+
+    def reattach(self, task: RunTask, job_id: str) -> None:
+        """Follow a job a lost driver submitted for `task` (same attempt) until it reports.
+
+        Only executors whose runs outlive their driver (a cluster scheduler's jobs) can; the
+        driver calls this for runs whose job id the ledger holds (`RunSubmitted`).
+        """
+        raise ExecutorError(f"the {self.kind} executor cannot re-attach to job {job_id}")
 
 
 # name -> "module:Class"; imported only when a stage has a host of that kind.
 EXECUTORS: dict[str, str] = {
     "local": "stagewise.executors.local:LocalExecutor",
     "ray": "stagewise.executors.ray:RayExecutor",
+    "slurm": "stagewise.executors.slurm:SlurmExecutor",
 }
+# The extra that brings an executor's library, for the one-line install hint.
+EXTRAS = {"ray": "ray", "slurm": "slurm"}
+
+
+def fault_retries(host: Host) -> int:
+    """How many times a run of `host` ended by a cause outside it is rerun (`max_retries`)."""
+    value = host.options.get("max_retries", DEFAULT_FAULT_RETRIES)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ExecutorError(
+            f"hosts.{host.name}.max_retries: expected a non-negative integer, but got {value!r}"
+        )
+    return value
+
+
+def host_seconds(host: Host, key: str, default: float | None) -> float | None:
+    """A positive number of seconds from the host's options (`key`), or `default`."""
+    value = host.options.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ExecutorError(
+            f"hosts.{host.name}.{key}: expected a positive number of seconds, but got {value!r}"
+        )
+    return float(value)
 
 
 def executor_class(kind: str) -> type[Executor]:
@@ -198,7 +289,8 @@ def executor_class(kind: str) -> type[Executor]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = ' (install it with `pip install "stagewise[ray]"`)' if kind == "ray" else ""
+        extra = EXTRAS.get(kind)
+        hint = f' (install it with `pip install "stagewise[{extra}]"`)' if extra else ""
         raise ExecutorError(f"the {kind} executor is not available: {exc}{hint}") from None
     cls = getattr(module, cls_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Executor)):
@@ -207,15 +299,22 @@ def executor_class(kind: str) -> type[Executor]:
 
 
 __all__ = [
+    "DEFAULT_FAULT_RETRIES",
     "EXECUTORS",
+    "FAULTS",
     "TRANSIENT",
     "Executor",
     "ExecutorEvent",
+    "ExecutorNotice",
     "FailureKind",
     "OutcomeStatus",
+    "RunJobState",
     "RunOutcome",
     "RunProgress",
     "RunStarted",
+    "RunSubmitted",
     "RunTask",
     "executor_class",
+    "fault_retries",
+    "host_seconds",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from stagewise import bounds
 from stagewise.errors import ImportRejected
+from stagewise.executors.recipe import resolve_recipes
 from stagewise.ledger import Ledger
 from stagewise.ledger.schema import SUMMARY_FIELDS
 from stagewise.paths import id_problem
@@ -276,6 +277,14 @@ def import_results(
     for path in files:
         rows = _read_rows(path, dict(defaults or {}))
         prepared.append((path, validate_rows(study, ledger, path, rows)))
+    # An imported result declares the recipe the study gives its condition now (the hosts the
+    # tool does not drive ran what the study says): each row records that recipe's sha256.
+    wanted = {row["condition_id"] for _, rows in prepared for row in rows}
+    recipes = resolve_recipes(study, sorted(wanted))
+    for _, rows in prepared:
+        for row in rows:
+            recipe = recipes[row["condition_id"]]
+            row["recipe"] = (recipe.sha256, recipe.canonical)
     report = []
     for path, rows in prepared:
         source = f"import:{path.name}"

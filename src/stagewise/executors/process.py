@@ -56,6 +56,13 @@ if sys.platform.startswith("linux"):
     with contextlib.suppress(OSError):
         LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 
+# Signals a process raises on itself (a fault of its own code or libraries: segfault, abort,
+# bus error, ...): a crash of the run. Any other signal came from outside (SIGKILL by a user or
+# the OOM killer, SIGTERM, a lost node): the run is `killed`, a fault the driver reruns.
+SELF_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGSYS}
+)
+
 _OOM_TEXT = re.compile(r"out of memory|OutOfMemoryError|CUDA error: out of memory", re.I)
 
 
@@ -164,10 +171,13 @@ def classify(
         return failed("oom", detail or "out of memory")
     if returncode is not None and returncode < 0:
         try:
-            name = signal.Signals(-returncode).name
+            sig: signal.Signals | None = signal.Signals(-returncode)
         except ValueError:
-            name = f"signal {-returncode}"
-        return failed("killed", f"ended by {name}")
+            sig = None
+        name = sig.name if sig is not None else f"signal {-returncode}"
+        if sig in SELF_SIGNALS:
+            return failed("crash", f"ended by {name}" + (f": {detail}" if detail else ""))
+        return failed("killed", f"ended by {name}, a signal from outside the run")
     if returncode == EXIT_BAD_INPUT:
         return failed("bad_input", detail or "the runner refused its arguments (exit 2)")
     if returncode != 0:

@@ -90,15 +90,23 @@ def build_queue(
     records: Mapping[RunKey, RunRecord],
     *,
     retry_failed: bool = False,
+    recipes: Mapping[str, str] | None = None,
 ) -> StageQueue:
-    """Every planned run with its action, in the order the runs would start."""
+    """Every planned run with its action, in the order the runs would start.
+
+    `recipes` (condition -> the sha256 of the recipe its runs train now): a finished run that
+    recorded another recipe is trained again (its result no longer counts at a gate frozen on
+    the current recipe; the one it replaces stays on the ledger's event chain).
+    """
     entries = []
     for key in interleaved(keys):
         record = records.get(key)
         status = record.status if record else "pending"
         executor = study.hosts[key.host].executor
         action: Action
-        if executor == "external":
+        if executor != "external" and stale_recipe(record, recipes):
+            action = "run"
+        elif executor == "external":
             action = "skip" if status in ("succeeded", "failed") else "awaiting import"
         elif status == "succeeded" or (status == "failed" and not retry_failed):
             action = "skip"
@@ -107,6 +115,14 @@ def build_queue(
         attempt = (record.attempts if record else 0) + 1
         entries.append(QueueEntry(key, status, action, executor, attempt))
     return StageQueue(tuple(entries))
+
+
+def stale_recipe(record: RunRecord | None, recipes: Mapping[str, str] | None) -> bool:
+    """A finished run that recorded a recipe other than its condition's recipe now."""
+    if record is None or recipes is None or record.status not in ("succeeded", "failed"):
+        return False
+    now = recipes.get(record.condition_id)
+    return record.recipe_sha256 is not None and now is not None and record.recipe_sha256 != now
 
 
 def compile_cache_env(study: Study) -> dict[str, str]:
@@ -160,4 +176,5 @@ __all__ = [
     "compile_cache_env",
     "interleaved",
     "make_task",
+    "stale_recipe",
 ]

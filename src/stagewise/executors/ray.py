@@ -29,6 +29,7 @@ Ray is imported only here (and only when a stage has a Ray host): `pip install "
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import importlib
@@ -43,39 +44,47 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stagewise.errors import ExecutorError
+from stagewise.errors import ClusterLost, ExecutorError
 from stagewise.executors.base import (
     Executor,
     ExecutorEvent,
+    ExecutorNotice,
     RunOutcome,
     RunTask,
+    host_seconds,
 )
 from stagewise.executors.process import run_task
 from stagewise.executors.ray_support import (
     START_HINT,
     LogTail,
     RayRun,
-    describe,
     follow_log,
+    greet,
     host_port,
-    labels_json,
     max_retries,
     requirements,
     runs_fitting,
+    shortage,
 )
 from stagewise.executors.warm import WarmWorker, can_run_warm, run_warm, warm_env
 from stagewise.protocol import THREADS_ENV
 from stagewise.study.model import Host, Study
 
 try:
-    ray: Any = importlib.import_module("ray")
+    import ray as _ray
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise ExecutorError(
         'the ray executor needs Ray; install it with `pip install "stagewise[ray]"`'
     ) from None
+ray: Any = _ray  # used untyped: Ray's own annotations do not cover its remote-function API
 
 CONNECT_TIMEOUT_SECONDS = 5.0  # a reachable head answers a TCP connect at once
 NODES_REFRESH_SECONDS = 2.0  # how stale the driver's view of the cluster's nodes may be
+PROBE_SECONDS = 1.0  # how often the driver checks that the head still accepts connections
+SCHEDULER_TIMEOUT_SECONDS = 30.0  # default wait for a head that stopped answering
+# Ray's own driver ends the process (exit 1, no word from us) when the GCS is gone this long;
+# it must stay longer than our own wait, so that the stage ends with our message and code.
+RAY_GCS_RECONNECT_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
 
 
 # ---------------------------------------------------------------------- inside the task
@@ -161,8 +170,17 @@ def resolve_address(address: str | None) -> str:
     return address
 
 
-def connect(address: str | None, timeout: float = CONNECT_TIMEOUT_SECONDS) -> str:
-    """Connect this process to the Ray cluster at `address`; one clear error if we cannot."""
+def connect(
+    address: str | None,
+    timeout: float = CONNECT_TIMEOUT_SECONDS,
+    scheduler_timeout: float = SCHEDULER_TIMEOUT_SECONDS,
+) -> str:
+    """Connect this process to the Ray cluster at `address`; one clear error if we cannot.
+
+    Every step is bounded: the TCP connection and the HTTP/2 greeting take `timeout` each, so
+    an address where some other service listens is refused at once (naming what answered)
+    instead of Ray retrying its GCS there for ever.
+    """
     target = resolve_address(address)
     if ray.is_initialized():
         return target
@@ -170,12 +188,19 @@ def connect(address: str | None, timeout: float = CONNECT_TIMEOUT_SECONDS) -> st
     if endpoint is None:
         raise ExecutorError(f'Ray address {target!r} is not host:port, ray://host:port or "auto"')
     try:
-        socket.create_connection(endpoint, timeout=timeout).close()
+        answered = greet(endpoint, timeout)
     except OSError as exc:
         raise ExecutorError(
             f"cannot reach the Ray cluster at {target} ({exc.strerror or exc}); is it running? "
             f"{START_HINT}"
         ) from None
+    if answered is not None:
+        raise ExecutorError(
+            f"{target} is not a Ray cluster: something else listens there ({answered}); check "
+            "the address (`ray start --head` prints it; the head listens on port 6379 by "
+            "default, the Ray client on 10001)"
+        )
+    os.environ.setdefault(RAY_GCS_RECONNECT_ENV, str(int(max(60.0, scheduler_timeout + 30.0))))
     try:
         ray.init(
             address=target,
@@ -217,31 +242,92 @@ class RayExecutor(Executor):
                 "the ray hosts of one stage must use one cluster, but got addresses "
                 + ", ".join(sorted(addresses))
             )
-        self.address = connect(next(iter(addresses), "auto"), connect_timeout)
+        self.scheduler_timeout = min(
+            [SCHEDULER_TIMEOUT_SECONDS]
+            + [
+                t
+                for h in hosts
+                if (t := host_seconds(h, "scheduler_timeout_seconds", None)) is not None
+            ]
+        )
+        self.address = connect(
+            next(iter(addresses), "auto"), connect_timeout, self.scheduler_timeout
+        )
         self.needs = {h.name: requirements(h) for h in hosts}
         self.max_retries = {h.name: max_retries(h) for h in hosts}
         self._remote = ray.remote(_execute_on_node)
         self._pending: dict[Any, RayRun] = {}
         self._reason = "interrupted"  # what cancel_all was told, for the outcomes it causes
-        self._nodes: list[dict[str, Any]] = []
-        self._nodes_at = 0.0
+        self._nodes: list[dict[str, Any]] = [n for n in ray.nodes() if n.get("Alive")]
+        self._nodes_at = time.monotonic()
+        self._endpoint = host_port(self.address)
+        self._down_since: float | None = None  # since when the head refuses connections
+        self._lost = False
+        self._head_notice = False
+        self._stop = threading.Event()
         for h in hosts:
             if self.capacity(h.name) < 1:
                 ray.shutdown()
-                raise ExecutorError(
-                    f"hosts.{h.name}: no live node of the Ray cluster at {self.address} offers "
-                    f"{describe(self.needs[h.name])} for one run; add one with `ray start "
-                    f"--address={self.address} --resources='{labels_json(h)}'`"
-                )
+                raise ExecutorError(self.shortage(h.name))
+        # The cluster is watched from threads of their own: with the head gone, Ray's calls to
+        # it (`ray.nodes()`) block, and the driver must still see that, say so and end.
+        for target, name in ((self._probe_head, "head"), (self._refresh_nodes, "nodes")):
+            threading.Thread(target=target, name=f"ray-{name}", daemon=True).start()
 
     # ------------------------------------------------------------------ cluster view
     def nodes(self) -> list[dict[str, Any]]:
-        """Live nodes as `ray.nodes()` reports them, refreshed every few seconds."""
-        now = time.monotonic()
-        if now - self._nodes_at > NODES_REFRESH_SECONDS or not self._nodes:
-            self._nodes = [n for n in ray.nodes() if n.get("Alive")]
-            self._nodes_at = now
+        """Live nodes as `ray.nodes()` reported them at most a few seconds ago."""
         return self._nodes
+
+    def _refresh_nodes(self) -> None:
+        while not self._stop.wait(NODES_REFRESH_SECONDS):
+            if self._down_since is not None:
+                continue  # the head does not answer: keep the last view
+            with contextlib.suppress(Exception):
+                self._nodes = [n for n in ray.nodes() if n.get("Alive")]
+                self._nodes_at = time.monotonic()
+
+    def _probe_head(self) -> None:
+        """Whether the head still accepts connections, once a second (a bounded connect)."""
+        assert self._endpoint is not None
+        while not self._stop.wait(PROBE_SECONDS):
+            try:
+                socket.create_connection(self._endpoint, timeout=PROBE_SECONDS).close()
+                self._down_since = None
+            except OSError:
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+
+    def _head_events(self) -> list[ExecutorEvent]:
+        """A notice while the head does not answer; ClusterLost once that lasted too long."""
+        down = self._down_since
+        if down is None:
+            if self._head_notice:
+                self._head_notice = False
+                return [ExecutorNotice("scheduler", None)]
+            return []
+        waited = time.monotonic() - down
+        if waited > self.scheduler_timeout:
+            self._lost = True
+            raise ClusterLost(
+                f"lost the Ray cluster at {self.address}: its head has not answered for "
+                f"{waited:.0f}s (scheduler_timeout_seconds = {self.scheduler_timeout:g})",
+                in_flight=tuple(sorted(str(p.task.key) for p in self._pending.values())),
+            )
+        if self._head_notice:
+            return []
+        self._head_notice = True
+        return [
+            ExecutorNotice(
+                "scheduler",
+                f"the Ray head at {self.address} does not answer; waiting up to "
+                f"{self.scheduler_timeout:g}s for it (scheduler_timeout_seconds)",
+            )
+        ]
+
+    def shortage(self, host: str) -> str:
+        nodes = [n.get("Resources", {}) for n in self.nodes()]
+        return shortage(self.hosts[host], self.needs[host], nodes, self.address)
 
     # ------------------------------------------------------------------ contract
     def capacity(self, host: str) -> int:
@@ -279,7 +365,7 @@ class RayExecutor(Executor):
         self._pending[ref] = RayRun(task, ref, LogTail(Path(task.log_path)))
 
     def poll(self, timeout: float = 0.2) -> list[ExecutorEvent]:
-        events: list[ExecutorEvent] = []
+        events: list[ExecutorEvent] = self._head_events()
         for pending in list(self._pending.values()):
             events += follow_log(pending)
         if not self._pending:
@@ -299,12 +385,22 @@ class RayExecutor(Executor):
 
     def cancel_all(self, reason: str = "interrupted") -> None:
         self._reason = reason
+        if self._lost:
+            return  # the head is gone: its tasks end with it (and their runs by parent death)
         for ref in list(self._pending):
             # Already finished, or its node is gone: nothing left to stop.
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=False)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._lost:
+            # With the head gone Ray's shutdown blocks for ever, here and at exit: skip it; the
+            # process ends and its tasks, workers and runs die with the cluster.
+            atexit.unregister(ray.shutdown)
+            with contextlib.suppress(Exception):
+                atexit.unregister(importlib.import_module("ray._private.worker").shutdown)
+            return
         if self._pending:
             self.cancel_all("executor closed")
             deadline = time.monotonic() + 10
@@ -322,6 +418,8 @@ class RayExecutor(Executor):
         exceptions = ray.exceptions
         try:
             outcome: RunOutcome = ray.get(pending.ref)
+            if pending.starts > 1:  # Ray reran it after a lost node or worker
+                outcome = dataclasses.replace(outcome, fault_reruns=pending.starts - 1)
             return outcome
         except exceptions.TaskCancelledError:
             return RunOutcome(status="interrupted", cause=self._reason, **common)
@@ -342,6 +440,7 @@ class RayExecutor(Executor):
                 failure="lost",
                 cause=f"lost: the Ray worker running it died {retries + 1} time(s) "
                 f"({type(exc).__name__}: {_first_line(exc)})",
+                fault_reruns=retries,  # Ray spent the fault policy's reruns already
                 **common,
             )
         except exceptions.RayTaskError as exc:

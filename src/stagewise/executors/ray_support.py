@@ -6,14 +6,14 @@ file from the driver (which node it started on, its progress lines, a rerun else
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stagewise.errors import ExecutorError
-from stagewise.executors.base import ExecutorEvent, RunStarted, RunTask
+from stagewise.executors.base import ExecutorEvent, RunStarted, RunTask, fault_retries
 from stagewise.executors.process import parse_progress
 from stagewise.protocol import PROGRESS_PREFIX
 from stagewise.study.model import Host
@@ -32,6 +32,53 @@ def host_port(address: str) -> tuple[str, int] | None:
     if not sep or not port.isdigit():
         return None
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+# The client preface of HTTP/2 and an empty SETTINGS frame: every Ray head endpoint (the GCS
+# and the Ray client server) is a gRPC server and answers with a SETTINGS frame of its own.
+HTTP2_GREETING = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+BANNER_WAIT_SECONDS = 0.3  # services that speak first (SSH, SMTP, Redis errors) do at once
+
+
+def greet(endpoint: tuple[str, int], timeout: float) -> str | None:
+    """None when `endpoint` answers like a Ray head (HTTP/2, as gRPC servers do); otherwise
+    what answered there, in words. Raises OSError when nothing accepts the connection."""
+    with socket.create_connection(endpoint, timeout=timeout) as sock:
+        sock.settimeout(BANNER_WAIT_SECONDS)
+        try:
+            banner = sock.recv(256)
+        except TimeoutError:
+            banner = None
+        if banner is not None:  # it spoke first (a gRPC server may send its settings at once)
+            return None if _is_settings(banner) else _what_answered(banner)
+        sock.settimeout(timeout)
+        try:
+            sock.sendall(HTTP2_GREETING)
+            reply = sock.recv(256)
+        except TimeoutError:
+            return (
+                f"it accepted the connection but did not answer the HTTP/2 greeting a Ray head "
+                f"answers, within {timeout:g}s"
+            )
+        except OSError as exc:
+            return f"it dropped the connection ({exc.strerror or exc})"
+    return None if _is_settings(reply) else _what_answered(reply)
+
+
+def _is_settings(data: bytes) -> bool:
+    """An HTTP/2 SETTINGS frame (type 4 on stream 0): what an HTTP/2 (gRPC) server sends first."""
+    return len(data) >= 9 and data[3] == 4 and data[5:9] == b"\0\0\0\0"
+
+
+def _what_answered(data: bytes) -> str:
+    if not data:
+        return "it closed the connection without a word"
+    text = data.decode("utf-8", errors="replace").strip().splitlines()
+    line = text[0][:80] if text else ""
+    if line and all(ch.isprintable() for ch in line):
+        web = data[:5] == b"HTTP/" or data.lstrip()[:14].lower() in (b"<!doctype html", b"<html>")
+        return f"{'an HTTP/1 web server: ' if web else ''}it answered {line!r}"
+    return f"it answered {len(data)} bytes that are not HTTP/2 ({data[:12].hex(' ')} ...)"
 
 
 def requirements(host: Host) -> dict[str, float]:
@@ -127,12 +174,50 @@ def _read_header(path: Path) -> str | None:
 
 
 def max_retries(host: Host) -> int:
-    value = host.options.get("max_retries", DEFAULT_MAX_RETRIES)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ExecutorError(
-            f"hosts.{host.name}.max_retries: expected a non-negative integer, but got {value!r}"
+    """Ray-level reruns of a run whose node or worker died: the host's fault policy."""
+    return fault_retries(host)
+
+
+def shortage(
+    host: Host, need: Mapping[str, float], nodes: list[Mapping[str, float]], address: str
+) -> str:
+    """Why no live node (with these total resources) fits one run of `host`, naming the
+    resource that is short and the `ray start` (or host setting) that would fix it."""
+    labels = {k: v for k, v in need.items() if k not in ("CPU", "GPU")}
+    carrying = [n for n in nodes if all(float(n.get(k, 0.0)) > 0 for k in labels)]
+    flags = []
+    if need.get("CPU", 0) > 1:
+        flags.append(f"--num-cpus={need['CPU']:g}")
+    if need.get("GPU", 0) > 0:
+        flags.append(f"--num-gpus={need['GPU']:g}")
+    start = f"ray start --address={address} " + " ".join(
+        [*flags, f"--resources='{labels_json(host)}'"]
+    )
+    if not carrying:
+        what = describe(labels) if labels else describe(need)
+        return (
+            f"hosts.{host.name}: no live node of the Ray cluster at {address} offers {what}; "
+            f"add one with `{start}`"
         )
-    return value
+    short = {
+        k: max(float(n.get(k, 0.0)) for n in carrying)
+        for k, v in need.items()
+        if max(float(n.get(k, 0.0)) for n in carrying) < v
+    }
+    if not short:
+        return (
+            f"hosts.{host.name}: no single live node of the Ray cluster at {address} offers "
+            f"{describe(need)} at once; add one with `{start}`"
+        )
+    offered = ", ".join(f"{k}={v:g}" for k, v in sorted(short.items()))
+    asked = ", ".join(f"{k}={need[k]:g}" for k in sorted(short))
+    keys = {"CPU": "num_cpus", "GPU": "num_gpus"}
+    lower = [f"hosts.{host.name}.{keys.get(k, 'resources')}" for k in sorted(short)]
+    return (
+        f"hosts.{host.name}: one run asks {asked}, but the live nodes offering "
+        f"{describe(labels) if labels else 'it'} have at most {offered}; short: "
+        f"{', '.join(sorted(short))}. Lower {', '.join(lower)}, or add a node with `{start}`"
+    )
 
 
 def describe(need: Mapping[str, float]) -> str:
@@ -151,9 +236,11 @@ __all__ = [
     "RayRun",
     "describe",
     "follow_log",
+    "greet",
     "host_port",
     "labels_json",
     "max_retries",
     "requirements",
     "runs_fitting",
+    "shortage",
 ]

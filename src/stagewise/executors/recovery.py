@@ -1,9 +1,14 @@
-"""Settling what a lost driver left behind: its `running` rows are put back or adopted.
+"""Settling what a lost driver left behind: its `running` rows are put back, adopted or re-attached.
 
 A driver killed mid-stage (SIGKILL, reboot) leaves rows marked `running` under its name. The
 next driver, holding the run lock, adopts a run that had finished in the instant before the
 driver died (its summary.json is whole) and puts every other one back as `interrupted`, to be
 rerun from scratch, so nothing finished is repeated and nothing unfinished is lost.
+
+A run carried by a cluster job (Slurm) did not die with its driver: the ledger holds its job id
+(`jobs` table). `reattach_stale` passes such runs of the stage being run to the new driver,
+which follows the same jobs (`Executor.reattach`); `recover_stale` leaves those of other
+stages alone, for the `stagewise run` of their own stage to re-attach.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 from stagewise.errors import ExecutorError
 from stagewise.executors.ownership import owner_alive
 from stagewise.ledger import Ledger, RunKey
+from stagewise.ledger.records import JobRecord
 from stagewise.paths import run_out_dir
 from stagewise.protocol import finished_summary
 from stagewise.study.model import Study
@@ -30,6 +36,52 @@ def finished_result(study: Study, key: RunKey) -> dict[str, Any] | None:
     )
 
 
+# Executors whose runs outlive their driver: a lost driver's runs are followed, not rerun.
+REATTACHABLE = frozenset({"slurm"})
+
+
+def _open_job(ledger: Ledger, study: Study | None, key: RunKey) -> JobRecord | None:
+    """The uncollected job carrying the run's current attempt, on a re-attachable host."""
+    if study is None or key.host not in study.hosts:
+        return None
+    if study.hosts[key.host].executor not in REATTACHABLE:
+        return None
+    record = ledger.run(key)
+    return ledger.open_job(key, record.attempts) if record is not None else None
+
+
+def _gone(owner: str, key: RunKey) -> None:
+    """Refuse while the owner may still be alive; return when it is certainly gone."""
+    alive = owner_alive(owner)
+    if alive:
+        raise ExecutorError(
+            f"{key} is being run by another live `stagewise run` ({owner}); "
+            "wait for it to finish or stop it first"
+        )
+    if alive is None:
+        raise ExecutorError(
+            f"{key} is marked running by a driver on another machine ({owner}); run "
+            "`stagewise run` there, or stop that driver and rerun here after it is gone"
+        )
+
+
+def reattach_stale(
+    ledger: Ledger, me: str, study: Study, stage: str
+) -> list[tuple[RunKey, JobRecord]]:
+    """Take over the stage's runs that a lost driver left to cluster jobs still on record."""
+    taken = []
+    for key, owner in sorted(ledger.running_owners().items()):
+        if owner == me or key.stage != stage:
+            continue
+        job = _open_job(ledger, study, key)
+        if job is None:
+            continue
+        _gone(owner, key)
+        if ledger.reattach(key, owner, me):
+            taken.append((key, job))
+    return taken
+
+
 def recover_stale(
     ledger: Ledger, me: str, study: Study | None = None
 ) -> tuple[list[str], list[str]]:
@@ -42,17 +94,9 @@ def recover_stale(
     for key, owner in sorted(ledger.running_owners().items()):
         if owner == me:
             continue
-        alive = owner_alive(owner)
-        if alive:
-            raise ExecutorError(
-                f"{key} is being run by another live `stagewise run` ({owner}); "
-                "wait for it to finish or stop it first"
-            )
-        if alive is None:
-            raise ExecutorError(
-                f"{key} is marked running by a driver on another machine ({owner}); run "
-                "`stagewise run` there, or stop that driver and rerun here after it is gone"
-            )
+        _gone(owner, key)
+        if _open_job(ledger, study, key) is not None:
+            continue  # its job still runs: the `stagewise run` of its stage re-attaches to it
         summary = finished_result(study, key) if study is not None else None
         if summary is not None:
             ledger.finish(
@@ -70,4 +114,4 @@ def recover_stale(
     return recovered, adopted
 
 
-__all__ = ["finished_result", "recover_stale"]
+__all__ = ["REATTACHABLE", "finished_result", "reattach_stale", "recover_stale"]

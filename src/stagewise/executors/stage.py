@@ -16,17 +16,19 @@ the demo and the whole-study driver do).
 
 from __future__ import annotations
 
+import shlex
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from stagewise.errors import ExecutorError, FrozenRuleMismatch
+from stagewise.errors import ClusterLost, ExecutorError, FrozenRuleMismatch
 from stagewise.executors.base import Executor, executor_class
 from stagewise.executors.command import missing_data
-from stagewise.executors.dispatch import drive
+from stagewise.executors.dispatch import clear_notices, drive
 from stagewise.executors.ownership import driver_owner, owner_alive, run_lock
-from stagewise.executors.queue import StageQueue, build_queue, make_task
-from stagewise.executors.recovery import finished_result, recover_stale
+from stagewise.executors.queue import StageQueue, build_queue, make_task, stale_recipe
+from stagewise.executors.recipe import resolve_recipes
+from stagewise.executors.recovery import finished_result, reattach_stale, recover_stale
 from stagewise.executors.state import NullReporter, Reporter, RunningInfo, StageState
 from stagewise.ledger import Ledger
 from stagewise.plan import build_plan
@@ -131,12 +133,24 @@ def run_stage(
             f"yet; apply it first (`stagewise gate {study.root} {gate}`)"
         )
     state = StageState(stage=stage_id, total=len(plan.runs), retries=retries)
+    recipes = stage_recipes(study, plan.candidates)
+    # Runs of a recipe replaced since (an amended freeze) are trained again; never while the
+    # stage's gates are not frozen as written (--allow-unfrozen keeps what is recorded).
+    retrain = (
+        {cid: sha for cid, (sha, _) in recipes.items()} if study.gates_of_stage(stage_id) else None
+    )
     if dry_run:
         records = {r.key: r for r in ledger.runs(stage=stage_id)}
-        queue = build_queue(study, plan.runs, records, retry_failed=retry_failed)
         problems = _frozen_problems(study, ledger, stage_id, frozen_check)
+        queue = build_queue(
+            study,
+            plan.runs,
+            records,
+            retry_failed=retry_failed,
+            recipes=None if problems else retrain,
+        )
         return _dry_run(study, queue, state, None if allow_unfrozen else problems)
-    require_frozen_gates(
+    waived = require_frozen_gates(
         study,
         ledger,
         stage_id,
@@ -148,14 +162,31 @@ def run_stage(
     me = driver_owner()
     with run_lock(study, wait=wait, notify=notify):
         ledger.ensure_runs(plan.runs)
+        # Runs a lost driver left to cluster jobs are followed, not rerun (same attempt).
+        ledger.close_settled_jobs()
+        attached = reattach_stale(ledger, me, study, stage_id)
+        state.reattached = [str(key) for key, _job in attached]
         state.recovered, state.adopted = recover_stale(ledger, me, study)
         records = {r.key: r for r in ledger.runs(stage=stage_id)}
-        queue = build_queue(study, plan.runs, records, retry_failed=retry_failed)
+        queue = build_queue(
+            study,
+            plan.runs,
+            records,
+            retry_failed=retry_failed,
+            recipes=None if waived else retrain,
+        )
+        stale = frozenset(k for k in queue.to_run if stale_recipe(records.get(k), retrain))
+        state.retrained = sorted(map(str, stale))
         state.already_done = queue.already_done
         state.previously_failed = queue.previously_failed
         state.awaiting_import = queue.awaiting_import
-        pending = deque(queue.to_run)
+        followed = {key for key, _job in attached}
+        pending = deque(k for k in queue.to_run if k not in followed)
         by_kind = queue.hosts_by_executor()
+        for key, _job in attached:
+            kind_of = study.hosts[key.host].executor
+            if key.host not in by_kind.setdefault(kind_of, []):
+                by_kind[kind_of].append(key.host)
 
         factory = executor_factory or _make_executor
         executors: dict[str, Executor] = {}
@@ -170,6 +201,15 @@ def run_stage(
             for kind, ex in executors.items():
                 slots = sum(ex.capacity(h) for h in by_kind[kind])
                 state.slots += slots if workers is None else min(slots, workers)
+            for key, job in attached:
+                task = make_task(study, key, job.attempt, me, {})
+                state.running[key] = RunningInfo(
+                    key,
+                    job.attempt,
+                    slot=f"{job.job_id} re-attached",
+                    budget_seconds=task.budget_seconds,
+                )
+                executors[study.hosts[key.host].executor].reattach(task, job.job_id)
             state.pending = len(pending)
             reporter.begin(state)
             try:
@@ -184,8 +224,13 @@ def run_stage(
                     me,
                     retries,
                     retry_failed,
+                    recipes,
+                    stale,
                 )
+            except ClusterLost as exc:
+                raise _cluster_lost(study, ledger, stage_id, state, me, exc) from None
             finally:
+                clear_notices(ledger, state, me)
                 reporter.end(state)  # also on an error: a live view must give the terminal back
         finally:
             for ex in executors.values():
@@ -195,6 +240,36 @@ def run_stage(
             for key in list(state.running):
                 ledger.mark_interrupted(key, me, "driver stopped before the run ended")
     return state
+
+
+def _cluster_lost(
+    study: Study, ledger: Ledger, stage_id: str, state: StageState, me: str, exc: ClusterLost
+) -> ClusterLost:
+    """The cluster went away mid-stage: put the runs in flight back (they rerun from scratch on
+    resume) and say, on one line, what was lost, what was in flight and how to resume."""
+    in_flight = sorted(str(k) for k in state.running)
+    for key in list(state.running):
+        ledger.mark_interrupted(key, me, f"interrupted: {exc}")
+        state.running.pop(key)
+    state.stopped = "cluster lost"
+    runs = (
+        f"{len(in_flight)} run(s) in flight put back as interrupted ({', '.join(in_flight)})"
+        if in_flight
+        else "no run was in flight"
+    )
+    return ClusterLost(
+        f"{exc}; {runs}; once the cluster is back, resume with "
+        f"`{shlex.join(['stagewise', 'run', str(study.root), stage_id])}`",
+        in_flight=tuple(in_flight),
+    )
+
+
+def stage_recipes(study: Study, condition_ids: Any) -> dict[str, tuple[str, str]]:
+    """condition -> (sha256, canonical text) of the recipe its runs train now."""
+    return {
+        cid: (recipe.sha256, recipe.canonical)
+        for cid, recipe in resolve_recipes(study, condition_ids).items()
+    }
 
 
 def _make_executor(kind: str, study: Study, hosts: list[Any], workers: int | None) -> Executor:

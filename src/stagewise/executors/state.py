@@ -47,6 +47,7 @@ class RunningInfo:
     started: float = field(default_factory=time.monotonic)
     progress: RunProgress | None = None
     budget_seconds: float = 0.0
+    reruns: int = 0  # times the executor started this attempt again after a fault
 
 
 @dataclass
@@ -61,8 +62,11 @@ class StageState:
     interrupted: list[RunOutcome] = field(default_factory=list)
     awaiting_import: list[str] = field(default_factory=list)
     previously_failed: list[str] = field(default_factory=list)
+    # finished runs of a recipe replaced since (an amended freeze), trained again
+    retrained: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)  # stale `running` rows put back
     adopted: list[str] = field(default_factory=list)  # finished by a lost driver, result kept
+    reattached: list[str] = field(default_factory=list)  # a lost driver's cluster jobs, followed
     pending: int = 0
     running: dict[RunKey, RunningInfo] = field(default_factory=dict)
     slots: int = 0
@@ -70,6 +74,10 @@ class StageState:
     dry_run: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None  # the signal that stopped the stage, if any
+    # Backend conditions reported by the executors while they last (topic -> text), e.g. a
+    # block with no live node; shown by the live view and in `--json`.
+    notices: dict[str, str] = field(default_factory=dict)
+    notice_since: dict[str, float] = field(default_factory=dict)
 
     @property
     def finished_count(self) -> int:
@@ -122,12 +130,15 @@ class StageState:
             "interrupted": [row(o) for o in self.interrupted],
             "already_finished": self.already_done,
             "previously_failed": self.previously_failed,
+            "retrained": self.retrained,
             "awaiting_import": self.awaiting_import,
             "recovered": self.recovered,
             "adopted": self.adopted,
+            "reattached": self.reattached,
             "retries": self.retries,
             "stopped_by": self.stopped,
             "dry_run": self.dry_run or None,
+            "notices": dict(self.notices),
             "wall_seconds": round(time.monotonic() - self.started, 3),
         }
 

@@ -27,13 +27,21 @@ from stagewise.analysis.run_checks import RunCheck, check_runs
 from stagewise.errors import DecisionError
 from stagewise.gates.confidence import DEFAULT_SEED, attach, verdict_confidence
 from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate
-from stagewise.gates.freeze import amendment_history, parse, require_frozen
+from stagewise.gates.freeze import (
+    amendment_history,
+    foreign_recipe_error,
+    parse,
+    recipes_summary,
+    require_frozen,
+    split_by_recipe,
+)
 from stagewise.gates.results import (
     CONDITION_KEYS,
     ComparisonNote,
     ConditionResult,
     GateResult,
     Incomplete,
+    NotCounted,
     RuleView,
     freeze_json,
 )
@@ -101,6 +109,7 @@ def gate_result(
     manual: Iterable[DecisionRecord] = (),
     confidence: float | None = DEFAULT_CONFIDENCE,
     seed: int = DEFAULT_SEED,
+    not_counted: Iterable[NotCounted] = (),
 ) -> GateResult:
     """The typed result of an evaluated gate (nothing recorded).
 
@@ -120,12 +129,15 @@ def gate_result(
         promoted=tuple(ev.promoted),
         incomplete=tuple(Incomplete(cid, tuple(cells)) for cid, cells in ev.pool.missing.items()),
         rules=tuple(RuleView(r.rule, describe_rule(r), r.reason, dict(r.raw)) for r in gate.rules),
-        freeze=freeze_json(freeze, parse(freeze).get("frozen_sha256")) if freeze else None,
+        freeze=freeze_json(freeze, parse(freeze).get("frozen_sha256"), recipes_summary(freeze))
+        if freeze
+        else None,
         amendments=tuple(amendments),
         manual=tuple(manual),
         kendalls_w=ev.kendalls_w,
         host_pairs=tuple(ev.host_pairs),
         stability=tuple(ev.stability),
+        not_counted=tuple(not_counted),
     )
     if confidence is None:
         return result
@@ -141,13 +153,26 @@ def result_from_runs(
     freeze: FreezeRecord | None = None,
     confidence: float | None = DEFAULT_CONFIDENCE,
     seed: int = DEFAULT_SEED,
+    history: Iterable[FreezeRecord] = (),
 ) -> GateResult:
-    """The gate's result computed read-only from run records (for reports and verification)."""
+    """The gate's result computed read-only from run records (for reports and verification).
+
+    With a `freeze` (and the gate's earlier freezes in `history`), only results of the frozen
+    recipes count, as when the gate is applied; the others are listed in `not_counted`.
+    """
+    runs = list(runs)
+    left_out: tuple[NotCounted, ...] = ()
+    if freeze is not None:
+        freezes = [f for f in history if f.id != freeze.id] + [freeze]
+        split = split_by_recipe(study.gates[gate_id], freezes, runs)
+        runs = list(split.counted)
+        left_out = split.superseded + split.foreign
     return gate_result(
-        evaluate_gate(study, gate_id, list(runs), candidates),
+        evaluate_gate(study, gate_id, runs, candidates),
         freeze=freeze,
         confidence=confidence,
         seed=seed,
+        not_counted=left_out,
     )
 
 
@@ -236,7 +261,11 @@ def apply_gate(
         )
     freeze = require_frozen(study, ledger, gate_id)
     runs = ledger.runs()
-    ev = evaluate_gate(study, gate_id, runs, build_plan(study, ledger).candidates)
+    split = split_by_recipe(study.gates[gate_id], ledger.freezes(gate_id), runs)
+    if split.foreign:
+        texts = ledger.recipe_texts(n.recipe_sha256 for n in split.foreign)
+        raise foreign_recipe_error(gate_id, split, freeze, texts)
+    ev = evaluate_gate(study, gate_id, split.counted, build_plan(study, ledger).candidates)
     if not ev.pool.complete:
         missing = ", ".join(sorted(ev.pool.missing)) or "none planned"
         raise DecisionError(
@@ -250,11 +279,14 @@ def apply_gate(
         manual=[d for d in ledger.decisions(gate_id) if d.manual],
         confidence=confidence,
         seed=seed,
+        not_counted=split.superseded,
     )
     payload = {
         "verdicts": ev.judgement.verdicts,
         "incomplete": sorted(ev.pool.missing),
         "cells": len(ev.cells),
+        # results left out for a recipe an amendment replaced (key only when there are any)
+        **({"not_counted": [n.to_json() for n in split.superseded]} if split.superseded else {}),
     }
     # Looking must not change the record: the same outcome on the same cells is recorded once.
     unchanged = _same_outcome(active, ev.promoted, freeze.sha256, payload)
@@ -278,7 +310,12 @@ def apply_gate(
         published_comparison=tuple(ComparisonNote(**n) for n in notes),
     )
     budgets = {sid: st.budget_seconds for sid, st in study.stages.items()}
-    checks = check_runs(runs, budgets, study.min_steps, stages=ev.gate.stages)
+    checks = check_runs(
+        [r for r in runs if r in set(split.counted)],
+        budgets,
+        study.min_steps,
+        stages=ev.gate.stages,
+    )
     applied = AppliedGate(
         result,
         ev,

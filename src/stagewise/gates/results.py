@@ -217,8 +217,10 @@ class ComparisonNote:
         }
 
 
-def freeze_json(record: FreezeRecord, definition_sha256: Any) -> dict[str, Any]:
-    return {
+def freeze_json(
+    record: FreezeRecord, definition_sha256: Any, recipes: Any = None
+) -> dict[str, Any]:
+    out = {
         "sha256": record.sha256,
         "definition_sha256": definition_sha256,
         "kind": record.kind,
@@ -227,6 +229,10 @@ def freeze_json(record: FreezeRecord, definition_sha256: Any) -> dict[str, Any]:
         "results_at_freeze": len(record.results_at_freeze),
         "reason": record.reason,
     }
+    if recipes is not None:
+        # condition -> frozen recipe sha256, or "recipes not frozen (format 1)"
+        out["recipes"] = recipes
+    return out
 
 
 def manual_json(decision: DecisionRecord) -> dict[str, Any]:
@@ -238,6 +244,24 @@ def manual_json(decision: DecisionRecord) -> dict[str, Any]:
         "withdrawn_at": decision.withdrawn_at,
         "withdraw_reason": decision.withdraw_reason,
     }
+
+
+@dataclass(frozen=True)
+class NotCounted:
+    """A result of the gate's stages that the gate does not count, and why."""
+
+    run: str  # "stage/condition/seedN/host"
+    condition_id: str
+    recipe_sha256: str
+    why: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "condition_id": self.condition_id,
+            "recipe_sha256": self.recipe_sha256,
+            "why": self.why,
+        }
 
 
 @dataclass(frozen=True)
@@ -270,6 +294,9 @@ class GateResult:
     published_comparison: tuple[ComparisonNote, ...] | None = None
     # Verdict confidence and variance components (gates.confidence.GateConfidence.to_json).
     confidence: Mapping[str, Any] | None = None
+    # Results of the gate's stages left out because they trained a recipe other than the one
+    # frozen now (gates.freeze.split_by_recipe); in the JSON only when there are any.
+    not_counted: tuple[NotCounted, ...] = ()
 
     def condition(self, condition_id: str) -> ConditionResult:
         for c in self.conditions:
@@ -323,4 +350,6 @@ class GateResult:
             out["published_comparison"] = [c.to_json() for c in self.published_comparison]
         if self.confidence is not None:
             out["confidence"] = dict(self.confidence)
+        if self.not_counted:
+            out["not_counted"] = [n.to_json() for n in self.not_counted]
         return out

@@ -233,7 +233,15 @@ def seeds_for(
                     gap, statistic = s.gap_from_best, "mean_gap"
                     extra = "gap from the best planned as a mean gap; "
                 elif spec.statistic == "max_gap_to_reference":
-                    gap, statistic, extra = s.mean_gap_to_reference, "max_gap", ""
+                    # The rule reads the worst cell: that is the observed gap. Cells are
+                    # simulated around the mean gap (their centre), said in the note.
+                    gap, statistic = s.max_gap_to_reference, "max_gap"
+                    centre = s.mean_gap_to_reference
+                    extra = (
+                        f"cells simulated around the mean gap {centre:.6f}; "
+                        if centre is not None
+                        else ""
+                    )
                 else:
                     gap, statistic, extra = s.mean_gap_to_reference, "mean_gap", ""
                 if gap is None:
@@ -243,7 +251,9 @@ def seeds_for(
                     )
                     continue
                 if statistic == "max_gap":
-                    advice = plan_max_gap(gap, t, vc, hosts, power, seed)
+                    centre = s.mean_gap_to_reference
+                    assert centre is not None  # a max gap exists only beside a mean gap
+                    advice = plan_max_gap(centre, t, vc, hosts, power, seed, observed_max=gap)
                 else:
                     advice = plan_mean_gap(gap, t, vc, hosts, confidence, power, seed)
                     if not advice.achievable and advice.min_hosts is not None:

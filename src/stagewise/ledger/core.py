@@ -24,6 +24,7 @@ from typing import Any
 from stagewise.errors import LedgerError
 from stagewise.ledger import integrity
 from stagewise.ledger.integrity import TableRow, canonical_json, sha256_text
+from stagewise.ledger.masking import mask_paths, mask_value
 from stagewise.ledger.records import DecisionRecord, Event, FreezeRecord, RunKey, RunRecord
 
 BACKUP_SUFFIX = ".bak"
@@ -32,8 +33,10 @@ GENESIS = "0" * 64
 # table) leaves a database that is consistent with itself, but not with this file.
 HEAD_FILE = "ledger.head"
 # Event hash formats: 1 hashes the payload text whole; 2 (schema v3 on) hashes each payload
-# field on its own, so a bundle can scrub one field (a path) and still prove the chain.
-EVENT_FORMAT = 2
+# field on its own, so a bundle can scrub one field (a path) and still prove the chain; 3 hashes
+# each field (and the subject) as written *and* masked (`ledger.masking`), so a bundle proves the
+# masked text it shows, not only that some text was there.
+EVENT_FORMAT = 3
 
 
 def utc_now() -> str:
@@ -55,9 +58,28 @@ def event_hash_v2(
     return sha256_text(canonical_json([prev_hash, ts, kind, subject_sha256, dict(fields)]))
 
 
+def shown_pair(shown_sha256: str, original_sha256: str) -> str:
+    """Format 3: one field, as a bundle shows it (masked) and as written."""
+    return sha256_text(shown_sha256 + original_sha256)
+
+
+def field_pairs(payload: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        k: shown_pair(sha256_text(canonical_json(mask_value(v))), sha256_text(canonical_json(v)))
+        for k, v in payload.items()
+    }
+
+
+def subject_pair(subject: str) -> str:
+    return shown_pair(sha256_text(mask_paths(subject)), sha256_text(subject))
+
+
 def event_hash(
     fmt: int, prev_hash: str, ts: str, kind: str, subject: str, payload_text: str
 ) -> str:
+    if fmt >= 3:
+        pairs = field_pairs(json.loads(payload_text))
+        return event_hash_v2(prev_hash, ts, kind, subject_pair(subject), pairs)
     if fmt >= 2:
         fields = field_hashes(json.loads(payload_text))
         return event_hash_v2(prev_hash, ts, kind, sha256_text(subject), fields)
@@ -139,6 +161,10 @@ class LedgerCore:
         self.path = path
         self._conn = conn
         self.read_only = read_only
+        # True for a scratch ledger rebuilt from a bundle's records (`Ledger.rebuild`): its study
+        # files are the bundle's, but the data and the trainer on this machine are not the
+        # study's, so only what the study files say of a recipe can be compared with a freeze.
+        self.rebuilt = False
         self._appended: tuple[int, str] | None = None  # last event of the open write
 
     # ------------------------------------------------------------------ writing

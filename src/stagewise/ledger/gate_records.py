@@ -9,8 +9,8 @@ from typing import Any
 
 from stagewise.errors import DecisionError
 from stagewise.ledger import integrity
-from stagewise.ledger.core import LedgerCore, utc_now
-from stagewise.ledger.integrity import canonical_json, sha256_text, text_hash
+from stagewise.ledger.core import LedgerCore, decision_row, freeze_row, utc_now
+from stagewise.ledger.integrity import canonical_json
 from stagewise.ledger.records import DecisionRecord, FreezeRecord
 
 
@@ -31,16 +31,21 @@ class GateRecords(LedgerCore):
     ) -> FreezeRecord:
         with self._write() as conn:
             now = utc_now()
-            record = integrity.freeze_digest(
-                gate,
-                kind,
-                sha256,
-                now,
-                post_hoc,
-                text_hash(reason),
-                text_hash(canonical_json(results_at_freeze)),
-                sha256_text,
-            )
+            # The digest of the row as it will read back (results through their JSON text).
+            record = freeze_row(
+                FreezeRecord(
+                    0,
+                    gate,
+                    kind,
+                    sha256,
+                    canonical,
+                    now,
+                    post_hoc,
+                    reason,
+                    json.loads(canonical_json(results_at_freeze)),
+                    0,
+                )
+            ).digest2
             seq = self._append(
                 conn,
                 f"gate.{kind}",
@@ -51,6 +56,7 @@ class GateRecords(LedgerCore):
                     "reason": reason,
                     "results": len(results_at_freeze),
                     "record_sha256": record,
+                    integrity.DIGEST_FORMAT_KEY: integrity.DIGEST_FORMAT,
                 },
             )
             cur = conn.execute(
@@ -155,17 +161,22 @@ class GateRecords(LedgerCore):
                     superseded.append(int(row["event_seq"]))
             decided_at = utc_now()
             body = canonical_json(dict(payload))
-            record = integrity.decision_digest(
-                gate,
-                kind,
-                promoted,
-                text_hash(reason),
-                text_hash(source),
-                frozen_sha256,
-                decided_at,
-                text_hash(body),
-                sha256_text,
-            )
+            record = decision_row(
+                DecisionRecord(
+                    0,
+                    gate,
+                    kind,
+                    tuple(promoted),
+                    reason,
+                    source,
+                    frozen_sha256,
+                    json.loads(body),
+                    decided_at,
+                    None,
+                    None,
+                    0,
+                )
+            ).digest2
             seq = self._append(
                 conn,
                 f"decision.{kind}",
@@ -177,6 +188,7 @@ class GateRecords(LedgerCore):
                     "frozen_sha256": frozen_sha256,
                     "supersedes": superseded,
                     "record_sha256": record,
+                    integrity.DIGEST_FORMAT_KEY: integrity.DIGEST_FORMAT,
                 },
             )
             cur = conn.execute(

@@ -9,7 +9,15 @@ from typing import Any
 # A run's identity is a plan concept; the ledger stores runs under it and re-exports it.
 from stagewise.plan import RunKey
 
-__all__ = ["RUN_STATES", "DecisionRecord", "Event", "FreezeRecord", "RunKey", "RunRecord"]
+__all__ = [
+    "RUN_STATES",
+    "DecisionRecord",
+    "Event",
+    "FreezeRecord",
+    "JobRecord",
+    "RunKey",
+    "RunRecord",
+]
 
 RUN_STATES = ("pending", "running", "succeeded", "failed", "interrupted")
 
@@ -39,6 +47,8 @@ class RunRecord:
     checkpoint_path: str | None
     checkpoint_sha256: str | None
     log_tail: str | None
+    # The sha256 of the resolved recipe the run trained (None: recorded before schema v4).
+    recipe_sha256: str | None = None
 
     @property
     def stage(self) -> str:
@@ -59,6 +69,29 @@ class RunRecord:
     @property
     def summary(self) -> dict[str, Any]:
         return dict(json.loads(self.summary_json)) if self.summary_json else {}
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A cluster job carrying one attempt of a run (schema v4): which job, and its last state.
+
+    `job_id` is the scheduler's id (`12345_3` for task 3 of a Slurm array); `state` and `reason`
+    are what the scheduler last said (`PENDING`/`Resources`, `RUNNING`, `TIMEOUT`, ...);
+    `ended` is set once the driver has collected the attempt's outcome.
+    """
+
+    key: RunKey
+    attempt: int
+    executor: str
+    job_id: str
+    folder: str | None
+    log_path: str | None
+    state: str | None
+    reason: str | None
+    node: str | None
+    submitted_at: str
+    updated_at: str | None
+    ended: bool
 
 
 @dataclass(frozen=True)

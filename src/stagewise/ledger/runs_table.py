@@ -16,7 +16,7 @@ from stagewise.ledger.schema import SUMMARY_FIELDS
 _RUN_COLUMNS = (
     "stage, condition_id, seed, host, status, cause, attempts, source, owner, created_at, "
     "started_at, finished_at, " + ", ".join(SUMMARY_FIELDS) + ", summary_json, log_path, "
-    "checkpoint_path, checkpoint_sha256, log_tail"
+    "checkpoint_path, checkpoint_sha256, log_tail, recipe_sha256"
 )
 # The RunRecord fields after its key, in column order (split once: runs() reads every row).
 _RUN_FIELDS = tuple(c.strip() for c in _RUN_COLUMNS.split(",")[4:])
@@ -67,11 +67,30 @@ class RunsTable(LedgerCore):
                 self._append(conn, "run.planned", keys[0].stage, {"runs": created})
         return len(created)
 
-    def claim(self, key: RunKey, owner: str, *, retry_failed: bool = False) -> RunRecord | None:
-        """Atomically move a run to `running` for `owner`; None if it is not claimable."""
-        claimable = (
+    def claim(
+        self,
+        key: RunKey,
+        owner: str,
+        *,
+        retry_failed: bool = False,
+        recipe: tuple[str, str] | None = None,
+        replace_finished: bool = False,
+    ) -> RunRecord | None:
+        """Atomically move a run to `running` for `owner`; None if it is not claimable.
+
+        `recipe` = (sha256, canonical text) of the resolved recipe this attempt trains: the
+        run records its hash and the ledger keeps the text (`recipes`). `replace_finished`
+        claims a finished run of another recipe too; the result it replaces is written into
+        the `run.started` event, so the chain keeps it.
+        """
+        claimable: tuple[str, ...] = (
             ("pending", "interrupted", "failed") if retry_failed else ("pending", "interrupted")
         )
+        before = self.run(key) if replace_finished else None
+        if replace_finished:
+            claimable = ("pending", "interrupted", "failed", "succeeded")
+            if before is None or recipe is None or before.recipe_sha256 in (None, recipe[0]):
+                return None  # nothing to replace: the run is not of another recipe
         with self._write() as conn:
             cur = conn.execute(
                 f"UPDATE runs SET status='running', owner=?, started_at=?, finished_at=NULL, "
@@ -81,10 +100,40 @@ class RunsTable(LedgerCore):
             )
             if not cur.rowcount:
                 return None
-            self._append(
-                conn, "run.started", str(key), {"owner": owner, "key_sha256": key_sha(key)}
-            )
+            payload: dict[str, Any] = {"owner": owner, "key_sha256": key_sha(key)}
+            if before is not None and before.status in ("succeeded", "failed"):
+                payload["replaces"] = {
+                    "status": before.status,
+                    "val_bpb": before.val_bpb,
+                    "recipe_sha256": before.recipe_sha256,
+                    "finished_at": before.finished_at,
+                }
+            if recipe is not None:
+                conn.execute(
+                    "UPDATE runs SET recipe_sha256=? WHERE stage=? AND condition_id=? AND "
+                    "seed=? AND host=?",
+                    (recipe[0], key.stage, key.condition_id, key.seed, key.host),
+                )
+                self._store_recipe(conn, *recipe)
+                payload["recipe_sha256"] = recipe[0]
+            self._append(conn, "run.started", str(key), payload)
         return self.run(key)
+
+    # ------------------------------------------------------------------ recipes
+    @staticmethod
+    def _store_recipe(conn: sqlite3.Connection, sha256: str, canonical: str) -> None:
+        if integrity.sha256_text(canonical) != sha256:
+            raise LedgerError(f"recipe {sha256[:12]}: its text does not hash to its sha256")
+        conn.execute(
+            "INSERT OR IGNORE INTO recipes (sha256, canonical, recorded_at) VALUES (?,?,?)",
+            (sha256, canonical, utc_now()),
+        )
+
+    def recipe_texts(self, shas: Iterable[str] | None = None) -> dict[str, str]:
+        """sha256 -> canonical text of the recipes the ledger holds (all, or those named)."""
+        rows = self._conn.execute("SELECT sha256, canonical FROM recipes ORDER BY sha256")
+        wanted = None if shas is None else set(shas)
+        return {r[0]: r[1] for r in rows if wanted is None or r[0] in wanted}
 
     def finish(
         self,
@@ -152,6 +201,24 @@ class RunsTable(LedgerCore):
         ).fetchall()
         return {RunKey(r[0], r[1], int(r[2]), r[3]): r[4] or "" for r in rows}
 
+    def reattach(self, key: RunKey, old_owner: str, new_owner: str) -> bool:
+        """A run still carried by a cluster job whose driver is gone passes to the new driver,
+        which collects the job's outcome instead of running it again (same attempt)."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE runs SET owner=? WHERE stage=? AND condition_id=? AND seed=? AND host=? "
+                "AND status='running' AND owner IS ?",
+                (new_owner, key.stage, key.condition_id, key.seed, key.host, old_owner or None),
+            )
+            if cur.rowcount:
+                self._append(
+                    conn,
+                    "run.reattached",
+                    str(key),
+                    {"from": old_owner, "owner": new_owner, "key_sha256": key_sha(key)},
+                )
+            return bool(cur.rowcount)
+
     def mark_interrupted(self, key: RunKey, owner: str, cause: str) -> bool:
         """A running run whose owner is gone goes back to be rerun from scratch."""
         with self._write() as conn:
@@ -169,13 +236,17 @@ class RunsTable(LedgerCore):
                 )
             return bool(cur.rowcount)
 
-    def _result_commitment(self, key: RunKey) -> dict[str, str]:
+    def _result_commitment(self, key: RunKey) -> dict[str, Any]:
         """The digest of a run as written (read back, so SQLite's own typing is what counts)."""
         rec = self.run(key)
         if rec is None:
             raise LedgerError(f"run {key} vanished while it was being recorded")
         row = run_row(rec)
-        return {"key_sha256": str(row.key), "result_sha256": row.digest}
+        return {
+            "key_sha256": str(row.key),
+            "result_sha256": row.digest2,
+            integrity.DIGEST_FORMAT_KEY: integrity.DIGEST_FORMAT,
+        }
 
     def record_imports(self, rows: list[dict[str, Any]], source: str) -> tuple[int, int]:
         """Write validated import rows in one transaction: (added, unchanged).
@@ -211,10 +282,13 @@ class RunsTable(LedgerCore):
                     (key.stage, key.condition_id, key.seed, key.host, now),
                 )
                 sets = ", ".join(f"{f}=?" for f in SUMMARY_FIELDS)
+                recipe = row.get("recipe")  # (sha256, canonical) the result declares it trained
+                if recipe is not None:
+                    self._store_recipe(conn, *recipe)
                 conn.execute(
                     f"UPDATE runs SET status=?, cause=?, source=?, owner=NULL, started_at=NULL, "
-                    f"finished_at=?, {sets}, summary_json=? WHERE stage=? AND condition_id=? AND "
-                    "seed=? AND host=?",
+                    f"finished_at=?, {sets}, summary_json=?, recipe_sha256=? WHERE stage=? AND "
+                    "condition_id=? AND seed=? AND host=?",
                     (
                         row["status"],
                         row.get("cause"),
@@ -224,6 +298,7 @@ class RunsTable(LedgerCore):
                         canonical_json(row.get("summary") or summary)
                         if (row.get("summary") or summary)
                         else None,
+                        recipe[0] if recipe is not None else None,
                         key.stage,
                         key.condition_id,
                         key.seed,
@@ -244,6 +319,7 @@ class RunsTable(LedgerCore):
                         "rows": len(rows),
                         "results": results,
                         "rows_sha256": integrity.digest(results),
+                        integrity.DIGEST_FORMAT_KEY: integrity.DIGEST_FORMAT,
                     },
                 )
         return added, unchanged

@@ -6,7 +6,7 @@ the command that fixes it (upgrading stagewise).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 SUMMARY_FIELDS = (
     "val_bpb",
@@ -99,5 +99,39 @@ MIGRATIONS: dict[int, list[str]] = {
     # format 2; the migration event itself holds the digests of everything recorded before.
     3: [
         "ALTER TABLE events ADD COLUMN format INTEGER NOT NULL DEFAULT 1",
+    ],
+    # v4: the cluster jobs that carry runs (Slurm), recorded at submission before any wait, so a
+    # restarted driver re-attaches to them instead of submitting a run twice. A table of its
+    # own: run rows and the chain's commitments to them are unchanged.
+    4: [
+        """CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            stage TEXT NOT NULL,
+            condition_id TEXT NOT NULL,
+            seed INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            executor TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            folder TEXT,
+            log_path TEXT,
+            state TEXT,
+            reason TEXT,
+            node TEXT,
+            submitted_at TEXT NOT NULL,
+            updated_at TEXT,
+            ended INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX jobs_run ON jobs (stage, condition_id, seed, host, attempt)",
+    ],
+    # v5: each run records the sha256 of the resolved recipe it trained; `recipes` holds each
+    # recipe's canonical text once, under its sha256 (executors/recipe.py, gates/freeze.py).
+    5: [
+        "ALTER TABLE runs ADD COLUMN recipe_sha256 TEXT",
+        """CREATE TABLE recipes (
+            sha256 TEXT PRIMARY KEY,
+            canonical TEXT NOT NULL,
+            recorded_at TEXT NOT NULL
+        )""",
     ],
 }

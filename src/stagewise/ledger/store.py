@@ -2,7 +2,8 @@
 
 `Ledger` is one class assembled from parts over a shared connection: `core.LedgerCore` (write
 transactions, backups, the hash-chained event log), `runs_table.RunsTable` (the runs) and
-`gate_records.GateRecords` (freezes and decisions). This module opens, creates, migrates and
+`gate_records.GateRecords` (freezes and decisions) and `jobs_table.JobsTable` (the cluster
+jobs carrying runs). This module opens, creates, migrates and
 closes the file, and checks every table against the chain (where the parts meet).
 """
 
@@ -39,6 +40,7 @@ from stagewise.ledger.core import (
 from stagewise.ledger.core import _event_hash as _event_hash  # v1 hashes, for old-ledger tests
 from stagewise.ledger.gate_records import GateRecords
 from stagewise.ledger.integrity import TableRow, canonical_json, sha256_text, text_hash
+from stagewise.ledger.jobs_table import JobsTable
 from stagewise.ledger.records import DecisionRecord, Event, FreezeRecord, RunKey, RunRecord
 from stagewise.ledger.runs_table import RunsTable
 from stagewise.ledger.schema import MIGRATIONS, SCHEMA_VERSION
@@ -95,7 +97,7 @@ def _writable(folder: Path, path: Path) -> bool:
     return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
-class Ledger(RunsTable, GateRecords):
+class Ledger(RunsTable, GateRecords, JobsTable):
     """Open with `Ledger.open(study_dir)`; use as a context manager to close it."""
 
     # ------------------------------------------------------------------ opening
@@ -207,6 +209,7 @@ class Ledger(RunsTable, GateRecords):
         re-derives a bundle's tables from, through the same code that made them."""
         Path(folder).mkdir(parents=True, exist_ok=True)
         ledger = cls.open(folder, create=True)
+        ledger.rebuilt = True
         with ledger._write() as conn:
             ledger._insert_runs(conn, runs)
             ledger._insert_freezes(conn, freezes)
@@ -303,11 +306,12 @@ class Ledger(RunsTable, GateRecords):
 
     def _snapshot(self) -> dict[str, Any]:
         return {
-            "runs": [[r.key, r.digest] for r in map(run_row, self.runs())],
-            "freezes": [[r.key, r.digest] for r in map(freeze_row, self.freezes())],
+            "runs": [[r.key, r.digest2] for r in map(run_row, self.runs())],
+            "freezes": [[r.key, r.digest2] for r in map(freeze_row, self.freezes())],
             "decisions": [
-                [r.key, r.digest, not r.active] for r in map(decision_row, self.decisions())
+                [r.key, r.digest2, not r.active] for r in map(decision_row, self.decisions())
             ],
+            integrity.DIGEST_FORMAT_KEY: integrity.DIGEST_FORMAT,
         }
 
     def close(self) -> None:

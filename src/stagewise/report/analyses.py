@@ -28,10 +28,12 @@ def gate_result_from_runs(
     candidates: Mapping[str, tuple[str, ...] | None] | None = None,
     *,
     freeze: FreezeRecord | None = None,
+    history: Sequence[FreezeRecord] = (),
 ) -> tuple[GateResult | None, str]:
     """The same result from run records alone (what `verify` rebuilds from a bundle)."""
     try:
-        return result_from_runs(study, gate_id, runs, candidates, freeze=freeze), ""
+        result = result_from_runs(study, gate_id, runs, candidates, freeze=freeze, history=history)
+        return result, ""
     except StagewiseError as exc:
         return None, str(exc)
 

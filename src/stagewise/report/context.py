@@ -122,6 +122,7 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
                 gate.gate_id,
                 plan.candidates,  # the plan built once above, not again per gate
                 freeze=ledger.current_freeze(gate.gate_id),
+                history=freezes,
             )
             if result is None:
                 pending.append(f"analysis not available: {why}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from stagewise.gates.freeze import recipes_summary
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.figure_base import as_dict
 from stagewise.report.figures import RenderedFigure
@@ -61,6 +62,26 @@ def gate_freeze(view: GateView) -> str:
                 for f in view.freezes
             )
             + "</ol>"
+        )
+    return out + gate_recipes(view)
+
+
+def gate_recipes(view: GateView) -> str:
+    """What the freeze says of the recipes, and the results left out for another recipe."""
+    freeze = view.current_freeze
+    if freeze is None:
+        return ""
+    recipes = recipes_summary(freeze)
+    if isinstance(recipes, str):
+        return f"<p class='note'>{e(recipes)}.</p>"
+    out = f"<p>Recipes frozen for {len(recipes)} condition(s): only their results count.</p>"
+    left_out = view.gate_result.not_counted if view.gate_result is not None else ()
+    if left_out:
+        out += (
+            f"<p class='note'>{len(left_out)} result(s) not counted (their recipe is not the "
+            "frozen one):</p><ul>"
+            + "".join(f"<li>{e(n.run)}: {e(n.why)}</li>" for n in left_out)
+            + "</ul>"
         )
     return out
 

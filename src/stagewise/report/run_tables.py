@@ -27,6 +27,7 @@ RUN_COLUMNS = (
     "finished_at",
     *SUMMARY_FIELDS,
     "checkpoint_sha256",
+    "recipe_sha256",  # the resolved recipe the run trained (its text: recipes/ in a bundle)
     # Where a run's time went besides training (from its summary; analysis.run_checks), and
     # the sanity flags that follow: in the bundle too, so verify re-derives them.
     *TIMING_COLUMNS,

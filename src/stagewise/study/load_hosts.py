@@ -1,4 +1,5 @@
-"""[hosts.<name>]: where runs go (executor, devices, workers, resources, Ray address, command)."""
+"""[hosts.<name>]: where runs go (executor, devices, workers, resources, Ray address, command,
+and a Slurm block's partition and job settings: study/slurm_options.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Any, cast
 
 from stagewise import bounds
 from stagewise.study.model import Host
+from stagewise.study.slurm_options import SLURM_KEYS, parse_slurm_options, refuse_slurm_keys
 from stagewise.study.toml_fields import TomlContext, argv_list, non_empty_str, str_list
 
-EXECUTORS = ("local", "ray", "external")
+EXECUTORS = ("local", "ray", "slurm", "external")
 # Keys a [hosts.<name>] table may hold; any other is a typo, refused with the nearest valid one.
 HOST_KEYS = (
     "executor",
@@ -20,6 +22,9 @@ HOST_KEYS = (
     "num_gpus",
     "command",
     "max_retries",
+    "scheduler_timeout_seconds",
+    "node_wait_seconds",
+    *SLURM_KEYS,
 )
 
 
@@ -33,6 +38,11 @@ def parse_host(ctx: TomlContext, name: str, table: Any) -> Host:
         raise ctx.fail(
             f"{key}.executor", f"expected one of {', '.join(EXECUTORS)}, but got {executor!r}"
         )
+    if executor == "slurm":
+        slurm = parse_slurm_options(ctx, name, table)
+    else:
+        slurm = None
+        refuse_slurm_keys(ctx, name, executor, table)
     devices = str_list(ctx, f"{key}.devices", table.get("devices", ["cpu"]))
     for dev in devices:
         if dev != "cpu" and not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
@@ -70,7 +80,19 @@ def parse_host(ctx: TomlContext, name: str, table: Any) -> Host:
                 raise ctx.fail(f"{key}.{num_key}", problem)
         nums[num_key] = float(value) if value is not None else None
     command = argv_list(ctx, f"{key}.command", table["command"]) if "command" in table else None
-    known = set(HOST_KEYS) - {"max_retries"}  # what is left is the executor's own options
+    for seconds_key in ("scheduler_timeout_seconds", "node_wait_seconds"):
+        if seconds_key in table:
+            value = table[seconds_key]
+            problem = bounds.number_problem(value, low=0, high=bounds.INT64_MAX)
+            if problem is not None or not value > 0:
+                raise ctx.fail(
+                    f"{key}.{seconds_key}",
+                    problem or f"expected a positive number of seconds, but got {value!r}",
+                )
+    # What is left is the executor's own options (read by executors/base.py and the executor).
+    known = (
+        set(HOST_KEYS) - {"max_retries", "scheduler_timeout_seconds", "node_wait_seconds"}
+    ) | set(SLURM_KEYS)  # the Slurm keys are typed in `slurm`
     return Host(
         name=name,
         executor=cast(Any, executor),
@@ -82,4 +104,5 @@ def parse_host(ctx: TomlContext, name: str, table: Any) -> Host:
         num_gpus=nums["num_gpus"],
         command=command,
         options={k: v for k, v in table.items() if k not in known},
+        slurm=slurm,
     )

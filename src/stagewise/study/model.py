@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from stagewise import defaults
 from stagewise.budget_units import Budget
 
+if TYPE_CHECKING:
+    from stagewise.study.slurm_options import SlurmOptions
+
 ParamValue = int | float | str
-ExecutorKind = Literal["local", "ray", "external"]
+ExecutorKind = Literal["local", "ray", "slurm", "external"]
 GateKind = Literal["promote", "confirm"]
 GateDecide = Literal["auto", "manual"]
 
@@ -40,6 +43,7 @@ class Host:
     num_gpus: float | None = None
     command: tuple[str, ...] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    slurm: SlurmOptions | None = None  # set for executor = "slurm" (study/slurm_options.py)
 
 
 @dataclass(frozen=True)

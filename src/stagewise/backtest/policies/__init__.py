@@ -9,6 +9,7 @@ from __future__ import annotations
 from stagewise.backtest.policies import (  # noqa: F401  (each module registers its policy)
     asha,
     asha_stop,
+    extrapolate,
     final_only,
     hyperband,
     optuna_pruners,
@@ -34,6 +35,7 @@ DEFAULT_POLICIES = ",".join(
         "asha:eta=3",
         "asha-stop:eta=2",
         "asha-stop:eta=3",
+        "extrapolate:k=3",
     )
 )
 

@@ -13,7 +13,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from stagewise.backtest.policies.base import EtaPolicy, IntArray, ReplayContext, register
+from stagewise.backtest.policies.base import (
+    EtaPolicy,
+    FloatArray,
+    IntArray,
+    ReplayContext,
+    register,
+)
+
+
+def nan_percentile(values: FloatArray, q: float) -> FloatArray:
+    """np.nanpercentile(values, q, axis=1) (linear method, numpy's own interpolation formula),
+    one sort for all rows; a row of NaN only gives -inf."""
+    srt = np.sort(values, axis=1)  # NaN sort last
+    n = (~np.isnan(values)).sum(axis=1)
+    pos = q / 100.0 * np.maximum(n - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    rows = np.arange(len(values))
+    a = srt[rows, np.minimum(lo, srt.shape[1] - 1)] if srt.shape[1] else np.zeros(len(values))
+    b = srt[rows, hi] if srt.shape[1] else np.zeros(len(values))
+    t = pos - lo
+    diff = b - a
+    out = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+    return np.asarray(np.where(n > 0, out, -np.inf), dtype=np.float64)
 
 
 @register
@@ -39,9 +62,7 @@ class AshaStop(EtaPolicy):
                 stop = np.zeros(r_n, dtype=bool)
                 if k > 0:
                     reward = -recorded[li][going, :k]  # Ray's max form of mode="min"
-                    has = ~np.isnan(reward).all(axis=1)
-                    cutoff = np.full(len(reward), -np.inf)  # nothing recorded yet: go on
-                    cutoff[has] = np.nanpercentile(reward[has], quantile, axis=1)
+                    cutoff = nan_percentile(reward, quantile)  # -inf: nothing recorded yet
                     stop[going] = -loss[going] < cutoff
                 recorded[li][going, k] = loss[going]
                 going &= ~stop

@@ -3,8 +3,9 @@
 A policy sees all replays at once (`ReplayContext`) and returns, per budget level, how many
 times each condition was run there in each replay (`runs[l][r, c]`, almost always 0 or 1;
 Hyperband's brackets can run a condition twice). The replay engine turns that into cost
-(restart semantics: every run at level l costs its cells x budget_seconds) and into which
-conditions reached the final level. One small module per policy registers itself here.
+(under the chosen cost model, restart or continue) and into which conditions reached the final
+level. A policy whose trials do not all start at a condition's first level (Hyperband's later
+brackets) also says where each trial started (`run_with_starts`), which the continue model needs. One small module per policy registers itself here.
 """
 
 from __future__ import annotations
@@ -131,6 +132,10 @@ class Policy(ABC):
     def check(self) -> None:  # noqa: B027 - most policies accept any value of their params
         """Refuse bad parameter values (the message names the value)."""
 
+    def unusable(self, n_levels: int) -> str | None:
+        """Why this policy cannot run on a table with `n_levels` levels (None: it can)."""
+        return None
+
     @property
     def label(self) -> str:
         if not self.params:
@@ -140,6 +145,11 @@ class Policy(ABC):
     @abstractmethod
     def run(self, ctx: ReplayContext) -> list[IntArray]:
         """runs[l][r, c]: how many times condition c ran at level l in replay r."""
+
+    def run_with_starts(self, ctx: ReplayContext) -> tuple[list[IntArray], list[IntArray] | None]:
+        """runs, and starts[l][r, c]: trials that began fresh at level l (None: each trial
+        starts at the condition's first level and goes on while promoted)."""
+        return self.run(ctx), None
 
 
 REGISTRY: dict[str, type[Policy]] = {}

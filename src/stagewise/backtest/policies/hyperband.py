@@ -33,12 +33,17 @@ class Hyperband(EtaPolicy):
     name = "hyperband"
 
     def run(self, ctx: ReplayContext) -> list[IntArray]:
+        return self.run_with_starts(ctx)[0]
+
+    def run_with_starts(self, ctx: ReplayContext) -> tuple[list[IntArray], list[IntArray] | None]:
         runs = ctx.zeros()
+        starts = ctx.zeros()
         rng = ctx.rng(self.label)
         eta = float(self.params["eta"])
         for first, n in bracket_sizes(ctx.n_conditions, ctx.n_levels, eta):
             pick = np.argsort(rng.random((ctx.replays, ctx.n_conditions)), axis=1)[:, :n]
             alive = np.zeros((ctx.replays, ctx.n_conditions), dtype=bool)
             np.put_along_axis(alive, pick, True, axis=1)
+            starts[first] += alive  # each bracket's trials start fresh at its first level
             halve(ctx, alive, eta, first, runs)
-        return runs
+        return runs, starts

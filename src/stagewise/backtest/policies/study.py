@@ -70,6 +70,17 @@ class StudyGates(Policy):
                 "--policies: `study` needs --study DIR (the study whose gates to replay)"
             )
         table = ctx.draws.table
+        if not table.paired:
+            raise CurvesError(
+                f"--study: the table {table.source} is unpaired (no seed shared across "
+                "conditions); the `study` policy replays gates on shared seeds, so it needs a "
+                "paired table"
+            )
+        if table.unit != "seconds":
+            raise CurvesError(
+                f"--study: the table {table.source} counts its budget in {table.unit}; the "
+                "`study` policy maps stages by budget_seconds, so it needs a seconds table"
+            )
         c_index = {c: i for i, c in enumerate(table.conditions)}
         missing = [c for c in study.condition_ids if c not in c_index]
         if missing:

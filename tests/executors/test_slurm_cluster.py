@@ -1,0 +1,300 @@
+"""The Slurm executor on a real local cluster (munged + slurmctld + slurmd, two partitions).
+
+The cluster is the `slurm_cluster` fixture of tests/executors/conftest.py: partitions `blk-a`
+and `blk-b` over this machine stand for two host blocks. It has no accounting (no sacct), as
+many clusters do: job state comes from squeue and scontrol. Every test drives the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TINY_RUNNER
+from tests.executors.conftest import FAKE_COMMAND, journal, run_cli, runs, with_ledger
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
+
+OK, NAN, CRASH, HANG, OOM, FLAKY, SUMMARY = range(7)
+
+
+def slurm_host(name: str, partition: str, extra: str = "") -> str:
+    return (
+        f'[hosts.{name}]\nexecutor = "slurm"\npartition = "{partition}"\ncpus_per_task = 1\n'
+        + extra
+    )
+
+
+def fake_slurm_study(
+    folder: Path,
+    modes: dict[str, int],
+    *,
+    hosts: str | None = None,
+    host_names: tuple[str, ...] = ("block-a",),
+    sleep: float = 0.3,
+    grace: float = 60,
+    seeds: tuple[int, ...] = (1,),
+) -> Path:
+    """The fake trainer (an argv template) on Slurm host blocks."""
+    folder.mkdir(parents=True)
+    first = next(iter(modes))
+    rows = ["label,condition_id,role,mode,sleep"]
+    for cid, mode in modes.items():
+        rows.append(f"{cid},{cid},{'reference' if cid == first else 'variant'},{mode},{sleep}")
+    (folder / "matrix.csv").write_text("\n".join(rows) + "\n")
+    (folder / "study.toml").write_text(
+        f"""[study]
+name = "slurmtest"
+reference = "{first}"
+matrix = "matrix.csv"
+[runner]
+command = {json.dumps(FAKE_COMMAND)}
+device_batch_size = 16
+grace_seconds = {grace}
+{hosts or slurm_host("block-a", "blk-a")}
+[stages.s1]
+budget = "1s"
+seeds = {list(seeds)}
+hosts = {json.dumps(list(host_names))}
+candidates = "all"
+"""
+    )
+    return with_ledger(folder)
+
+
+def jobs(study: Path) -> list[dict[str, Any]]:
+    import sqlite3
+
+    conn = sqlite3.connect(study / "ledger.sqlite")
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY id")]
+    conn.close()
+    return rows
+
+
+def wait_for(predicate: Any, timeout: float = 120.0, what: str = "condition") -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not reached in {timeout:.0f}s")
+
+
+def starts(study: Path) -> Counter[str]:
+    return Counter(e[1] for e in journal(study) if e[0] == "start")
+
+
+def ends(study: Path) -> Counter[str]:
+    return Counter(e[1] for e in journal(study) if e[0] == "end")
+
+
+def scontrol(slurm: Any, job_id: str) -> dict[str, str]:
+    out = slurm.run("scontrol", "-o", "show", "job", job_id).stdout
+    return dict(t.split("=", 1) for t in out.split() if "=" in t)
+
+
+# --------------------------------------------------------------------------- the tiny study
+def test_a_two_block_stage_of_the_tiny_study_runs_through_slurm(
+    tmp_path: Path, slurm: Any, sample_data: Path
+) -> None:
+    study = tmp_path / "tiny"
+    study.mkdir()
+    (study / "matrix.csv").write_text(
+        "label,condition_id,role,depth,aspect_ratio,matrix_lr,total_batch_size\n"
+        "a,c_a,reference,2,32,0.04,4096\nb,c_b,comparator,2,48,0.04,4096\n"
+    )
+    (study / "study.toml").write_text(
+        '[study]\nname = "tiny"\nreference = "c_a"\nmatrix = "matrix.csv"\n'
+        + TINY_RUNNER.format(data=sample_data)
+        + slurm_host("block-a", "blk-a")
+        # block-b packs its two runs into one job: one allocation, one warm worker.
+        + slurm_host("block-b", "blk-b", "runs_per_job = 2\n")
+        + '[stages.s1]\nbudget = "2s"\nseeds = [1]\nhosts = ["block-a", "block-b"]\n'
+        'candidates = "all"\n'
+    )
+    with_ledger(study)
+    proc = run_cli("run", study, "s1", "--allow-unfrozen", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = runs(study)
+    assert {k: r["status"] for k, r in table.items()} == {
+        f"{c}/1/{h}": "succeeded" for c in ("c_a", "c_b") for h in ("block-a", "block-b")
+    }
+    assert all(r["attempts"] == 1 and r["val_bpb"] > 0 for r in table.values())
+    recorded = jobs(study)
+    assert len(recorded) == 4 and all(j["ended"] == 1 for j in recorded)
+    by_host: dict[str, set[str]] = {}
+    for job in recorded:
+        by_host.setdefault(job["host"], set()).add(job["job_id"])
+        assert job["state"] == "COMPLETED" and job["executor"] == "slurm"
+    # One array per block; block-b's two runs share one array task (runs_per_job = 2).
+    assert len(by_host["block-a"]) == 2 and len(by_host["block-b"]) == 1
+    arrays = {h: {j.split("_")[0] for j in ids} for h, ids in by_host.items()}
+    assert all(len(a) == 1 for a in arrays.values()) and arrays["block-a"] != arrays["block-b"]
+    for host, partition in (("block-a", "blk-a"), ("block-b", "blk-b")):
+        job_id = sorted(by_host[host])[0]
+        assert scontrol(slurm, job_id)["Partition"] == partition
+        log = Path(next(j["log_path"] for j in recorded if j["job_id"] == job_id))
+        assert log.is_file() and log.is_relative_to(study / "slurm")
+    result = json.loads(proc.stdout)
+    assert all(row["worker"].startswith("slurm:") for row in result["succeeded"])
+    status = run_cli("status", study, "--json")
+    assert status.returncode == 0, status.stderr
+    shown = {r["run"]: r for r in json.loads(status.stdout)["jobs"]}
+    assert shown["s1/c_a/seed1/block-a"]["job_id"] in by_host["block-a"]
+    assert shown["s1/c_a/seed1/block-a"]["job_state"] == "COMPLETED"
+
+
+# --------------------------------------------------------------------------- exactly once
+def test_sigkill_of_the_driver_then_resume_runs_everything_exactly_once(
+    tmp_path: Path, slurm: Any
+) -> None:
+    modes = {f"c{i}": SUMMARY for i in range(6)}
+    hosts = slurm_host("block-a", "blk-a") + slurm_host("block-b", "blk-b")
+    study = fake_slurm_study(
+        tmp_path / "s", modes, hosts=hosts, host_names=("block-a", "block-b"), sleep=3.0
+    )
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "stagewise", "run", str(study), "s1", "--allow-unfrozen"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
+    try:
+        # Killed once a run has ended and others are still queued or running in Slurm.
+        wait_for(lambda: ends(study) and len(ends(study)) < 8, what="a first finished run")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=10)
+    submitted = {j["job_id"] for j in jobs(study)}
+    assert len(jobs(study)) == 12  # every run's job id was on record before the kill
+    assert slurm.queue()  # the jobs outlive their driver: nothing is lost with it
+
+    proc = run_cli("run", study, "s1", "--allow-unfrozen", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["reattached"]  # followed, not resubmitted
+    table = runs(study)
+    assert len(table) == 12 and {r["status"] for r in table.values()} == {"succeeded"}
+    assert all(r["attempts"] == 1 for r in table.values())
+    assert starts(study) == ends(study) == Counter({k: 1 for k in table})  # exactly once
+    assert {j["job_id"] for j in jobs(study)} == submitted  # not one job more
+    assert [j for j in jobs(study) if not j["ended"]] == []
+
+
+# --------------------------------------------------------------------------- faults
+def test_scancel_of_one_job_is_reported_and_retried(tmp_path: Path, slurm: Any) -> None:
+    study = fake_slurm_study(tmp_path / "s", {"long": OK, "short": OK}, sleep=30.0)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "stagewise", "run", str(study), "s1", "--retries", "1", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        first = wait_for(
+            lambda: next((j for j in jobs(study) if j["condition_id"] == "long"), None),
+            what="the job of `long` on record",
+        )
+        wait_for(lambda: starts(study)["long/1/block-a"] == 1, what="`long` started")
+        slurm.run("scancel", first["job_id"])
+        out, err = driver.communicate(timeout=400)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out + err
+    events = run_cli("status", study, "--json")
+    long_run = runs(study)["long/1/block-a"]
+    assert long_run["status"] == "succeeded" and long_run["attempts"] == 2
+    row = next(r for r in json.loads(out)["succeeded"] if r["run"] == "s1/long/seed1/block-a")
+    assert row["attempt"] == 2  # the driver's retry policy, as for the other executors
+    cancelled = next(j for j in jobs(study) if j["job_id"] == first["job_id"])
+    assert cancelled["state"] == "CANCELLED" and cancelled["ended"] == 1
+    failed = [
+        e
+        for e in (json.loads(r) for r in _event_payloads(study, "run.failed"))
+        if "CANCELLED" in (e.get("cause") or "")
+    ]
+    assert failed and failed[0]["cause"].startswith("killed: the job was cancelled (scancel)")
+    assert first["log_path"] in failed[0]["cause"]  # the job's log is named
+    assert events.returncode == 0
+
+
+def _event_payloads(study: Path, kind: str) -> list[str]:
+    import sqlite3
+
+    conn = sqlite3.connect(study / "ledger.sqlite")
+    rows = [r[0] for r in conn.execute("SELECT payload FROM events WHERE kind = ?", (kind,))]
+    conn.close()
+    return rows
+
+
+def test_a_requeued_job_runs_its_run_again_and_records_it_once(tmp_path: Path, slurm: Any) -> None:
+    study = fake_slurm_study(tmp_path / "s", {"pre": OK}, sleep=12.0)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "stagewise", "run", str(study), "s1", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        job = wait_for(lambda: (jobs(study) or [None])[0], what="the job on record")
+        wait_for(lambda: starts(study)["pre/1/block-a"] == 1, what="the run started")
+        # A preemption as Slurm delivers it with preempt_send_user_signal: the job's --signal
+        # (USR2) first. submitit calls the checkpoint hook and requeues the job itself.
+        slurm.run("scancel", "--signal=USR2", job["job_id"])
+        out, err = driver.communicate(timeout=400)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out + err
+    run = runs(study)["pre/1/block-a"]
+    assert run["status"] == "succeeded" and run["attempts"] == 1
+    assert starts(study)["pre/1/block-a"] == 2 and ends(study)["pre/1/block-a"] == 1
+    assert int(scontrol(slurm, job["job_id"])["Restarts"]) >= 1
+    assert "requeued" in out + err
+    assert [j["job_id"] for j in jobs(study)] == [job["job_id"]]  # the same job, not a new one
+
+
+def test_a_bad_partition_is_refused_at_submission_with_slurms_words(
+    tmp_path: Path, slurm: Any
+) -> None:
+    study = fake_slurm_study(
+        tmp_path / "s", {"a": OK}, hosts=slurm_host("block-a", "no-such-partition")
+    )
+    proc = run_cli("run", study, "s1")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "hosts.block-a" in line and "invalid partition" in line.lower(), line
+    assert {r["status"] for r in runs(study).values()} <= {"pending"}
+    assert jobs(study) == [] and slurm.queue() == []
+
+
+def test_a_job_past_its_slurm_time_limit_ends_as_a_timeout(tmp_path: Path, slurm: Any) -> None:
+    # A 2-minute limit: submitit's USR2 comes 90 s before it, finds the job out of time and
+    # ends it; the run is recorded as a timeout naming the job, its state and its log.
+    study = fake_slurm_study(
+        tmp_path / "s",
+        {"slow": HANG},
+        hosts=slurm_host("block-a", "blk-a", "time_limit = 2\n"),
+        grace=600,
+    )
+    proc = run_cli("run", study, "s1", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    run = runs(study)["slow/1/block-a"]
+    assert run["status"] == "failed" and run["cause"].startswith("timeout:"), run["cause"]
+    job = jobs(study)[0]
+    assert job["job_id"] in run["cause"] and job["log_path"] in run["cause"]
