@@ -71,6 +71,7 @@ def test_validate_json_and_plurals(tmp_path: Path) -> None:
         "hosts": 1,
         "stages": 2,
         "gates": 1,
+        "edited_since_freeze": {},
     }
     (folder / "study.toml").write_text(one.replace('budget = "4s"', 'budget = "soon"'))
     bad = run_cli("validate", folder, "--json")
