@@ -63,7 +63,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("audit", ("stagewise.audit",)),
     (
         "export/demo/doctor",
-        ("stagewise.export", "stagewise.demo", "stagewise.doctor", "stagewise.create"),
+        (
+            "stagewise.export",
+            "stagewise.demo",
+            "stagewise.doctor",
+            "stagewise.doctor_slurm",  # `doctor --host`: a smoke job on a Slurm host block
+            "stagewise.create",
+        ),
     ),
     # The CLI, and the package namespace that re-exports the public API.
     ("cli", ("stagewise.cli", "stagewise.__main__", "stagewise.__init__")),

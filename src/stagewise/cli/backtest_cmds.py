@@ -349,11 +349,19 @@ def backtest(
             "within_run tables, restart otherwise.",
         ),
     ] = None,
+    pairing: Annotated[
+        str,
+        typer.Option(
+            help="auto (paired when every level has a cell holding every condition), paired, or "
+            "unpaired (each condition's runs drawn independently, even if seed ids coincide)."
+        ),
+    ] = "auto",
     seconds_per_unit: Annotated[
         float | None,
         typer.Option(
             "--seconds-per-unit",
-            help="Seconds per step or token: converts a steps/tokens table's cost to GPU-hours.",
+            help="Seconds per step or token: converts a steps/tokens table's cost to GPU-hours "
+            "(default with --study: the study's measured throughput).",
         ),
     ] = None,
     recommend: Annotated[
@@ -401,8 +409,21 @@ def backtest(
     from stagewise.backtest.replay import hours_per_unit, resolve_cost_model
     from stagewise.backtest.table import CurvesError, read_curves
 
-    table = read_curves(curves_file)
+    if pairing not in ("auto", "paired", "unpaired"):
+        raise CurvesError(f"--pairing: expected auto, paired or unpaired, but got {pairing!r}")
+    table = read_curves(curves_file, pairing=None if pairing == "auto" else pairing)
     model = resolve_cost_model(table, cost)
+    if seconds_per_unit is None and study_dir is not None and table.unit != "seconds":
+        from stagewise.backtest.replay import measured_seconds_per_unit
+
+        # The study's own measured throughput converts a steps/tokens table to GPU-hours.
+        seconds_per_unit = measured_seconds_per_unit(study_dir, table.unit)
+        if seconds_per_unit is not None:
+            err_console.print(
+                f"GPU-hours from the study's measured throughput: {seconds_per_unit:.4g} s per "
+                f"{table.unit[:-1]}",
+                markup=False,
+            )
     per_unit = hours_per_unit(table, seconds_per_unit)
     if out_study is not None and not recommend:
         raise CurvesError("--out-study needs --recommend")
