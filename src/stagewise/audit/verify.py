@@ -525,7 +525,7 @@ def check_frozen(
             stored = {
                 k: v for k, v in json.loads(rec.canonical).get("frozen").items() if k != "recipes"
             }
-            now = frozen_definition(study, gate_id)
+            now = frozen_definition(study, gate_id, executors="executors" in stored)
         except (ValueError, AttributeError, StagewiseError) as exc:
             report.problems.append(f"{frozen_file(gate_id)}: unreadable frozen record ({exc})")
             continue

@@ -36,6 +36,7 @@ from stagewise.executors.command import device_batch_size, measured_overhead, su
 from stagewise.executors.queue import make_task
 from stagewise.executors.state import Reporter, RunningInfo, StageState
 from stagewise.ledger import Ledger, RunKey
+from stagewise.paths import run_dir
 from stagewise.study.model import Study
 
 POLL_SECONDS = 0.1  # how long the loop waits for events; bounds a freed slot's idle time
@@ -278,6 +279,9 @@ def dispatch(
         ex = executors[study.hosts[key.host].executor]
         if ex.free_slots(key.host) < 1:
             continue
+        # A run folder leading out of the study is refused before the claim: a refusal leaves
+        # the ledger as it was (no `running` row left behind, claimed again on every retry).
+        run_dir(study.root, key.stage, key.condition_id, key.seed, key.host)
         record = ledger.claim(
             key,
             me,

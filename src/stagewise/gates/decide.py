@@ -260,6 +260,9 @@ def apply_gate(
             f'--reason "..."`'
         )
     freeze = require_frozen(study, ledger, gate_id)
+    # Refused before anything is recorded: `decisions/` must be the study's own folder, not a
+    # link that would carry the records elsewhere.
+    records_dir = safe_join(study.root, DECISIONS_DIR)
     runs = ledger.runs()
     split = split_by_recipe(study.gates[gate_id], ledger.freezes(gate_id), runs)
     if split.foreign:
@@ -310,11 +313,9 @@ def apply_gate(
         published_comparison=tuple(ComparisonNote(**n) for n in notes),
     )
     budgets = {sid: st.budget_seconds for sid, st in study.stages.items()}
+    counted = {id(r) for r in split.counted}  # flag only the results the gate counted
     checks = check_runs(
-        [r for r in runs if r in set(split.counted)],
-        budgets,
-        study.min_steps,
-        stages=ev.gate.stages,
+        [r for r in runs if id(r) in counted], budgets, study.min_steps, stages=ev.gate.stages
     )
     applied = AppliedGate(
         result,
@@ -329,10 +330,9 @@ def apply_gate(
     )
     # The records are the `gate --json` object of the call that recorded the decision; a look
     # that changes nothing leaves them as they are (they are rewritten only when missing).
-    folder = study.root / DECISIONS_DIR
-    if dry_run or (unchanged and safe_join(folder, f"{gate_id}.json").is_file()):
+    if dry_run or (unchanged and safe_join(records_dir, f"{gate_id}.json").is_file()):
         return applied
-    return replace(applied, files=write_records(folder, applied.object))
+    return replace(applied, files=write_records(records_dir, applied.object))
 
 
 # ---------------------------------------------------------------------- records on disk

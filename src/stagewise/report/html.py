@@ -20,6 +20,7 @@ from pathlib import Path
 
 from stagewise.backtest.report import backtest_sections
 from stagewise.ledger import Ledger
+from stagewise.paths import safe_join
 from stagewise.report.context import ReportContext, collect
 from stagewise.report.figures import RenderedFigure, render_figures
 from stagewise.report.gate_sections import section_gates
@@ -217,4 +218,5 @@ def write_report(folder: Path, out: Path | None = None) -> ReportResult:
     with Ledger.open(study.root, create=False) as ledger:
         ledger.require_intact()  # a report of an altered ledger would launder it
         ctx = collect(study, ledger)
-    return build(ctx, out if out is not None else study.root / "report")
+    # The default folder is the study's own: refused if `report` leads outside it (a link).
+    return build(ctx, out if out is not None else safe_join(study.root, "report"))
