@@ -207,3 +207,111 @@ def test_i7_the_backup_follows_each_write_and_never_shrinks(p06: Path, tmp_path:
     with Ledger.open(shrunk, create=False) as ledger:
         ledger.log_event("note", "x", {})
     assert (shrunk / "ledger.sqlite.bak").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- item 8
+
+
+def test_i8_decisions_and_report_linked_outside_are_refused(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(study / "decisions")
+    (study / "decisions").symlink_to(outside, target_is_directory=True)
+    (study / "report").symlink_to(outside, target_is_directory=True)
+    with Ledger.open(study, create=False) as ledger:
+        decisions = len(ledger.decisions())
+    _refused(_main(["gate", study, "g12h"], capsys), "refusing to write outside")
+    _refused(_main(["report", study], capsys), "refusing to write outside")
+    assert list(outside.iterdir()) == []
+    with Ledger.open(study, create=False) as ledger:
+        assert len(ledger.decisions()) == decisions  # nothing recorded either
+
+
+def test_i8_a_linked_ledger_is_refused(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    elsewhere = tmp_path / "elsewhere.sqlite"
+    (study / "ledger.sqlite").rename(elsewhere)
+    (study / "ledger.sqlite").symlink_to(elsewhere)
+    before = elsewhere.read_bytes()
+    for args in (["status", study], ["gate", study, "g12h"]):
+        _refused(_main(args, capsys), "is a symbolic link")
+    assert elsewhere.read_bytes() == before
+
+
+def test_i8_a_refused_run_leaves_no_running_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.executors.conftest import fake_study, runs
+
+    study = fake_study(tmp_path / "s", {"c_a": 0})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (study / "runs").symlink_to(outside, target_is_directory=True)
+    for _ in range(2):  # a retry is refused the same way, and claims nothing
+        _refused(
+            _main(["run", study, "s1", "--allow-unfrozen"], capsys), "refusing to write outside"
+        )
+        assert {r["status"] for r in runs(study).values()} <= {"pending"}
+        assert all(r["attempts"] == 0 for r in runs(study).values())
+    assert list(outside.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- item 9
+
+CELLS_HEADER = "stage,condition_id,seed,host,status,val_bpb\n"
+
+
+def test_i9_a_host_block_switched_to_external_after_the_freeze_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.executors.conftest import fake_study
+
+    root = fake_study(tmp_path / "s", {"c_a": 0, "c_b": 0}, gate=True)
+    code, _out, err = _main(["freeze", root, "g1"], capsys)
+    assert code == 0, err
+    toml = (root / "study.toml").read_text(encoding="utf-8")
+    switched = toml.replace(
+        'executor = "local"\ndevices = ["cpu"]\nworkers = 1', 'executor = "external"'
+    )
+    assert switched != toml
+    (root / "study.toml").write_text(switched, encoding="utf-8")
+    made_up = tmp_path / "cells.csv"
+    made_up.write_text(
+        CELLS_HEADER + "s1,c_a,1,block-a,succeeded,1.0\ns1,c_b,1,block-a,succeeded,0.9\n",
+        encoding="utf-8",
+    )
+    code, _out, err = _main(["import", root, made_up], capsys)
+    assert code == 0, err  # the made-up results are recorded ...
+    # ... but cannot decide the gate
+    _refused(_main(["gate", root, "g1"], capsys), "executors.block-a", "local", "external")
+    with Ledger.open(root, create=False) as ledger:
+        assert ledger.decisions() == []
+
+
+def test_i9_an_empty_manual_decision_over_a_frozen_confirm_gate_is_refused(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    kinds = {
+        g: s["kind"]
+        for g, s in __import__("tomllib")
+        .loads((study / "study.toml").read_text(encoding="utf-8"))["gates"]
+        .items()
+    }
+    confirm = next(g for g, k in kinds.items() if k == "confirm")
+    _main(["decide", study, confirm, "--withdraw", "--reason", "redo"], capsys)
+    _main(["freeze", study, confirm], capsys)
+    with Ledger.open(study, create=False) as ledger:
+        before = len(ledger.decisions())
+    _refused(
+        _main(["decide", study, confirm, "--promote", "", "--reason", "none pass"], capsys),
+        "names no condition",
+        confirm,
+    )
+    with Ledger.open(study, create=False) as ledger:
+        assert len(ledger.decisions()) == before

@@ -103,7 +103,8 @@ RUN_OUT = "out"  # the runner's --out: summary.json, loss log, checkpoint
 
 def run_dir(study_root: Path, stage: str, condition_id: str, seed: int, host: str) -> Path:
     """`<study>/runs/<stage>/<condition>/seed<seed>-<host>/`: train.log and out/ live here."""
-    return safe_join(Path(study_root) / RUNS_DIR, stage, condition_id, f"seed{seed}-{host}")
+    # Joined from the study root: a `runs/` that is a link out of the study is refused too.
+    return safe_join(Path(study_root), RUNS_DIR, stage, condition_id, f"seed{seed}-{host}")
 
 
 def run_out_dir(study_root: Path, stage: str, condition_id: str, seed: int, host: str) -> Path:

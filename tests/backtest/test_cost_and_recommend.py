@@ -17,7 +17,13 @@ from stagewise.backtest.policies.base import ReplayContext
 from stagewise.backtest.recommend import recommend
 from stagewise.backtest.replay import backtest, run_costs
 from stagewise.backtest.synthetic import SyntheticSpec, synthetic_rows
-from stagewise.backtest.table import CurveRow, build_table, read_curves, write_curves
+from stagewise.backtest.table import (
+    CurveRow,
+    CurvesError,
+    build_table,
+    read_curves,
+    write_curves,
+)
 from tests.conftest import run_cli
 
 
@@ -44,6 +50,13 @@ def test_continue_cost_against_a_hand_computed_cost(tmp_path: Path) -> None:
     assert cont.policies[1].gpu_hours is None
     restart = backtest(table, policies, replays=20, seed=0, cost_model="restart")
     assert restart.policies[1].cost == pytest.approx(150.0)
+    # top_k:k=1 jumps from the first level to the last: under continue the kept run goes on
+    # from 10 to 90 steps (3 x 10 + 80 = 110); under restart it is a fresh 90 (30 + 90 = 120).
+    top = parse_policies("top_k:k=1")
+    assert backtest(table, top, replays=5, seed=0).policies[0].cost == pytest.approx(110.0)
+    assert backtest(table, top, replays=5, seed=0, cost_model="restart").policies[
+        0
+    ].cost == pytest.approx(120.0)
     converted = backtest(table, policies, replays=20, seed=0, seconds_per_unit=0.36)
     assert converted.policies[1].gpu_hours == pytest.approx(110 * 0.36 / 3600)
     path = write_curves(table.rows, tmp_path / "t.csv", unit="steps", metric="val_loss")
@@ -107,6 +120,15 @@ def test_unpaired_string_run_ids_and_within_run_replays_follow_one_run() -> None
         assert np.array_equal(lv.seeds, d.levels[0].seeds)  # the same run at every level
     res = backtest(table, parse_policies("final_only,sh:eta=2"), replays=50, seed=1)
     assert res.to_json()["pairing"] == "unpaired" and res.cost_model == "continue"
+    # A paired table read as unpaired on request: each condition draws its own seeds.
+    paired_rows = synthetic_rows(SyntheticSpec(conditions=3, budgets=(1.0, 2.0), seeds=(1, 2)))
+    assert build_table(paired_rows, "p").paired
+    forced = build_table(paired_rows, "p", pairing="unpaired")
+    assert not forced.paired and forced.levels[0].n_cells == 4
+    d2 = draw(forced, 200, seed=0)
+    assert d2.levels[0].seeds.shape == (200, 3, 2)  # [replay, condition, cell]
+    with pytest.raises(CurvesError, match="use --pairing auto or unpaired"):
+        build_table(table.rows, "runs", unit="steps", pairing="paired")
 
 
 def test_few_distinct_draws_are_counted_enumerated_and_widen_intervals() -> None:

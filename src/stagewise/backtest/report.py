@@ -136,6 +136,15 @@ def render_section(data: SectionData) -> str:
         + "".join(f"<th>{e(h)}</th>" for h in head)
         + f"</tr></thead><tbody>{body}</tbody></table>"
     )
+    accuracy = data.figure.with_name("decision_accuracy.png") if data.figure else None
+    if accuracy is not None and accuracy.is_file():
+        png = base64.b64encode(accuracy.read_bytes()).decode("ascii")
+        out.append(
+            "<figure><img alt='decision accuracy against compute, one line per level' "
+            f"src='data:image/png;base64,{png}'><figcaption>Decision accuracy (the share of "
+            "pairs of conditions ordered as at the final level) against compute, one line per "
+            "budget level.</figcaption></figure>"
+        )
     if data.figure is not None:
         png = base64.b64encode(data.figure.read_bytes()).decode("ascii")
         out.append(

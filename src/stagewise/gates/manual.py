@@ -45,6 +45,13 @@ def decide_manually(
     if len(set(resolved)) != len(resolved):
         raise DecisionError(f"--promote: a condition is listed twice in {ids}")
     gate = study.gates[gate_id]
+    frozen = ledger.current_freeze(gate_id)
+    if not resolved and gate.kind == "confirm" and frozen is not None:
+        # An empty decision would silently overrule the frozen confirmation with "nothing".
+        raise DecisionError(
+            f"--promote names no condition, but gate {gate_id} is a confirm gate frozen at "
+            f"{frozen.frozen_at} (sha256 {frozen.sha256[:12]}); name the conditions it confirms"
+        )
     candidates = build_plan(study, ledger).gate_candidates(gate)
     if candidates is None:
         feeders = sorted({g for s in gate.stages if (g := study.stages[s].candidates.gate)})
