@@ -99,6 +99,7 @@ EXECUTOR_OPTIONS: dict[str, Option] = {
     "startup_seconds": Option("float", 0, BUDGET_MAX_SECONDS),
     "timeout_seconds": Option("float", 0, BUDGET_MAX_SECONDS),  # token/step-budget runs
     "warm_workers": Option("bool"),  # false: one fresh process per run, as custom trainers
+    "min_steps": Option("int", 0, INT64_MAX),  # fewer optimizer steps: the run is too_short
 }
 
 

@@ -291,8 +291,20 @@ def _recipe_values(study: Study, condition: Condition) -> dict[str, Any]:
     return values
 
 
+# What a program file looks like in an argv: a script by its suffix, or an executable file.
+# A data or output file the command names (`--journal {study}/journal.txt`) is not a program.
+PROGRAM_SUFFIXES = frozenset({".py", ".sh", ".bash", ".zsh", ".pl", ".rb", ".js", ".jl", ".r"})
+
+
+def _is_program(path: Path) -> bool:
+    return path.suffix.lower() in PROGRAM_SUFFIXES or os.access(path, os.X_OK)
+
+
 def _program_files(study: Study, argv: Iterable[str]) -> dict[str, str | None]:
-    """Files an argv names (relative to the study folder, or absolute), with their sha256."""
+    """Program files an argv names (relative to the study folder, or absolute): sha256 each.
+
+    The interpreter itself (`{python}`) stays a name: it is the machine's, not the recipe's.
+    """
     out: dict[str, str | None] = {}
     root = study.root.resolve()
     for element in argv:
@@ -301,7 +313,7 @@ def _program_files(study: Study, argv: Iterable[str]) -> dict[str, str | None]:
             continue
         path = Path(text) if Path(text).is_absolute() else root / text
         try:
-            if not path.is_file():
+            if not path.is_file() or not _is_program(path):
                 continue
         except OSError:
             continue
