@@ -412,3 +412,50 @@ def test_i10_a_bundle_killed_midway_leaves_nothing_that_blocks_the_next(
     done = run_cli("bundle", p06, "--out", out)
     assert done.returncode == 0, done.stderr
     assert (out / "MANIFEST.json").is_file() and not list(tmp_path.glob(".B.partial-*"))
+
+
+# --------------------------------------------------------------------------- item 11
+
+
+def test_i11_ids_differing_only_in_case_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import MATRIX, STUDY, write_study
+
+    for name, study, matrix, needles in (
+        ("cond", STUDY, MATRIX.replace(",c_b,", ",C_A,"), ("'c_a'", "'C_A'", "only in case")),
+        (
+            "gate",
+            STUDY.replace("[gates.g1]", "[gates.G1]")
+            + STUDY[STUDY.index("[gates.g1]") : STUDY.index("[stages.s2]")],
+            MATRIX,
+            ("[gates.g1]", "G1", "only in case"),
+        ),
+        (
+            "host",
+            STUDY.replace(
+                'hosts = ["block-a", "block-b"]', 'hosts = ["block-a", "Block-A"]', 1
+            ).replace("[hosts.block-b]", "[hosts.Block-A]"),
+            MATRIX,
+            ("Block-A", "block-a", "only in case"),
+        ),
+    ):
+        root = write_study(tmp_path / name, study, matrix)
+        _refused(_main(["validate", root], capsys), *needles)
+
+
+def test_i11_control_characters_in_labels_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import MATRIX, STUDY, write_study
+
+    osc = "\x1b]0;owned\x07"
+    root = write_study(tmp_path / "s", STUDY, MATRIX.replace("b,c_b", f"b{osc}\x1b[31m,c_b"))
+    Ledger.open(root).close()
+    study = load_study(root)
+    label = study.condition("c_b").label
+    assert "\x1b" not in label and "\x07" not in label
+    assert label == "b\\x1b]0;owned\\x07\\x1b[31m"
+    code, out, err = _main(["plan", root], capsys)
+    assert code == 0, err
+    assert "\x1b" not in out + err and "\x07" not in out + err

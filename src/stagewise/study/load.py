@@ -19,7 +19,7 @@ from typing import Any
 
 from stagewise.bounds import parse_problem, read_input_text
 from stagewise.errors import StudyError
-from stagewise.paths import safe_join
+from stagewise.paths import case_collision, safe_join
 from stagewise.study.load_gates import check_order, parse_gate
 from stagewise.study.load_hosts import parse_host
 from stagewise.study.load_runner import TEMPLATE_NAMES, check_runner, check_template
@@ -111,6 +111,14 @@ def _build(root: Path, ctx: TomlContext, raw: dict[str, Any]) -> Study:
         ctx.safe_id(f"stages.{sid}", sid)
     for gid in gates_raw:
         ctx.safe_id(f"gates.{gid}", gid)
+    for table, names in (("hosts", hosts), ("stages", stages_raw), ("gates", gates_raw)):
+        clash = case_collision(names)
+        if clash is not None:
+            raise ctx.fail(
+                f"[{table}.{clash[1]}]",
+                f"differs from [{table}.{clash[0]}] only in case; they name the same file on a "
+                "case-insensitive file system: rename one",
+            )
     stages = {sid: parse_stage(ctx, sid, t, hosts, ids, gates_raw) for sid, t in stages_raw.items()}
     gates = {gid: parse_gate(ctx, gid, t, stages, ids, conditions) for gid, t in gates_raw.items()}
     check_order(ctx, stages, gates)

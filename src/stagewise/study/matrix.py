@@ -11,7 +11,7 @@ from typing import Any
 
 from stagewise.bounds import parse_problem, read_input_text
 from stagewise.errors import StudyError
-from stagewise.paths import id_problem
+from stagewise.paths import case_collision, id_problem, visible
 from stagewise.study.model import Condition, ParamValue
 
 # Columns that describe a condition rather than configure the runner.
@@ -68,10 +68,11 @@ def _condition(where: str, row: dict[str, Any]) -> Condition:
     }
     return Condition(
         condition_id=cid,
-        label=str(row["label"]).strip(),
+        # Free text, shown in terminals and figures: control characters escaped, never raw.
+        label=visible(str(row["label"]).strip()),
         role=str(row["role"]).strip(),
         params=params,
-        description=str(row.get("description") or "").strip(),
+        description=visible(str(row.get("description") or "").strip()),
     )
 
 
@@ -85,6 +86,12 @@ def load_matrix(path: Path) -> tuple[Condition, ...]:
         conditions = _load_csv(path)
     if not conditions:
         raise StudyError(f"{path}: the matrix has no conditions")
+    clash = case_collision(c.condition_id for c in conditions)
+    if clash is not None:
+        raise StudyError(
+            f"{path}: condition_ids {clash[0]!r} and {clash[1]!r} differ only in case; they "
+            "name the same folder on a case-insensitive file system: rename one"
+        )
     seen: dict[str, str] = {}
     labels: dict[str, str] = {}
     for cond in conditions:
