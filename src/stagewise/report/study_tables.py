@@ -11,6 +11,7 @@ from stagewise.analysis.published import (
     RECORDED_HOURS,
     published_notes,
 )
+from stagewise.gates.budget import hours_unit
 from stagewise.report.context import ReportContext
 from stagewise.report.published import PUBLISHED_LABEL, PublishedTable
 from stagewise.report.stage_status import CELLS, PUBLISHED_ONLY, by_stage, stage_statuses
@@ -105,7 +106,8 @@ def plan_table(ctx: ReportContext) -> Table:
         "Plan: budgets, seeds, hosts and runs per stage",
         list(rows[0]) if rows else ["stage"],
         rows,
-        note=f"total budgeted GPU-hours: {total} (candidates x seeds x hosts x budget)"
+        note=f"total budgeted {hours_unit(ctx.study, list(ctx.runs))}: "
+        f"{total if total is not None else 'not known yet'} (candidates x seeds x hosts x budget)"
         + "".join(
             f"; {st['stage']}: {text}"
             for st in ctx.plan_dict["stages"]
