@@ -285,8 +285,8 @@ def test_the_only_node_of_a_block_lost_is_reported_and_ends_by_node_wait(
     target.only("ray", why="no node of a block to lose within a test's time")
     own_cluster.start_head()
     node = own_cluster.add_node("blk-a")
-    block = target.host_block("node_wait_seconds = 8\n", cluster=own_cluster)
-    study = study_with(tmp_path / "s", block, {"ok": OK}, sleep=6.0)
+    block = target.host_block("node_wait_seconds = 5\n", cluster=own_cluster)
+    study = study_with(tmp_path / "s", block, {"ok": OK}, sleep=3.0)
     key = "ok/1/block-a"
     proc = driver(study)
     try:
@@ -328,7 +328,7 @@ def test_the_scheduler_lost_mid_stage_ends_with_its_own_code_and_resumes(
     # The fixture tracks every daemon of the head, the Ray client server included.
     assert any("ray.util.client.server" in " ".join(_cmdline(p)) for p in own_cluster.pids)
     block = target.host_block("scheduler_timeout_seconds = 4\n", cluster=own_cluster)
-    study = study_with(tmp_path / "s", block, {"ok": OK}, sleep=6.0)
+    study = study_with(tmp_path / "s", block, {"ok": OK}, sleep=3.0)
     key = "ok/1/block-a"
     proc = driver(study)
     try:
