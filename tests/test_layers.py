@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "stagewise.model_size",  # the runner's parameter count from shapes (gates cost by it)
             "stagewise.bounds",  # numeric bounds
             "stagewise.examples",  # shipped example data (no code above this layer)
+            "stagewise.tested_set",  # the tested versions (constraints.txt, package data)
         ),
     ),
     ("study", ("stagewise.study",)),
@@ -61,7 +62,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("audit", ("stagewise.audit",)),
     (
         "export/demo/doctor",
-        ("stagewise.export", "stagewise.demo", "stagewise.doctor", "stagewise.create"),
+        (
+            "stagewise.export",
+            "stagewise.demo",
+            "stagewise.doctor",
+            "stagewise.doctor_slurm",  # `doctor --host`: a smoke job on a Slurm host block
+            "stagewise.create",
+        ),
     ),
     # The CLI, and the package namespace that re-exports the public API.
     ("cli", ("stagewise.cli", "stagewise.__main__", "stagewise.__init__")),

@@ -11,6 +11,7 @@ resumes where it stopped when started again. This module only makes the study an
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -112,8 +113,13 @@ def run_demo(
     workers: int | None = None,
     reporter: Reporter | None = None,
     say: Callable[[str], None] = print,
+    retry_failed: bool = False,
 ) -> DemoResult:
-    """Run (or resume) the demo study in `out` with `run_study`; `say` prints narration lines."""
+    """Run (or resume) the demo study in `out` with `run_study`; `say` prints narration lines.
+
+    `retry_failed` reruns runs recorded as failed (as `stagewise run --retry-failed` does), so a
+    demo whose runs failed (a broken install, since fixed) finishes its walk, report and bundle.
+    """
     from stagewise.audit.bundle import write_bundle
     from stagewise.errors import RunFailed
     from stagewise.gates.budget import budget
@@ -138,7 +144,15 @@ def run_demo(
     with Ledger.open(study.root) as ledger:
         # The walk freezes each stage's gates before the stage runs: the point of the method.
         walk = run_study(
-            study, ledger, freeze=True, workers=workers, retries=1, reporter=reporter, say=say
+            study,
+            ledger,
+            freeze=True,
+            workers=workers,
+            retries=1,
+            retry_failed=retry_failed,
+            reporter=reporter,
+            say=say,
+            rerun=rerun_command(out, quick=quick, workers=workers),
         )
         if walk.outcome == "interrupted":
             raise KeyboardInterrupt
@@ -160,6 +174,14 @@ def run_demo(
     write_bundle(study.root, result.bundle)
     result.seconds = time.monotonic() - start
     return result
+
+
+def rerun_command(out: Path, *, quick: bool, workers: int | None) -> str:
+    """The demo command that retries the failed runs and finishes the demo (as typed here)."""
+    argv = ["stagewise", "demo", "--out", str(out)]
+    argv += ["--quick"] if quick else []
+    argv += ["--workers", str(workers)] if workers is not None else []
+    return shlex.join([*argv, "--retry-failed"])
 
 
 def _decision(study: Study, gate_id: str) -> dict[str, Any]:

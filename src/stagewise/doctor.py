@@ -1,10 +1,15 @@
 """`stagewise doctor`: a user's first minute on a new machine or GPU.
 
-Each check is a tiny real call, reported on one line as PASS, FAIL (with the fix) or SKIP (not
-used on this device): torch and CUDA versions, the device, bf16, torch.compile and flex
-attention, the data folder, then a short smoke training (20 steps) that measures what a study
-will see: tokens/s, MFU where the GPU's peak is known, peak memory, and how many steps a
-5-minute budget would train. It runs on CPU too (a tiny model), and CI runs it there.
+Each check is a tiny real call, reported on one line as PASS, FAIL (with the fix), WARN (works,
+but not as tested) or SKIP (not used on this device): torch and CUDA versions, the versions of
+torch, typer, numpy, pandas and the installed extras beside the tested set (constraints.txt),
+the device, bf16, torch.compile and flex attention, the data folder, then a short smoke training
+(20 steps) that measures what a study will see: tokens/s, MFU where the GPU's peak is known,
+peak memory, and how many steps a 5-minute budget would train. The smoke run goes the way a
+study's runs go: a spawned warm worker (`stagewise worker`) is sent the run over the runner
+protocol by the local executor's code (executors/warm.py), so a worker that cannot start or
+cannot parse a run fails here, not in the middle of a study. It runs on CPU too (a tiny
+model), and CI runs it there.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import contextlib
 import io
 import math
 import platform
+import shlex
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Status = Literal["PASS", "FAIL", "SKIP"]
+Status = Literal["PASS", "FAIL", "SKIP", "WARN"]  # WARN: works, but not as tested
 
 SMOKE_STEPS = 20  # enough to get past the untimed first steps and time a dozen
 REFERENCE_BUDGET_SECONDS = 300.0  # the budget whose step count the smoke run estimates
@@ -28,6 +35,21 @@ REFERENCE_BUDGET_SECONDS = 300.0  # the budget whose step count the smoke run es
 CPU_SMOKE = {"depth": 2, "aspect_ratio": 32, "sequence_len": 128, "device_batch_size": 16}
 GPU_SMOKE = {"depth": 8, "aspect_ratio": 64}  # autoresearch's default model
 SAMPLE_VOCAB = {"cpu": 1024, "cuda": 8192}  # vocab of the sample data prepared when none given
+SMOKE_TIMEOUT_SECONDS = 900.0  # the worker's start, 20 steps and the evaluation, on a slow CPU
+# The TrainConfig fields the smoke run sets, passed to `stagewise train` as options.
+SMOKE_OPTIONS = (
+    "depth",
+    "aspect_ratio",
+    "sequence_len",
+    "device_batch_size",
+    "total_batch_size",
+    "eval_tokens",
+    "step_budget",
+    "seed",
+    "device",
+    "data",
+    "out",
+)
 
 
 @dataclass(frozen=True)
@@ -46,13 +68,19 @@ class Check:
 class Report:
     checks: list[Check] = field(default_factory=list)
     smoke: dict[str, Any] | None = None
+    versions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return all(c.status != "FAIL" for c in self.checks)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks], "smoke": self.smoke}
+        return {
+            "ok": self.ok,
+            "checks": [asdict(c) for c in self.checks],
+            "smoke": self.smoke,
+            "versions": self.versions,
+        }
 
 
 def _attempt(name: str, fix: str, call: Callable[[], str]) -> Check:
@@ -71,6 +99,38 @@ def check_torch() -> tuple[Check, Any]:
         return Check("torch", "FAIL", str(exc), "pip install torch"), None
     cuda = torch.version.cuda or "none (CPU build)"
     return Check("torch", "PASS", f"torch {torch.__version__}, CUDA {cuda}"), torch
+
+
+def check_versions(pins: dict[str, str] | None = None) -> tuple[Check, list[dict[str, Any]]]:
+    """torch, typer, numpy, pandas and each installed extra's packages beside the tested set
+    (`pins`, default the shipped constraints.txt); WARN naming each one outside it, with the
+    command that installs the tested set."""
+    from stagewise.tested_set import shipped_constraints_path, versions
+
+    rows = versions(pins)
+    table = [{**asdict(row), "as_tested": row.as_tested} for row in rows]
+    base = ", ".join(row.text() for row in rows if row.extra is None)
+    extras = sorted({row.extra for row in rows if row.extra is not None})
+    added = ", ".join(
+        row.text() + ("" if row.package == row.extra else f" [{row.extra}]")
+        for row in rows
+        if row.extra is not None
+    )
+    detail = base + (f"; extras: {added}" if extras else "; no extras")
+    outside = [row for row in rows if not row.as_tested]
+    if not outside:
+        return Check("versions", "PASS", f"{detail}: all as tested (constraints.txt)"), table
+    named = ", ".join(row.text() for row in outside)
+    wanted = f"stagewise[{','.join(extras)}]" if extras else "stagewise"
+    return (
+        Check(
+            "versions",
+            "WARN",
+            f"{detail}; outside the tested set: {named}",
+            f'pip install -c {shipped_constraints_path()} "{wanted}" (or -e . in a clone)',
+        ),
+        table,
+    )
 
 
 def check_device(torch: Any, choice: str) -> tuple[Check, str]:
@@ -223,44 +283,72 @@ def smoke_config(kind: str, data: Path, out: Path, size: dict[str, int], steps: 
     )
 
 
+def smoke_argv(cfg: Any, python: str = sys.executable) -> tuple[str, ...]:
+    """`<python> -m stagewise train ...` for the smoke config: what a study's run gets."""
+    from stagewise.executors.command import format_value, kebab
+    from stagewise.protocol import TRAIN_ARGS
+
+    argv = [python, *TRAIN_ARGS]
+    for name in SMOKE_OPTIONS:
+        argv += [kebab(name), format_value(getattr(cfg, name))]
+    return tuple(argv)
+
+
 def smoke_training(
-    kind: str, data: Path | None, size: dict[str, int], steps: int
+    kind: str,
+    data: Path | None,
+    size: dict[str, int],
+    steps: int,
+    *,
+    python: str = sys.executable,
 ) -> tuple[Check, dict[str, Any] | None]:
-    from stagewise.runner.loop import train
+    """The smoke run, trained by a spawned warm worker as the local executor runs a study's."""
+    import os
+
+    from stagewise.executors.base import RunTask
+    from stagewise.executors.local import available_cores
+    from stagewise.executors.warm import WarmWorker, run_warm, warm_env
+    from stagewise.ledger import RunKey
+    from stagewise.protocol import THREADS_ENV, TRAIN_ARGS
 
     with tempfile.TemporaryDirectory(prefix="stagewise-doctor-") as tmp:
+        folder = Path(tmp).resolve()
         if data is None:
             from stagewise.data.prepare import prepare
 
-            data = Path(tmp) / "data"
+            data = folder / "data"
             with contextlib.redirect_stdout(io.StringIO()):
                 prepare("sample", data, vocab_size=SAMPLE_VOCAB[kind])
-        cfg = smoke_config(kind, data, Path(tmp) / "out", size, steps)
-        t0 = time.perf_counter()
-        log = io.StringIO()
+        cfg = smoke_config(kind, data.resolve(), folder / "out", size, steps)
+        argv = smoke_argv(cfg, python)
+        task = RunTask(
+            key=RunKey("doctor", "smoke", 0, "local"),
+            argv=argv,
+            env={},
+            workdir=str(folder),
+            out_dir=cfg.out,
+            log_path=str(folder / "smoke.log"),
+            budget_seconds=SMOKE_TIMEOUT_SECONDS,
+            timeout_seconds=SMOKE_TIMEOUT_SECONDS,
+        )
+        # One slot on this machine: all its cores, unless the caller pinned the thread count.
+        slot_env = {} if THREADS_ENV in os.environ else {THREADS_ENV: str(available_cores())}
+        worker = WarmWorker(python, warm_env(os.environ, slot_env), "doctor/smoke")
         try:
-            with contextlib.redirect_stdout(log):
-                summary = train(cfg)
-        except Exception as exc:
-            return (
-                Check(
-                    "smoke training",
-                    "FAIL",
-                    f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
-                    "run `stagewise train` with the same options and --debug for the traceback",
-                ),
-                None,
-            )
-        wall = time.perf_counter() - t0
-    if summary["status"] != "succeeded":
+            outcome = run_warm(task, worker, lambda _event: None, slot="doctor/smoke")
+        finally:
+            worker.close()
+    if outcome.status != "succeeded":
+        by_hand = shlex.join(["stagewise", "train", *argv[1 + len(TRAIN_ARGS) :]])
         fix = (
             "lower --device-batch-size (or the model size)"
-            if summary["status"] == "oom"
-            else "see the cause; `stagewise train` with these options shows the whole log"
+            if outcome.failure == "oom"
+            else f"run it by hand to see the whole log: {by_hand}"
         )
-        return Check(
-            "smoke training", "FAIL", f"{summary['status']}: {summary['cause']}", fix
-        ), None
+        cause = " ".join((outcome.cause or outcome.status).split())[:300]
+        return Check("smoke training", "FAIL", f"warm worker: {cause}", fix), None
+    summary = dict(outcome.summary)
+    wall = outcome.elapsed_seconds
     timed = summary["num_steps"] - summary.get("untimed_steps", 0)
     seconds = summary["training_seconds"] or 0.0
     tok_s = timed * cfg.total_batch_size / seconds if seconds > 0 and timed > 0 else None
@@ -284,8 +372,12 @@ def smoke_training(
         ),
         "wall_seconds": round(wall, 2),
         "val_bpb": summary.get("val_bpb"),
+        "executor": "local warm worker",  # spawned and spoken to as a study's runs are
+        "startup_seconds": outcome.startup_seconds,
     }
-    parts = [f"{summary['num_steps']} steps of depth {cfg.depth}/aspect {cfg.aspect_ratio}"]
+    parts = [
+        f"{summary['num_steps']} steps of depth {cfg.depth}/aspect {cfg.aspect_ratio} in a warm worker"
+    ]
     if tok_s is not None:
         parts.append(f"{tok_s:,.0f} tokens/s")
     if result["mfu_percent"] is not None:
@@ -311,6 +403,8 @@ def run_doctor(
     report = Report()
     torch_check, torch = check_torch()
     report.checks.append(torch_check)
+    versions_check, report.versions = check_versions()
+    report.checks.append(versions_check)
     if torch is None:
         return report
     device_check, kind = check_device(torch, device)
@@ -333,4 +427,4 @@ def run_doctor(
     return report
 
 
-__all__ = ["Check", "Report", "run_doctor", "smoke_config"]
+__all__ = ["Check", "Report", "run_doctor", "smoke_argv", "smoke_config"]

@@ -6,9 +6,12 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli
 
 
+@pytest.mark.smoke
 def test_paper06_example_plan_import_status(tmp_path: Path) -> None:
     study = tmp_path / "p"
     run_cli("init", study, "--example", "paper06", check=True)
@@ -92,6 +95,7 @@ def test_template_init_and_manual_decisions(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.smoke
 def test_user_errors_are_one_line_with_exit_2(tmp_path: Path) -> None:
     cases = [
         ("validate", tmp_path / "absent"),

@@ -67,8 +67,58 @@ def test_quick_demo_leaves_a_complete_study(quick_demo: Path, tmp_path: Path) ->
     assert attempts == 1
 
 
+@pytest.mark.smoke
 def test_demo_refuses_a_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "notes.txt").write_text("mine")
     proc = run_cli("demo", "--out", tmp_path / "x", "--quick")
     assert proc.returncode == 2 and "not a demo study" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_demo_whose_runs_failed_is_finished_by_the_command_its_error_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every screen run fails (each warm worker dies at start, as one that could not import a
+    module did); once the environment is fixed, the command the error names retries them and
+    finishes the walk, the report and the bundle. `demo` again without it says the same."""
+    import os
+    import shlex
+
+    out = tmp_path / "demo"
+    broken = tmp_path / "site"
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "if sys.argv[-1:] == ['worker']:\n"
+        "    print(\"ModuleNotFoundError: No module named 'nowhere'\", file=sys.stderr, flush=True)\n"
+        "    os._exit(1)\n"
+    )
+    fixed = os.environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(broken), fixed]))
+    failed = run_cli("demo", "--out", out, "--quick")
+    assert failed.returncode == 1, failed.stdout[-2000:] + failed.stderr[-2000:]
+    assert "stage screen: 0/12 succeeded, 12 failed" in failed.stdout
+    errors = [line for line in failed.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: stage screen: 12 run(s) failed")
+    named = f"stagewise demo --out {shlex.quote(str(out))} --quick --retry-failed"
+    assert f"`{named}`" in errors[0], errors[0]
+    assert "Traceback" not in failed.stdout + failed.stderr
+
+    monkeypatch.setenv("PYTHONPATH", fixed)  # the cause, fixed
+    again = run_cli("demo", "--out", out, "--quick")  # without --retry-failed: nothing reruns
+    assert again.returncode == 1 and "12 failed before (--retry-failed reruns)" in again.stdout
+    assert f"`{named}`" in again.stderr
+
+    finished = run_cli(*shlex.split(named)[1:])
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
+    assert "stage screen: 12/12 succeeded, 0 failed" in finished.stdout
+    assert "demo finished in" in finished.stdout
+    conn = sqlite3.connect(out / "ledger.sqlite")
+    rows = conn.execute("SELECT stage, status, attempts FROM runs").fetchall()
+    conn.close()
+    assert {status for _, status, _ in rows} == {"succeeded"}
+    assert {stage for stage, _, _ in rows} == {"screen", "replicate", "confirm"}
+    assert min(n for stage, _, n in rows if stage == "screen") >= 2  # failed first, then rerun
+    assert (out / "report" / "report.html").is_file()
+    assert run_cli("verify", out / "bundle").returncode == 0

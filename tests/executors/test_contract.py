@@ -1,4 +1,4 @@
-"""The executor contract, one suite run against every executor: local, and Ray where installed.
+"""The executor contract, one suite run against every executor: local, Ray and Slurm where installed.
 
 Each test drives the real CLI on a study whose runs are the fake trainer (an argv-only custom
 trainer, started from a command template): outcomes and their causes, retries decided by the
@@ -40,12 +40,16 @@ def ray_address(shared_ray_cluster: Any) -> str:
                 pytest.mark.skipif(not HAS_RAY, reason="the ray extra is not installed"),
             ],
         ),
+        pytest.param("slurm", marks=[pytest.mark.slurm]),
     ]
 )
 def host_block(request: pytest.FixtureRequest) -> str:
     """The `[hosts.block-a]` table of one executor, with two slots either way."""
     if request.param == "local":
         return '[hosts.block-a]\nexecutor = "local"\ndevices = ["cpu"]\nworkers = 2\n'
+    if request.param == "slurm":
+        request.getfixturevalue("slurm")  # a real cluster, or a skip that says why
+        return '[hosts.block-a]\nexecutor = "slurm"\npartition = "blk-a"\ncpus_per_task = 1\n'
     address = request.getfixturevalue("ray_address")
     return (
         f'[hosts.block-a]\nexecutor = "ray"\naddress = "{address}"\nresources = {{ "blk-a" = 1 }}\n'

@@ -298,3 +298,58 @@ def test_a_job_past_its_slurm_time_limit_ends_as_a_timeout(tmp_path: Path, slurm
     assert run["status"] == "failed" and run["cause"].startswith("timeout:"), run["cause"]
     job = jobs(study)[0]
     assert job["job_id"] in run["cause"] and job["log_path"] in run["cause"]
+
+
+# --------------------------------------------------------------------------- visibility
+def test_doctor_host_submits_one_smoke_job_and_reports_wait_node_and_device(
+    tmp_path: Path, slurm: Any
+) -> None:
+    study = fake_slurm_study(
+        tmp_path / "s", {"a": OK}, hosts=slurm_host("block-b", "blk-b"), host_names=("block-b",)
+    )
+    proc = run_cli("doctor", "--host", "block-b", "--study", study, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert [c["status"] for c in report["checks"]] == ["PASS", "PASS", "PASS"]
+    smoke = report["smoke"]
+    assert smoke["node"] == slurm.node and smoke["study_visible"] is True
+    assert smoke["queue_wait_seconds"] >= 0 and smoke["device"].startswith("cpu")
+    assert scontrol(slurm, smoke["job_id"])["Partition"] == "blk-b"
+    refused = run_cli("doctor", "--host", "nope", "--study", study)
+    assert refused.returncode == 2 and "no host 'nope'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_a_long_queue_wait_is_reported_not_failed(tmp_path: Path, slurm: Any) -> None:
+    # Another user's job holds every CPU of the node: ours waits (Resources) past the
+    # configured 0.05 minutes, is reported once, and runs when the node frees up.
+    cpus = os.cpu_count() or 1
+    hog = slurm.run(
+        "sbatch", "--parsable", "-p", "blk-a", "-c", str(cpus), "--wrap", "sleep 300"
+    ).stdout.strip()
+    wait_for(lambda: "RUNNING" in " ".join(slurm.queue()), what="the other job running")
+    study = fake_slurm_study(
+        tmp_path / "s",
+        {"a": OK},
+        hosts=slurm_host("block-a", "blk-a", "queue_wait_minutes = 0.05\n"),
+    )
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "stagewise", "run", str(study), "s1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        job = wait_for(lambda: (jobs(study) or [None])[0], what="our job on record")
+        wait_for(lambda: jobs(study)[0]["state"] == "PENDING", what="our job pending")
+        time.sleep(8)  # past the 3-second threshold, and a state refresh or two
+        assert runs(study)["a/1/block-a"]["status"] == "running"  # waiting is not failing
+        slurm.run("scancel", hog)
+        out, _ = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out
+    assert f"job {job['job_id']} has waited" in out and "(Resources); still waiting" in out
+    assert runs(study)["a/1/block-a"]["status"] == "succeeded"

@@ -191,6 +191,7 @@ def test_only_our_runner_runs_warm(tmp_path: Path) -> None:
     assert can_run_warm(ours) and not can_run_warm(custom) and not can_run_warm(other)
 
 
+@pytest.mark.smoke
 def test_worker_command_is_hidden_and_ends_on_eof() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "stagewise", "worker"],
@@ -204,6 +205,43 @@ def test_worker_command_is_hidden_and_ends_on_eof() -> None:
         [sys.executable, "-m", "stagewise", "--help"], capture_output=True, text=True, timeout=60
     ).stdout
     assert " worker " not in help_text
+
+
+@pytest.mark.smoke
+def test_a_bad_argument_sent_to_the_warm_worker_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """What typer reports for a bad option (its own exception classes since typer 0.26, click's
+    before) is one `error:` line and exit 2, with whatever typer is installed; no traceback."""
+    import typer
+
+    from stagewise.protocol import parse_worker_done, worker_request
+
+    requests = "".join(
+        worker_request(args, {}, str(tmp_path)) + "\n"
+        for args in (["--depth", "two"], ["--depth", "2"])  # the worker ends after the first
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "stagewise", "worker"],
+        input=requests,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    done = [c for c in map(parse_worker_done, proc.stdout.splitlines()) if c is not None]
+    assert done == [2], (proc.stdout, proc.stderr)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, typer.__version__
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), proc.stderr
+    assert "--depth" in errors[0], errors[0]
+
+
+def test_usage_errors_are_told_apart_from_other_exceptions() -> None:
+    import typer
+
+    from stagewise.cli.worker_cmd import usage_error
+
+    assert usage_error(typer.BadParameter("no good")) == "no good"
+    assert usage_error(ValueError("boom")) is None
+    assert usage_error(typer.Exit(3)) is None  # an exit code, not a usage error
 
 
 def test_a_sigkilled_driver_takes_its_warm_workers_along_and_resume_finishes(

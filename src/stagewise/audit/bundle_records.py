@@ -53,7 +53,7 @@ class BundleHashes(chain.LedgerHashes):
 
 
 def load_runs(bundle: Path) -> list[RunRecord]:
-    data = json.loads((bundle / RUNS_JSON).read_text(encoding="utf-8"))
+    data = json.loads((bundle / RUNS_JSON).read_text(encoding="utf-8", errors="replace"))
     fields = RunRecord.__dataclass_fields__
     runs = []
     for row in data["runs"]:
@@ -68,7 +68,7 @@ def load_runs(bundle: Path) -> list[RunRecord]:
 def load_freezes(bundle: Path) -> list[FreezeRecord]:
     records = []
     for path in sorted((bundle / FROZEN_DIR).glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
         for rec in data["records"]:
             records.append((int(rec["event_seq"]), str(data["gate"]), rec))
     out = []
@@ -91,7 +91,7 @@ def load_freezes(bundle: Path) -> list[FreezeRecord]:
 
 
 def load_decisions(bundle: Path) -> list[DecisionRecord]:
-    data = json.loads((bundle / DECISIONS_JSON).read_text(encoding="utf-8"))
+    data = json.loads((bundle / DECISIONS_JSON).read_text(encoding="utf-8", errors="replace"))
     out = []
     for d in data["decisions"]:
         out.append(

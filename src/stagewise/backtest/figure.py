@@ -189,7 +189,7 @@ def draw_pareto(
         )
         # Labels alternate above and below so neighbours do not print over each other.
         ax.annotate(
-            ("recommended: " if p.recommended else "") + p.label,
+            p.label,
             (p.cost, p.p_retain),
             xytext=(5, 6 if i % 2 == 0 else -11),
             textcoords="offset points",

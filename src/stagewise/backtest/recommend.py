@@ -89,6 +89,8 @@ class Recommendation:
     best: Evaluated | None
     runners_up: tuple[Evaluated, ...]
     closest: Evaluated | None  # the highest lower bound, when nothing reaches the target
+    distinct_draws: int = 0
+    draws_enumerated: bool = False
 
     def to_json(self, table: CurvesTable) -> dict[str, Any]:
         return {
@@ -101,6 +103,8 @@ class Recommendation:
             "recommended": None if self.best is None else self.best.to_json(table),
             "runners_up": [r.to_json(table) for r in self.runners_up],
             "closest": None if self.closest is None else self.closest.to_json(table),
+            "distinct_draws": self.distinct_draws,
+            "draws_enumerated": self.draws_enumerated,
         }
 
 
@@ -299,6 +303,8 @@ def recommend(
         best=feasible[0] if feasible else None,
         runners_up=tuple(feasible[1:3]),
         closest=closest,
+        distinct_draws=draws.distinct,
+        draws_enumerated=exact,
     )
 
 
@@ -340,7 +346,6 @@ def study_fragment(
     curves_path: Path,
     *,
     seed: int,
-    distinct: int,
 ) -> str:
     """The recommended protocol as `[stages.*]` and `[gates.*]` tables, with its evidence."""
     if rec.best is None:
@@ -356,7 +361,9 @@ def study_fragment(
         f"# table: {len(table.conditions)} conditions, {table.metric} at "
         f"{', '.join(table.format_budget(b) for b in table.budgets)}; "
         f"{'paired' if table.paired else 'unpaired'}, {table.curve_kind}",
-        f"# replays: {rec.replays} (seed {seed}), {distinct} distinct draws; cost model "
+        f"# replays: {rec.replays} (seed {seed}), {rec.distinct_draws} distinct draws"
+        + (" (all enumerated: the numbers are exact over them)" if rec.draws_enumerated else "")
+        + "; cost model "
         f"{rec.cost_model}; {rec.candidates} candidate protocols; target p_retain >= "
         f"{rec.target:g} (lower 95% bound)"
         + (f", cost <= {rec.max_cost_ratio:g} x final_only" if rec.max_cost_ratio else ""),
@@ -412,14 +419,16 @@ def study_fragment(
     return "\n".join(out)
 
 
-def recommended_point(rec: Recommendation, hours_per_unit: float | None) -> dict[str, Any] | None:
+def recommended_point(
+    rec: Recommendation, table: CurvesTable, hours_per_unit: float | None
+) -> dict[str, Any] | None:
     """The recommended protocol as a Pareto-figure row."""
     if rec.best is None:
         return None
     b = rec.best
     cost = b.cost * hours_per_unit if hours_per_unit is not None else b.cost
     return {
-        "label": "recommended",
+        "label": f"recommended: {b.protocol.describe(table)}",
         "policy": "recommended",
         "gpu_hours": None if hours_per_unit is None else cost,
         "gpu_hours_low": None if hours_per_unit is None else cost,

@@ -248,10 +248,13 @@ def slice_draws(draws: Draws, start: int, stop: int) -> Draws:
 
 def default_starts(runs: Sequence[IntArray]) -> list[IntArray]:
     """Trials that start fresh at each level when every trial starts at a condition's first
-    level and continues while it is promoted: new runs only where the count grows."""
+    level and goes on while it is promoted: new runs only where the count grows over the last
+    level the condition ran at (top_k's jump from the first level to the last continues)."""
     out = [runs[0].copy()]
+    last = runs[0].copy()  # trials at the last level each condition ran at
     for li in range(1, len(runs)):
-        out.append(np.maximum(runs[li] - runs[li - 1], 0))
+        out.append(np.maximum(runs[li] - last, 0))
+        last = np.where(runs[li] > 0, runs[li], last)
     return out
 
 
@@ -265,21 +268,24 @@ def run_costs(
     """Cost per replay, in the budget unit, of runs[l][r, c] trials under `model`.
 
     restart: each trial at level l costs cells_l x B_l. continue: a trial that goes on from
-    level l-1 costs only the increment on the cells it continues (min(cells_l, cells_{l-1})
-    x (B_l - B_{l-1})), and any extra cells it adds start from zero (x B_l).
+    the last level its condition ran at (p) costs only the increment on the cells it continues
+    (min(cells_l, cells_p) x (B_l - B_p)), and any extra cells it adds start from zero (x B_l).
     """
     total = np.zeros(runs[0].shape[0], dtype=np.float64)
+    prev_budget = np.zeros(runs[0].shape, dtype=np.float64)
+    prev_cells = np.zeros(runs[0].shape, dtype=np.float64)
     for li, (ran, new) in enumerate(zip(runs, starts, strict=True)):
-        n_ran = ran.sum(axis=1).astype(np.float64)
-        if model == "restart" or li == 0:
-            total += n_ran * cells[li] * budgets[li]
+        k, budget = float(cells[li]), float(budgets[li])
+        if model == "restart":
+            total += ran.sum(axis=1) * k * budget
             continue
-        n_new = new.sum(axis=1).astype(np.float64)
-        n_cont = n_ran - n_new
-        kept = min(cells[li], cells[li - 1])
-        added = max(cells[li] - cells[li - 1], 0)
-        step = budgets[li] - budgets[li - 1]
-        total += n_new * cells[li] * budgets[li] + n_cont * (kept * step + added * budgets[li])
+        cont = (ran - new).astype(np.float64)
+        kept = np.minimum(k, prev_cells)
+        added = np.maximum(k - prev_cells, 0.0)
+        per = new * k * budget + cont * (kept * (budget - prev_budget) + added * budget)
+        total += per.sum(axis=1)
+        prev_budget = np.where(ran > 0, budget, prev_budget)
+        prev_cells = np.where(ran > 0, k, prev_cells)
     return total
 
 
@@ -520,6 +526,31 @@ def backtest(
     )
 
 
+def measured_seconds_per_unit(study_root: Any, unit: str) -> float | None:
+    """Seconds per step or token measured by a study's succeeded runs (median), or None.
+
+    Converts a steps or tokens table's cost to GPU-hours with the study's own throughput when
+    no `--seconds-per-unit` is given.
+    """
+    from stagewise.ledger import Ledger
+
+    if unit == "seconds":
+        return None
+    try:
+        ledger = Ledger.open(study_root, create=False)
+    except Exception:  # no ledger (a study never run): nothing measured
+        return None
+    with ledger:
+        rates = []
+        for rec in ledger.runs():
+            if rec.status != "succeeded" or not rec.training_seconds:
+                continue
+            amount = rec.num_steps if unit == "steps" else (rec.total_tokens_M or 0) * 1e6
+            if amount:
+                rates.append(float(rec.training_seconds) / float(amount))
+    return float(np.median(rates)) if rates else None
+
+
 __all__ = [
     "COST_MODELS",
     "BacktestResult",
@@ -531,6 +562,7 @@ __all__ = [
     "enumerated",
     "hours_per_unit",
     "mean_interval",
+    "measured_seconds_per_unit",
     "resolve_cost_model",
     "run_costs",
     "score",

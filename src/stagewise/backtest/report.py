@@ -65,6 +65,11 @@ def section_data(study_root: Path) -> SectionData | None:
     )
 
 
+def _unit_word(truth: dict[str, Any]) -> str:
+    unit = truth.get("budget_unit") or "seconds"
+    return "s" if unit == "seconds" else str(unit)
+
+
 def _cost(row: dict[str, Any]) -> float:
     """GPU-hours when the table converts to them, else the cost in the table's own unit."""
     value = row.get("gpu_hours")
@@ -92,8 +97,9 @@ def render_section(data: SectionData) -> str:
     out = [
         f"<p>Back-test of promotion policies over {data.replays} replays of resampled seeds and "
         f"hosts (stored in <code>{RESULT_DIR}/</code> by <code>stagewise backtest --study</code>). "
-        f"Truth: <b>{e(str(truth.get('condition_id')))}</b>, best mean val_bpb "
-        f"{_num(truth.get('mean_val_bpb'), 6)} at {_num(truth.get('final_budget_seconds'), 0)} s "
+        f"Truth: <b>{e(str(truth.get('condition_id')))}</b>, best mean "
+        f"{e(str(truth.get('metric') or 'val_bpb'))} {_num(truth.get('mean_val_bpb'), 6)} at "
+        f"{_num(truth.get('final_budget_seconds'), 0)} {e(_unit_word(truth))} "
         f"over every seed and host. Costs use the <b>{e(data.cost_model)}</b> cost model.</p>"
     ]
     if data.cheapest is not None:
@@ -130,6 +136,15 @@ def render_section(data: SectionData) -> str:
         + "".join(f"<th>{e(h)}</th>" for h in head)
         + f"</tr></thead><tbody>{body}</tbody></table>"
     )
+    accuracy = data.figure.with_name("decision_accuracy.png") if data.figure else None
+    if accuracy is not None and accuracy.is_file():
+        png = base64.b64encode(accuracy.read_bytes()).decode("ascii")
+        out.append(
+            "<figure><img alt='decision accuracy against compute, one line per level' "
+            f"src='data:image/png;base64,{png}'><figcaption>Decision accuracy (the share of "
+            "pairs of conditions ordered as at the final level) against compute, one line per "
+            "budget level.</figcaption></figure>"
+        )
     if data.figure is not None:
         png = base64.b64encode(data.figure.read_bytes()).decode("ascii")
         out.append(

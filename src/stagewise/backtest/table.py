@@ -347,7 +347,7 @@ def build_table(
             bad = budgets[int(np.flatnonzero(~complete)[0])]
             raise CurvesError(
                 f"{source}: {column}={bad:g} has no seed-host cell that holds every condition; "
-                "a paired back-test needs one (omit --paired: the table is then unpaired)"
+                "a paired back-test needs one (use --pairing auto or unpaired)"
             )
     else:
         paired = False
@@ -514,8 +514,12 @@ def write_curves(
 
 
 def _cell(value: Any) -> str:
+    """Lossless and short: a whole number without a decimal point, any other float as the
+    shortest text that reads back to the same float (a CSV gives the same back-test as Parquet)."""
     if isinstance(value, float):
-        return f"{value:.10g}"
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
     return str(value)
 
 

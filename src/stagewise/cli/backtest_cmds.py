@@ -345,11 +345,19 @@ def backtest(
             "within_run tables, restart otherwise.",
         ),
     ] = None,
+    pairing: Annotated[
+        str,
+        typer.Option(
+            help="auto (paired when every level has a cell holding every condition), paired, or "
+            "unpaired (each condition's runs drawn independently, even if seed ids coincide)."
+        ),
+    ] = "auto",
     seconds_per_unit: Annotated[
         float | None,
         typer.Option(
             "--seconds-per-unit",
-            help="Seconds per step or token: converts a steps/tokens table's cost to GPU-hours.",
+            help="Seconds per step or token: converts a steps/tokens table's cost to GPU-hours "
+            "(default with --study: the study's measured throughput).",
         ),
     ] = None,
     recommend: Annotated[
@@ -388,7 +396,6 @@ def backtest(
     from stagewise.backtest.draw import parse_cells
     from stagewise.backtest.output import RESULT_DIR, write_result
     from stagewise.backtest.policies import (
-        INSTALL,
         default_policies,
         parse_policies,
     )
@@ -396,8 +403,21 @@ def backtest(
     from stagewise.backtest.replay import hours_per_unit, resolve_cost_model
     from stagewise.backtest.table import CurvesError, read_curves
 
-    table = read_curves(curves_file)
+    if pairing not in ("auto", "paired", "unpaired"):
+        raise CurvesError(f"--pairing: expected auto, paired or unpaired, but got {pairing!r}")
+    table = read_curves(curves_file, pairing=None if pairing == "auto" else pairing)
     model = resolve_cost_model(table, cost)
+    if seconds_per_unit is None and study_dir is not None and table.unit != "seconds":
+        from stagewise.backtest.replay import measured_seconds_per_unit
+
+        # The study's own measured throughput converts a steps/tokens table to GPU-hours.
+        seconds_per_unit = measured_seconds_per_unit(study_dir, table.unit)
+        if seconds_per_unit is not None:
+            err_console.print(
+                f"GPU-hours from the study's measured throughput: {seconds_per_unit:.4g} s per "
+                f"{table.unit[:-1]}",
+                markup=False,
+            )
     per_unit = hours_per_unit(table, seconds_per_unit)
     if out_study is not None and not recommend:
         raise CurvesError("--out-study needs --recommend")
@@ -407,21 +427,24 @@ def backtest(
 
         study = load_study(study_dir)
     # Optuna's pruners are decided natively: they run whether or not Optuna is installed.
-    has_optuna = True
     chosen = parse_policies(
         policies or default_policies(with_study=study is not None, with_optuna=True)
     )
     skipped = []
     runnable = []
     for policy in chosen:
-        if getattr(policy, "needs_optuna", False) and not has_optuna:
-            skipped.append({"policy": policy.label, "reason": f"needs Optuna: {INSTALL}"})
-            err_console.print(f"skipped {policy.label}: needs Optuna ({INSTALL})", markup=False)
-            continue
         if policy.needs_study and study is None:
             raise CurvesError(f"--policies: {policy.name} needs --study DIR")
+        reason = policy.unusable(len(table.levels))
+        if reason is not None:
+            if policies:  # asked for by name: refuse; in the default set: skip, and say so
+                raise CurvesError(f"--policies: {reason}")
+            skipped.append({"policy": policy.label, "reason": reason})
+            continue
         runnable.append(policy)
     cells = parse_cells(cells_per_level, table) if cells_per_level else None
+    for item in skipped:  # said once the request is known to be valid (errors stay one line)
+        err_console.print(f"skipped {item['policy']}: {item['reason']}", markup=False)
     with ReplayProgress(replays * max(1, len(runnable)), quiet=False) as progress:
         result = run_backtest(
             table,
@@ -453,13 +476,11 @@ def backtest(
             max_cost_ratio=max_cost_ratio,
         )
         extra_json["recommendation"] = rec.to_json(table)
-        point = recommended_point(rec, per_unit)
+        point = recommended_point(rec, table, per_unit)
         if point is not None:
             extra_points.append(point)
         if out_study is not None and rec.best is not None:
-            text = study_fragment(
-                rec, table, curves_file, seed=seed, distinct=result.distinct_draws
-            )
+            text = study_fragment(rec, table, curves_file, seed=seed)
             out_study.parent.mkdir(parents=True, exist_ok=True)
             out_study.write_text(text, encoding="utf-8")
             extra_json["recommendation"]["out_study"] = str(out_study)

@@ -23,15 +23,20 @@ def demo(
     quick: Annotated[
         bool, typer.Option("--quick", help="Shorter budgets (about 3 minutes; for tests).")
     ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Also rerun runs recorded as failed before.")
+    ] = False,
 ) -> None:
     """Run a complete staged promotion study on the embedded corpus, on CPU: freeze, run, gate,
-    repeat (the walk of `stagewise run DIR --freeze`); then sensitivity, budget, report and bundle. Interrupt it and run it again to resume."""
+    repeat (the walk of `stagewise run DIR --freeze`); then sensitivity, budget, report and bundle. Interrupt it and run it again to resume; after failed runs, fix the cause and run it again with --retry-failed."""
 
     def say(line: str) -> None:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     reporter = walk_reporter(view_for_terminal())
-    result = run_demo(out, quick=quick, workers=workers, reporter=reporter, say=say)
+    result = run_demo(
+        out, quick=quick, workers=workers, reporter=reporter, say=say, retry_failed=retry_failed
+    )
     console.rule("summary")
     for line in summary_lines(result):
         say(line)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,6 +34,19 @@ def doctor(
         bool, typer.Option("--smoke/--no-smoke", help="Run the short smoke training.")
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="A Slurm host block of the study: submit one short smoke job with its settings "
+            "and report the queue wait, the node and the device instead."
+        ),
+    ] = None,
+    study: Annotated[Path, typer.Option(help="The study folder whose --host is checked.")] = Path(
+        "."
+    ),
+    timeout: Annotated[
+        float, typer.Option(help="With --host: longest wait for the smoke job (seconds).")
+    ] = 600.0,
 ) -> None:
     """Check torch, the device, bf16, compile, flex attention and data, then train 20 steps.
 
@@ -41,6 +54,13 @@ def doctor(
     budget would train. Exit code 1 when a check fails."""
     from stagewise.doctor import run_doctor
 
+    if host is not None:
+        from stagewise.doctor_slurm import slurm_doctor
+        from stagewise.study import load_study
+
+        report = slurm_doctor(load_study(study), host, timeout=timeout)
+        _show(report, as_json)
+        return
     size = {
         k: v
         for k, v in (
@@ -53,6 +73,10 @@ def doctor(
     report = run_doctor(
         data=data, device=device, size=size, steps=steps, compile_check=compile_check, smoke=smoke
     )
+    _show(report, as_json)
+
+
+def _show(report: Any, as_json: bool) -> None:
     if as_json:
         emit_json(report.to_json())
     else:

@@ -54,28 +54,41 @@ def _run_environment(env: Mapping[str, str], cwd: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def usage_error(exc: BaseException) -> str | None:
+    """The one-line message of a command-line usage error raised by typer, else None.
+
+    typer raises its own exception classes since 0.26 (it vendors click) and click's before;
+    its public API names no base class common to both, but both carry `exit_code` and
+    `format_message()`, which is what a usage error is here. Never `import click`: newer typer
+    does not install it, and where it is installed its classes are not the ones typer raises."""
+    message = getattr(exc, "format_message", None)
+    if not callable(message) or not isinstance(getattr(exc, "exit_code", None), int):
+        return None
+    return str(message())
+
+
 def run_one(command: Any, args: list[str], env: Mapping[str, str], cwd: str) -> int:
     """One run, in this process; returns the exit code `stagewise train` would have."""
-    import click
-
     with _run_environment(env, cwd):
         try:
             result = command.main(args=args, prog_name="stagewise train", standalone_mode=False)
             code = int(result or 0)
-        except click.ClickException as exc:
-            print(f"error: {exc.format_message()}", file=sys.stderr)
-            code = EXIT_BAD_INPUT
         except StagewiseError as exc:
             print(f"error: {exc}", file=sys.stderr)
             code = exc.exit_code
-        except (KeyboardInterrupt, click.exceptions.Abort):
+        except (KeyboardInterrupt, typer.Abort):
             # SIGTERM from the executor (`stagewise train` turns it into KeyboardInterrupt,
-            # which click reports as Abort); the summary already says "interrupted".
+            # which typer reports as Abort); the summary already says "interrupted".
             print("interrupted", file=sys.stderr)
             code = EXIT_INTERRUPTED
-        except Exception:
-            traceback.print_exc()
-            code = 1
+        except Exception as exc:
+            message = usage_error(exc)
+            if message is None:
+                traceback.print_exc()
+                code = 1
+            else:
+                print(f"error: {message}", file=sys.stderr)
+                code = EXIT_BAD_INPUT
     _release()
     return code
 

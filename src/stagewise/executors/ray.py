@@ -71,11 +71,12 @@ from stagewise.protocol import THREADS_ENV
 from stagewise.study.model import Host, Study
 
 try:
-    ray: Any = importlib.import_module("ray")
+    import ray as _ray
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise ExecutorError(
         'the ray executor needs Ray; install it with `pip install "stagewise[ray]"`'
     ) from None
+ray: Any = _ray  # used untyped: Ray's own annotations do not cover its remote-function API
 
 CONNECT_TIMEOUT_SECONDS = 5.0  # a reachable head answers a TCP connect at once
 NODES_REFRESH_SECONDS = 2.0  # how stale the driver's view of the cluster's nodes may be

@@ -35,11 +35,14 @@ def run_study(
     wait: bool = True,
     say: Callable[[str], None] | None = None,
     notify: Callable[[str], None] | None = None,
+    rerun: str | None = None,
 ) -> StudyWalk:
     """Walk the study from wherever its ledger stands to its end (or `through` a stage).
 
     Raises FrozenRuleMismatch (nothing of that stage started) when a gate pooling the next stage
     is not frozen and `freeze` is false. `say` gets one line per step (freeze, gate, wait).
+    `rerun` is the command a failed walk names to retry its failed runs and go on (default
+    `stagewise run DIR --retry-failed`; the demo names its own).
     """
     if through is not None and through not in study.stages:
         raise ExecutorError(
@@ -121,7 +124,8 @@ def run_study(
                 walk.waiting_for = (
                     f"stage {stage_id}: {failed} run(s) failed; see `stagewise status "
                     f"{study.root}` and the logs under {study.root / 'runs' / stage_id}; "
-                    f"rerun them with `stagewise run {study.root} --retry-failed`"
+                    f"once the cause is fixed, rerun them and go on with "
+                    f"`{rerun or f'stagewise run {study.root} --retry-failed'}`"
                 )
                 return walk
             if state.awaiting_import:

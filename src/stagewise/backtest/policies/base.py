@@ -132,6 +132,10 @@ class Policy(ABC):
     def check(self) -> None:  # noqa: B027 - most policies accept any value of their params
         """Refuse bad parameter values (the message names the value)."""
 
+    def unusable(self, n_levels: int) -> str | None:
+        """Why this policy cannot run on a table with `n_levels` levels (None: it can)."""
+        return None
+
     @property
     def label(self) -> str:
         if not self.params:

@@ -69,13 +69,19 @@ class Extrapolate(Policy):
                 f"but got {self.params['levels']}"
             )
 
+    def unusable(self, n_levels: int) -> str | None:
+        m = int(self.params["levels"])
+        if m < n_levels:
+            return None
+        return (
+            f"extrapolate:levels={m} needs at least {m + 1} budget levels; the table has {n_levels}"
+        )
+
     def run(self, ctx: ReplayContext) -> list[IntArray]:
         m = int(self.params["levels"])
-        if m >= ctx.n_levels:
-            raise CurvesError(
-                f"--policies: extrapolate:levels={m} needs at least {m + 1} budget levels; the "
-                f"table has {ctx.n_levels}"
-            )
+        reason = self.unusable(ctx.n_levels)
+        if reason is not None:
+            raise CurvesError(f"--policies: {reason}")
         runs = ctx.zeros()
         for li in range(m):
             runs[li][:] = 1
