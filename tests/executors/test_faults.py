@@ -346,6 +346,8 @@ def test_the_scheduler_lost_mid_stage_ends_with_its_own_code_and_resumes(
     assert f"lost the Ray cluster at {own_cluster.address}" in line
     assert "scheduler_timeout_seconds" in line and "s1/ok/seed1/block-a" in line
     assert f"stagewise run {study} s1" in line
+    # Said while it lasted, not only at the end.
+    assert any(x.startswith("waiting: the Ray head at") for x in out.splitlines()), out
     assert runs(study)[key]["status"] == "interrupted"  # not left `running`
 
     own_cluster.start_head('--resources={"blk-a": 1}', cpus=1)  # the head is back
@@ -408,6 +410,12 @@ def restart_slurmctld(slurm: Any) -> None:
     )
     slurm.pids["slurmctld"] = slurm._read_pid("slurmctld")
     wait_for(lambda: slurm.run("scontrol", "ping", check=False).returncode == 0, 60, "slurmctld")
+
+    def node_up() -> bool:  # slurmd registered again (idle, or busy with the kept job)
+        states = slurm.run("sinfo", "-h", "-o", "%T", check=False).stdout.split()
+        return any(s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states)
+
+    wait_for(node_up, 90, "the node to register with the new slurmctld")
 
 
 # ---------------------------------------------------------------------- a wrong address
