@@ -239,7 +239,7 @@ def test_usage_errors_are_told_apart_from_other_exceptions() -> None:
 
     from stagewise.cli.worker_cmd import usage_error
 
-    assert usage_error(typer.BadParameter("no good")) == "no good"
+    assert "no good" in (usage_error(typer.BadParameter("no good")) or "")
     assert usage_error(ValueError("boom")) is None
     assert usage_error(typer.Exit(3)) is None  # an exit code, not a usage error
 

@@ -525,7 +525,7 @@ def check_frozen(
             stored = {
                 k: v for k, v in json.loads(rec.canonical).get("frozen").items() if k != "recipes"
             }
-            now = frozen_definition(study, gate_id)
+            now = frozen_definition(study, gate_id, executors="executors" in stored)
         except (ValueError, AttributeError, StagewiseError) as exc:
             report.problems.append(f"{frozen_file(gate_id)}: unreadable frozen record ({exc})")
             continue
@@ -578,7 +578,7 @@ def rederive(
     check_frozen(bundle, study, freezes, report, commitments)
     check_record_files(bundle, freezes, decisions, report)
     check_recipes(bundle, study, runs, freezes, report)
-    check_runs_files(bundle, runs, report)
+    check_runs_files(bundle, runs, report, study)
 
     with tempfile.TemporaryDirectory(prefix="stagewise-verify-") as tmp:
         scratch = Path(tmp)

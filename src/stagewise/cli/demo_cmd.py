@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from stagewise.cli.common import console
-from stagewise.cli.walk_cmd import view_for_terminal, walk_reporter
+from stagewise.cli.walk_cmd import eta_lines, view_for_terminal, walk_reporter
 from stagewise.demo import run_demo, summary_lines
 
 
@@ -39,6 +39,8 @@ def demo(
     )
     console.rule("summary")
     for line in summary_lines(result):
+        say(line)
+    for line in eta_lines(reporter.eta_checks()):
         say(line)
 
 

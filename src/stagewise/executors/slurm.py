@@ -92,6 +92,7 @@ from stagewise.executors.slurm_job import PackedRuns
 SLURM_FOLDER = "slurm"  # <study>/slurm/<stage>/<host>/: submitit's job files and logs
 MAX_ARRAY_TASKS = 1000  # Slurm's default MaxArraySize is 1001 (indices 0..1000)
 STATE_REFRESH_SECONDS = 2.0  # how often squeue is asked (one call for all the driver's jobs)
+FILE_SCAN_SECONDS = 0.5  # how often the runs' logs and outcome files are looked at
 GONE_GRACE_SECONDS = 10.0  # a job out of the queue: how long its outcome files may lag (NFS)
 SLURM_SILENT_SECONDS = 600.0  # default wait for a controller (squeue) that stopped answering
 MAX_REQUEUES = 10  # preemptions one job may survive (submitit requeues it each time)
@@ -217,6 +218,7 @@ class SlurmExecutor(Executor):
         self._runs: dict[RunKey, SlurmRun] = {}
         self._cancelled: str | None = None
         self._next_refresh = 0.0
+        self._next_scan = 0.0
         self._silent_since: float | None = None
         self._lost = False
         self.scheduler_timeout = min(
@@ -254,7 +256,15 @@ class SlurmExecutor(Executor):
 
     def poll(self, timeout: float = 0.2) -> list[ExecutorEvent]:
         events = self._flush()
+        now = time.monotonic()
+        # Logs and outcome files live on a shared filesystem: look a few times a second, and
+        # never for a job still waiting in the queue (it has written nothing new).
+        scan = now >= self._next_scan
+        if scan:
+            self._next_scan = now + FILE_SCAN_SECONDS
         for run in list(self._runs.values()):
+            if not scan or (run.state == "PENDING" and run.gone_since is None):
+                continue
             events += follow_log(run)
             outcome = run.killed or read_outcome(run.task)
             if outcome is None:
@@ -393,7 +403,9 @@ class SlurmExecutor(Executor):
         for run in list(self._runs.values()):
             if run.killed is not None:
                 final = scontrol_show(run.job_id)
-                if (final is not None and not final.live) or now - run.killed_at > SETTLE_SECONDS:
+                # RUNNING: a lone kill (the OOM killer took the trainer) in a pack that goes on.
+                settled = final is not None and (not final.live or final.state == "RUNNING")
+                if settled or now - run.killed_at > SETTLE_SECONDS:
                     outcome = with_job_state(run.killed, run.job_id, final, run.job_log)
                     events += self._end(run, outcome)
                 continue

@@ -23,6 +23,7 @@ from typing import Any
 
 from stagewise.errors import ClusterLost, ExecutorError, FrozenRuleMismatch
 from stagewise.executors.base import Executor, executor_class
+from stagewise.executors.command import missing_data
 from stagewise.executors.dispatch import clear_notices, drive
 from stagewise.executors.ownership import driver_owner, owner_alive, run_lock
 from stagewise.executors.queue import StageQueue, build_queue, make_task, stale_recipe
@@ -120,6 +121,10 @@ def run_stage(
         raise ExecutorError(f"--retries must be >= 0, but got --retries {retries}")
     reporter = reporter or NullReporter()
     stage = study.stages[stage_id]
+    if not dry_run and executor_factory is None:
+        problem = missing_data(study, [stage_id])
+        if problem is not None:
+            raise ExecutorError(problem)
     plan = build_plan(study, ledger).stage(stage_id)
     if plan.candidates is None:
         gate = stage.candidates.gate

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from stagewise.backtest.report import backtest_sections
 from stagewise.ledger import Ledger
+from stagewise.paths import safe_join
 from stagewise.report.context import ReportContext, collect
 from stagewise.report.figures import RenderedFigure, render_figures
 from stagewise.report.gate_sections import section_gates
@@ -84,11 +85,21 @@ def section_curves(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> str
 def section_budget(tables: list[Table], figures: Sequence[RenderedFigure]) -> str:
     budget = [t for t in tables if t.name.startswith("budget")]
     figs = figures_in(figures, "budget") + [f for f in [skipped_figure(figures, "budget")] if f]
+    # The time split's columns follow folded: the key ones fit an 800 px page.
+    keys: tuple[str, ...] = (
+        "stage",
+        "candidates",
+        "seeds",
+        "hosts",
+        "budget_hours",
+        "budgeted_gpu_hours",
+    )
+    keys += ("recorded_gpu_hours", "eval_hours")
     return "".join(render_figure(f) for f in figs) + (
-        "".join(render_table(t) for t in budget)
+        "".join(render_table(t, key_columns=keys if t.name == "budget" else None) for t in budget)
         if budget
         else "<p><span class='badge pending'>pending</span> budget accounting not available; "
-        "the plan gives budgeted GPU-hours</p>"
+        "the plan gives the budgeted hours</p>"
     )
 
 
@@ -125,6 +136,17 @@ def section_published(tables: list[Table]) -> str:
     )
 
 
+def section_flagged(ctx: ReportContext, table: Table) -> str:
+    """Succeeded runs whose numbers cannot mean much: ranked like the others, shown here."""
+    if not table.rows:
+        return (
+            f"<p>No run was flagged: every succeeded run that reported its steps trained at "
+            f"least min_steps = {ctx.study.min_steps} optimizer steps, within 10% of its "
+            "budget, and evaluated for less time than it trained.</p>"
+        )
+    return f"<p class='note'>{e(table.note)}</p>" + render_table(table, caption=False)
+
+
 def render_html(ctx: ReportContext, tables: list[Table], figures: list[RenderedFigure]) -> str:
     by_name = {t.name: t for t in tables}
     study = ctx.study
@@ -146,6 +168,7 @@ def render_html(ctx: ReportContext, tables: list[Table], figures: list[RenderedF
         ("pending", "What is pending", section_pending(ctx)),
         ("setup", "Study setup: summary, matrix and plan", section_setup(by_name)),
         ("records", "Frozen rules and decisions", section_records(by_name)),
+        ("flagged", "Flagged runs", section_flagged(ctx, by_name["flagged_runs"])),
         ("runs", "Failed runs", render_table(by_name["failed_runs"], caption=False)),
         ("published", "Published summaries (not recomputed)", section_published(tables)),
     ]
@@ -195,4 +218,5 @@ def write_report(folder: Path, out: Path | None = None) -> ReportResult:
     with Ledger.open(study.root, create=False) as ledger:
         ledger.require_intact()  # a report of an altered ledger would launder it
         ctx = collect(study, ledger)
-    return build(ctx, out if out is not None else study.root / "report")
+    # The default folder is the study's own: refused if `report` leads outside it (a link).
+    return build(ctx, out if out is not None else safe_join(study.root, "report"))

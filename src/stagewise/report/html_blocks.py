@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,8 @@ padding:1em 1.5em;color:#1a1a1a;line-height:1.4;font-size:14px;overflow-wrap:any
 h1{font-size:1.5em;margin:.2em 0}h2{border-bottom:2px solid #0072B2;padding-bottom:.2em;margin-top:2em}
 h3{margin-top:1.8em;border-bottom:1px solid #ccc}h4{margin:1em 0 .3em}
 table{border-collapse:collapse;margin:.5em 0 .3em;font-size:12px}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top;overflow-wrap:normal}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{overflow-wrap:normal;min-width:3em}
 th{background:#eef3f8}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr:nth-child(even) td{background:#fafafa}
 .scroll{overflow-x:auto;max-width:100%}
@@ -33,6 +35,7 @@ details{margin:.3em 0 .8em}summary{cursor:pointer;color:#0072B2;font-size:12px}
 .incomplete,.untested{background:#e8e8e8;color:#444}
 .pub{border-left:4px solid #999;padding:.2em .8em;background:#f6f6f6;margin:.8em 0}
 code,.hash{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
+.id,td.id{white-space:nowrap;overflow-wrap:normal}td .hash{word-break:normal;white-space:nowrap}
 figure{margin:1em 0;border:1px solid #ddd;padding:.5em;background:#fff;max-width:100%}
 figure img{max-width:100%;height:auto;display:block}figcaption{font-size:12px;color:#444}
 nav ul{columns:3;column-gap:2em;font-size:13px;margin:.3em 0}nav li{break-inside:avoid;overflow-wrap:anywhere}ul.pending li{color:#6b5800}
@@ -94,8 +97,23 @@ def fmt_cell(value: Any) -> tuple[str, bool]:
 
 
 def fmt_hours(value: Any) -> str:
-    """GPU-hours at four significant digits (169.2, 432, 0.03159)."""
-    return f"{float(value):.4g}" if isinstance(value, int | float) else "?"
+    """Hours at four significant digits (169.2, 432, 0.03159); "not known yet" for None."""
+    return f"{float(value):.4g}" if isinstance(value, int | float) else "not known yet"
+
+
+def hours_text(value: Any) -> str:
+    """Hours in a sentence: four significant digits, never "None" or "?"."""
+    return fmt_hours(value)
+
+
+def hours_unit_of(ctx: Any) -> str:
+    """ "CPU-hours" for a study whose runs ran on CPU, else "GPU-hours" (gates.budget)."""
+    budget = ctx.budget if isinstance(ctx.budget, dict) else None
+    if budget and isinstance(budget.get("hours_unit"), str):
+        return str(budget["hours_unit"])
+    from stagewise.gates.budget import hours_unit
+
+    return hours_unit(ctx.study, list(ctx.runs))
 
 
 BADGE_COLUMNS = ("verdict", "decision", "status", "declared_verdict")
@@ -106,8 +124,22 @@ def badge(text: str) -> str:
     return f"<span class='badge {e(text.split()[0] if text else '')}'>{e(text)}</span>"
 
 
+HASH = re.compile(r"[0-9a-f]{40,64}")
+HASH_SHOWN = 12  # hex digits shown; the full value is the cell's tooltip and in tables/
+ID_COLUMNS = ("label", "condition_id", "gate", "stage", "host", "run", "reference")
+
+
+def header(name: str) -> str:
+    """A column name that may wrap after its underscores, never inside a word."""
+    return "_<wbr>".join(e(part) for part in name.split("_"))
+
+
+def hash_cell(text: str) -> str:
+    return f"<span class='hash' title='{e(text)}'>{e(text[:HASH_SHOWN])}…</span>"
+
+
 def _grid(table: Table, shown: Sequence[str]) -> str:
-    head = "".join(f"<th>{e(c)}</th>" for c in shown)
+    head = "".join(f"<th>{header(c)}</th>" for c in shown)
     body = []
     for row in table.rows:
         cells = []
@@ -115,6 +147,10 @@ def _grid(table: Table, shown: Sequence[str]) -> str:
             text, numeric = fmt_cell(row.get(col))
             if (col in BADGE_COLUMNS or col.startswith("at ")) and text in BADGES:
                 cells.append(f"<td>{badge(text)}</td>")
+            elif HASH.fullmatch(text):
+                cells.append(f"<td>{hash_cell(text)}</td>")
+            elif col in ID_COLUMNS:
+                cells.append(f"<td class=id>{e(text)}</td>")
             else:
                 cells.append(f"<td{' class=num' if numeric else ''}>{e(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -123,6 +159,16 @@ def _grid(table: Table, shown: Sequence[str]) -> str:
         + "".join(body)
         + "</tbody></table></div>"
     )
+
+
+def ids_unbroken(escaped: str, ids: Sequence[str]) -> str:
+    """Escaped text with every id in `ids` kept on one line (`ref-d2` never breaks at its
+    hyphen): each whole-word occurrence is wrapped in a nowrap span."""
+    names = sorted({e(i) for i in ids if i}, key=len, reverse=True)
+    if not names:
+        return escaped
+    pattern = re.compile(r"(?<![\w/.-])(" + "|".join(re.escape(n) for n in names) + r")(?![\w/-])")
+    return pattern.sub(lambda m: f"<span class='id'>{m.group(1)}</span>", escaped)
 
 
 def render_table(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stagewise.gates.budget import hours_unit
 from stagewise.report.context import ReportContext
 from stagewise.report.published import PUBLISHED_LABEL, PublishedTable
 from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table
@@ -88,7 +89,8 @@ def plan_table(ctx: ReportContext) -> Table:
         "Plan: budgets, seeds, hosts and runs per stage",
         list(rows[0]) if rows else ["stage"],
         rows,
-        note=f"total budgeted GPU-hours: {total} (candidates x seeds x hosts x budget)",
+        note=f"total budgeted {hours_unit(ctx.study, list(ctx.runs))}: "
+        f"{total if total is not None else 'not known yet'} (candidates x seeds x hosts x budget)",
         sources=[*STUDY_SOURCES, "decisions/decisions.json"],
         command="stagewise plan STUDY --json",
     )
