@@ -12,6 +12,7 @@ import json
 import shutil
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from stagewise.gates.freeze import freeze
 from stagewise.ledger import Ledger
 from stagewise.ledger.core import HEAD_FILE
 from stagewise.study import load_study
+from tests.conftest import run_cli
 
 GREEDY = "p06_greedy_winner"
 
@@ -207,3 +209,253 @@ def test_i7_the_backup_follows_each_write_and_never_shrinks(p06: Path, tmp_path:
     with Ledger.open(shrunk, create=False) as ledger:
         ledger.log_event("note", "x", {})
     assert (shrunk / "ledger.sqlite.bak").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- item 8
+
+
+def test_i8_decisions_and_report_linked_outside_are_refused(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(study / "decisions")
+    (study / "decisions").symlink_to(outside, target_is_directory=True)
+    (study / "report").symlink_to(outside, target_is_directory=True)
+    with Ledger.open(study, create=False) as ledger:
+        decisions = len(ledger.decisions())
+    _refused(_main(["gate", study, "g12h"], capsys), "refusing to write outside")
+    _refused(_main(["report", study], capsys), "refusing to write outside")
+    assert list(outside.iterdir()) == []
+    with Ledger.open(study, create=False) as ledger:
+        assert len(ledger.decisions()) == decisions  # nothing recorded either
+
+
+def test_i8_a_linked_ledger_is_refused(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    elsewhere = tmp_path / "elsewhere.sqlite"
+    (study / "ledger.sqlite").rename(elsewhere)
+    (study / "ledger.sqlite").symlink_to(elsewhere)
+    before = elsewhere.read_bytes()
+    for args in (["status", study], ["gate", study, "g12h"]):
+        _refused(_main(args, capsys), "is a symbolic link")
+    assert elsewhere.read_bytes() == before
+
+
+def test_i8_a_refused_run_leaves_no_running_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.executors.conftest import fake_study, runs
+
+    study = fake_study(tmp_path / "s", {"c_a": 0})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (study / "runs").symlink_to(outside, target_is_directory=True)
+    for _ in range(2):  # a retry is refused the same way, and claims nothing
+        _refused(
+            _main(["run", study, "s1", "--allow-unfrozen"], capsys), "refusing to write outside"
+        )
+        assert {r["status"] for r in runs(study).values()} <= {"pending"}
+        assert all(r["attempts"] == 0 for r in runs(study).values())
+    assert list(outside.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- item 9
+
+CELLS_HEADER = "stage,condition_id,seed,host,status,val_bpb\n"
+
+
+def test_i9_a_host_block_switched_to_external_after_the_freeze_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.executors.conftest import fake_study
+
+    root = fake_study(tmp_path / "s", {"c_a": 0, "c_b": 0}, gate=True)
+    code, _out, err = _main(["freeze", root, "g1"], capsys)
+    assert code == 0, err
+    toml = (root / "study.toml").read_text(encoding="utf-8")
+    switched = toml.replace(
+        'executor = "local"\ndevices = ["cpu"]\nworkers = 1', 'executor = "external"'
+    )
+    assert switched != toml
+    (root / "study.toml").write_text(switched, encoding="utf-8")
+    made_up = tmp_path / "cells.csv"
+    made_up.write_text(
+        CELLS_HEADER + "s1,c_a,1,block-a,succeeded,1.0\ns1,c_b,1,block-a,succeeded,0.9\n",
+        encoding="utf-8",
+    )
+    code, _out, err = _main(["import", root, made_up], capsys)
+    assert code == 0, err  # the made-up results are recorded ...
+    # ... but cannot decide the gate
+    _refused(_main(["gate", root, "g1"], capsys), "executors.block-a", "local", "external")
+    with Ledger.open(root, create=False) as ledger:
+        assert ledger.decisions() == []
+
+
+def test_i9_an_empty_manual_decision_over_a_frozen_confirm_gate_is_refused(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    kinds = {
+        g: s["kind"]
+        for g, s in __import__("tomllib")
+        .loads((study / "study.toml").read_text(encoding="utf-8"))["gates"]
+        .items()
+    }
+    confirm = next(g for g, k in kinds.items() if k == "confirm")
+    _main(["decide", study, confirm, "--withdraw", "--reason", "redo"], capsys)
+    _main(["freeze", study, confirm], capsys)
+    with Ledger.open(study, create=False) as ledger:
+        before = len(ledger.decisions())
+    _refused(
+        _main(["decide", study, confirm, "--promote", "", "--reason", "none pass"], capsys),
+        "names no condition",
+        confirm,
+    )
+    with Ledger.open(study, create=False) as ledger:
+        assert len(ledger.decisions()) == before
+
+
+# --------------------------------------------------------------------------- item 10
+
+
+def _write_file(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_i10_every_bad_input_is_one_line_and_exit_2(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    toml = (study / "study.toml").read_text(encoding="utf-8")
+    header = (study / "results" / "stage3_12h.csv").read_text(encoding="utf-8").splitlines()[0]
+    cases: list[tuple[list[object], str, Callable[[], None] | None]] = [
+        (
+            ["import", study, _write_file(tmp_path / "long.csv", f"{header}\n{'x' * 140_000}\n")],
+            "field larger than field limit",
+            None,
+        ),
+        (
+            [
+                "import",
+                study,
+                _write_file(tmp_path / "n.json", '[{"val_bpb": ' + "1" * 5000 + "}]"),
+            ],
+            "number too long",
+            None,
+        ),
+        (["import", study, "/dev/zero"], "not a regular file", None),
+    ]
+    for argv, needle, _ in cases:
+        _refused(_main([str(a) for a in argv], capsys), needle)
+    for text, needle in (
+        (toml + "\n[deep]\nx = " + "[" * 500 + "]" * 500 + "\n", "nested too deeply"),
+        (toml + "\n[huge]\nx = " + "9" * 4301 + "\n", "number too long"),
+    ):
+        (study / "study.toml").write_text(text, encoding="utf-8")
+        _refused(_main(["validate", study], capsys), "invalid TOML", needle)
+    (study / "study.toml").write_text(toml, encoding="utf-8")
+    matrix = study / "matrix.csv"
+    lines = matrix.read_text(encoding="utf-8").splitlines()
+    matrix.write_text(lines[0] + "\n" + lines[1] + ',"' + "x" * 140_000 + '"\n', encoding="utf-8")
+    _refused(_main(["validate", study], capsys), "cannot read the matrix", "field limit")
+
+
+def test_i10_a_read_only_study_and_a_full_disk_are_one_line(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import pathlib
+
+    study = _copy(p06, tmp_path)
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    with monkeypatch.context() as m:  # what a read-only mount does to every write
+        m.setattr(pathlib.Path, "mkdir", refuse)
+        _refused(_main(["report", study], capsys), "not writable", "read-only")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as m:
+        m.setattr(sqlite3, "connect", full)
+        _refused(_main(["status", study], capsys), "disk full")
+
+
+def test_i10_a_bundle_killed_midway_leaves_nothing_that_blocks_the_next(
+    p06: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "B"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stagewise", "bundle", str(p06), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".B.partial-*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert list(tmp_path.glob(".B.partial-*")), "the bundle is written beside its folder"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # never a half-written bundle under the name asked for
+    done = run_cli("bundle", p06, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert (out / "MANIFEST.json").is_file() and not list(tmp_path.glob(".B.partial-*"))
+
+
+# --------------------------------------------------------------------------- item 11
+
+
+def test_i11_ids_differing_only_in_case_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import MATRIX, STUDY, write_study
+
+    for name, study, matrix, needles in (
+        ("cond", STUDY, MATRIX.replace(",c_b,", ",C_A,"), ("'c_a'", "'C_A'", "only in case")),
+        (
+            "gate",
+            STUDY.replace("[gates.g1]", "[gates.G1]")
+            + STUDY[STUDY.index("[gates.g1]") : STUDY.index("[stages.s2]")],
+            MATRIX,
+            ("[gates.g1]", "G1", "only in case"),
+        ),
+        (
+            "host",
+            STUDY.replace(
+                'hosts = ["block-a", "block-b"]', 'hosts = ["block-a", "Block-A"]', 1
+            ).replace("[hosts.block-b]", "[hosts.Block-A]"),
+            MATRIX,
+            ("Block-A", "block-a", "only in case"),
+        ),
+    ):
+        root = write_study(tmp_path / name, study, matrix)
+        _refused(_main(["validate", root], capsys), *needles)
+
+
+def test_i11_control_characters_in_labels_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import MATRIX, STUDY, write_study
+
+    osc = "\x1b]0;owned\x07"
+    root = write_study(tmp_path / "s", STUDY, MATRIX.replace("b,c_b", f"b{osc}\x1b[31m,c_b"))
+    Ledger.open(root).close()
+    study = load_study(root)
+    label = study.condition("c_b").label
+    assert "\x1b" not in label and "\x07" not in label
+    assert label == "b\\x1b]0;owned\\x07\\x1b[31m"
+    code, out, err = _main(["plan", root], capsys)
+    assert code == 0, err
+    assert "\x1b" not in out + err and "\x07" not in out + err

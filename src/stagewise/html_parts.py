@@ -20,9 +20,9 @@ def e(value: object) -> str:
 
 
 def table_html(head: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
-    """A table of header texts (escaped here) and rows of cells already written as HTML
-    (`<td>...</td>`)."""
-    head_html = "".join(f"<th>{e(h)}</th>" for h in head)
+    """A table of header cells and rows of cells, all already written as HTML (the header's
+    contents; each row's `<td>...</td>`)."""
+    head_html = "".join(f"<th>{h}</th>" for h in head)
     body = "".join("<tr>" + "".join(cells) + "</tr>" for cells in rows)
     return f"<table><thead><tr>{head_html}</tr></thead><tbody>{body}</tbody></table>"
 

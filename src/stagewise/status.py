@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from stagewise.analysis.run_checks import check_runs, flag_counts, flagged
 from stagewise.errors import StagewiseError
 from stagewise.executors.ownership import owner_alive
 from stagewise.gates.freeze import changes_since_freeze, recipes_summary
@@ -80,6 +81,8 @@ def status_of(snap: StudySnapshot, jobs: Sequence[dict[str, Any]] = ()) -> dict[
     by_stage: dict[str, Counter[str]] = {}
     for rec in records:
         by_stage.setdefault(rec.stage, Counter())[rec.status] += 1
+    budgets = {sid: st.budget_seconds for sid, st in study.stages.items()}
+    checks = check_runs(records, budgets, study.min_steps)
     stages = []
     for sp in plan.stages:
         counts = by_stage.get(sp.stage.stage_id, Counter())
@@ -106,6 +109,7 @@ def status_of(snap: StudySnapshot, jobs: Sequence[dict[str, Any]] = ()) -> dict[
                 "retrying": retrying.get(sp.stage.stage_id, []),
                 # What the stage's live driver is waiting for (a block without a node, ...).
                 "waiting": waiting.get(sp.stage.stage_id, []),
+                "flags": flag_counts(c for c in checks if c.stage == sp.stage.stage_id),
             }
         )
     gates = []
@@ -152,4 +156,7 @@ def status_of(snap: StudySnapshot, jobs: Sequence[dict[str, Any]] = ()) -> dict[
         "gates": gates,
         # Runs carried by cluster jobs (Slurm): job id and the scheduler's state.
         "jobs": list(jobs),
+        # Succeeded runs that cannot mean much (analysis.run_checks): flagged, never hidden.
+        "min_steps": study.min_steps,
+        "flagged_runs": [c.to_json() for c in flagged(checks)],
     }

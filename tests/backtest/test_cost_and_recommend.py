@@ -17,7 +17,13 @@ from stagewise.backtest.policies.base import ReplayContext
 from stagewise.backtest.recommend import recommend
 from stagewise.backtest.replay import backtest, run_costs
 from stagewise.backtest.synthetic import SyntheticSpec, synthetic_rows
-from stagewise.backtest.table import CurveRow, build_table, read_curves, write_curves
+from stagewise.backtest.table import (
+    CurveRow,
+    CurvesError,
+    build_table,
+    read_curves,
+    write_curves,
+)
 from tests.conftest import run_cli
 
 
@@ -114,6 +120,15 @@ def test_unpaired_string_run_ids_and_within_run_replays_follow_one_run() -> None
         assert np.array_equal(lv.seeds, d.levels[0].seeds)  # the same run at every level
     res = backtest(table, parse_policies("final_only,sh:eta=2"), replays=50, seed=1)
     assert res.to_json()["pairing"] == "unpaired" and res.cost_model == "continue"
+    # A paired table read as unpaired on request: each condition draws its own seeds.
+    paired_rows = synthetic_rows(SyntheticSpec(conditions=3, budgets=(1.0, 2.0), seeds=(1, 2)))
+    assert build_table(paired_rows, "p").paired
+    forced = build_table(paired_rows, "p", pairing="unpaired")
+    assert not forced.paired and forced.levels[0].n_cells == 4
+    d2 = draw(forced, 200, seed=0)
+    assert d2.levels[0].seeds.shape == (200, 3, 2)  # [replay, condition, cell]
+    with pytest.raises(CurvesError, match="use --pairing auto or unpaired"):
+        build_table(table.rows, "runs", unit="steps", pairing="paired")
 
 
 def test_few_distinct_draws_are_counted_enumerated_and_widen_intervals() -> None:

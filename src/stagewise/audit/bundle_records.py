@@ -53,13 +53,17 @@ class BundleHashes(chain.LedgerHashes):
 
 
 def load_runs(bundle: Path) -> list[RunRecord]:
-    data = json.loads((bundle / RUNS_JSON).read_text(encoding="utf-8"))
+    data = json.loads((bundle / RUNS_JSON).read_text(encoding="utf-8", errors="replace"))
     fields = RunRecord.__dataclass_fields__
     runs = []
     for row in data["runs"]:
         values = {k: row.get(k) for k in fields if k != "key"}
         values["attempts"] = values.get("attempts") or 0
         values["created_at"] = values.get("created_at") or ""
+        # The raw summary stays in the ledger; its timing (report.run_tables.TIMING_COLUMNS)
+        # travels as columns and comes back as the summary the run checks read.
+        timing = {k: row.get(k) for k in ("startup_seconds", "eval_seconds") if k in row}
+        values["summary_json"] = json.dumps(timing) if timing else None
         key = RunKey(row["stage"], row["condition_id"], int(row["seed"]), row["host"])
         runs.append(RunRecord(key=key, **values))
     return runs
@@ -68,7 +72,7 @@ def load_runs(bundle: Path) -> list[RunRecord]:
 def load_freezes(bundle: Path) -> list[FreezeRecord]:
     records = []
     for path in sorted((bundle / FROZEN_DIR).glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
         for rec in data["records"]:
             records.append((int(rec["event_seq"]), str(data["gate"]), rec))
     out = []
@@ -91,7 +95,7 @@ def load_freezes(bundle: Path) -> list[FreezeRecord]:
 
 
 def load_decisions(bundle: Path) -> list[DecisionRecord]:
-    data = json.loads((bundle / DECISIONS_JSON).read_text(encoding="utf-8"))
+    data = json.loads((bundle / DECISIONS_JSON).read_text(encoding="utf-8", errors="replace"))
     out = []
     for d in data["decisions"]:
         out.append(

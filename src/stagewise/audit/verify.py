@@ -55,6 +55,7 @@ from stagewise.audit.layout import (
     MANIFEST_CSV,
     MANIFEST_JSON,
     MANIFESTS,
+    OUTSIDE_FILES,
     README_MD,
     RECIPES_JSON,
     RUNS_CSV,
@@ -143,6 +144,17 @@ def _dumps_written(rel: str) -> bool:
     ) or (rel.startswith(f"{FROZEN_DIR}/") and rel.endswith(".json"))
 
 
+HOSTILE_INPUT = (
+    StagewiseError,
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    RecursionError,
+    OverflowError,
+)
 # What verify does not check, said in its output (and in the bundle's README).
 INFORMATIONAL = (
     f"{README_MD}: the bundle's description (not compared)",
@@ -277,6 +289,48 @@ def check_layout_bytes(bundle: Path, members: dict[str, int], report: VerifyRepo
             report.problems.append(f"{rel}: not written as a bundle writes it (edited)")
 
 
+def check_record_files(
+    bundle: Path,
+    freezes: list[FreezeRecord],
+    decisions: list[Any],
+    report: VerifyReport,
+) -> None:
+    """decisions.json and frozen/*.json hold exactly the records read from them: a field no
+    check reads (an extra key, a renamed one) is still an edit."""
+    data = load_json(bundle / DECISIONS_JSON, report)
+    shown = data.get("decisions") if isinstance(data, dict) else None
+    expected = [{**d.as_dict(), "event_seq": d.event_seq} for d in decisions]
+    if not isinstance(shown, list) or set(data) != {"decisions"}:
+        report.problems.append(f"{DECISIONS_JSON}: expected one list 'decisions'")
+    elif sorted(shown, key=lambda d: d.get("id", 0) if isinstance(d, dict) else 0) != expected:
+        report.problems.append(f"{DECISIONS_JSON}: holds more or other than its decisions")
+    by_gate: dict[str, list[FreezeRecord]] = {}
+    for f in freezes:
+        by_gate.setdefault(f.gate, []).append(f)
+    for gate, records in by_gate.items():
+        rel = frozen_file(gate)
+        want = {
+            "gate": gate,
+            "current_sha256": records[-1].sha256,
+            "records": [
+                {
+                    "kind": f.kind,
+                    "sha256": f.sha256,
+                    "canonical": f.canonical,
+                    "canonical_scrubbed": sha256_text(f.canonical) != f.sha256,
+                    "frozen_at": f.frozen_at,
+                    "post_hoc": f.post_hoc,
+                    "reason": f.reason,
+                    "results_at_freeze": f.results_at_freeze,
+                    "event_seq": f.event_seq,
+                }
+                for f in records
+            ],
+        }
+        if load_json(bundle / rel, report) != want:
+            report.problems.append(f"{rel}: holds more or other than its frozen records")
+
+
 def check_table_manifest(
     bundle: Path, study: Study, tables: list[Any], report: VerifyReport
 ) -> None:
@@ -306,6 +360,11 @@ def require(listed: set[str], rel: str, why: str, report: VerifyReport) -> None:
 
 
 # --------------------------------------------------------------------------- 2. chain
+
+
+EVENTS_KEYS = {"chain_ok_at_bundle_time", "chain_problems", "chain_head", "events"}
+EVENT_KEYS = {"seq", "ts", "kind", "subject", "payload", "prev_hash", "hash", "scrubbed", "format"}
+EVENT_HASH_KEYS = {"subject_sha256", "payload_sha256"}
 
 
 def _check_event_v3(
@@ -338,6 +397,12 @@ def _check_event_v3(
     for name in DATA_FIELDS & set(payload):
         if sha256_text(canonical_json(payload[name])) != originals[name]:
             report.problems.append(f"{where}: field {name} does not match its hash")
+    masked = sha256_text(shown_subject) != ev["subject_sha256"]
+    masked = masked or any(
+        sha256_text(canonical_json(value)) != originals[name] for name, value in payload.items()
+    )
+    if ev.get("scrubbed") is not masked:
+        report.problems.append(f"{where}: its 'scrubbed' flag says {ev.get('scrubbed')!r}")
 
 
 def check_events(
@@ -351,8 +416,13 @@ def check_events(
     proven: list[tuple[int, str, dict[str, Any]]] = []
     prev = GENESIS
     unproven = 0
+    if set(data) != EVENTS_KEYS or data.get("chain_problems") != []:
+        report.problems.append(f"{EVENTS_JSON}: holds more or other than the event log")
     for ev in data["events"]:
         try:
+            keys = EVENT_KEYS | (EVENT_HASH_KEYS if int(ev.get("format", 1)) >= 2 else set())
+            if set(ev) != keys:
+                report.problems.append(f"{EVENTS_JSON}: event {ev.get('seq')}: unexpected fields")
             seq, kind, payload = int(ev["seq"]), str(ev["kind"]), dict(ev["payload"])
             where = f"{EVENTS_JSON}: event {seq} ({kind})"
             if ev.get("prev_hash") != prev:
@@ -455,7 +525,7 @@ def check_frozen(
             stored = {
                 k: v for k, v in json.loads(rec.canonical).get("frozen").items() if k != "recipes"
             }
-            now = frozen_definition(study, gate_id)
+            now = frozen_definition(study, gate_id, executors="executors" in stored)
         except (ValueError, AttributeError, StagewiseError) as exc:
             report.problems.append(f"{frozen_file(gate_id)}: unreadable frozen record ({exc})")
             continue
@@ -481,7 +551,10 @@ def rederive(
         runs = load_runs(bundle)
         freezes = load_freezes(bundle)
         decisions = load_decisions(bundle)
-        hashes = BundleHashes(json.loads((bundle / COMMITMENTS_JSON).read_text(encoding="utf-8")))
+        commitments_data = load_json(bundle / COMMITMENTS_JSON, report)
+        if commitments_data is None:
+            return
+        hashes = BundleHashes(commitments_data)
     except (StagewiseError, OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         report.problems.append(f"cannot load the bundled study or records: {exc!s:.300}")
         return
@@ -503,8 +576,9 @@ def rederive(
     report.problems.extend(problems)
     report.commitments = len(runs) + len(freezes) + len(decisions)
     check_frozen(bundle, study, freezes, report, commitments)
+    check_record_files(bundle, freezes, decisions, report)
     check_recipes(bundle, study, runs, freezes, report)
-    check_runs_files(bundle, runs, report)
+    check_runs_files(bundle, runs, report, study)
 
     with tempfile.TemporaryDirectory(prefix="stagewise-verify-") as tmp:
         scratch = Path(tmp)
@@ -527,12 +601,25 @@ def rederive(
         check_table_manifest(bundle, study, tables, report)
         check_decisions(ctx, report)
         expected |= check_figures(bundle, ctx, scratch, hashes, report, images)
+        published = {f"{STUDY_DIR}/{p.relpath}" for p in ctx.published}
+    # Every other file a bundle holds: the fixed ones, the study's inputs, one record per frozen
+    # gate. Anything else listed in the manifest is a file no bundle holds.
+    known = {
+        *FIXED_FILES,
+        RECIPES_JSON,
+        f"{STUDY_DIR}/{study.matrix_file}",
+        *(f"{STUDY_DIR}/{name}" for name in OUTSIDE_FILES),
+        *(frozen_file(f.gate) for f in freezes),
+        *published,
+    }
     for rel in sorted(listed):
         if rel.startswith((f"{TABLES_DIR}/", f"{FIGURES_DIR}/")) and rel not in expected:
             if rel.startswith(NOT_REDERIVABLE):
                 report.notes.append(f"{rel}: drawn from run logs the bundle does not hold")
             else:
                 report.problems.append(f"{rel}: the bundled results do not give this file")
+        elif not rel.startswith((f"{TABLES_DIR}/", f"{FIGURES_DIR}/")) and rel not in known:
+            report.problems.append(f"{rel}: not a file a bundle holds")
 
 
 def verify_bundle(bundle: Path, expect: str | None = None, *, images: bool = True) -> VerifyReport:
@@ -546,11 +633,18 @@ def verify_bundle(bundle: Path, expect: str | None = None, *, images: bool = Tru
     members = scan_members(bundle, report)
     if members is None:
         return report
-    listed = check_manifest(bundle, members, report)
-    for rel in FIXED_FILES:
-        require(listed, rel, "every bundle has it", report)
-    check_layout_bytes(bundle, members, report)
-    proven = check_events(bundle, report, expect)
-    rederive(bundle, listed, proven, report, images)
+    try:
+        listed = check_manifest(bundle, members, report)
+        for rel in FIXED_FILES:
+            require(listed, rel, "every bundle has it", report)
+        check_layout_bytes(bundle, members, report)
+        proven = check_events(bundle, report, expect)
+        rederive(bundle, listed, proven, report, images)
+    except HOSTILE_INPUT as exc:
+        # Fail closed: whatever a hand-made bundle holds, verify answers with a problem, never
+        # with a crash (and never with OK).
+        report.problems.append(
+            f"the bundle cannot be read as a stagewise bundle ({type(exc).__name__}: {exc!s:.200})"
+        )
     report.unchecked[:0] = list(INFORMATIONAL)
     return report

@@ -28,6 +28,7 @@ from stagewise.ledger.masking import mask_paths, mask_value
 from stagewise.report.context import ReportContext
 from stagewise.report.figure_data import FIGURE_DATA
 from stagewise.report.figures import matplotlib_version, render_figures
+from stagewise.report.run_tables import run_row
 from stagewise.report.tables import RUN_COLUMNS, Table
 
 TOLERANCE = 1e-9
@@ -78,14 +79,14 @@ def compare_table(bundle: Path, table: Table, report: VerifyReport) -> None:
     # Byte for byte, as the bundle writes it: every byte of a table is derived, so any edit
     # is a difference (the per-cell messages above say where, within TOLERANCE).
     expected = _as_bundled(table, bundled)
-    if (bundle / rel).read_text(encoding="utf-8") != expected.to_json():
+    if (bundle / rel).read_text(encoding="utf-8", errors="replace") != expected.to_json():
         report.problems.append(f"{rel}: differs from the re-derived table (byte for byte)")
     csv_rel = table_csv(table.name)
     csv_path = bundle / csv_rel
     if table.rows:
         if not csv_path.is_file():
             report.problems.append(f"{csv_rel}: missing")
-        elif csv_path.read_text(encoding="utf-8") != expected.to_csv():
+        elif csv_path.read_text(encoding="utf-8", errors="replace") != expected.to_csv():
             report.problems.append(f"{csv_rel}: differs from the re-derived table")
     report.rederived += 1
 
@@ -121,13 +122,22 @@ def check_summary_ledger_rows(bundle: Path, report: VerifyReport) -> None:
         report.problems.append(f"{rel}: event chain {items['event chain']!r}")
 
 
-def check_runs_files(bundle: Path, runs: list[RunRecord], report: VerifyReport) -> None:
+def check_runs_files(
+    bundle: Path, runs: list[RunRecord], report: VerifyReport, study: Any = None
+) -> None:
     """results/runs.csv must say exactly what results/runs.json says."""
-    rows = [{c: getattr(r, c) for c in RUN_COLUMNS} for r in runs]
+    rows = [run_row(r, study) for r in runs]
     table = Table("runs", "Runs", list(RUN_COLUMNS), rows)
     path = bundle / RUNS_CSV
-    if path.is_file() and path.read_text(encoding="utf-8") != table.to_csv():
+    if path.is_file() and path.read_text(encoding="utf-8", errors="replace") != table.to_csv():
         report.problems.append(f"{RUNS_CSV}: differs from {RUNS_JSON}")
+    # results/runs.json itself holds exactly these rows and columns: a renamed column or an
+    # extra field that no check reads is still an edit.
+    from stagewise.audit.bundle import dumps
+
+    text = (bundle / RUNS_JSON).read_text(encoding="utf-8", errors="replace")
+    if text != dumps({"columns": list(RUN_COLUMNS), "runs": rows}):
+        report.problems.append(f"{RUNS_JSON}: holds more or other than its runs' fields")
 
 
 def check_decisions(ctx: ReportContext, report: VerifyReport) -> None:
@@ -237,9 +247,9 @@ def check_figures(
             continue
         if fresh.suffix in (".json", ".csv"):
             # Figure data byte for byte, as the bundle writes it (paths masked).
-            ok = mask_paths(fresh.read_text(encoding="utf-8")) == bundled.read_text(
-                encoding="utf-8"
-            )
+            ok = mask_paths(
+                fresh.read_text(encoding="utf-8", errors="replace")
+            ) == bundled.read_text(encoding="utf-8")
         else:
             ok = _same_bytes(fresh, bundled)
         if not ok:

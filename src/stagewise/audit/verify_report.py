@@ -43,7 +43,7 @@ class VerifyReport:
 
 def load_json(path: Path, report: VerifyReport) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8", errors="replace"))
     except (OSError, ValueError, RecursionError) as exc:
         # ValueError covers bad UTF-8, bad JSON and integers over Python's digit limit;
         # RecursionError JSON nested deeper than the parser goes.

@@ -129,7 +129,7 @@ def render_section(data: SectionData) -> str:
         )
         for r in data.rows
     ]
-    out.append(table_html(head, rows))
+    out.append(table_html([e(h) for h in head], rows))
     accuracy = data.figure.with_name("decision_accuracy.png") if data.figure else None
     if accuracy is not None and accuracy.is_file():
         out.append(

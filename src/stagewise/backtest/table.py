@@ -347,7 +347,7 @@ def build_table(
             bad = budgets[int(np.flatnonzero(~complete)[0])]
             raise CurvesError(
                 f"{source}: {column}={bad:g} has no seed-host cell that holds every condition; "
-                "a paired back-test needs one (omit --paired: the table is then unpaired)"
+                "a paired back-test needs one (use --pairing auto or unpaired)"
             )
     else:
         paired = False

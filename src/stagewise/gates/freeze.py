@@ -58,10 +58,17 @@ def _gate(study: Study, gate_id: str) -> Gate:
 
 
 def frozen_definition(
-    study: Study, gate_id: str, recipes: dict[str, Recipe] | None = None
+    study: Study,
+    gate_id: str,
+    recipes: dict[str, Recipe] | None = None,
+    *,
+    executors: bool = True,
 ) -> dict[str, Any]:
     """The part of a gate that may not change once frozen; with `recipes` (format 2), the
-    sha256 of each condition's resolved recipe too."""
+    sha256 of each condition's resolved recipe too; with `executors`, the executor kind of each
+    host block its stages run on (a block switched to `external` after the freeze could take
+    made-up results). Records frozen before that key existed are compared without it
+    (`executors=False`), so they keep their sha256."""
     from stagewise.gates.evaluate import rule_targets
 
     gate = _gate(study, gate_id)
@@ -71,8 +78,13 @@ def frozen_definition(
         if recipes is not None
         else {}
     )
+    hosts = sorted({h for sid in gate.stages for h in study.stages[sid].hosts})
+    executor_part = (
+        {"executors": {h: str(study.hosts[h].executor) for h in hosts}} if executors else {}
+    )
     return {
         **recipe_part,
+        **executor_part,
         "gate": gate_id,
         "definition": gate.raw,
         "reference": study.reference,
@@ -311,7 +323,7 @@ def changes_against(
     stored = parse(record)
     now = _stage_plan(study, candidates, gate_id)
     old_rules = {k: v for k, v in stored.get("frozen", {}).items() if k != "recipes"}
-    new_rules = frozen_definition(study, gate_id)
+    new_rules = frozen_definition(study, gate_id, executors="executors" in old_rules)
     changes: list[str] = []
     if canonical_json(old_rules) != canonical_json(new_rules):
         changes = _diff(old_rules, new_rules) or ["the frozen definition differs"]
@@ -338,6 +350,8 @@ def freeze(
     _gate(study, gate_id)
     current = ledger.current_freeze(gate_id)
     where = f"`stagewise freeze {study.root} {gate_id} --amend --reason ...`"
+    plan = _stage_plan(study, build_plan(study, ledger).candidates, gate_id)
+    warnings = tuple(freeze_warnings(study, gate_id, plan))
     if amend:
         if current is None:
             raise FrozenRuleMismatch(
@@ -349,14 +363,12 @@ def freeze(
     elif current is not None:
         changes = changes_since_freeze(study, ledger, gate_id)
         if not changes:
-            return FreezeOutcome(current, created=False)
+            return FreezeOutcome(current, created=False, warnings=warnings)
         raise FrozenRuleMismatch(
             f"gate {gate_id} was frozen at {current.frozen_at} (sha256 {current.sha256[:12]}) and "
             f"has changed since ({'; '.join(changes)}); record the change as an amendment: {where}"
         )
-    plan = _stage_plan(study, build_plan(study, ledger).candidates, gate_id)
     require_data(study, gate_id)
-    warnings = tuple(freeze_warnings(study, gate_id, plan))
     recipes = RecipeResolver(study).recipes(recipe_conditions(study, plan))
     definition = frozen_definition(study, gate_id, recipes)
     previous = ledger.freezes()

@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
+from stagewise.bounds import parse_problem, read_input_text
 from stagewise.errors import DecisionError
 from stagewise.ledger import DecisionRecord, Ledger
 from stagewise.plan import build_plan
@@ -45,6 +46,13 @@ def decide_manually(
     if len(set(resolved)) != len(resolved):
         raise DecisionError(f"--promote: a condition is listed twice in {ids}")
     gate = study.gates[gate_id]
+    frozen = ledger.current_freeze(gate_id)
+    if not resolved and gate.kind == "confirm" and frozen is not None:
+        # An empty decision would silently overrule the frozen confirmation with "nothing".
+        raise DecisionError(
+            f"--promote names no condition, but gate {gate_id} is a confirm gate frozen at "
+            f"{frozen.frozen_at} (sha256 {frozen.sha256[:12]}); name the conditions it confirms"
+        )
     candidates = build_plan(study, ledger).gate_candidates(gate)
     if candidates is None:
         feeders = sorted({g for s in gate.stages if (g := study.stages[s].candidates.gate)})
@@ -79,7 +87,10 @@ def withdraw(ledger: Ledger, study: Study, gate_id: str, reason: str) -> Decisio
 
 def apply_outside_decisions(study: Study, ledger: Ledger, path: Path) -> list[DecisionRecord]:
     """Record the decisions of a study's `outside_decisions.toml` (paper06's published gates)."""
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = tomllib.loads(read_input_text(path, DecisionError))
+    except (RecursionError, ValueError) as exc:  # TOMLDecodeError is a ValueError
+        raise DecisionError(f"{path}: invalid TOML: {parse_problem(exc) or exc}") from None
     source = data.get("source")
     return [
         decide_manually(

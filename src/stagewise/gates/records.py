@@ -10,8 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from stagewise.analysis.run_checks import RunCheck
 from stagewise.gates.results import (
     CONDITION_KEYS,
     INTERVAL_KEYS,
@@ -27,6 +31,7 @@ from stagewise.paths import safe_join
 __all__ = [
     "CONFIDENCE_COLUMNS",
     "DECISIONS_DIR",
+    "GateRecord",
     "gate_csv",
     "gate_json",
     "gate_markdown",
@@ -50,8 +55,34 @@ CONFIDENCE_COLUMNS = (
 Cell = str | int | float | bool
 
 
-def gate_json(result: GateResult) -> str:
-    return json.dumps(result.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+@dataclass(frozen=True)
+class GateRecord:
+    """A gate applied by one call, as its records and `stagewise gate --json` show it: the
+    result, whether this call recorded the decision, and the runs flagged among those counted."""
+
+    result: GateResult
+    recorded: bool = True
+    dry_run: bool = False
+    min_steps: int = 0
+    checks: Sequence[RunCheck] = ()
+
+    @property
+    def flagged(self) -> tuple[RunCheck, ...]:
+        return tuple(c for c in self.checks if c.flags)
+
+    def to_json(self) -> dict[str, Any]:
+        """The `stagewise gate --json` object: the result's JSON, then what this call did."""
+        return {
+            **self.result.to_json(),
+            "decision_recorded": self.recorded,
+            "dry_run": self.dry_run,
+            "min_steps": self.min_steps,
+            "flagged_runs": [c.to_json() for c in self.flagged],
+        }
+
+
+def gate_json(record: GateRecord) -> str:
+    return json.dumps(record.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def _confidence_cells(c: ConditionResult) -> list[Cell]:
@@ -63,7 +94,8 @@ def _confidence_cells(c: ConditionResult) -> list[Cell]:
     return ["" if v is None else v for v in out]
 
 
-def gate_csv(result: GateResult) -> str:
+def gate_csv(record: GateRecord) -> str:
+    result = record.result
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     with_conf = result.confidence is not None
@@ -130,8 +162,9 @@ def confidence_markdown(result: GateResult, conf: GateConfidence) -> list[str]:
     return [*lines, ""]
 
 
-def gate_markdown(result: GateResult) -> str:
-    r, freeze = result, result.freeze
+def gate_markdown(record: GateRecord) -> str:
+    r = record.result
+    freeze = r.freeze
     lines = [
         f"# Gate {r.gate} ({r.kind})",
         "",
@@ -218,6 +251,14 @@ def gate_markdown(result: GateResult) -> str:
                 f"{d.published} ({d.table}); {PRECISION_NOTE}, so the last printed digit can "
                 "differ"
             )
+    if record.flagged:
+        lines += [
+            "",
+            "## Flagged runs (ranked all the same: read their numbers with care)",
+            "",
+        ]
+        for check in record.flagged:
+            lines.append(f"- {check.run}: {', '.join(check.flags)}: {'; '.join(check.notes)}")
     lines += [
         "",
         "Numbers are unrounded in the JSON and CSV records; this page shows six decimals.",
@@ -231,11 +272,11 @@ def record_paths(folder: Path, gate_id: str) -> tuple[Path, ...]:
     return tuple(safe_join(folder, f"{gate_id}.{suffix}") for suffix in ("json", "csv", "md"))
 
 
-def write_records(folder: Path, result: GateResult) -> tuple[Path, ...]:
-    paths = record_paths(folder, result.gate)  # the gate id is a file name: checked first
+def write_records(folder: Path, record: GateRecord) -> tuple[Path, ...]:
+    paths = record_paths(folder, record.result.gate)  # the gate id is a file name: checked first
     folder.mkdir(parents=True, exist_ok=True)
     for path, render in zip(paths, (gate_json, gate_csv, gate_markdown), strict=True):
         tmp = path.with_suffix(f"{path.suffix}.tmp")
-        tmp.write_text(render(result), encoding="utf-8")
+        tmp.write_text(render(record), encoding="utf-8")
         tmp.replace(path)
     return paths

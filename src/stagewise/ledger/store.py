@@ -112,6 +112,14 @@ class Ledger(RunsTable, GateRecords, JobsTable):
         such a folder on purpose: the old file is kept aside and the new chain records why."""
         folder = Path(folder)
         path = folder / LEDGER_FILE
+        if path.is_symlink() or any(
+            p.is_symlink() for p in (path.with_name(path.name + s) for s in ("-wal", "-shm"))
+        ):
+            # The ledger is the study's own file: a link would make every write land elsewhere.
+            raise LedgerError(
+                f"{path}: is a symbolic link (to {os.path.realpath(path)}); the ledger must be a "
+                "file inside the study folder; nothing was read or written"
+            )
         if new_ledger is not None:
             return cls._start_over(folder, path, new_ledger)
         empty = path.is_file() and path.stat().st_size == 0
@@ -149,6 +157,10 @@ class Ledger(RunsTable, GateRecords, JobsTable):
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
+            if "full" in str(exc):
+                raise LedgerError(
+                    f"{path}: disk full ({exc}); nothing was recorded; free space and rerun"
+                ) from None
             raise LedgerError(f"{path}: not a usable SQLite ledger ({exc})") from None
         if version == 0 and had_content:
             conn.close()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from stagewise.analysis.published import covered_stages, outside_freezes
 from stagewise.gates.budget import BudgetResult
 from stagewise.gates.results import GateResult
 from stagewise.gates.sensitivity import SensitivityGrid
@@ -131,6 +132,8 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
 def report_context(snap: StudySnapshot) -> ReportContext:
     """What the report shows of a snapshot: each gate with what is still missing, in words."""
     published = load_published_tables(snap.study)
+    frozen_outside = outside_freezes(published)  # gates written down before their stages
+    covered = covered_stages(snap.study, published)  # stages known from a published summary
     views = []
     for g in snap.gates:
         pending = []
@@ -142,15 +145,16 @@ def report_context(snap: StudySnapshot) -> ReportContext:
             sensitivity = g.sensitivity
             if g.sensitivity_note:
                 pending.append(f"sensitivity not available: {g.sensitivity_note}")
-        if not g.freezes:
+        if not g.freezes and g.gate_id not in frozen_outside:
             pending.append("rule not frozen yet")
         if g.changes_since_freeze:
             pending.append(
                 "study.toml differs from the frozen rule (stagewise gate refuses it until an "
                 "amendment is frozen): " + "; ".join(g.changes_since_freeze)
             )
-        if not g.cells:
-            pending.append(f"no results yet for {', '.join(g.gate.stages)}")
+        missing = [s for s in g.gate.stages if s not in covered]
+        if not g.cells and missing:
+            pending.append(f"no results yet for {', '.join(missing)}")
         if g.active is None:
             pending.append("no decision recorded")
         views.append(
