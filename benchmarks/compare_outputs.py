@@ -11,7 +11,8 @@ path) over three studies and writes every output, normalised, into one folder:
   timed, so it is made once and copied for every capture), the same commands on its gates.
 
 What legitimately differs between two captures, and only that, is normalised:
-- the temporary folders' absolute paths (`<STUDY>`, `<REPORT>`, `<BUNDLE>`);
+- the temporary folders' absolute paths (`<STUDY>`, `<REPORT>`, `<BUNDLE>`) and the source
+  tree's (`<SRC>`: a library warning on stderr names the file that raised it);
 - UTC timestamps written by the ledger (`<TS>`), and every 64-hex-digit sha256 (`<H1>`, `<H2>`,
   ... numbered by first appearance in each file, so equal hashes stay equal): event hashes, the
   chain head and the manifests' file hashes cover the timestamps; every hashed file is itself
@@ -108,6 +109,7 @@ class Capture:
 
     def study_outputs(self, name: str, root: Path, gates: list[str], work: Path) -> None:
         self.paths = {
+            str(self.src): "<SRC>",  # a warning names the source file that raised it
             str(root.resolve()): "<STUDY>",
             str(root): "<STUDY>",
             str(work / "report"): "<REPORT>",
