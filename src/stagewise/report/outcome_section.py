@@ -154,7 +154,7 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
         + "; ".join(_rules_for(view, c["condition_id"], c.get("role", "")))
         for c in bad
     ]
-    stopped += [f"{c.get('label')}: {'; '.join(_findings(view, c))}" for c in ref_bad]
+    stopped += ["; ".join(_findings(view, c)) for c in ref_bad]
     return lead, stopped
 
 
@@ -190,8 +190,12 @@ def _findings(view: GateView, row: dict[str, Any]) -> list[str]:
                 label=label,
                 threshold=f"{threshold:g}" if isinstance(threshold, int | float) else "its",
             )
-            # The rule's measurement only ("rank 1 in 3/4 cells"), after its description.
-            out.append(f"{text} ({reason.text.rsplit(': ', 1)[-1]})")
+            # The rule's measurement only ("rank 1 in 3/4 cells"): after its description and
+            # without the declared reason the text carries at its end.
+            found = reason.text.rsplit(": ", 1)[-1]
+            if reason.declared and found.endswith(f" ({reason.declared})"):
+                found = found[: -len(f" ({reason.declared})")]
+            out.append(f"{text} ({found})")
     return out or [f"{label} did not meet the gate's rules"]
 
 
