@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Annotated
@@ -65,6 +66,18 @@ worker_cmd.register(app)
 doctor_cmd.register(app)
 
 
+def os_error_message(exc: OSError) -> str:
+    where = exc.filename or "a file"
+    if exc.errno == errno.ENOSPC:
+        return f"{where}: disk full; free space and rerun (what was recorded before is kept)"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"{where}: not writable ({exc.strerror}); the study folder is read-only here: copy "
+            "it somewhere writable, or give --out a writable folder"
+        )
+    return f"{where}: {exc.strerror or exc}"
+
+
 def main() -> None:
     """Run the CLI; user errors print one line (exit 2), `--debug` shows the traceback."""
     argv = sys.argv[1:]
@@ -90,6 +103,13 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        # The machine refused a write or a read (a read-only study, a full disk): the user's to
+        # fix, so one line with the file and what to do, exit 2.
+        if debug:
+            raise
+        err_console.print(f"error: {os_error_message(exc)}", markup=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as exc:  # the last line of defence against tracebacks
         if debug:
             raise

@@ -12,7 +12,12 @@ import shutil
 import subprocess
 
 from stagewise.errors import ExecutorError, LedgerError
-from stagewise.executors.slurm_support import SLURM_CALL_TIMEOUT, Measured, submitit_parameters
+from stagewise.executors.slurm_support import (
+    SLURM_CALL_TIMEOUT,
+    Measured,
+    partition_shortage,
+    submitit_parameters,
+)
 from stagewise.ledger import Ledger
 from stagewise.study.model import Host, Study
 from stagewise.study.slurm_options import SlurmOptions
@@ -60,8 +65,10 @@ def test_submission(host: Host, options: SlurmOptions, timeout: float = SLURM_CA
         ) from None
     if proc.returncode != 0:
         words = " ".join(line.strip() for line in proc.stderr.splitlines() if line.strip())
+        short = partition_shortage(options.partition, options.cpus_per_task, options.mem_gb)
         raise ExecutorError(
             f"hosts.{host.name}: Slurm refused the job settings: {words or proc.returncode}"
+            + (f"; {short}: lower it, or use a partition with bigger nodes" if short else "")
         )
 
 

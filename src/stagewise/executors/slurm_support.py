@@ -195,6 +195,37 @@ def partition_nodes(partition: str | None, timeout: float = SLURM_CALL_TIMEOUT) 
     return sorted({line.strip() for line in proc.stdout.splitlines() if line.strip()})
 
 
+def partition_shortage(
+    partition: str | None,
+    cpus: int | None,
+    mem_gb: float | None,
+    timeout: float = SLURM_CALL_TIMEOUT,
+) -> str | None:
+    """Which resource no node of the partition has enough of for one job (from `sinfo`), in
+    words naming the host setting to lower; None when none is short or sinfo cannot tell."""
+    argv = ["sinfo", "-h", "-N", "-o", "%c|%m"] + (["-p", partition] if partition else [])
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    nodes = []
+    for line in proc.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            nodes.append((int(parts[0]), int(parts[1])))
+    if not nodes:
+        return None
+    where = f"partition {partition}" if partition else "the default partition"
+    short = []
+    most_cpus = max(c for c, _ in nodes)
+    if cpus is not None and cpus > most_cpus:
+        short.append(f"CPU (its nodes have at most {most_cpus}; cpus_per_task = {cpus})")
+    most_mb = max(m for _, m in nodes)
+    if mem_gb is not None and mem_gb * 1024 > most_mb:
+        short.append(f"memory (its nodes have at most {most_mb} MB; mem_gb = {mem_gb:g})")
+    return f"short on {where}: {'; '.join(short)}" if short else None
+
+
 def shared_folder_problem(folder: Path, nodes: Sequence[str]) -> str | None:
     """Why the compute nodes cannot see `folder`, when that is certain before submitting:
     it lives in memory on this machine (tmpfs) and the nodes are other machines."""
@@ -229,6 +260,7 @@ __all__ = [
     "parse_scontrol",
     "parse_squeue",
     "partition_nodes",
+    "partition_shortage",
     "read_outcome",
     "run_seconds",
     "scontrol_show",
