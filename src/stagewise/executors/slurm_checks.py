@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 
 from stagewise.errors import ExecutorError, LedgerError
 from stagewise.executors.slurm_support import (
@@ -21,6 +22,10 @@ from stagewise.executors.slurm_support import (
 from stagewise.ledger import Ledger
 from stagewise.study.model import Host, Study
 from stagewise.study.slurm_options import SlurmOptions
+
+NODES_NOT_READY = "Requested node configuration is not available"
+NODE_SETTLE_TRIES = 4  # sbatch --test-only tries while the nodes may still be registering
+NODE_SETTLE_SECONDS = 5.0
 
 
 def check_slurm() -> None:
@@ -55,9 +60,16 @@ def test_submission(host: Host, options: SlurmOptions, timeout: float = SLURM_CA
     for name, value in options.sbatch.items():
         argv.append(f"--{name}" if value is True else f"--{name}={value}")
     try:
-        proc = subprocess.run(
-            argv, input="#!/bin/sh\ntrue\n", capture_output=True, text=True, timeout=timeout
-        )
+        for attempt in range(NODE_SETTLE_TRIES):
+            proc = subprocess.run(
+                argv, input="#!/bin/sh\ntrue\n", capture_output=True, text=True, timeout=timeout
+            )
+            # A controller that just restarted answers this until its nodes register again;
+            # a request no node could ever hold says the same, and is refused after the tries.
+            if proc.returncode == 0 or NODES_NOT_READY not in proc.stderr:
+                break
+            if attempt + 1 < NODE_SETTLE_TRIES:
+                time.sleep(NODE_SETTLE_SECONDS)
     except subprocess.TimeoutExpired:
         raise ExecutorError(
             f"hosts.{host.name}: Slurm did not answer `sbatch --test-only` in {timeout:.0f}s; "
