@@ -35,7 +35,7 @@ class StageStatus:
         if self.state == PUBLISHED_ONLY:
             return (
                 f"{self.stage}: published summary only ({', '.join(self.published)}); "
-                "its cells are not in this study"
+                "its cells are not recorded in this study"
             )
         if self.state == CELLS:
             total = self.planned if self.planned is not None else "?"
@@ -93,7 +93,7 @@ def results_sentence(statuses: Sequence[StageStatus]) -> str:
     if published:
         parts.append(
             f"{_list([s.stage for s in published])} are known from published summaries only "
-            "(their cells are not in this study)"
+            "(their cells are not recorded in this study)"
         )
     if nothing:
         parts.append(f"{_list([s.stage for s in nothing])} have no results yet")
