@@ -38,8 +38,9 @@ class StageStatus:
                 "its cells are not recorded in this study"
             )
         if self.state == CELLS:
-            total = self.planned if self.planned is not None else "?"
-            return f"{self.stage}: cells, {self.succeeded}/{total} runs recorded"
+            if self.planned is None:
+                return f"{self.stage}: cells, {self.succeeded} runs recorded"
+            return f"{self.stage}: cells, {self.succeeded}/{self.planned} runs recorded"
         if self.planned is None:
             return f"{self.stage}: nothing yet (candidates wait for a gate)"
         return f"{self.stage}: nothing yet (0/{self.planned} runs)"
