@@ -12,6 +12,7 @@ import json
 import shutil
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from stagewise.gates.freeze import freeze
 from stagewise.ledger import Ledger
 from stagewise.ledger.core import HEAD_FILE
 from stagewise.study import load_study
+from tests.conftest import run_cli
 
 GREEDY = "p06_greedy_winner"
 
@@ -315,3 +317,145 @@ def test_i9_an_empty_manual_decision_over_a_frozen_confirm_gate_is_refused(
     )
     with Ledger.open(study, create=False) as ledger:
         assert len(ledger.decisions()) == before
+
+
+# --------------------------------------------------------------------------- item 10
+
+
+def _write_file(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_i10_every_bad_input_is_one_line_and_exit_2(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = _copy(p06, tmp_path)
+    toml = (study / "study.toml").read_text(encoding="utf-8")
+    header = (study / "results" / "stage3_12h.csv").read_text(encoding="utf-8").splitlines()[0]
+    cases: list[tuple[list[object], str, Callable[[], None] | None]] = [
+        (
+            ["import", study, _write_file(tmp_path / "long.csv", f"{header}\n{'x' * 140_000}\n")],
+            "field larger than field limit",
+            None,
+        ),
+        (
+            [
+                "import",
+                study,
+                _write_file(tmp_path / "n.json", '[{"val_bpb": ' + "1" * 5000 + "}]"),
+            ],
+            "number too long",
+            None,
+        ),
+        (["import", study, "/dev/zero"], "not a regular file", None),
+    ]
+    for argv, needle, _ in cases:
+        _refused(_main([str(a) for a in argv], capsys), needle)
+    for text, needle in (
+        (toml + "\n[deep]\nx = " + "[" * 500 + "]" * 500 + "\n", "nested too deeply"),
+        (toml + "\n[huge]\nx = " + "9" * 4301 + "\n", "number too long"),
+    ):
+        (study / "study.toml").write_text(text, encoding="utf-8")
+        _refused(_main(["validate", study], capsys), "invalid TOML", needle)
+    (study / "study.toml").write_text(toml, encoding="utf-8")
+    matrix = study / "matrix.csv"
+    lines = matrix.read_text(encoding="utf-8").splitlines()
+    matrix.write_text(lines[0] + "\n" + lines[1] + ',"' + "x" * 140_000 + '"\n', encoding="utf-8")
+    _refused(_main(["validate", study], capsys), "cannot read the matrix", "field limit")
+
+
+def test_i10_a_read_only_study_and_a_full_disk_are_one_line(
+    p06: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import pathlib
+
+    study = _copy(p06, tmp_path)
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    with monkeypatch.context() as m:  # what a read-only mount does to every write
+        m.setattr(pathlib.Path, "mkdir", refuse)
+        _refused(_main(["report", study], capsys), "not writable", "read-only")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as m:
+        m.setattr(sqlite3, "connect", full)
+        _refused(_main(["status", study], capsys), "disk full")
+
+
+def test_i10_a_bundle_killed_midway_leaves_nothing_that_blocks_the_next(
+    p06: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "B"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stagewise", "bundle", str(p06), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".B.partial-*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert list(tmp_path.glob(".B.partial-*")), "the bundle is written beside its folder"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # never a half-written bundle under the name asked for
+    done = run_cli("bundle", p06, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert (out / "MANIFEST.json").is_file() and not list(tmp_path.glob(".B.partial-*"))
+
+
+# --------------------------------------------------------------------------- item 11
+
+
+def test_i11_ids_differing_only_in_case_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import MATRIX, STUDY, write_study
+
+    for name, study, matrix, needles in (
+        ("cond", STUDY, MATRIX.replace(",c_b,", ",C_A,"), ("'c_a'", "'C_A'", "only in case")),
+        (
+            "gate",
+            STUDY.replace("[gates.g1]", "[gates.G1]")
+            + STUDY[STUDY.index("[gates.g1]") : STUDY.index("[stages.s2]")],
+            MATRIX,
+            ("[gates.g1]", "G1", "only in case"),
+        ),
+        (
+            "host",
+            STUDY.replace(
+                'hosts = ["block-a", "block-b"]', 'hosts = ["block-a", "Block-A"]', 1
+            ).replace("[hosts.block-b]", "[hosts.Block-A]"),
+            MATRIX,
+            ("Block-A", "block-a", "only in case"),
+        ),
+    ):
+        root = write_study(tmp_path / name, study, matrix)
+        _refused(_main(["validate", root], capsys), *needles)
+
+
+def test_i11_control_characters_in_labels_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import MATRIX, STUDY, write_study
+
+    osc = "\x1b]0;owned\x07"
+    root = write_study(tmp_path / "s", STUDY, MATRIX.replace("b,c_b", f"b{osc}\x1b[31m,c_b"))
+    Ledger.open(root).close()
+    study = load_study(root)
+    label = study.condition("c_b").label
+    assert "\x1b" not in label and "\x07" not in label
+    assert label == "b\\x1b]0;owned\\x07\\x1b[31m"
+    code, out, err = _main(["plan", root], capsys)
+    assert code == 0, err
+    assert "\x1b" not in out + err and "\x07" not in out + err

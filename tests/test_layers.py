@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "stagewise.paths",  # safe ids and paths, the run-folder layout
             "stagewise.model_size",  # the runner's parameter count from shapes (gates cost by it)
             "stagewise.bounds",  # numeric bounds
+            "stagewise.words",  # counts and small figures as a person reads them
             "stagewise.examples",  # shipped example data (no code above this layer)
             "stagewise.tested_set",  # the tested versions (constraints.txt, package data)
         ),

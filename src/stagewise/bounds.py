@@ -10,7 +10,10 @@ states them.
 from __future__ import annotations
 
 import math
+import os
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from stagewise.defaults import (
@@ -96,6 +99,7 @@ EXECUTOR_OPTIONS: dict[str, Option] = {
     "startup_seconds": Option("float", 0, BUDGET_MAX_SECONDS),
     "timeout_seconds": Option("float", 0, BUDGET_MAX_SECONDS),  # token/step-budget runs
     "warm_workers": Option("bool"),  # false: one fresh process per run, as custom trainers
+    "min_steps": Option("int", 0, INT64_MAX),  # fewer optimizer steps: the run is too_short
 }
 
 
@@ -239,3 +243,47 @@ __all__ = [
     "option_problem",
     "seed_problem",
 ]
+
+
+# ---------------------------------------------------------------------------- input files
+# A study file, a matrix, a results file: text a person wrote or a tool exported. Larger than
+# this is not one of them (and reading /dev/zero or a FIFO must end, with one line).
+MAX_INPUT_BYTES = 256 * 1024 * 1024
+
+
+def read_input_text(path: Path, error: type[Exception], encoding: str = "utf-8") -> str:
+    """The text of a user's input file, refused unless it is a regular file of bounded size
+    (a device, a FIFO or a folder named as a results file is a one-line error, not a hang)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise error(f"{path}: {kind}; expected a text file")
+    if st.st_size > MAX_INPUT_BYTES:
+        raise error(f"{path}: {st.st_size} bytes, over the {MAX_INPUT_BYTES}-byte input limit")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror})") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise error(f"{path}: over the {MAX_INPUT_BYTES}-byte input limit")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def parse_problem(exc: BaseException) -> str | None:
+    """What a TOML/JSON/CSV parser's non-syntax failure means, in words (None: not one)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read"
+    if isinstance(exc, ValueError) and "digits" in str(exc):
+        return f"a number too long to read ({str(exc).split(';')[0]})"
+    if type(exc).__name__ == "Error" and type(exc).__module__ == "_csv":
+        return f"{exc} (a CSV field that long is not a value)"
+    return None

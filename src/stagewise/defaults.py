@@ -15,6 +15,9 @@ DEVICE_BATCH_SIZE = 128  # autoresearch's rows per forward/backward on an H100
 EVAL_TOKENS = 40 * 524288  # autoresearch's ~21M validation tokens: a val_bpb stable to ~1e-3
 TIME_BUDGET = 300.0  # autoresearch's fixed budget: 5 minutes of training
 SEED = 42  # autoresearch seeds torch with 42
+# Fewer optimizer steps than this and a run's val_bpb says more about its initialisation than
+# its recipe: the run is flagged `too_short` (`[runner] min_steps` overrides it; 0 turns it off).
+MIN_STEPS = 20
 
 
 def model_dim_for(depth: int, aspect_ratio: int, head_dim: int = HEAD_DIM) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from stagewise.errors import StudyError
@@ -38,6 +39,29 @@ def id_problem(value: object) -> str | None:
     if _ID.fullmatch(value) is None or ".." in value:
         return f"expected {ID_RULE}, but got {value!r}"
     return None
+
+
+def case_collision(ids: Iterable[str]) -> tuple[str, str] | None:
+    """Two ids that differ only in case (`ref`/`Ref`): the same file on a case-insensitive
+    file system (macOS, Windows), so one would overwrite the other's records."""
+    seen: dict[str, str] = {}
+    for value in ids:
+        folded = value.casefold()
+        if folded in seen and seen[folded] != value:
+            return seen[folded], value
+        seen.setdefault(folded, value)
+    return None
+
+
+def visible(text: str) -> str:
+    """`text` with every control character written as an escape (`\\x1b`): a free-text label
+    must not drive a terminal (ESC, OSC sequences) nor make an SVG figure invalid XML."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
 
 
 def is_safe_id(value: object) -> bool:
@@ -87,11 +111,13 @@ __all__ = [
     "ID_MAX_LENGTH",
     "ID_PATTERN",
     "ID_RULE",
+    "case_collision",
     "check_id",
     "id_problem",
     "is_safe_id",
     "out_folder_problem",
     "safe_join",
+    "visible",
 ]
 
 
@@ -103,8 +129,10 @@ RUN_OUT = "out"  # the runner's --out: summary.json, loss log, checkpoint
 
 def run_dir(study_root: Path, stage: str, condition_id: str, seed: int, host: str) -> Path:
     """`<study>/runs/<stage>/<condition>/seed<seed>-<host>/`: train.log and out/ live here."""
-    # Joined from the study root: a `runs/` that is a link out of the study is refused too.
-    return safe_join(Path(study_root), RUNS_DIR, stage, condition_id, f"seed{seed}-{host}")
+    # `runs/` itself must lie inside the study (a link out of it is refused), and the run's
+    # folder inside `runs/`.
+    runs = safe_join(Path(study_root), RUNS_DIR)
+    return safe_join(runs, stage, condition_id, f"seed{seed}-{host}")
 
 
 def run_out_dir(study_root: Path, stage: str, condition_id: str, seed: int, host: str) -> Path:

@@ -6,6 +6,13 @@
     ...train for facts.budget_seconds (or facts.token_budget tokens) with seed facts.seed...
     write_result(val_bpb=1.234, training_seconds=58.2, total_tokens_M=3.1, num_steps=400)
 
+For learning curves in the report, log the training loss as you go (same folder, same format
+the built-in runner writes, `train_loss.csv`):
+
+    with LossCurveWriter() as curve:      # $STAGEWISE_OUT/train_loss.csv
+        for step in ...:
+            curve.log(step, loss, training_seconds=spent, tokens=seen)
+
 The executor starts an argv trainer with the run's facts in environment variables (the names
 below) and reads `summary.json` from the run's out folder when it exits; `write_result` writes
 that file atomically in the format the executor expects (stagewise.protocol), and prints the
@@ -44,6 +51,10 @@ ENV_NAMES = (
     ENV_STAGE,
     ENV_HOST,
 )
+
+
+LOSS_LOG = "train_loss.csv"  # the runner's per-step loss log; the report reads it from out/
+LOSS_COLUMNS = ("step", "loss", "training_seconds", "tokens")
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,75 @@ def write_result(
     return path
 
 
+class LossCurveWriter:
+    """Append one row per logged step to `<out>/train_loss.csv`, the file the report draws.
+
+    Columns: step, loss, training_seconds (seconds of training so far, the x axis of a time
+    budget) and tokens (tokens trained on so far, the x axis of a token budget); leave either
+    out and the report derives it where it can. Each row is flushed, so a run killed at its
+    deadline keeps the curve it had. A NaN or infinite loss is written (it marks divergence)
+    and skipped by the report.
+    """
+
+    def __init__(self, out: str | Path | None = None) -> None:
+        target = Path(out) if out is not None else run_facts().out
+        if target is None:
+            raise RunnerError(
+                f"LossCurveWriter: no out folder; pass out=... or set {ENV_OUT} "
+                "(stagewise sets it for every run it starts)"
+            )
+        target.mkdir(parents=True, exist_ok=True)
+        self.path = target / LOSS_LOG
+        self._fh = self.path.open("w", encoding="utf-8", newline="")
+        self._fh.write(",".join(LOSS_COLUMNS) + "\n")
+        self._fh.flush()
+        self._last_step: int | None = None
+
+    def log(
+        self,
+        step: int,
+        loss: float,
+        *,
+        training_seconds: float | None = None,
+        tokens: float | None = None,
+    ) -> None:
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise RunnerError(f"LossCurveWriter.log: step must be an integer >= 0, got {step!r}")
+        if self._last_step is not None and step <= self._last_step:
+            raise RunnerError(
+                f"LossCurveWriter.log: steps must increase, got {step} after {self._last_step}"
+            )
+        for name, value in (("training_seconds", training_seconds), ("tokens", tokens)):
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise RunnerError(
+                    f"LossCurveWriter.log: {name} must be a finite number >= 0, got {value!r}"
+                )
+        self._last_step = step
+        cells = [
+            str(step),
+            repr(float(loss)),
+            "" if training_seconds is None else repr(float(training_seconds)),
+            "" if tokens is None else repr(float(tokens)),
+        ]
+        self._fh.write(",".join(cells) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> LossCurveWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 __all__ = [
     "ENV_BUDGET_SECONDS",
     "ENV_CONDITION_ID",
@@ -141,6 +221,8 @@ __all__ = [
     "ENV_STAGE",
     "ENV_STEP_BUDGET",
     "ENV_TOKEN_BUDGET",
+    "LOSS_LOG",
+    "LossCurveWriter",
     "RunFacts",
     "run_facts",
     "write_result",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from stagewise.analysis.run_checks import check_runs, flag_counts, flagged
 from stagewise.errors import StagewiseError
 from stagewise.executors.ownership import owner_alive
 from stagewise.gates.freeze import changes_since_freeze, recipes_summary
@@ -64,6 +65,8 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
     by_stage: dict[str, Counter[str]] = {}
     for rec in records:
         by_stage.setdefault(rec.stage, Counter())[rec.status] += 1
+    budgets = {sid: st.budget_seconds for sid, st in study.stages.items()}
+    checks = check_runs(records, budgets, study.min_steps)
     stages = []
     for sp in plan.stages:
         counts = by_stage.get(sp.stage.stage_id, Counter())
@@ -90,6 +93,7 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
                 "retrying": retrying.get(sp.stage.stage_id, []),
                 # What the stage's live driver is waiting for (a block without a node, ...).
                 "waiting": waiting.get(sp.stage.stage_id, []),
+                "flags": flag_counts(c for c in checks if c.stage == sp.stage.stage_id),
             }
         )
     gates = []
@@ -139,4 +143,7 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
         "gates": gates,
         # Runs carried by cluster jobs (Slurm): job id and the scheduler's state.
         "jobs": job_rows(ledger),
+        # Succeeded runs that cannot mean much (analysis.run_checks): flagged, never hidden.
+        "min_steps": study.min_steps,
+        "flagged_runs": [c.to_json() for c in flagged(checks)],
     }

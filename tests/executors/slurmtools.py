@@ -84,6 +84,14 @@ class Cluster:
                 self.pids[daemon] = self._read_pid(daemon)
             self._wait_idle(timeout)
         except BaseException:
+            # A daemon that started but whose pid was not read yet is still ours to stop.
+            for daemon in DAEMONS:
+                pid_file = self.folder / (
+                    "munge/munged.pid" if daemon == "munged" else f"{daemon}.pid"
+                )
+                if daemon not in self.pids:
+                    with contextlib.suppress(OSError, ValueError, IndexError):
+                        self.pids[daemon] = int(pid_file.read_text().split()[0])
             self.stop()
             raise
         return self
@@ -158,7 +166,8 @@ class Cluster:
     def _wait_pid(path: Path, what: str, timeout: float = 15.0) -> int:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            with contextlib.suppress(OSError, ValueError):
+            # The daemon may have created the file and not yet written its pid.
+            with contextlib.suppress(OSError, ValueError, IndexError):
                 return int(path.read_text().split()[0])
             time.sleep(0.1)
         raise RuntimeError(f"{what} wrote no pid file at {path}")
@@ -219,6 +228,9 @@ class Cluster:
             if _alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        end = time.monotonic() + 10  # SIGKILL is final, but the exit takes a moment
+        while time.monotonic() < end and any(_alive(p) for p in self.pids.values()):
+            time.sleep(0.1)
         left = [f"{d} ({p})" for d, p in self.pids.items() if _alive(p)]
         self.pids.clear()
         if left:

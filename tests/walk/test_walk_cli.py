@@ -102,7 +102,7 @@ def test_external_host_waits_for_import(tmp_path: Path) -> None:
     folder = walk_study(tmp_path / "s", s1_hosts=("block-a", "remote"), external=True)
     first = run_cli("run", folder, "--freeze")
     assert first.returncode == 0, first.stderr
-    assert "waiting for 3 run(s) of stage s1 from host(s) remote" in first.stdout
+    assert "waiting for 3 runs of stage s1 from host remote" in first.stdout
     assert "stagewise import" in first.stdout
     assert {r["stage"] for r in run_rows(folder)} == {"s1"}
     results = tmp_path / "remote.csv"
@@ -122,7 +122,7 @@ def test_failed_run_exits_1(tmp_path: Path) -> None:
     matrix.write_text(matrix.read_text().replace(",reference,2.0,", ",reference,-1,"))
     proc = run_cli("run", folder, "--freeze")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "stage s1: 2 run(s) failed" in proc.stdout
+    assert "stage s1: 2 runs failed" in proc.stdout
     assert {r["stage"] for r in run_rows(folder)} == {"s1"}
 
 

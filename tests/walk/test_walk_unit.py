@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,14 +28,46 @@ def test_overall_eta_counts_later_stages_at_the_observed_pace(tmp_path: Path) ->
     # s3 is 1 x 2 hosts x 3 s, each over 2 slots.
     assert view.stage_eta() == 3.0
     assert view.overall_eta() == 3.0 + 4.0 + 3.0
-    # A run took twice its budget (start-up, evaluation): later stages are scaled by that.
-    done = RunOutcome(RunKey("s1", "c_a", 1, "block-a"), "succeeded", elapsed_seconds=2.0)
+    # A run trained its 1 s budget and took 5 s in all (start-up, evaluation): a run of any
+    # budget costs 4 s on top of its budget, not 5x its budget.
+    done = RunOutcome(
+        RunKey("s1", "c_a", 1, "block-a"),
+        "succeeded",
+        summary={"training_seconds": 1.0},
+        elapsed_seconds=5.0,
+    )
     state.done.append(done)
     state.pending = 5
     view.event(state, done)
-    assert view.stage_eta() == 5 * 2.0 / 2
-    assert view.overall_eta() == 5.0 + 8.0 + 6.0
-    assert view.headline() == "walk: stage 1 of 3 (s1), ETA stage 5s, overall 19s"
+    assert view.run_seconds(1.0) == 5.0 and view.run_seconds(3.0) == 7.0
+    assert view.stage_eta() == 3 * 5.0  # 5 runs over 2 slots: 3 rounds
+    assert view.overall_eta() == 15.0 + 2 * 6.0 + 1 * 7.0
+    assert view.headline() == "walk: stage 1 of 3 (s1), ETA stage 15s, overall 34s"
+
+
+def test_eta_uses_the_wall_time_of_the_studys_recorded_runs(tmp_path: Path) -> None:
+    """Runs an earlier walk recorded calibrate a new walk's estimate before any run finishes."""
+    study = load_study(walk_study(tmp_path / "s"))
+    plan = build_plan(study)
+
+    @dataclass(frozen=True)
+    class Rec:
+        stage: str
+        condition_id: str
+        seed: int
+        host: str
+        status: str = "succeeded"
+        training_seconds: float | None = 1.1
+        started_at: str | None = "2026-01-01T00:00:00Z"
+        finished_at: str | None = "2026-01-01T00:00:09.100000Z"
+
+    view = WalkReporter()
+    view.enter(study, 2, [plan.stage("s3")], [Rec("s1", "c_a", 1, "block-a")])
+    view.begin(StageState("s2", total=4, pending=4, slots=2))
+    # 9.1 s of wall for 1.1 s of training on a 1 s budget: overhead 8 s, k = 1.1.
+    assert abs(view.run_seconds(2.0) - (8.0 + 2.2)) < 1e-9
+    assert abs(view.stage_eta() - 2 * 10.2) < 1e-9
+    assert [c["stage"] for c in view.eta_checks()] == ["s2"]
 
 
 def test_api_refusals_change_nothing(tmp_path: Path) -> None:

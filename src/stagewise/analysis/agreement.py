@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
-from scipy import stats as sps
 
 from stagewise.analysis.cells import Cell
 
@@ -49,6 +48,8 @@ def kendalls_w(
     rows = [[values[cid][cell] for cid in conditions] for cell in cells]
     # One call over every cell: rankdata's per-call overhead made this quadratic-looking at
     # 20,000 cells (issue 18). Average ranks are multiples of 1/2, so the sums are exact.
+    from scipy import stats as sps  # lazy: scipy.stats costs ~0.5 s at CLI start-up
+
     totals = sps.rankdata(np.asarray(rows, dtype=float), method="average", axis=1).sum(axis=0)
     tie_sum = 0.0
     for row in rows:
@@ -91,6 +92,8 @@ def host_agreement(
     ranks: Mapping[Cell, Mapping[str, int]], conditions: Sequence[str]
 ) -> list[HostPair]:
     """Kendall tau and Spearman rho between each pair of hosts' mean rankings."""
+    from scipy import stats as sps
+
     means = host_mean_ranks(ranks, conditions)
     pairs = []
     for a, b in combinations(sorted(means, key=lambda h: list(means).index(h)), 2):

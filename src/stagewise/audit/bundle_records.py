@@ -60,6 +60,10 @@ def load_runs(bundle: Path) -> list[RunRecord]:
         values = {k: row.get(k) for k in fields if k != "key"}
         values["attempts"] = values.get("attempts") or 0
         values["created_at"] = values.get("created_at") or ""
+        # The raw summary stays in the ledger; its timing (report.run_tables.TIMING_COLUMNS)
+        # travels as columns and comes back as the summary the run checks read.
+        timing = {k: row.get(k) for k in ("startup_seconds", "eval_seconds") if k in row}
+        values["summary_json"] = json.dumps(timing) if timing else None
         key = RunKey(row["stage"], row["condition_id"], int(row["seed"]), row["host"])
         runs.append(RunRecord(key=key, **values))
     return runs

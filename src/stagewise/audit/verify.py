@@ -578,7 +578,7 @@ def rederive(
     check_frozen(bundle, study, freezes, report, commitments)
     check_record_files(bundle, freezes, decisions, report)
     check_recipes(bundle, study, runs, freezes, report)
-    check_runs_files(bundle, runs, report)
+    check_runs_files(bundle, runs, report, study)
 
     with tempfile.TemporaryDirectory(prefix="stagewise-verify-") as tmp:
         scratch = Path(tmp)

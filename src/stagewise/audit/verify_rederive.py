@@ -28,6 +28,7 @@ from stagewise.ledger.masking import mask_paths, mask_value
 from stagewise.report.context import ReportContext
 from stagewise.report.figure_data import FIGURE_DATA
 from stagewise.report.figures import matplotlib_version, render_figures
+from stagewise.report.run_tables import run_row
 from stagewise.report.tables import RUN_COLUMNS, Table
 
 TOLERANCE = 1e-9
@@ -121,9 +122,11 @@ def check_summary_ledger_rows(bundle: Path, report: VerifyReport) -> None:
         report.problems.append(f"{rel}: event chain {items['event chain']!r}")
 
 
-def check_runs_files(bundle: Path, runs: list[RunRecord], report: VerifyReport) -> None:
+def check_runs_files(
+    bundle: Path, runs: list[RunRecord], report: VerifyReport, study: Any = None
+) -> None:
     """results/runs.csv must say exactly what results/runs.json says."""
-    rows = [{c: getattr(r, c) for c in RUN_COLUMNS} for r in runs]
+    rows = [run_row(r, study) for r in runs]
     table = Table("runs", "Runs", list(RUN_COLUMNS), rows)
     path = bundle / RUNS_CSV
     if path.is_file() and path.read_text(encoding="utf-8", errors="replace") != table.to_csv():

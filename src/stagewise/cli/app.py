@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -31,6 +33,27 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from stagewise import __version__
+
+        typer.echo(f"stagewise {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Staged promotion for micro-pretraining: frozen gates, auditable decisions."""
+
+
 study_cmds.register(app)
 runner_cmds.register(app)
 run_cmds.register(app)
@@ -41,6 +64,18 @@ export_cmds.register(app)
 backtest_cmds.register(app)
 worker_cmd.register(app)
 doctor_cmd.register(app)
+
+
+def os_error_message(exc: OSError) -> str:
+    where = exc.filename or "a file"
+    if exc.errno == errno.ENOSPC:
+        return f"{where}: disk full; free space and rerun (what was recorded before is kept)"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"{where}: not writable ({exc.strerror}); the study folder is read-only here: copy "
+            "it somewhere writable, or give --out a writable folder"
+        )
+    return f"{where}: {exc.strerror or exc}"
 
 
 def main() -> None:
@@ -68,6 +103,13 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        # The machine refused a write or a read (a read-only study, a full disk): the user's to
+        # fix, so one line with the file and what to do, exit 2.
+        if debug:
+            raise
+        err_console.print(f"error: {os_error_message(exc)}", markup=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as exc:  # the last line of defence against tracebacks
         if debug:
             raise

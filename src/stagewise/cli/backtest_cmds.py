@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from stagewise.cli.common import console, emit_json, err_console, open_study
+from stagewise.cli.common import SeedAlias, console, emit_json, err_console, open_study
 
 EXIT_INTERRUPTED = 130
 EXIT_FAILED = 1
@@ -54,7 +54,8 @@ def curves(
     alpha: Annotated[float, typer.Option(help="--synthetic: power-law decay exponent.")] = 0.5,
     seed_noise: Annotated[float, typer.Option(help="--synthetic: per-cell noise (sd).")] = 0.005,
     host_noise: Annotated[float, typer.Option(help="--synthetic: host effect (sd).")] = 0.005,
-    seed: Annotated[int, typer.Option(help="--synthetic: generator seed.")] = 0,
+    seed: Annotated[int, typer.Option("--generator-seed", help="--synthetic: generator seed.")] = 0,
+    seed_alias: SeedAlias = None,
     from_mlflow: Annotated[
         str | None,
         typer.Option("--from-mlflow", help="Import an MLflow history: the tracking URI."),
@@ -120,6 +121,8 @@ def curves(
     `--from-mlflow`, `--from-tensorboard` and `--from-wandb` import a tracker's history."""
     from stagewise.backtest.collect import parse_budgets, parse_seeds
     from stagewise.backtest.table import CurvesError, build_table, write_curves
+
+    seed = seed if seed_alias is None else seed_alias
 
     trackers = (from_mlflow is not None, from_tensorboard is not None, from_wandb is not None)
     modes = sum(x for x in (folder is not None, from_study is not None, synthetic, *trackers))
@@ -328,7 +331,8 @@ def backtest(
         ),
     ] = None,
     replays: Annotated[int, typer.Option(help="Resamples of seeds and hosts.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Random seed of the replays.")] = 0,
+    seed: Annotated[int, typer.Option("--replay-seed", help="Random seed of the replays.")] = 0,
+    seed_alias: SeedAlias = None,
     cells_per_level: Annotated[
         str | None,
         typer.Option(
@@ -388,10 +392,12 @@ def backtest(
     """Replay promotion policies on a curves table: p_retain, p_select, regret and cost.
 
     Every policy runs on the same draw of seeds and hosts (or runs) per replay; intervals are
-    95% over replays. Deterministic for a given --seed. --recommend also designs the cheapest
+    95% over replays. Deterministic for a given --replay-seed. --recommend also designs the cheapest
     protocol whose p_retain lower bound reaches --target-retain and, with --out-study, writes
     it as [stages.*]/[gates.*] tables with its evidence."""
     import dataclasses
+
+    seed = seed if seed_alias is None else seed_alias
 
     from stagewise.backtest.draw import parse_cells
     from stagewise.backtest.output import RESULT_DIR, write_result

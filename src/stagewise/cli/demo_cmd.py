@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from stagewise.cli.common import console
-from stagewise.cli.walk_cmd import view_for_terminal, walk_reporter
+from stagewise.cli.walk_cmd import eta_lines, view_for_terminal, walk_reporter
 from stagewise.demo import run_demo, summary_lines
 
 
@@ -21,7 +21,8 @@ def demo(
         typer.Option(help="At most this many runs at once (default: one per host block)."),
     ] = None,
     quick: Annotated[
-        bool, typer.Option("--quick", help="Shorter budgets (about 3 minutes; for tests).")
+        bool,
+        typer.Option("--quick", help="Shorter budgets (about 3 minutes on 2 cores; for tests)."),
     ] = False,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Also rerun runs recorded as failed before.")
@@ -39,6 +40,8 @@ def demo(
     )
     console.rule("summary")
     for line in summary_lines(result):
+        say(line)
+    for line in eta_lines(reporter.eta_checks()):
         say(line)
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
 from stagewise.analysis.sensitivity import DEFAULT_GRID, parse_grid
-from stagewise.cli.common import console, emit_json, fmt, open_study
+from stagewise.cli.common import SeedAlias, console, emit_json, fmt, open_study, print_flagged
 from stagewise.errors import StagewiseError, StudyError
 from stagewise.gates.budget import budget as compute_budget
 from stagewise.gates.confidence import DEFAULT_SEED, check_confidence, check_seed
@@ -21,8 +21,10 @@ from stagewise.gates.freeze import amendment_history
 from stagewise.gates.freeze import freeze as freeze_gate
 from stagewise.gates.seed_planning import SeedPlan, seed_plan
 from stagewise.gates.sensitivity import sensitivity as compute_sensitivity
+from stagewise.gates.throughput import short_budgets
 from stagewise.ledger import Ledger
 from stagewise.study.model import Study
+from stagewise.words import small
 
 StudyDir = Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")]
 GateId = Annotated[str, typer.Argument(help="Gate id, as in [gates.<id>] of study.toml.")]
@@ -55,6 +57,10 @@ def freeze(
         advice = _seed_advice(study, ledger, gate)
         if not json_ and advice is not None:
             _print_advice(advice, folder)
+        short = short_budgets(study, ledger, gate)
+        if not json_:
+            for s in short:
+                console.print(f"[yellow]warning[/] (never blocks the freeze): {s.text()}")
         outcome = freeze_gate(study, ledger, gate, reason=reason, amend=amend)
         if json_:
             emit_json(
@@ -62,6 +68,7 @@ def freeze(
                     **outcome.to_dict(),
                     "history": amendment_history(ledger, gate),
                     "seed_advice": advice.to_json() if advice is not None else None,
+                    "short_budgets": [s.to_json() for s in short],
                 }
             )
             return
@@ -249,21 +256,47 @@ def gate(
         ),
     ] = DEFAULT_CONFIDENCE,
     seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the blocked bootstrap (same seed, same numbers).")
+        int,
+        typer.Option(
+            "--bootstrap-seed", help="Seed of the blocked bootstrap (same seed, same numbers)."
+        ),
     ] = DEFAULT_SEED,
+    seed_alias: SeedAlias = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Compute and print the outcome; record nothing, write no file."
+        ),
+    ] = False,
 ) -> None:
-    """Apply a frozen gate: verdicts, decision in the ledger, records in decisions/."""
+    """Apply a frozen gate: verdicts, decision in the ledger, records in decisions/.
+
+    The decision is recorded once per change of outcome: applying the gate again with no new
+    results appends nothing to the ledger.
+    """
+    seed = seed if seed_alias is None else seed_alias
     check_confidence(confidence)
-    check_seed(seed)
+    check_seed(seed, "--bootstrap-seed" if seed_alias is None else "--seed")
     with open_study(folder) as (study, ledger):
         ledger.require_intact()
-        result = apply_gate(study, ledger, gate, confidence=confidence, seed=seed)
+        applied = apply_gate(study, ledger, gate, confidence=confidence, seed=seed, dry_run=dry_run)
+        obj = applied.object
         if json_:
-            emit_json(result.object)
+            emit_json(obj)
             return
-        _gate_tables(result.object)
-        console.print(f"records: {', '.join(str(p) for p in result.files)}")
-        console.print(f"chain head: {ledger.head}")
+        _gate_tables(obj)
+        print_flagged(obj["flagged_runs"], obj["min_steps"])
+        if dry_run:
+            console.print("dry run: nothing recorded, no file written")
+        elif not applied.recorded:
+            console.print(
+                "decision unchanged since it was recorded"
+                + (f" at {applied.decision.decided_at}" if applied.decision else "")
+                + ": nothing appended to the ledger"
+            )
+        if applied.files:
+            console.print(f"records: {', '.join(str(p) for p in applied.files)}", soft_wrap=True)
+        console.print(f"chain head: {ledger.head}", soft_wrap=True)
 
 
 def sensitivity(
@@ -320,18 +353,31 @@ def budget(folder: StudyDir, json_: JsonFlag = False) -> None:
         emit_json(obj)
         return
     console = _out()
-    table = Table(title=f"{obj['study']}: GPU-hours")
-    for col in ("stage", "candidates", "seeds", "hosts", "budget h", "budgeted", "recorded"):
+    unit = obj["hours_unit"]
+    table = Table(title=f"{obj['study']}: {unit}")
+    cols: tuple[str, ...] = (
+        "stage",
+        "candidates",
+        "seeds",
+        "hosts",
+        "budget h",
+        "budgeted",
+        "recorded",
+    )
+    cols += ("training", "evaluation", "start-up", "wall")
+    for col in cols:
         table.add_column(col, justify="left" if col == "stage" else "right")
-    for s in obj["stages"]:
+    for s, split in zip(obj["stages"], obj["recorded_split"], strict=True):
         table.add_row(
             s["stage"],
             _i(s["candidates"]),
             str(s["seeds"]),
             str(s["hosts"]),
             f"{s['budget_hours']:g}",
-            fmt(s["budgeted_gpu_hours"], 1),
-            fmt(s["recorded_gpu_hours"], 2),
+            small(s["budgeted_gpu_hours"], 1),
+            small(s["recorded_gpu_hours"]),
+            *(small(split[k]) for k in ("training_hours", "eval_hours", "startup_hours")),
+            small(split["wall_hours"]),
         )
     table.add_row(
         "total",
@@ -339,16 +385,21 @@ def budget(folder: StudyDir, json_: JsonFlag = False) -> None:
         "",
         "",
         "",
-        fmt(obj["total_budgeted_gpu_hours"], 1),
-        fmt(obj["total_recorded_gpu_hours"], 2),
+        small(obj["total_budgeted_gpu_hours"], 1),
+        small(obj["total_recorded_gpu_hours"]),
     )
     console.print(table)
+    console.print(
+        f"recorded = training hours of succeeded runs; evaluation, start-up and wall are where "
+        f"the rest of their time went ({unit})",
+        markup=False,
+    )
     cf = Table(title=f"counterfactuals through the final gate ({obj['final_gate']})")
-    for col in ("scenario", "GPU-hours", "added vs executed"):
+    for col in ("scenario", unit, "added vs executed"):
         cf.add_column(col, justify="left" if col == "scenario" else "right")
     for c in obj["counterfactuals"]:
         cf.add_row(
-            c["scenario"], fmt(c["confirmation_gpu_hours"], 1), fmt(c["added_vs_executed"], 1)
+            c["scenario"], small(c["confirmation_gpu_hours"], 1), small(c["added_vs_executed"], 1)
         )
     console.print(cf)
 

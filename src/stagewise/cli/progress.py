@@ -16,6 +16,7 @@ from rich.text import Text
 from stagewise.budget_units import format_eta as _dur
 from stagewise.executors.base import ExecutorEvent, ExecutorNotice, RunJobState, RunOutcome
 from stagewise.executors.state import StageState
+from stagewise.words import plural
 
 
 def outcome_line(state: StageState, outcome: RunOutcome) -> str:
@@ -31,7 +32,7 @@ def outcome_line(state: StageState, outcome: RunOutcome) -> str:
 
 
 def _begin_line(state: StageState) -> str:
-    parts = [f"stage {state.stage}: {state.total} runs", f"{state.pending} to run"]
+    parts = [f"stage {state.stage}: {plural(state.total, 'run')}", f"{state.pending} to run"]
     if state.already_done:
         parts.append(f"{len(state.already_done)} already succeeded")
     if state.previously_failed:
@@ -44,7 +45,7 @@ def _begin_line(state: StageState) -> str:
         parts.append(f"{len(state.adopted)} finished by the lost driver, results kept")
     if state.reattached:
         parts.append(f"{len(state.reattached)} re-attached to their cluster jobs")
-    return ", ".join(parts) + f"; {state.slots} slot(s)"
+    return ", ".join(parts) + f"; {plural(state.slots, 'slot')}"
 
 
 def summary_line(state: StageState) -> str:

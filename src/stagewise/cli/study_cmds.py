@@ -10,18 +10,19 @@ from rich.console import Console
 from rich.table import Table
 
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
-from stagewise.cli.common import console, emit_json, fmt, open_study
+from stagewise.cli.common import SeedAlias, console, emit_json, fmt, open_study, print_flagged
 from stagewise.create import init_study, start_new_ledger
 from stagewise.errors import DecisionError, StagewiseError, StudyError
 from stagewise.executors.external import import_results
-from stagewise.gates.confidence import DEFAULT_SEED
+from stagewise.gates.confidence import DEFAULT_SEED, check_seed
 from stagewise.gates.manual import decide_manually, withdraw
 from stagewise.gates.seed_planning import seed_plan
 from stagewise.ledger import LEDGER_FILE, Ledger
 from stagewise.plan import build_plan
 from stagewise.status import edits_since_freeze, study_status
 from stagewise.study import load_study
-from stagewise.study.init import EXAMPLES
+from stagewise.study.init import EXAMPLES, next_steps
+from stagewise.words import plural
 
 StudyDir = Annotated[Path, typer.Argument(help="Study folder (holds study.toml and the ledger).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
@@ -50,32 +51,65 @@ def init(
         console.print(f"started a new ledger in {folder} (chain head {head}); reason recorded")
         return
     study = init_study(folder, example)
-    console.print(f"created study {study.name!r} in {folder}")
-    console.print(f"next: stagewise validate {folder}; stagewise plan {folder}")
+    console.print(f"created study {study.name!r} in {folder}", markup=False, soft_wrap=True)
+    # One command a line, never wrapped mid-path: a newcomer copies them in this order.
+    console.print("next, in this order:", markup=False)
+    for step in next_steps(folder, example):
+        console.print(f"  {step}", markup=False, soft_wrap=True)
 
 
-def validate(folder: StudyDir) -> None:
+def validate(folder: StudyDir, json_: JsonFlag = False) -> None:
     """Check study.toml and the matrix; print a one-line summary or the first problem.
 
     A frozen gate edited since its freeze is reported (gate and run refuse it until amended);
     that never fails validation.
     """
-    study = load_study(folder)
-    console.print(
-        f"ok: {study.name}: {len(study.conditions)} conditions, {len(study.hosts)} hosts, "
-        f"{len(study.stages)} stages, {len(study.gates)} gates"
-    )
-    if not (study.root / LEDGER_FILE).is_file():
-        return
     try:
-        with Ledger.open(study.root, create=False) as ledger:
-            for gate_id in study.gates:
-                record = ledger.current_freeze(gate_id)
-                if record is not None:
-                    edits = edits_since_freeze(study, ledger, gate_id)
-                    _print_edits(gate_id, record.frozen_at, edits, folder)
+        study = load_study(folder)
     except StagewiseError as exc:
-        console.print(f"note: the ledger was not read ({exc})", markup=False, soft_wrap=True)
+        if not json_:
+            raise
+        emit_json({"ok": False, "study": None, "error": str(exc)})
+        raise typer.Exit(exc.exit_code) from None
+    counts = {
+        "conditions": len(study.conditions),
+        "hosts": len(study.hosts),
+        "stages": len(study.stages),
+        "gates": len(study.gates),
+    }
+    edited: dict[str, tuple[str | None, list[str]]] = {}
+    note = None
+    if (study.root / LEDGER_FILE).is_file():
+        try:
+            with Ledger.open(study.root, create=False) as ledger:
+                for gate_id in study.gates:
+                    record = ledger.current_freeze(gate_id)
+                    if record is not None:
+                        edits = edits_since_freeze(study, ledger, gate_id)
+                        if edits:
+                            edited[gate_id] = (record.frozen_at, edits)
+        except StagewiseError as exc:
+            note = f"the ledger was not read ({exc})"
+    if json_:
+        emit_json(
+            {
+                "ok": True,
+                "study": study.name,
+                "error": None,
+                **counts,
+                "edited_since_freeze": {g: edits for g, (_at, edits) in edited.items()},
+            }
+        )
+        return
+    console.print(
+        f"ok: {study.name}: "
+        + ", ".join(plural(n, noun.rstrip("s")) for noun, n in counts.items()),
+        markup=False,
+    )
+    for gate_id, (frozen_at, edits) in edited.items():
+        _print_edits(gate_id, frozen_at, edits, folder)
+    if note is not None:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
 
 
 def _print_edits(gate: str, frozen_at: str | None, edits: list[str], folder: Path) -> None:
@@ -117,14 +151,21 @@ def plan(
         ),
     ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", help="With --seeds-for: the seed of the simulations.")
+        int,
+        typer.Option("--simulation-seed", help="With --seeds-for: the seed of the simulations."),
     ] = DEFAULT_SEED,
+    seed_alias: SeedAlias = None,
 ) -> None:
     """Every run of every stage that can be known now, with budgeted GPU-hours.
 
     With --seeds-for GATE: the seeds per host (and hosts) each frozen threshold rule of GATE
     needs to be decided, from the variance observed at an earlier gate (docs/confidence.md).
     """
+    check_seed(
+        seed_alias if seed_alias is not None else seed,
+        "--seed" if seed_alias is not None else "--simulation-seed",
+    )
+    seed = seed if seed_alias is None else seed_alias
     if seeds_for is not None:
         _seeds_for(folder, seeds_for, as_json, confidence, power, from_gate, seed)
         return
@@ -272,6 +313,7 @@ def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
         )
         gates.add_row(g["gate"], g["kind"], ",".join(g["stages"]), frozen, decision)
     console.print(gates)
+    print_flagged(result["flagged_runs"], result["min_steps"])
     for g in result["gates"]:
         if isinstance(g.get("recipes"), str):
             console.print(f"{g['gate']}: {g['recipes']}", markup=False)
@@ -295,7 +337,7 @@ def status(folder: StudyDir, as_json: JsonFlag = False) -> None:
     if not result["chain_ok"]:
         console.print(
             f"the ledger fails its integrity check: first broken link: "
-            f"{result['first_broken_link']} ({len(result['chain_problems'])} problem(s))",
+            f"{result['first_broken_link']} ({plural(len(result['chain_problems']), 'problem')})",
             style="red",
             markup=False,
             soft_wrap=True,

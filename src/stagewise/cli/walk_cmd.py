@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Group
 from rich.text import Text
@@ -38,6 +39,18 @@ class _WalkPlain(PlainReporter):
 def view_for_terminal() -> _WalkLive | _WalkPlain:
     """A live view on a terminal, plain lines elsewhere (logs, CI, pipes)."""
     return _WalkLive(console) if console.is_terminal else _WalkPlain(console)
+
+
+def eta_lines(checks: list[dict[str, Any]]) -> list[str]:
+    """How each stage's overall ETA compared with the time the walk then took."""
+    from stagewise.budget_units import format_eta
+
+    return [
+        f"ETA check: at the start of stage {c['stage']} the overall ETA was "
+        f"{format_eta(c['predicted_seconds'], 'unknown')}; the rest of the walk took "
+        f"{format_eta(c['actual_seconds'], 'unknown')}"
+        for c in checks
+    ]
 
 
 def walk_reporter(inner: _WalkLive | _WalkPlain | None) -> WalkReporter:
@@ -92,6 +105,9 @@ def walk(
         say(f"study {study.name}: every stage run and every gate decided")
     elif result.outcome == "through":
         say(f"stopped after stage {result.stopped_at} (--through)")
+    if not as_json:
+        for line in eta_lines(result.eta_checks):
+            say(line)
     if result.exit_code:
         sys.exit(result.exit_code)
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from stagewise.errors import ExecutorError
 from stagewise.study.model import Condition, Host, Stage, Study
 
 # [runner] keys that configure the executor, not the runner: never passed to `stagewise train`.
-EXECUTOR_KEYS = frozenset({"grace_seconds", "startup_seconds", "timeout_seconds", "warm_workers"})
+EXECUTOR_KEYS = frozenset(
+    {"grace_seconds", "startup_seconds", "timeout_seconds", "warm_workers", "min_steps"}
+)
 # Runner options that are paths: relative values are relative to the study folder.
 PATH_KEYS = frozenset({"data"})
 
@@ -29,6 +32,7 @@ MIN_GRACE_SECONDS = 60.0  # a minute covers eval + checkpoint of the small model
 GRACE_FRACTION = 0.5  # long budgets get proportionally more room (slow eval, slow disks)
 UNTIMED_LIMIT_SECONDS = 86400.0  # a day: catches a hung token/step-budget run, nothing else
 STARTUP_SECONDS = 120.0  # process start, imports, data loading, torch.compile warm-up
+MEASURED_FACTOR = 3.0  # a run may take 3x the overhead measured on this study's runs
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}")
 
@@ -200,11 +204,17 @@ def device_batch_size(study: Study, condition: Condition) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def grace_seconds(study: Study, budget_seconds: float) -> float:
+def grace_seconds(
+    study: Study, budget_seconds: float, measured_overhead: float | None = None
+) -> float:
     """Time allowed beyond the budget before a run counts as hung and is killed.
 
-    `[runner] grace_seconds` replaces the default, max(60 s, 50% of the budget) + 120 s of
-    start-up allowance (imports, data, compile; the runner does not count them in its budget).
+    `[runner] grace_seconds` replaces the default. Once runs of this study have finished, the
+    default comes from them: `measured_overhead` is the longest wall time a succeeded run took
+    beyond its budget (process start, imports, data, evaluation, checkpoint, the last step's
+    overshoot), and a run may take MEASURED_FACTOR times that (a loaded machine is slower),
+    at least max(60 s, 50% of the budget). Before any run finished: max(60 s, 50% of the budget)
+    + 120 s of start-up allowance (`[runner] startup_seconds`).
     """
     configured = study.runner.get("grace_seconds")
     if isinstance(configured, int | float) and not isinstance(configured, bool):
@@ -213,11 +223,76 @@ def grace_seconds(study: Study, budget_seconds: float) -> float:
                 f"runner.grace_seconds must be >= 0, but got grace_seconds={configured}"
             )
         return float(configured)
+    floor = max(MIN_GRACE_SECONDS, GRACE_FRACTION * budget_seconds)
+    if measured_overhead is not None and measured_overhead > 0:
+        return max(floor, MEASURED_FACTOR * measured_overhead)
     startup = study.runner.get("startup_seconds", STARTUP_SECONDS)
-    return max(MIN_GRACE_SECONDS, GRACE_FRACTION * budget_seconds) + float(startup)
+    return floor + float(startup)
 
 
-def timeout_seconds(study: Study, budget_seconds: float) -> float:
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (b - a).total_seconds()
+
+
+def measured_overhead(study: Study, runs: Iterable[Any]) -> float | None:
+    """The longest wall time beyond its budget of this study's succeeded, timed runs, or None.
+
+    Wall time is the ledger's claim-to-finish time, so it holds everything the deadline must
+    cover; runs imported from elsewhere (no start time) and token/step budgets do not count."""
+    worst: float | None = None
+    for r in runs:
+        if r.status != "succeeded" or r.stage not in study.stages:
+            continue
+        budget = study.stages[r.stage].budget_seconds
+        wall = _seconds_between(r.started_at, r.finished_at)
+        if budget <= 0 or wall is None or wall <= 0:
+            continue
+        over = max(0.0, wall - budget)
+        worst = over if worst is None else max(worst, over)
+    return worst
+
+
+def missing_data(study: Study, stage_ids: list[str] | tuple[str, ...]) -> str | None:
+    """Why the runs of these stages cannot start for want of data on this machine, or None.
+
+    Only hosts this machine starts runs on are checked (local executors): our runner needs a
+    folder made by `stagewise data prepare` (its manifest), an own trainer whose argv names
+    `{data}` needs the folder to exist. Checked before anything is frozen or started."""
+    from stagewise.data.prepare import MANIFEST
+
+    data = study.runner.get("data")
+    if not isinstance(data, str):
+        return None
+    folder = (study.root / data).resolve()
+    for stage_id in stage_ids:
+        for name in study.stages[stage_id].hosts:
+            host = study.hosts[name]
+            if host.executor != "local":
+                continue
+            template = command_template(study, host)
+            if template is None:
+                lacking = not (folder / MANIFEST).is_file()
+            else:
+                lacking = any("{data}" in e for e in template) and not folder.is_dir()
+            if lacking:
+                return (
+                    f"stage {stage_id} needs the data folder {folder} ([runner] data = "
+                    f"{data!r}), which is not prepared; prepare it first with `stagewise data "
+                    f"prepare --out {folder}`; nothing was frozen or started"
+                )
+    return None
+
+
+def timeout_seconds(
+    study: Study, budget_seconds: float, measured_overhead: float | None = None
+) -> float:
     """When a run counts as hung. A token or step budget (budget_seconds 0) has no wall-clock
     length to add grace to: its runs get UNTIMED_LIMIT_SECONDS unless `[runner] timeout_seconds`
     says otherwise."""
@@ -232,7 +307,7 @@ def timeout_seconds(study: Study, budget_seconds: float) -> float:
                 f"runner.timeout_seconds must be a positive number, but got {configured!r}"
             )
         return float(configured)
-    return budget_seconds + grace_seconds(study, budget_seconds)
+    return budget_seconds + grace_seconds(study, budget_seconds, measured_overhead)
 
 
 __all__ = [
@@ -242,6 +317,8 @@ __all__ = [
     "device_batch_size",
     "format_value",
     "grace_seconds",
+    "measured_overhead",
+    "missing_data",
     "placeholders",
     "run_env",
     "runner_values",

@@ -32,7 +32,7 @@ from stagewise.executors.base import (
     fault_retries,
     host_seconds,
 )
-from stagewise.executors.command import device_batch_size, supports_device_batch
+from stagewise.executors.command import device_batch_size, measured_overhead, supports_device_batch
 from stagewise.executors.queue import make_task
 from stagewise.executors.state import Reporter, RunningInfo, StageState
 from stagewise.ledger import Ledger, RunKey
@@ -123,7 +123,7 @@ def drive(
                 if isinstance(event, RunStarted):
                     info = state.running.get(event.key)
                     if info is not None:
-                        if info.slot and info.attempt == event.attempt:
+                        if event.rerun and info.attempt == event.attempt:
                             _rerun_by_executor(ledger, state, reporter, info, event)
                         info.slot = event.slot
                         info.started = time.monotonic()
@@ -274,6 +274,7 @@ def dispatch(
     replace: frozenset[RunKey] = frozenset(),
 ) -> None:
     """Start queued runs on every free slot, in queue order per host."""
+    overhead: list[float | None] = []  # measured once per call, when a run starts
     for key in list(queue):
         ex = executors[study.hosts[key.host].executor]
         if ex.free_slots(key.host) < 1:
@@ -293,7 +294,9 @@ def dispatch(
         retry_claim.discard(key)
         if record is None:
             continue  # finished or taken meanwhile: nothing to do, nothing recorded twice
-        task = make_task(study, key, record.attempts, me, overrides.get(key, {}))
+        if not overhead:
+            overhead.append(measured_overhead(study, ledger.runs(status="succeeded")))
+        task = make_task(study, key, record.attempts, me, overrides.get(key, {}), overhead[0])
         state.running[key] = RunningInfo(key, record.attempts, budget_seconds=task.budget_seconds)
         try:
             ex.submit(task)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stagewise import bounds
+from stagewise.bounds import parse_problem, read_input_text
 from stagewise.errors import ImportRejected
 from stagewise.executors.recipe import resolve_recipes
 from stagewise.ledger import Ledger
@@ -81,12 +82,14 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _read_rows(path: Path, defaults: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of a results file as dicts of raw values, each with `_line` for messages."""
+    text = read_input_text(path, ImportRejected, "utf-8-sig")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ImportRejected(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImportRejected(f"{path}: cannot read ({exc})") from None
+        return _parse_rows(path, text, defaults)
+    except csv.Error as exc:
+        raise ImportRejected(f"{path}: {parse_problem(exc) or exc}") from None
+
+
+def _parse_rows(path: Path, text: str, defaults: dict[str, Any]) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".json":
         problem = _json_depth_problem(text)
@@ -96,6 +99,8 @@ def _read_rows(path: Path, defaults: dict[str, Any]) -> list[dict[str, Any]]:
             data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError as exc:
             raise ImportRejected(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        except (RecursionError, ValueError) as exc:
+            raise ImportRejected(f"{path}: {parse_problem(exc) or exc}") from None
         except ImportRejected as exc:
             raise ImportRejected(f"{path}: {exc}") from None
         if isinstance(data, dict) and isinstance(data.get("results"), list):

@@ -42,6 +42,7 @@ from stagewise.protocol import (
     BlockError,
     parse_block,
     read_summary,
+    write_summary,
 )
 from stagewise.protocol import parse_progress as parse_progress_line
 
@@ -121,7 +122,8 @@ def classify(
 ) -> RunOutcome:
     """How an attempt ended, from its exit code, summary.json and the tail of its output.
 
-    Pure apart from reading `task.out_dir/summary.json`, so every case is testable by hand.
+    Pure apart from reading `task.out_dir/summary.json` (and, for a run killed at its deadline,
+    writing the timeout into it), so every case is testable by hand.
     """
     summary = read_summary(Path(task.out_dir))
     block_problem = ""
@@ -148,11 +150,19 @@ def classify(
     if cancelled is not None:
         return RunOutcome(status="interrupted", cause=cancelled, summary=summary, **common)
     if timed_out:
-        return failed(
-            "timeout",
-            f"still running after {task.timeout_seconds:.0f}s "
-            f"(budget {task.budget_seconds:g}s + grace); killed",
+        grace = task.timeout_seconds - task.budget_seconds
+        detail = (
+            f"still running after {task.timeout_seconds:.0f}s (budget "
+            f"{task.budget_seconds:g}s + grace {grace:.0f}s); killed; allow more with "
+            "[runner] grace_seconds in study.toml"
         )
+        if summary:
+            # The runner heard SIGTERM as an interrupt and wrote that; the run was killed for
+            # its deadline, and every record (summary.json, ledger, CLI) says the same cause.
+            summary = {**summary, "status": "failed", "cause": f"timeout: {detail}"}
+            with contextlib.suppress(OSError):
+                write_summary(Path(task.out_dir), summary)
+        return failed("timeout", detail)
     detail = str(summary.get("cause") or "") or _last_line(output_tail)
     status = summary.get("status")
     if status == "diverged" or returncode == EXIT_DIVERGED:

@@ -133,9 +133,15 @@ def compile_cache_env(study: Study) -> dict[str, str]:
 
 
 def make_task(
-    study: Study, key: RunKey, attempt: int, owner: str, overrides: Mapping[str, Any]
+    study: Study,
+    key: RunKey,
+    attempt: int,
+    owner: str,
+    overrides: Mapping[str, Any],
+    measured_overhead: float | None = None,
 ) -> RunTask:
-    """One attempt of one run: argv, folders, budget and timeout."""
+    """One attempt of one run: argv, folders, budget and timeout (`measured_overhead`: see
+    `executors.command.grace_seconds`)."""
     stage = study.stages[key.stage]
     host = study.hosts[key.host]
     condition = study.condition(key.condition_id)
@@ -154,7 +160,7 @@ def make_task(
         out_dir=str(out_dir),
         log_path=str(folder / "train.log"),
         budget_seconds=stage.budget_seconds,
-        timeout_seconds=timeout_seconds(study, stage.budget_seconds),
+        timeout_seconds=timeout_seconds(study, stage.budget_seconds, measured_overhead),
         attempt=attempt,
         owner=owner,
         device_batch_size=int(batch) if batch is not None else None,

@@ -230,6 +230,21 @@ def uses_own_runner(study: Study) -> bool:
     )
 
 
+OUTSIDE = "<outside the study>"
+
+
+def portable_path(study: Study, text: str) -> str:
+    """A path as a recipe holds it: relative to the study folder, or `<outside the study>/name`
+    (what identifies a file there is its sha256, not where this machine keeps it)."""
+    path = Path(text)
+    if not path.is_absolute():
+        return text
+    try:
+        return path.resolve().relative_to(study.root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return f"{OUTSIDE}/{path.name}"
+
+
 def data_folder(study: Study) -> tuple[str, Path]:
     """The data folder as written in [runner] data (default "data") and where it is."""
     written = study.runner.get("data", "data")
@@ -268,9 +283,10 @@ def data_identity(study: Study) -> DataIdentity:
     from stagewise.data.tokenizer import TOKENIZER_FILE
 
     written, folder = data_folder(study)
-    problem = data_problem(study)
-    if problem is not None:
-        return DataIdentity(written, None, {}, None, None, problem)
+    written = portable_path(study, written)
+    if data_problem(study) is not None:
+        # The recipe says only that; `data_problem` gives the path and the command that fix it.
+        return DataIdentity(written, None, {}, None, None, "missing or unreadable")
     try:
         train, val = sh.split_shards(sh.list_shards(folder))
         return DataIdentity(
@@ -281,18 +297,33 @@ def data_identity(study: Study) -> DataIdentity:
             validation_sha256=file_sha256(val),
         )
     except OSError as exc:
-        return DataIdentity(written, None, {}, None, None, f"{folder}: unreadable ({exc})")
+        return DataIdentity(written, None, {}, None, None, f"unreadable ({exc.strerror})")
 
 
 def _recipe_values(study: Study, condition: Condition) -> dict[str, Any]:
     """[runner] settings < matrix parameters, paths as written (not resolved per machine)."""
     values = {k: v for k, v in study.runner.items() if k not in EXECUTOR_KEYS}
     values.update(condition.params)
+    for key in PATH_KEYS:
+        if key in values:
+            values[key] = portable_path(study, str(values[key]))
     return values
 
 
+# What a program file looks like in an argv: a script by its suffix, or an executable file.
+# A data or output file the command names (`--journal {study}/journal.txt`) is not a program.
+PROGRAM_SUFFIXES = frozenset({".py", ".sh", ".bash", ".zsh", ".pl", ".rb", ".js", ".jl", ".r"})
+
+
+def _is_program(path: Path) -> bool:
+    return path.suffix.lower() in PROGRAM_SUFFIXES or os.access(path, os.X_OK)
+
+
 def _program_files(study: Study, argv: Iterable[str]) -> dict[str, str | None]:
-    """Files an argv names (relative to the study folder, or absolute), with their sha256."""
+    """Program files an argv names (relative to the study folder, or absolute): sha256 each.
+
+    The interpreter itself (`{python}`) stays a name: it is the machine's, not the recipe's.
+    """
     out: dict[str, str | None] = {}
     root = study.root.resolve()
     for element in argv:
@@ -301,15 +332,12 @@ def _program_files(study: Study, argv: Iterable[str]) -> dict[str, str | None]:
             continue
         path = Path(text) if Path(text).is_absolute() else root / text
         try:
-            if not path.is_file():
+            if not path.is_file() or not _is_program(path):
                 continue
         except OSError:
             continue
         resolved = path.resolve()
-        try:
-            name = resolved.relative_to(root).as_posix()
-        except ValueError:
-            name = str(resolved)
+        name = portable_path(study, str(resolved))
         try:
             out[name] = file_sha256(resolved)
         except OSError:
@@ -352,8 +380,8 @@ class RecipeResolver:
             programs.update(_program_files(study, argv))
         runner = {k: v for k, v in study.runner.items() if k not in EXECUTOR_KEYS}
         for key in PATH_KEYS:
-            if key in runner and not isinstance(runner[key], str):
-                runner[key] = str(runner[key])
+            if key in runner:
+                runner[key] = portable_path(study, str(runner[key]))
         matrix: dict[str, Any] = {"label": condition.label, "role": condition.role}
         matrix.update(condition.params)
         from stagewise.data.tokenizer import TOKEN_BYTES_DEFINITION, TOKEN_BYTES_VERSION

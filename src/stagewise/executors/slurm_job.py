@@ -14,12 +14,15 @@ so a preempted pack loses only the run it was in the middle of.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import time
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 from submitit.helpers import Checkpointable, DelayedSubmission
@@ -67,9 +70,11 @@ class PackedRuns(Checkpointable):
         self.current: RunTask | None = None
         self.tasks: list[RunTask] = []
         self.signalled = False
+        self.terminating = False
 
     def __call__(self, tasks: Sequence[RunTask], warm: bool = True) -> list[RunOutcome]:
         self.started, self.tasks = time.time(), list(tasks)
+        self._watch_sigterm()
         job = this_job()
         slot = f"slurm:{job}@{socket.gethostname().split('.')[0]}"
         env = run_env()
@@ -90,14 +95,29 @@ class PackedRuns(Checkpointable):
                 else:
                     outcome = run_task(task, _ignore, extra_env=env, slot=slot)
                 self.current = None
-                if self.signalled and outcome.status != "succeeded":
-                    break  # killed by the preemption being handled: the requeued job reruns it
+                if (self.signalled or self.terminating) and outcome.status != "succeeded":
+                    # Slurm is ending the job (scancel, preemption, node failure, time limit):
+                    # the job's final state says why, and a requeued job reruns this run.
+                    break
                 write_outcome(task, outcome, job)
                 outcomes.append(outcome)
         finally:
             if worker is not None:
                 worker.close()
         return outcomes
+
+    def _watch_sigterm(self) -> None:
+        """Note Slurm's SIGTERM (the job is being ended), then let submitit log it as before."""
+        self.terminating = False
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def note(signum: int, frame: FrameType | None) -> None:
+            self.terminating = True
+            if callable(previous):
+                previous(signum, frame)
+
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to watch
+            signal.signal(signal.SIGTERM, note)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission | None:  # type: ignore[override]
         """USR2, 90 s before the end: a preemption, or the job's time limit.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from stagewise.analysis.budget import (
     stage_budget,
     total,
 )
+from stagewise.analysis.run_checks import summary_of, time_split
 from stagewise.ledger import Ledger
 from stagewise.plan import build_plan
 from stagewise.study.model import Gate, Study
@@ -43,6 +45,60 @@ def counterfactual_json(cf: Counterfactual) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class RecordedSplit:
+    """Where a stage's recorded hours went (succeeded runs): training, evaluation, start-up
+    and the runs' whole wall time; None where no run of the stage reported that part."""
+
+    training_hours: float | None
+    eval_hours: float | None
+    startup_hours: float | None
+    wall_hours: float | None
+
+    def to_json(self) -> dict[str, float | None]:
+        return {
+            "training_hours": _r(self.training_hours),
+            "eval_hours": _r(self.eval_hours),
+            "startup_hours": _r(self.startup_hours),
+            "wall_hours": _r(self.wall_hours),
+        }
+
+
+def recorded_split(runs: list[Any], stage: str) -> RecordedSplit:
+    splits = [time_split(r) for r in runs if r.stage == stage and r.status == "succeeded"]
+
+    def hours(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return math.fsum(known) / 3600.0 if known else None
+
+    return RecordedSplit(
+        hours([t.training for t in splits]),
+        hours([t.evaluation for t in splits]),
+        hours([t.startup for t in splits]),
+        hours([t.total for t in splits]),
+    )
+
+
+def hours_unit(study: Study, runs: list[Any]) -> str:
+    """ "CPU-hours" when the study's runs ran on CPU (as their summaries say, else as its
+    hosts and runner say), "GPU-hours" otherwise (and for hosts the tool does not drive)."""
+    kinds = set()
+    for r in runs:
+        if r.status != "succeeded":
+            continue
+        device = summary_of(r).get("device")
+        if isinstance(device, dict) and isinstance(device.get("kind"), str):
+            kinds.add(device["kind"])
+    if kinds:
+        return "CPU-hours" if kinds == {"cpu"} else "GPU-hours"
+    hosts = list(study.hosts.values())
+    # An external host's devices are not known here: it counts as a GPU.
+    on_cpu = bool(hosts) and all(
+        h.executor != "external" and set(h.devices) == {"cpu"} for h in hosts
+    )
+    return "CPU-hours" if on_cpu else "GPU-hours"
+
+
 def stage_json(sb: StageBudget) -> dict[str, Any]:
     return {
         "stage": sb.stage,
@@ -68,6 +124,10 @@ class BudgetResult:
     total_recorded_gpu_hours: float | None
     final_gate: str | None
     counterfactuals: tuple[Counterfactual, ...]  # the executed branch first
+    # Added later (keys after the contract's): the unit the hours are in, and per stage where
+    # the recorded hours went.
+    hours_unit: str = "GPU-hours"
+    splits: tuple[RecordedSplit, ...] = ()
 
     @property
     def executed(self) -> Counterfactual | None:
@@ -81,6 +141,11 @@ class BudgetResult:
             "total_recorded_gpu_hours": _r(self.total_recorded_gpu_hours),
             "final_gate": self.final_gate,
             "counterfactuals": [counterfactual_json(cf) for cf in self.counterfactuals],
+            "hours_unit": self.hours_unit,
+            "recorded_split": [
+                {"stage": st.stage, **sp.to_json()}
+                for st, sp in zip(self.stages, self.splits, strict=True)
+            ],
         }
 
 
@@ -110,8 +175,12 @@ def budget(study: Study, ledger: Ledger) -> BudgetResult:
         counterfactuals.append(
             counterfactual(
                 None,
-                f"executed: {len(executed_n) if executed_n is not None else '?'} candidates "
-                f"through {', '.join(final.stages)} (gate {final.gate_id})",
+                (
+                    f"executed: {len(executed_n)} candidates"
+                    if executed_n is not None
+                    else "executed: candidates not decided yet"
+                )
+                + f" through {', '.join(final.stages)} (gate {final.gate_id})",
                 len(executed_n) if executed_n is not None else None,
                 final_stages,
                 executed,
@@ -127,7 +196,7 @@ def budget(study: Study, ledger: Ledger) -> BudgetResult:
             counterfactuals.append(
                 counterfactual(
                     gate.gate_id,
-                    f"continue all {n if n is not None else '?'} candidates of {gate.gate_id} "
+                    f"continue all {n if n is not None else 'the'} candidates of {gate.gate_id} "
                     f"({'+'.join(gate.stages)}) through {', '.join(final.stages)}",
                     n,
                     final_stages,
@@ -144,4 +213,6 @@ def budget(study: Study, ledger: Ledger) -> BudgetResult:
         else None,
         final_gate=final.gate_id if final else None,
         counterfactuals=tuple(counterfactuals),
+        hours_unit=hours_unit(study, runs),
+        splits=tuple(recorded_split(runs, sid) for sid in stages),
     )

@@ -60,9 +60,9 @@ def check_confidence(value: float, option: str = "--confidence") -> float:
     return float(value)
 
 
-def check_seed(value: int) -> int:
+def check_seed(value: int, option: str = "--seed") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-        raise StudyError(f"--seed: expected an integer in [0, 2**63), but got {value!r}")
+        raise StudyError(f"{option}: expected an integer in [0, 2**63), but got {value!r}")
     return value
 
 

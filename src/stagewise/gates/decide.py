@@ -23,6 +23,7 @@ from typing import Any
 from stagewise.analysis.cells import ResultLike
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
 from stagewise.analysis.published import compare_with_published
+from stagewise.analysis.run_checks import RunCheck, check_runs
 from stagewise.errors import DecisionError
 from stagewise.gates.confidence import DEFAULT_SEED, attach, verdict_confidence
 from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate
@@ -45,6 +46,7 @@ from stagewise.gates.results import (
     freeze_json,
 )
 from stagewise.ledger import DecisionRecord, FreezeRecord, Ledger
+from stagewise.ledger.integrity import canonical_json
 from stagewise.paths import safe_join
 from stagewise.plan import build_plan
 from stagewise.study.model import Study
@@ -188,13 +190,22 @@ def compute_gate(
 
 @dataclass(frozen=True)
 class AppliedGate:
-    """A gate applied by `apply_gate`: its result, the recorded decision, the files written."""
+    """A gate applied by `apply_gate`: its result, the decision in force, the files written.
+
+    `recorded`: this call appended the decision (False when the outcome was the one already
+    recorded, and always with `dry_run`). `decision` is None only for a dry run whose outcome
+    differs from the recorded one (nothing was recorded, and nothing in force matches it).
+    """
 
     result: GateResult
     evaluation: Evaluation
-    decision: DecisionRecord
+    decision: DecisionRecord | None
     freeze: FreezeRecord
     files: tuple[Path, ...]
+    recorded: bool = True
+    dry_run: bool = False
+    checks: tuple[RunCheck, ...] = ()
+    min_steps: int = 0
 
     @property
     def promoted(self) -> tuple[str, ...]:
@@ -202,8 +213,26 @@ class AppliedGate:
 
     @property
     def object(self) -> dict[str, Any]:
-        """The `stagewise gate --json` object (what `decisions/<gate>.json` holds)."""
-        return self.result.to_json()
+        """The `stagewise gate --json` object: what `decisions/<gate>.json` holds, then whether
+        this call recorded a decision, and the gate's runs flagged by `analysis.run_checks`."""
+        return {
+            **self.result.to_json(),
+            "decision_recorded": self.recorded,
+            "dry_run": self.dry_run,
+            "min_steps": self.min_steps,
+            "flagged_runs": [c.to_json() for c in self.checks if c.flags],
+        }
+
+
+def _same_outcome(
+    active: DecisionRecord | None, promoted: Iterable[str], sha256: str, payload: Mapping[str, Any]
+) -> bool:
+    """Whether the active decision is already this computed outcome on these cells."""
+    if active is None or active.kind != "computed" or active.frozen_sha256 != sha256:
+        return False
+    return tuple(active.promoted) == tuple(promoted) and canonical_json(
+        active.payload
+    ) == canonical_json(dict(payload))
 
 
 def apply_gate(
@@ -213,9 +242,13 @@ def apply_gate(
     *,
     confidence: float | None = DEFAULT_CONFIDENCE,
     seed: int = DEFAULT_SEED,
+    dry_run: bool = False,
 ) -> AppliedGate:
     """Apply a frozen gate, record the computed decision and write `decisions/<gate>.*`.
 
+    A decision is appended to the ledger only when the outcome (promoted set, verdicts, cells,
+    frozen rule) differs from the one in force: applying a gate again with no new results
+    records nothing. `dry_run` computes and returns the same result and writes nothing.
     `confidence` and `seed` set the level and the bootstrap seed of the verdict confidence
     added to the result; they never change a verdict or the recorded decision.
     """
@@ -230,7 +263,8 @@ def apply_gate(
     # Refused before anything is recorded: `decisions/` must be the study's own folder, not a
     # link that would carry the records elsewhere.
     records_dir = safe_join(study.root, DECISIONS_DIR)
-    split = split_by_recipe(study.gates[gate_id], ledger.freezes(gate_id), ledger.runs())
+    runs = ledger.runs()
+    split = split_by_recipe(study.gates[gate_id], ledger.freezes(gate_id), runs)
     if split.foreign:
         texts = ledger.recipe_texts(n.recipe_sha256 for n in split.foreign)
         raise foreign_recipe_error(gate_id, split, freeze, texts)
@@ -250,23 +284,26 @@ def apply_gate(
         seed=seed,
         not_counted=split.superseded,
     )
-    decision = ledger.record_decision(
-        gate_id,
-        "computed",
-        ev.promoted,
-        reason=f"{ev.gate.kind} gate applied to {len(ev.cells)} cells",
-        source="stagewise gate",
-        frozen_sha256=freeze.sha256,
-        payload={
-            "verdicts": ev.judgement.verdicts,
-            "incomplete": sorted(ev.pool.missing),
-            "cells": len(ev.cells),
-            # results left out for a recipe an amendment replaced (key only when there are any)
-            **(
-                {"not_counted": [n.to_json() for n in split.superseded]} if split.superseded else {}
-            ),
-        },
-    )
+    payload = {
+        "verdicts": ev.judgement.verdicts,
+        "incomplete": sorted(ev.pool.missing),
+        "cells": len(ev.cells),
+        # results left out for a recipe an amendment replaced (key only when there are any)
+        **({"not_counted": [n.to_json() for n in split.superseded]} if split.superseded else {}),
+    }
+    # Looking must not change the record: the same outcome on the same cells is recorded once.
+    unchanged = _same_outcome(active, ev.promoted, freeze.sha256, payload)
+    decision: DecisionRecord | None = active if unchanged else None
+    if not unchanged and not dry_run:
+        decision = ledger.record_decision(
+            gate_id,
+            "computed",
+            ev.promoted,
+            reason=f"{ev.gate.kind} gate applied to {len(ev.cells)} cells",
+            source="stagewise gate",
+            frozen_sha256=freeze.sha256,
+            payload=payload,
+        )
     notes = compare_with_published(
         study.root, ev.gate.stages, [c.to_json() for c in result.conditions]
     )
@@ -275,8 +312,27 @@ def apply_gate(
         decision=decision,
         published_comparison=tuple(ComparisonNote(**n) for n in notes),
     )
-    files = write_records(records_dir, result.to_json())
-    return AppliedGate(result, ev, decision, freeze, files)
+    budgets = {sid: st.budget_seconds for sid, st in study.stages.items()}
+    counted = {id(r) for r in split.counted}  # flag only the results the gate counted
+    checks = check_runs(
+        [r for r in runs if id(r) in counted], budgets, study.min_steps, stages=ev.gate.stages
+    )
+    applied = AppliedGate(
+        result,
+        ev,
+        decision,
+        freeze,
+        (),
+        recorded=not unchanged and not dry_run,
+        dry_run=dry_run,
+        checks=tuple(checks),
+        min_steps=study.min_steps,
+    )
+    # The records are the `gate --json` object of the call that recorded the decision; a look
+    # that changes nothing leaves them as they are (they are rewritten only when missing).
+    if dry_run or (unchanged and safe_join(records_dir, f"{gate_id}.json").is_file()):
+        return applied
+    return replace(applied, files=write_records(records_dir, applied.object))
 
 
 # ---------------------------------------------------------------------- records on disk
@@ -456,6 +512,14 @@ def gate_markdown(obj: Mapping[str, Any]) -> str:
                 f"{d['published']} ({d['table']}); the published cells are rounded to six "
                 "decimals before pooling, so the last printed digit can differ"
             )
+    if obj.get("flagged_runs"):
+        lines += [
+            "",
+            "## Flagged runs (ranked all the same: read their numbers with care)",
+            "",
+        ]
+        for r in obj["flagged_runs"]:
+            lines.append(f"- {r['run']}: {', '.join(r['flags'])}: {'; '.join(r['notes'])}")
     lines += [
         "",
         "Numbers are unrounded in the JSON and CSV records; this page shows six decimals.",

@@ -329,6 +329,8 @@ def freeze(
     _gate(study, gate_id)
     current = ledger.current_freeze(gate_id)
     where = f"`stagewise freeze {study.root} {gate_id} --amend --reason ...`"
+    plan = _stage_plan(study, ledger, gate_id)
+    warnings = tuple(freeze_warnings(study, gate_id, plan))
     if amend:
         if current is None:
             raise FrozenRuleMismatch(
@@ -340,14 +342,12 @@ def freeze(
     elif current is not None:
         changes = changes_since_freeze(study, ledger, gate_id)
         if not changes:
-            return FreezeOutcome(current, created=False)
+            return FreezeOutcome(current, created=False, warnings=warnings)
         raise FrozenRuleMismatch(
             f"gate {gate_id} was frozen at {current.frozen_at} (sha256 {current.sha256[:12]}) and "
             f"has changed since ({'; '.join(changes)}); record the change as an amendment: {where}"
         )
-    plan = _stage_plan(study, ledger, gate_id)
     require_data(study, gate_id)
-    warnings = tuple(freeze_warnings(study, gate_id, plan))
     recipes = RecipeResolver(study).recipes(recipe_conditions(study, plan))
     definition = frozen_definition(study, gate_id, recipes)
     previous = ledger.freezes()

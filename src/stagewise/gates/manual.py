@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
+from stagewise.bounds import parse_problem, read_input_text
 from stagewise.errors import DecisionError
 from stagewise.ledger import DecisionRecord, Ledger
 from stagewise.plan import build_plan
@@ -86,7 +87,10 @@ def withdraw(ledger: Ledger, study: Study, gate_id: str, reason: str) -> Decisio
 
 def apply_outside_decisions(study: Study, ledger: Ledger, path: Path) -> list[DecisionRecord]:
     """Record the decisions of a study's `outside_decisions.toml` (paper06's published gates)."""
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = tomllib.loads(read_input_text(path, DecisionError))
+    except (RecursionError, ValueError) as exc:  # TOMLDecodeError is a ValueError
+        raise DecisionError(f"{path}: invalid TOML: {parse_problem(exc) or exc}") from None
     source = data.get("source")
     return [
         decide_manually(

@@ -157,6 +157,10 @@ class Ledger(RunsTable, GateRecords, JobsTable):
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
+            if "full" in str(exc):
+                raise LedgerError(
+                    f"{path}: disk full ({exc}); nothing was recorded; free space and rerun"
+                ) from None
             raise LedgerError(f"{path}: not a usable SQLite ledger ({exc})") from None
         if version == 0 and had_content:
             conn.close()

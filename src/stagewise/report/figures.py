@@ -27,6 +27,7 @@ from stagewise.report.figure_base import (
     FigureData,
 )
 from stagewise.report.figure_data import FIGURE_DATA
+from stagewise.report.legibility import FIG_WIDTH
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -76,8 +77,13 @@ def _plt() -> Any:  # matplotlib.pyplot, imported late
     plt.rcParams.update(
         {
             "svg.hashsalt": "stagewise",  # stable SVG ids: the same study gives the same bytes
-            "font.size": 9,
-            "axes.titlesize": 10,
+            # report.legibility: 7-inch figures shown ~720 px wide keep 9.5 pt at >= 9 pt.
+            "font.size": 10,
+            "axes.titlesize": 11,
+            "axes.labelsize": 10,
+            "xtick.labelsize": TEXT_PT,
+            "ytick.labelsize": TEXT_PT,
+            "legend.fontsize": TEXT_PT,
             "axes.spines.top": False,
             "axes.spines.right": False,
         }
@@ -126,8 +132,65 @@ def render_figures(
     return rendered
 
 
-def _legend_right(ax: Any) -> None:
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+TEXT_PT = 9.5  # the smallest text of a figure: >= 9 pt on an 800 px page (report.legibility)
+
+
+def _legend_below(fig: Any, ax: Any, ncol: int = 3, **kw: Any) -> None:
+    """The axes' legend under the figure, inside the canvas (constrained layout makes room);
+    as many columns as fit the figure's width at the legend's size."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        longest = max(len(str(label)) for label in labels) + 6  # the marker and the gap
+        ncol = max(1, min(ncol, int(FIG_WIDTH * 72 / (TEXT_PT * 0.6) / longest)))
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False, **kw)
+
+
+def _fit_right(fig: Any, ax: Any, texts: list[Any], tries: int = 4) -> None:
+    """Widen the x range until every text drawn beside a bar ends inside the axes."""
+    for _ in range(tries):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        right = ax.get_window_extent(renderer).x1
+        over = max((t.get_window_extent(renderer).x1 - right for t in texts), default=0.0)
+        if over <= 0:
+            return
+        lo, hi = ax.get_xlim()
+        span = ax.get_window_extent(renderer).width or 1.0
+        ax.set_xlim(lo, hi + (hi - lo) * (over + 4) / span)
+
+
+def _spread(fig: Any, labels: list[Any], tries: int = 30) -> None:
+    """Move point labels apart (upwards, in points) until no two overlap."""
+    for _ in range(tries):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        boxes = [(t, t.get_window_extent(renderer)) for t in labels]
+        moved = False
+        boxes.sort(key=lambda tb: (tb[1].y0, tb[1].x0))
+        for i, (_a, box_a) in enumerate(boxes):
+            for b, box_b in boxes[i + 1 :]:
+                dx = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+                dy = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+                if dx > 0 and dy > 0:
+                    x, y = b.get_position()
+                    b.set_position((x, y + (dy + 2) * 72 / fig.dpi))
+                    moved = True
+                    break
+            if moved:
+                break
+        if not moved:
+            return
+
+
+def _wrap(text: str, width: int) -> str:
+    """Wrapped at spaces only: an id such as `ref-d2` or `d1/ar96` is never broken."""
+    return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
+
+
+def _integer_axis(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 # --------------------------------------------------------------------------- the drawings
@@ -137,8 +200,10 @@ def _legend_right(ax: Any) -> None:
 def draw_funnel(data: FigureData) -> Figure:
     plt = _plt()
     rows = data.table.rows
-    fig, ax = plt.subplots(figsize=(7.0, 0.24 * len(rows) + 0.9))
+    # 5.5 in: the outcome shows it in half the page beside the lead sentence on a wide screen.
+    fig, ax = plt.subplots(figsize=(5.5, 0.25 * len(rows) + 1.05), layout="constrained", dpi=DPI)
     ys = list(range(len(rows)))[::-1]
+    texts = []
     for y, row in zip(ys, rows, strict=True):
         ax.barh(
             y,
@@ -148,11 +213,14 @@ def draw_funnel(data: FigureData) -> Figure:
             edgecolor="#333333" if row["pending"] else "none",
             height=0.75,
         )
-        ax.text(row["count"] + 0.1, y, row["text"], va="center", fontsize=8)
-    ax.set_yticks(ys, [r["bar"] for r in rows], fontsize=8)
+        texts.append(ax.text(row["count"] + 0.1, y, row["text"], va="center", fontsize=TEXT_PT))
+    ax.set_yticks(ys, [r["bar"] for r in rows], fontsize=TEXT_PT)
     ax.set_xlabel("candidates (number of conditions)")
-    ax.set_title(textwrap.fill(data.title, 80))
-    fig.tight_layout()
+    _integer_axis(ax.xaxis)
+    ax.set_xlim(0, max((r["count"] for r in rows), default=1) + 0.5)
+    # Over the figure, not the axes: the bar names push the axes right.
+    fig.suptitle(_wrap(data.title, 52), fontsize=11)
+    _fit_right(fig, ax, texts)
     return cast("Figure", fig)
 
 
@@ -160,7 +228,7 @@ def draw_funnel(data: FigureData) -> Figure:
 def draw_gap_trajectory(data: FigureData) -> Figure:
     plt = _plt()
     rows = data.table.rows
-    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 5.2), layout="constrained", dpi=DPI)
     ticks: dict[int, str] = {}
     for cid in dict.fromkeys(r["condition_id"] for r in rows):
         mine = [r for r in rows if r["condition_id"] == cid]
@@ -185,12 +253,12 @@ def draw_gap_trajectory(data: FigureData) -> Figure:
                 linestyle="none",
             )
     xs = sorted(ticks)
-    ax.set_xticks(xs, [textwrap.fill(ticks[x], 12) for x in xs], fontsize=8)
+    width = max(8, int(60 / max(1, len(xs))))
+    ax.set_xticks(xs, [_wrap(ticks[x], width) for x in xs], fontsize=TEXT_PT)
     ax.set_xlabel("gate or stage (budget per run)")
-    ax.set_ylabel("mean gap from the best (val_bpb, bits per byte)")
-    ax.set_title(textwrap.fill(data.title, 80))
-    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    fig.tight_layout()
+    ax.set_ylabel(_wrap("mean gap from the best (val_bpb, bits per byte)", 30))
+    ax.set_title(_wrap(data.title, 70))
+    _legend_below(fig, ax, ncol=3)
     return cast("Figure", fig)
 
 
@@ -199,7 +267,7 @@ def draw_host_seed_cells(data: FigureData) -> Figure:
     plt = _plt()
     rows = data.table.rows
     labels: dict[int, tuple[str, bool]] = {r["x"]: (r["label"], r["reference"]) for r in rows}
-    fig, ax = plt.subplots(figsize=(8.5, 3.6))
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 4.4), layout="constrained", dpi=DPI)
     for cell in sorted({r["cell"] for r in rows}):
         mine = [r for r in rows if r["cell"] == cell]
         ax.plot(
@@ -220,16 +288,16 @@ def draw_host_seed_cells(data: FigureData) -> Figure:
         if first["interval_low"] is not None and first["interval_high"] is not None:
             ax.vlines(x, first["interval_low"], first["interval_high"], color="#000000", lw=1)
     xs = sorted(labels)
+    width = max(6, int(64 / max(1, len(xs))))
     ax.set_xticks(
         xs,
-        [textwrap.fill(labels[x][0], 14) + ("\n(reference)" if labels[x][1] else "") for x in xs],
-        fontsize=8,
+        [_wrap(labels[x][0], width) + ("\n(reference)" if labels[x][1] else "") for x in xs],
+        fontsize=TEXT_PT,
     )
     ax.set_xlabel("condition")
     ax.set_ylabel("val_bpb (bits per byte)")
-    ax.set_title(textwrap.fill(data.title, 80))
-    _legend_right(ax)
-    fig.tight_layout()
+    ax.set_title(_wrap(data.title, 70))
+    _legend_below(fig, ax, ncol=4)
     return cast("Figure", fig)
 
 
@@ -237,7 +305,8 @@ def draw_host_seed_cells(data: FigureData) -> Figure:
 def draw_cost_quality(data: FigureData) -> Figure:
     plt = _plt()
     rows = data.table.rows
-    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 5.6), layout="constrained", dpi=DPI)
+    labels = []
     for series in dict.fromkeys(r["series"] for r in rows):
         mine = [r for r in rows if r["series"] == series]
         first = mine[0]
@@ -252,20 +321,22 @@ def draw_cost_quality(data: FigureData) -> Figure:
             label=f"{series} ({'published' if first['published'] else 'recomputed'})",
         )
         for r in mine:
-            ax.annotate(
-                r["label"],
-                (r["params_M"], r["mean_val_bpb"]),
-                fontsize=6,
-                xytext=(4, 3),
-                textcoords="offset points",
+            labels.append(
+                ax.annotate(
+                    r["label"],
+                    (r["params_M"], r["mean_val_bpb"]),
+                    fontsize=TEXT_PT,
+                    xytext=(5, 4),
+                    textcoords="offset points",
+                    annotation_clip=False,
+                )
             )
     ax.set_xlabel("parameters (millions)")
-    ax.set_ylabel("mean val_bpb (bits per byte, lower is better)")
-    ax.set_title(textwrap.fill(data.title, 80))
-    ax.legend(
-        fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, markerscale=0.4
-    )
-    fig.tight_layout()
+    ax.set_ylabel(_wrap("mean val_bpb (bits per byte, lower is better)", 30))
+    ax.set_title(_wrap(data.title, 70))
+    ax.margins(x=0.18, y=0.15)  # room for the labels beside the outermost bubbles
+    _legend_below(fig, ax, ncol=2, markerscale=0.4)
+    _spread(fig, labels)
     return cast("Figure", fig)
 
 
@@ -275,7 +346,16 @@ def draw_budget(data: FigureData) -> Figure:
     stages = [r for r in data.table.rows if r["panel"] == "stage"]
     counter = [r for r in data.table.rows if r["panel"] == "counterfactual"]
     panels = 2 if counter else 1
-    fig, axes = plt.subplots(1, panels, figsize=(11 if counter else 7, 4.4), squeeze=False)
+    # Panels stacked, not side by side: each keeps the page's width at 800 px.
+    fig, axes = plt.subplots(
+        panels,
+        1,
+        figsize=(FIG_WIDTH, 4.2 * panels + 0.6),
+        squeeze=False,
+        layout="constrained",
+        dpi=DPI,
+    )
+    unit = data.title.split(" per stage")[0].split(": ")[0]
     ax = axes[0, 0]
     xs = list(range(len(stages)))
     ax.bar(
@@ -295,14 +375,19 @@ def draw_budget(data: FigureData) -> Figure:
         )
     for x, r in zip(xs, stages, strict=True):
         if r["budgeted_gpu_hours"] is None:
-            ax.text(x - 0.2, 0, "pending", rotation=90, ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(xs, [r["label"] for r in stages], rotation=45, ha="right")
+            ax.text(x - 0.2, 0, "pending", rotation=90, ha="center", va="bottom", fontsize=TEXT_PT)
+    ax.set_xticks(
+        xs,
+        [r["label"] for r in stages],
+        rotation=30 if len(xs) > 4 else 0,
+        ha="right" if len(xs) > 4 else "center",
+    )
     ax.set_xlabel("stage")
-    ax.set_ylabel("GPU-hours")
+    ax.set_ylabel(unit)
     ax.set_title("Per stage")
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(frameon=False)
     if counter:
-        ax2 = axes[0, 1]
+        ax2 = axes[1, 0]
         ys = list(range(len(counter)))[::-1]
         ax2.barh(
             ys, [r["executed_gpu_hours"] for r in counter], color=EXECUTED_COLOR, label="executed"
@@ -314,16 +399,16 @@ def draw_budget(data: FigureData) -> Figure:
             color=ADDED_COLOR,
             label="added by the counterfactual",
         )
-        for y, r in zip(ys, counter, strict=True):
-            ax2.text(r["total_gpu_hours"], y, f" {r['total_gpu_hours']:g}", va="center", fontsize=8)
-        ax2.set_yticks(ys, [textwrap.fill(r["label"], 34) for r in counter], fontsize=7)
-        ax2.set_xlabel("GPU-hours of the final confirmation")
+        texts = [
+            ax2.text(r["total_gpu_hours"], y, f" {r['total_gpu_hours']:.4g}", va="center")
+            for y, r in zip(ys, counter, strict=True)
+        ]
+        ax2.set_yticks(ys, [_wrap(r["label"], 28) for r in counter], fontsize=TEXT_PT)
+        ax2.set_xlabel(f"{unit} of the final confirmation")
         ax2.set_title("Continue-all counterfactuals")
-        ax2.legend(
-            fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2
-        )
-    fig.suptitle(textwrap.fill(data.title, 110), fontsize=10)
-    fig.tight_layout()
+        _legend_below(fig, ax2, ncol=2)
+        _fit_right(fig, ax2, texts)
+    fig.suptitle(_wrap(data.title, 70), fontsize=11)
     return cast("Figure", fig)
 
 
@@ -331,10 +416,12 @@ def draw_budget(data: FigureData) -> Figure:
 def draw_learning_curves(data: FigureData) -> Figure:
     plt = _plt()
     rows = data.table.rows
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False)
+    fig, axes = plt.subplots(
+        2, 1, figsize=(FIG_WIDTH, 7.6), squeeze=False, layout="constrained", dpi=DPI
+    )
     xlabels = {"training_seconds": "training seconds", "tokens": "tokens (millions)"}
     scale = {"training_seconds": 1.0, "tokens": 1e-6}
-    for ax, axis in zip(axes[0], ("training_seconds", "tokens"), strict=True):
+    for ax, axis in zip(axes[:, 0], ("training_seconds", "tokens"), strict=True):
         for cid in dict.fromkeys(r["condition_id"] for r in rows):
             mine = [r for r in rows if r["condition_id"] == cid and r["axis"] == axis]
             if not mine:
@@ -359,8 +446,7 @@ def draw_learning_curves(data: FigureData) -> Figure:
                     linewidth=0,
                 )
         ax.set_xlabel(xlabels[axis])
-        ax.set_ylabel("train loss (nats per token, smoothed)")
-    _legend_right(axes[0, 1])
-    fig.suptitle(textwrap.fill(data.title, 110), fontsize=10)
-    fig.tight_layout()
+        ax.set_ylabel(_wrap("train loss (nats per token, smoothed)", 24))
+    _legend_below(fig, axes[0, 0], ncol=3)
+    fig.suptitle(_wrap(data.title, 70), fontsize=11)
     return cast("Figure", fig)

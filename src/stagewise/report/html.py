@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from stagewise.analysis.published import GATE_RECORDS, RECORD_KINDS
 from stagewise.backtest.report import backtest_sections
 from stagewise.ledger import Ledger
 from stagewise.paths import safe_join
@@ -35,6 +36,7 @@ from stagewise.report.html_blocks import (
 )
 from stagewise.report.loss_curves import load_curves
 from stagewise.report.outcome_section import pending_items, section_outcome
+from stagewise.report.stage_status import stage_statuses
 from stagewise.report.tables import Table, all_tables
 from stagewise.study import load_study
 
@@ -85,22 +87,35 @@ def section_curves(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> str
 def section_budget(tables: list[Table], figures: Sequence[RenderedFigure]) -> str:
     budget = [t for t in tables if t.name.startswith("budget")]
     figs = figures_in(figures, "budget") + [f for f in [skipped_figure(figures, "budget")] if f]
+    # The time split's columns follow folded: the key ones fit an 800 px page.
+    keys: tuple[str, ...] = (
+        "stage",
+        "candidates",
+        "seeds",
+        "hosts",
+        "budget_hours",
+        "budgeted_gpu_hours",
+    )
+    keys += ("recorded_gpu_hours", "eval_hours")
     return "".join(render_figure(f) for f in figs) + (
-        "".join(render_table(t) for t in budget)
+        "".join(render_table(t, key_columns=keys if t.name == "budget" else None) for t in budget)
         if budget
         else "<p><span class='badge pending'>pending</span> budget accounting not available; "
-        "the plan gives budgeted GPU-hours</p>"
+        "the plan gives the budgeted hours</p>"
     )
 
 
 def section_pending(ctx: ReportContext) -> str:
     pend = pending_items(ctx)
+    statuses = stage_statuses(ctx)
+    stages = (
+        "<p>Each stage's results:</p><ul>"
+        + "".join(f"<li>{e(s.words())}</li>" for s in statuses)
+        + "</ul>"
+    )
     if not pend:
-        return (
-            "<p>Nothing: every stage has its results (recorded, or as a published summary) "
-            "and every gate its decision.</p>"
-        )
-    return "<ul class='pending'>" + "".join(f"<li>{e(p)}</li>" for p in pend) + "</ul>"
+        return "<p>Nothing is pending: every gate has its decision.</p>" + stages
+    return "<ul class='pending'>" + "".join(f"<li>{e(p)}</li>" for p in pend) + "</ul>" + stages
 
 
 def section_setup(by_name: dict[str, Table]) -> str:
@@ -112,18 +127,36 @@ def section_setup(by_name: dict[str, Table]) -> str:
 
 
 def section_records(by_name: dict[str, Table]) -> str:
-    return render_table(by_name["freezes"]) + render_table(by_name["decisions"])
+    outside = by_name.get(f"published_{GATE_RECORDS}")
+    return (
+        render_table(by_name["freezes"])
+        + ("<div class='pub'>" + render_table(outside) + "</div>" if outside is not None else "")
+        + render_table(by_name["decisions"])
+    )
 
 
-def section_published(tables: list[Table]) -> str:
-    pubs = [t for t in tables if t.published]
+def section_published(ctx: ReportContext, tables: list[Table]) -> str:
+    records = {f"published_{name}" for name in RECORD_KINDS}
+    pubs = [t for t in tables if t.published and t.name not in records]
     if not pubs:
         return "<p>This study ships no published summaries.</p>"
     return (
-        "<p>These tables are the published pooled summaries of stages whose cells were never "
-        "released. They are shown as printed; no number in them was recomputed here.</p>"
+        "<p>These tables are shown as printed; no number in them was recomputed here. Where the "
+        "cells behind one are in this study, the gate's own table recomputes it (and says where "
+        "the printed digits differ); the note under each table says which.</p>"
         + "".join(f"<div class='pub'>{render_table(t)}</div>" for t in pubs)
     )
+
+
+def section_flagged(ctx: ReportContext, table: Table) -> str:
+    """Succeeded runs whose numbers cannot mean much: ranked like the others, shown here."""
+    if not table.rows:
+        return (
+            f"<p>No run was flagged: every succeeded run that reported its steps trained at "
+            f"least min_steps = {ctx.study.min_steps} optimizer steps, within 10% of its "
+            "budget, and evaluated for less time than it trained.</p>"
+        )
+    return f"<p class='note'>{e(table.note)}</p>" + render_table(table, caption=False)
 
 
 def render_html(ctx: ReportContext, tables: list[Table], figures: list[RenderedFigure]) -> str:
@@ -147,8 +180,13 @@ def render_html(ctx: ReportContext, tables: list[Table], figures: list[RenderedF
         ("pending", "What is pending", section_pending(ctx)),
         ("setup", "Study setup: summary, matrix and plan", section_setup(by_name)),
         ("records", "Frozen rules and decisions", section_records(by_name)),
+        ("flagged", "Flagged runs", section_flagged(ctx, by_name["flagged_runs"])),
         ("runs", "Failed runs", render_table(by_name["failed_runs"], caption=False)),
-        ("published", "Published summaries (not recomputed)", section_published(tables)),
+        (
+            "published",
+            "Published summaries (not recomputed)",
+            section_published(ctx, tables),
+        ),
     ]
     toc = (
         "<nav><ul>"

@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
+from stagewise.analysis.thresholds import threshold_text
 from stagewise.report.figures import RenderedFigure
 from stagewise.report.published import PUBLISHED_LABEL
 from stagewise.report.tables import Table
@@ -20,7 +22,8 @@ padding:1em 1.5em;color:#1a1a1a;line-height:1.4;font-size:14px;overflow-wrap:any
 h1{font-size:1.5em;margin:.2em 0}h2{border-bottom:2px solid #0072B2;padding-bottom:.2em;margin-top:2em}
 h3{margin-top:1.8em;border-bottom:1px solid #ccc}h4{margin:1em 0 .3em}
 table{border-collapse:collapse;margin:.5em 0 .3em;font-size:12px}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top;overflow-wrap:normal}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{overflow-wrap:normal;min-width:3em}
 th{background:#eef3f8}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr:nth-child(even) td{background:#fafafa}
 .scroll{overflow-x:auto;max-width:100%}
@@ -30,9 +33,10 @@ details{margin:.3em 0 .8em}summary{cursor:pointer;color:#0072B2;font-size:12px}
 .pass,.promote{background:#d6f0e3;color:#00603d}.fail,.stop{background:#fbe0d2;color:#8a3500}
 .pending{background:#fff4c2;color:#6b5800}.manual{background:#f3dcec;color:#7d2f66}
 .posthoc{background:#fbe0d2;color:#8a3500}.published{background:#e0e0e0;color:#333}
-.incomplete,.untested{background:#e8e8e8;color:#444}
+.incomplete,.untested{background:#e8e8e8;color:#444}.outside{background:#dbe9f6;color:#0b3d66}
 .pub{border-left:4px solid #999;padding:.2em .8em;background:#f6f6f6;margin:.8em 0}
 code,.hash{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
+.id,td.id{white-space:nowrap;overflow-wrap:normal}td .hash{word-break:normal;white-space:nowrap}
 figure{margin:1em 0;border:1px solid #ddd;padding:.5em;background:#fff;max-width:100%}
 figure img{max-width:100%;height:auto;display:block}figcaption{font-size:12px;color:#444}
 nav ul{columns:3;column-gap:2em;font-size:13px;margin:.3em 0}nav li{break-inside:avoid;overflow-wrap:anywhere}ul.pending li{color:#6b5800}
@@ -93,9 +97,79 @@ def fmt_cell(value: Any) -> tuple[str, bool]:
     return str(value), False
 
 
+# Fixed decimals per column, at the precision the paper prints (0.036890, 0.010, 3.25): a
+# trailing zero is a printed digit. Columns not named here use `fmt_cell`'s default.
+SIX = 6
+COLUMN_DECIMALS: tuple[tuple[str, int], ...] = (
+    ("flip_threshold", SIX),
+    ("threshold", 3),
+    ("p_verdict", 3),
+    ("val_bpb", SIX),
+    ("gap", SIX),
+    ("observed", SIX),
+    ("_low", SIX),
+    ("_high", SIX),
+    ("sd_", SIX),
+    ("params_M", SIX),
+    ("tokens_M", SIX),
+)
+SCIENTIFIC = ("var_",)  # variances: two significant digits (1.9e-7, not 0.0)
+
+
+def column_format(column: str, value: Any) -> str | None:
+    """The display text of a float in a column with a fixed precision (None: the default)."""
+    if not isinstance(value, float) or isinstance(value, bool) or not math.isfinite(value):
+        return None
+    if any(column.startswith(p) for p in SCIENTIFIC):
+        return fmt_small(value)
+    if column == "mean_rank" or (column.endswith("_rank") and not value.is_integer()):
+        return f"{value:.2f}"
+    for part, decimals in COLUMN_DECIMALS:
+        if part in column:
+            return f"{value:.{decimals}f}"
+    return None
+
+
+def fmt_small(value: float) -> str:
+    """Two significant digits, in scientific notation below 0.001 (1.9e-7; 0.0015)."""
+    if value == 0:
+        return "0"
+    if abs(value) < 1e-3:
+        mant, exp = f"{value:.1e}".split("e")
+        return f"{mant}e{int(exp)}"
+    return f"{value:.2g}"
+
+
+def fmt_threshold(value: Any) -> str:
+    """A threshold at three decimals at least (0.010, 0.025), more when it has them."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return threshold_text(value)
+
+
+def fmt_param(key: str, value: Any) -> str:
+    """A rule parameter as written in the report (thresholds at fixed decimals)."""
+    return fmt_threshold(value) if key == "threshold" else str(value)
+
+
 def fmt_hours(value: Any) -> str:
-    """GPU-hours at four significant digits (169.2, 432, 0.03159)."""
-    return f"{float(value):.4g}" if isinstance(value, int | float) else "?"
+    """Hours at four significant digits (169.2, 432, 0.03159); "not known yet" for None."""
+    return f"{float(value):.4g}" if isinstance(value, int | float) else "not known yet"
+
+
+def hours_text(value: Any) -> str:
+    """Hours in a sentence: four significant digits, never "None" or "?"."""
+    return fmt_hours(value)
+
+
+def hours_unit_of(ctx: Any) -> str:
+    """ "CPU-hours" for a study whose runs ran on CPU, else "GPU-hours" (gates.budget)."""
+    budget = ctx.budget if isinstance(ctx.budget, dict) else None
+    if budget and isinstance(budget.get("hours_unit"), str):
+        return str(budget["hours_unit"])
+    from stagewise.gates.budget import hours_unit
+
+    return hours_unit(ctx.study, list(ctx.runs))
 
 
 BADGE_COLUMNS = ("verdict", "decision", "status", "declared_verdict")
@@ -106,15 +180,35 @@ def badge(text: str) -> str:
     return f"<span class='badge {e(text.split()[0] if text else '')}'>{e(text)}</span>"
 
 
+HASH = re.compile(r"[0-9a-f]{40,64}")
+HASH_SHOWN = 12  # hex digits shown; the full value is the cell's tooltip and in tables/
+ID_COLUMNS = ("label", "condition_id", "gate", "stage", "host", "run", "reference")
+
+
+def header(name: str) -> str:
+    """A column name that may wrap after its underscores, never inside a word."""
+    return "_<wbr>".join(e(part) for part in name.split("_"))
+
+
+def hash_cell(text: str) -> str:
+    return f"<span class='hash' title='{e(text)}'>{e(text[:HASH_SHOWN])}…</span>"
+
+
 def _grid(table: Table, shown: Sequence[str]) -> str:
-    head = "".join(f"<th>{e(c)}</th>" for c in shown)
+    head = "".join(f"<th>{header(c)}</th>" for c in shown)
     body = []
     for row in table.rows:
         cells = []
         for col in shown:
-            text, numeric = fmt_cell(row.get(col))
+            value = row.get(col)
+            fixed = column_format(col, value)
+            text, numeric = (fixed, True) if fixed is not None else fmt_cell(value)
             if (col in BADGE_COLUMNS or col.startswith("at ")) and text in BADGES:
                 cells.append(f"<td>{badge(text)}</td>")
+            elif HASH.fullmatch(text):
+                cells.append(f"<td>{hash_cell(text)}</td>")
+            elif col in ID_COLUMNS:
+                cells.append(f"<td class=id>{e(text)}</td>")
             else:
                 cells.append(f"<td{' class=num' if numeric else ''}>{e(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -123,6 +217,16 @@ def _grid(table: Table, shown: Sequence[str]) -> str:
         + "".join(body)
         + "</tbody></table></div>"
     )
+
+
+def ids_unbroken(escaped: str, ids: Sequence[str]) -> str:
+    """Escaped text with every id in `ids` kept on one line (`ref-d2` never breaks at its
+    hyphen): each whole-word occurrence is wrapped in a nowrap span."""
+    names = sorted({e(i) for i in ids if i}, key=len, reverse=True)
+    if not names:
+        return escaped
+    pattern = re.compile(r"(?<![\w/.-])(" + "|".join(re.escape(n) for n in names) + r")(?![\w/-])")
+    return pattern.sub(lambda m: f"<span class='id'>{m.group(1)}</span>", escaped)
 
 
 def render_table(

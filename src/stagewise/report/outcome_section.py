@@ -5,41 +5,51 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from stagewise.analysis.published import outside_freezes, published_hours, published_notes
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.figure_base import as_dict, budget_label
 from stagewise.report.figures import RenderedFigure
 from stagewise.report.html_blocks import (
     e,
     figures_in,
-    fmt_hours,
+    fmt_param,
+    hours_text,
+    hours_unit_of,
+    ids_unbroken,
     render_figure,
     skipped_figure,
 )
+from stagewise.report.stage_status import PUBLISHED_ONLY, results_sentence, stage_statuses
 
 
 def pending_items(ctx: ReportContext) -> list[str]:
     items = []
-    published_stages = {s for p in ctx.published for s in p.stages}
-    for p in ctx.published:
-        if p.gate:  # a pooled gate summary covers every stage the gate pools
-            published_stages.update(ctx.study.gates[p.gate].stages)
-    for st in ctx.status["stages"]:
-        runs = st["runs"]
-        recorded = sum(v for k, v in runs.items() if k != "pending")
-        if recorded == 0 and st["stage"] in published_stages:
+    for st in stage_statuses(ctx):
+        if st.state == PUBLISHED_ONLY:
             continue  # only a published summary exists; shown as such, nothing to wait for
-        if st["planned_runs"] is None:
-            items.append(f"stage {st['stage']}: candidates pending ({st['candidate_source']})")
-        elif not st["complete"]:
+        if st.planned is None:
+            source = next(
+                (s["candidate_source"] for s in ctx.status["stages"] if s["stage"] == st.stage),
+                "",
+            )
+            items.append(f"stage {st.stage}: candidates pending ({source})")
+        elif st.pending or st.failed:
             items.append(
-                f"stage {st['stage']}: {runs['succeeded']}/{st['planned_runs']} runs succeeded"
-                f" ({runs['pending']} pending, {runs['failed']} failed)"
+                f"stage {st.stage}: {st.succeeded}/{st.planned} runs succeeded"
+                f" ({st.pending} pending, {st.failed} failed)"
             )
     for view in ctx.gates:
         if view.pending and not (view.active is not None and view.active.manual):
             items.append(f"gate {view.gate_id}: {'; '.join(view.pending)}")
     return items
+
+
+COUNTERFACTUAL_CAVEAT = (
+    "These are accounting for continuations never run, not evidence that the candidates left "
+    "out would have lost."
+)
 
 
 def _names(labels: Sequence[str]) -> str:
@@ -60,7 +70,7 @@ def _rules_for(view: GateView, condition_id: str, role: str) -> list[str]:
     rules = named or [r for r in view.gate.rules if not r.conditions and not r.roles]
     out = []
     for r in rules:
-        params = ", ".join(f"{k} = {v}" for k, v in sorted(r.params.items()))
+        params = ", ".join(f"{k} = {fmt_param(k, v)}" for k, v in sorted(r.params.items()))
         out.append(f"{r.rule} ({params})" if params else r.rule)
     return out
 
@@ -76,6 +86,8 @@ class Outcome:
     pending: list[str] = field(default_factory=list)
     hashes: list[tuple[str, str]] = field(default_factory=list)  # (gate, sha256)
     chain: str = ""
+    results: str = ""  # where every stage's results stand (one status per stage)
+    notes: list[str] = field(default_factory=list)  # the study's own caveats (published/notes)
 
 
 def decided_gate(ctx: ReportContext) -> GateView | None:
@@ -112,18 +124,44 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
     conds = result.get("conditions", [])
     good = [c for c in conds if c.get("verdict") in ("pass", "promote")]
     bad = [c for c in conds if c.get("verdict") in ("fail", "stop")]
-    other = [c for c in conds if c not in good and c not in bad]
+    # The reference losing a confirm rule is a finding about the recipes, not a failure of a
+    # run: said as what the rule found ("ref was not first in every cell").
+    ref_bad = [c for c in bad if c["condition_id"] == ctx.study.reference]
+    bad = [c for c in bad if c not in ref_bad]
+    untested = [c for c in conds if c.get("verdict") == "untested"]
+    incomplete = [c for c in conds if c not in good + bad + ref_bad + untested]
     yes, no = ("passed", "failed") if gate.kind == "confirm" else ("promoted", "stopped")
     freeze = view.current_freeze
     rule = f"its frozen rule (sha256 {freeze.sha256[:12]}…)" if freeze else "its rule (not frozen)"
+    outside = outside_freezes(ctx.published).get(gate.gate_id)
+    if outside is not None and freeze is not None:
+        rule += (
+            f", written down outside the tool on {outside.written_on} and frozen again by this "
+            f"replay on {freeze.frozen_at[:10]}"
+        )
+    elif outside is not None:
+        rule = f"its rule written down outside the tool on {outside.written_on}"
+
+    def labels(rows: list[dict[str, Any]]) -> str:
+        return _names([str(c.get("label")) for c in rows])
+
+    def were(rows: list[dict[str, Any]]) -> str:
+        return "was" if len(rows) == 1 else "were"
+
     lead = (
-        f"Last decided: {where} {yes} {_names([str(c.get('label')) for c in good])}"
-        + (f" and {no} {_names([str(c.get('label')) for c in bad])}" if bad else "")
+        f"Last decided: {where} {yes} {labels(good)}"
+        + (f" and {no} {labels(bad)}" if bad else "")
         + f" under {rule}"
+        + "".join(f"; {finding}" for c in ref_bad for finding in _findings(view, c)[:1])
         + (
-            f"; {_names([str(c.get('label')) for c in other])} "
-            f"{'was' if len(other) == 1 else 'were'} not decided (incomplete cells)"
-            if other
+            f"; {labels(untested)} {were(untested)} not decided: every cell is there, but no "
+            "rule of the gate tested " + ("it" if len(untested) == 1 else "them")
+            if untested
+            else ""
+        )
+        + (
+            f"; {labels(incomplete)} {were(incomplete)} not decided (incomplete cells)"
+            if incomplete
             else ""
         )
         + "."
@@ -133,25 +171,83 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
         + "; ".join(_rules_for(view, c["condition_id"], c.get("role", "")))
         for c in bad
     ]
+    stopped += ["; ".join(_findings(view, c)) for c in ref_bad]
     return lead, stopped
+
+
+# What a rule found when it did not hold, in words (the rule's own text follows in brackets).
+FINDINGS = {
+    "rank_first_in_all_cells": "{label} was not first in every cell",
+    "mean_gap_to_reference": "{label} was more than {threshold} bpb behind the reference on the "
+    "mean over cells",
+    "max_gap_to_reference": "{label} was more than {threshold} bpb behind the reference in at "
+    "least one cell",
+}
+
+
+def _findings(view: GateView, row: dict[str, Any]) -> list[str]:
+    """What each rule that did not hold for this condition found, as a sentence."""
+    label = str(row.get("label"))
+    out: list[str] = []
+    result = view.gate_result
+    if result is not None:
+        try:
+            verdict = result.condition(row["condition_id"]).verdict
+        except KeyError:
+            verdict = None
+        for reason in verdict.reasons if verdict is not None else ():
+            if reason.kind != "rule" or reason.holds is not False or reason.rule is None:
+                continue
+            params: dict[str, Any] = {}
+            if reason.rule_index is not None and reason.rule_index < len(view.gate.rules):
+                params = dict(view.gate.rules[reason.rule_index].params)
+            template = FINDINGS.get(reason.rule, "{label} did not meet " + reason.rule)
+            threshold = params.get("threshold")
+            text = template.format(
+                label=label,
+                threshold=f"{threshold:g}" if isinstance(threshold, int | float) else "its",
+            )
+            # The rule's measurement only ("rank 1 in 3/4 cells"): after its description and
+            # without the declared reason the text carries at its end.
+            found = reason.text.rsplit(": ", 1)[-1]
+            if reason.declared and found.endswith(f" ({reason.declared})"):
+                found = found[: -len(f" ({reason.declared})")]
+            out.append(f"{text} ({found})")
+    return out or [f"{label} did not meet the gate's rules"]
 
 
 def outcome_budget(ctx: ReportContext) -> str:
     budget = as_dict(ctx.budget)
+    unit = hours_unit_of(ctx)
     if not budget:
         total = ctx.plan_dict.get("total_budgeted_gpu_hours")
-        return (
-            f"GPU-hours: {fmt_hours(total)} budgeted by the plan so far; no budget accounting yet."
-        )
+        return f"{unit}: {hours_text(total)} budgeted by the plan so far; no budget accounting yet."
     recorded = budget.get("total_recorded_gpu_hours")
     budgeted = budget.get("total_budgeted_gpu_hours")
-    text = (
-        f"GPU-hours: {fmt_hours(recorded)} recorded (training time of the recorded runs), "
-        f"{fmt_hours(budgeted)} budgeted"
-        if recorded
-        else f"GPU-hours: {fmt_hours(budgeted)} budgeted "
-        "(no training time recorded: the results were imported or are pending)"
-    )
+    stated = [h for h in published_hours(ctx.published) if h.scope == "all stages"]
+    if budgeted is None:
+        planned = (
+            "the total budget is known once every gate that feeds a stage has decided how "
+            "many candidates it carries on"
+        )
+    else:
+        planned = f"{hours_text(budgeted)} budgeted"
+    if recorded:
+        text = f"{unit}: {hours_text(recorded)} recorded (training time of the recorded runs), "
+        text += planned
+    elif stated:
+        # The study states recorded hours it has no runs of (a replay of a publication).
+        text = (
+            f"{unit}: {stated[0].printed or hours_text(stated[0].hours)} recorded "
+            f"({stated[0].hours:g} as published; no run here carries its own), {planned}"
+        )
+    elif budgeted is not None:
+        text = (
+            f"{unit}: {planned} (no training time recorded: the results were imported or are "
+            "pending)"
+        )
+    else:
+        text = f"{unit}: no training time recorded yet; {planned}"
     if isinstance(budgeted, int | float) and budgeted < 1:
         # a CPU demo spends minutes: say it in minutes too
         minutes = [f"{60 * v:.3g}" for v in (recorded, budgeted) if isinstance(v, int | float)]
@@ -160,17 +256,30 @@ def outcome_budget(ctx: ReportContext) -> str:
     counter = budget.get("counterfactuals") or []
     executed = next((c for c in counter if c.get("gate") is None), None)
     alts = [c for c in counter if c.get("gate") is not None]
-    if executed is not None and alts:
+    if executed is not None and alts and executed.get("candidates") is not None:
         stages = ", ".join(executed.get("through_stages") or [])
         text += (
-            f" The final confirmation ({stages}) costs {fmt_hours(executed['confirmation_gpu_hours'])}"
-            f" GPU-hours with {executed.get('candidates')} candidates; continuing all "
+            f" The final confirmation ({stages}) costs "
+            f"{hours_text(executed['confirmation_gpu_hours'])} {unit} with "
+            f"{executed.get('candidates')} candidates; continuing all "
             + "; all ".join(
                 f"{c.get('candidates')} of {c.get('gate')} would cost "
-                f"{fmt_hours(c.get('confirmation_gpu_hours'))} (+{fmt_hours(c.get('added_vs_executed'))})"
+                f"{hours_text(c.get('confirmation_gpu_hours'))}"
+                + (
+                    f" (+{hours_text(c.get('added_vs_executed'))})"
+                    if isinstance(c.get("added_vs_executed"), int | float)
+                    else ""
+                )
                 for c in alts
+                if c.get("candidates") is not None
             )
-            + "."
+            + ". "
+            + COUNTERFACTUAL_CAVEAT
+        )
+    elif executed is not None and alts:
+        text += (
+            " What the final confirmation costs is known once the gates before it have "
+            "decided how many candidates reach it."
         )
     return text
 
@@ -212,17 +321,30 @@ def outcome(ctx: ReportContext) -> Outcome:
         pending=pending_items(ctx),
         hashes=hashes,
         chain=chain,
+        results=results_sentence(stage_statuses(ctx)),
+        notes=published_notes(ctx.published, "outcome"),
     )
 
 
 def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> str:
     out = outcome(ctx)
+    ids = [
+        *(c.label for c in ctx.study.conditions),
+        *ctx.study.condition_ids,
+        *ctx.study.gates,
+        *ctx.study.stages,
+    ]
+
+    def text(value: str) -> str:
+        return ids_unbroken(e(value), ids)
+
     more = []
     if out.stopped:
-        more.append("<li>" + "</li><li>".join(e(s) for s in out.stopped) + "</li>")
+        more.append("<li>" + "</li><li>".join(text(s) for s in out.stopped) + "</li>")
     if out.earlier:
-        more.append(f"<li>{e(out.earlier)}</li>")
+        more.append(f"<li>{text(out.earlier)}</li>")
     more.append(f"<li>{e(out.budget)}</li>")
+    more.extend(f"<li>{e(n)}</li>" for n in out.notes)
     if out.pending:
         shown = out.pending[:3]
         rest = len(out.pending) - len(shown)
@@ -230,11 +352,11 @@ def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> st
             "<li>Pending: "
             + e("; ".join(shown))
             + (f" <a href='#pending'>and {rest} more</a>" if rest else "")
-            + "</li>"
+            + f" {e(out.results)}</li>"
         )
     else:
         more.append(
-            "<li>Pending: nothing; every stage has its results and every gate its decision.</li>"
+            "<li>Pending: nothing; every gate has its decision. " + e(out.results) + "</li>"
         )
     frozen = (
         "Frozen rules: "
@@ -247,7 +369,7 @@ def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> st
     )
     funnel = next(iter(figures_in(figures, "outcome")), None) or skipped_figure(figures, "funnel")
     return (
-        f"<div class='outcome'><p class='lead' id='outcome-sentence'>{e(out.lead)}</p>"
+        f"<div class='outcome'><p class='lead' id='outcome-sentence'>{text(out.lead)}</p>"
         + render_figure(funnel)
         + f"<div class='more'><ul>{''.join(more)}</ul>"
         f"<p class='note'>{frozen}{e(out.chain)}</p></div></div>"

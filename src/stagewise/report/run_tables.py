@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from stagewise.analysis.published import as_float, published_hours
+from stagewise.analysis.run_checks import check_run, check_runs, flagged, time_split
 from stagewise.ledger.schema import SUMMARY_FIELDS
 from stagewise.report.context import ReportContext
 from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table
+from stagewise.words import small
 
+TIMING_COLUMNS = ("startup_seconds", "eval_seconds")
 # Run columns that carry no path, no user and no machine name; the others stay in the ledger.
 RUN_COLUMNS = (
     "stage",
@@ -25,6 +29,10 @@ RUN_COLUMNS = (
     *SUMMARY_FIELDS,
     "checkpoint_sha256",
     "recipe_sha256",  # the resolved recipe the run trained (its text: recipes/ in a bundle)
+    # Where a run's time went besides training (from its summary; analysis.run_checks), and
+    # the sanity flags that follow: in the bundle too, so verify re-derives them.
+    *TIMING_COLUMNS,
+    "flags",
 )
 BUDGET_COLUMNS = (
     "stage",
@@ -35,6 +43,11 @@ BUDGET_COLUMNS = (
     "budgeted_gpu_hours",
     "recorded_gpu_hours",
     "runs_recorded",
+    # Where the recorded runs' time went (gates.budget.RecordedSplit), in the same unit.
+    "training_hours",
+    "eval_hours",
+    "startup_hours",
+    "wall_hours",
 )
 COUNTERFACTUAL_COLUMNS = (
     "scenario",
@@ -51,32 +64,151 @@ def budget_tables(ctx: ReportContext) -> list[Table]:
     if not budget:
         return []
     sources = [*STUDY_SOURCES, RUNS_SOURCE, "decisions/decisions.json"]
+    unit = str(budget.get("hours_unit") or "GPU-hours")
     stages = Table(
         "budget",
-        "Budget: budgeted and recorded GPU-hours per stage",
+        f"Budget: budgeted and recorded {unit} per stage",
         list(BUDGET_COLUMNS),
-        [{c: r.get(c) for c in BUDGET_COLUMNS} for r in budget.get("stages", [])],
-        note=f"total budgeted GPU-hours: {budget.get('total_budgeted_gpu_hours')}; total "
-        f"recorded: {budget.get('total_recorded_gpu_hours')} (sum of training time of recorded "
-        "runs; none where the results carry no training time)",
+        [
+            {c: {**r, **split}.get(c) for c in BUDGET_COLUMNS}
+            for r, split in zip(
+                budget.get("stages", []),
+                budget.get("recorded_split") or [{}] * len(budget.get("stages", [])),
+                strict=True,
+            )
+        ],
+        note=budget_note(ctx, budget, unit),
         sources=sources,
         command="stagewise budget STUDY --json",
     )
+    caveat = (
+        "accounting for continuations that were never run, not evidence that the candidates "
+        "left out would have lost"
+    )
+    matched = _published_match(ctx, budget.get("counterfactuals", []))
     counter = Table(
         "budget_counterfactuals",
         "Budget counterfactuals: continue all candidates of a gate to the final confirmation",
         list(COUNTERFACTUAL_COLUMNS),
         [{c: r.get(c) for c in COUNTERFACTUAL_COLUMNS} for r in budget.get("counterfactuals", [])],
-        note=f"final gate: {budget.get('final_gate')}; GPU-hours of its stages in each scenario",
+        note=f"final gate: {budget.get('final_gate')}; {unit} of its stages in each scenario; "
+        + caveat
+        + (f"; {matched}" if matched else ""),
         sources=sources,
         command="stagewise budget STUDY --json",
     )
     return [stages, counter] if counter.rows else [stages]
 
 
-def run_row(rec: Any) -> dict[str, Any]:
-    row = {c: getattr(rec, c) for c in RUN_COLUMNS}
+def budget_note(ctx: ReportContext, budget: dict[str, Any], unit: str) -> str:
+    """Budgeted and recorded totals in words (no raw None): what was recorded, or why not."""
+    budgeted = budget.get("total_budgeted_gpu_hours")
+    recorded = budget.get("total_recorded_gpu_hours")
+    text = f"total budgeted {unit}: {_hours(budgeted)} (candidates x seeds x hosts x budget); "
+    if recorded:
+        text += (
+            f"total recorded: {_hours(recorded)} (sum of training time of recorded runs; "
+            "training, evaluation, start-up and wall hours say where their time went)"
+        )
+    else:
+        text += "no run in this study recorded its training time (imported or pending)"
+    for stated in published_hours(ctx.published):
+        text += (
+            f"; recorded hours as published ({stated.scope}): {stated.hours:g}"
+            + (f", printed {stated.printed}" if stated.printed else "")
+            + (f" ({stated.note})" if stated.note else "")
+        )
+    return text
+
+
+def _published_match(ctx: ReportContext, rows: Sequence[dict[str, Any]]) -> str:
+    """Which counterfactual rows a published budget table prints, and which it does not."""
+    pub = next((p for p in ctx.published if p.kind == "budget"), None)
+    if pub is None:
+        return ""
+    printed = {as_float(r.get("confirmation_gpu_hours")) for r in pub.rows}
+    ours = [r for r in rows if r.get("gate")]
+    same = [r for r in ours if r.get("confirmation_gpu_hours") in printed]
+    other = [r for r in ours if r.get("confirmation_gpu_hours") not in printed]
+    parts = []
+    if same:
+        parts.append(
+            "the published budget table prints the "
+            + ", ".join(f"{r['gate']} row ({r['confirmation_gpu_hours']:g})" for r in same)
+        )
+    if other:
+        parts.append(
+            "it does not print the "
+            + ", ".join(
+                f"{r['gate']} row ({r['confirmation_gpu_hours']:g}, "
+                f"+{r.get('added_vs_executed', 0):g})"
+                for r in other
+            )
+        )
+    return "; ".join(parts)
+
+
+def _hours(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "not known yet (a stage's candidates wait for a gate)"
+    return small(value, 4) if value < 1 else f"{value:g}"
+
+
+def run_row(rec: Any, study: Any = None) -> dict[str, Any]:
+    """One run as the report and the bundle show it (`study`: for its flags)."""
+    row = {c: getattr(rec, c) for c in RUN_COLUMNS if c not in TIMING_COLUMNS and c != "flags"}
+    split = time_split(rec)
+    row["startup_seconds"], row["eval_seconds"] = split.startup, split.evaluation
+    flags: tuple[str, ...] = ()
+    if study is not None and rec.status == "succeeded" and rec.stage in study.stages:
+        flags = check_run(rec, study.stages[rec.stage].budget_seconds, study.min_steps).flags
+    row["flags"] = " ".join(flags)
     return row
+
+
+FLAGGED_COLUMNS = (
+    "stage",
+    "condition_id",
+    "seed",
+    "host",
+    "flags",
+    "num_steps",
+    "budget_seconds",
+    "training_seconds",
+    "eval_seconds",
+    "notes",
+)
+
+
+def flagged_runs_table(ctx: ReportContext) -> Table:
+    """Succeeded runs whose numbers cannot mean much (too_short, over_budget, slow_eval)."""
+    budgets = {sid: st.budget_seconds for sid, st in ctx.study.stages.items()}
+    checks = flagged(check_runs(ctx.runs, budgets, ctx.study.min_steps))
+    rows = [
+        {
+            "stage": c.stage,
+            "condition_id": c.condition_id,
+            "seed": c.seed,
+            "host": c.host,
+            "flags": " ".join(c.flags),
+            "num_steps": c.num_steps,
+            "budget_seconds": c.budget_seconds,
+            "training_seconds": c.split.training,
+            "eval_seconds": c.split.evaluation,
+            "notes": "; ".join(c.notes),
+        }
+        for c in checks
+    ]
+    return Table(
+        "flagged_runs",
+        "Flagged runs: ranked like the others, but read their numbers with care",
+        list(FLAGGED_COLUMNS),
+        rows,
+        note=f"too_short: fewer optimizer steps than [runner] min_steps = "
+        f"{ctx.study.min_steps}; over_budget: training more than 10% over the stage's budget; "
+        "slow_eval: evaluation longer than training",
+        sources=[RUNS_SOURCE, *STUDY_SOURCES],
+    )
 
 
 def runs_table(ctx: ReportContext) -> Table:
@@ -84,7 +216,7 @@ def runs_table(ctx: ReportContext) -> Table:
         "runs",
         "Runs",
         list(RUN_COLUMNS),
-        [run_row(r) for r in ctx.runs],
+        [run_row(r, ctx.study) for r in ctx.runs],
         note="paths, owners, logs and raw summaries stay in the ledger",
         sources=[RUNS_SOURCE],
     )

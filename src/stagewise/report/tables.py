@@ -25,7 +25,13 @@ from stagewise.report.gate_tables import (
     gate_table,
     sensitivity_table,
 )
-from stagewise.report.run_tables import RUN_COLUMNS, budget_tables, failed_runs_table, runs_table
+from stagewise.report.run_tables import (
+    RUN_COLUMNS,
+    budget_tables,
+    failed_runs_table,
+    flagged_runs_table,
+    runs_table,
+)
 from stagewise.report.study_tables import matrix_table, plan_table, published_table, summary_table
 from stagewise.report.table_model import Table
 
@@ -61,6 +67,7 @@ def all_tables(ctx: ReportContext) -> list[Table]:
         tables.append(agreement)
     tables.extend(budget_tables(ctx))
     tables.append(runs_table(ctx))
+    tables.append(flagged_runs_table(ctx))
     tables.append(failed_runs_table(ctx))
-    tables.extend(published_table(p) for p in ctx.published)
+    tables.extend(published_table(p, ctx) for p in ctx.published)
     return tables

@@ -14,29 +14,50 @@ from pathlib import Path
 from stagewise.errors import StudyError
 from stagewise.paths import ID_MAX_LENGTH, is_safe_id
 
-EXAMPLES = ("paper06",)
+# --example NAME -> the folder under stagewise/examples that holds it.
+EXAMPLE_FOLDERS = {"paper06": "paper06", "own-trainer": "own_trainer"}
+EXAMPLES = tuple(EXAMPLE_FOLDERS)
 OUTSIDE_DECISIONS = "outside_decisions.toml"
 
+# Sized for the CPU of a laptop or a 2-core VM, measured (docs/benchmarks.md): the first ranked
+# result (init, data prepare, run --freeze --through screen) comes in under three minutes there,
+# and every screen run trains more optimizer steps than min_steps.
 TEMPLATE_STUDY = """\
 [study]
 name = "{name}"
 reference = "ref"
 matrix = "matrix.csv"
 
+# Sized for a CPU (2 cores are enough), from throughput measured on one:
+# - one forward/backward per optimizer step: total_batch_size in matrix.csv (1024 tokens) is
+#   device_batch_size x sequence_len = 8 x 128; a larger total batch is several micro-batches
+#   per step, and a short budget then trains only a handful of steps;
+# - a tiny model (head_dim 32: 4-6 heads) trains ~2-5 steps a second on one idle core, so the
+#   40 s screen trains ~100 steps, and still over min_steps on a machine busy with 7 other jobs
+#   (measured: ~0.5 steps a second there);
+# - eval_tokens = 4096 (32 validation rows) evaluates in about a second, not longer than the
+#   training it scores;
+# - two worker slots of one core each: two runs at a time, and a busy machine slows a
+#   one-thread run far less than a two-thread one (measured: 3x fewer steps lost).
+# On a GPU raise sequence_len, device_batch_size, total_batch_size and eval_tokens together, and
+# the budgets (`stagewise doctor` measures this machine's tokens/s).
 [runner]
 device = "cpu"
-sequence_len = 256
+head_dim = 32
+sequence_len = 128
 device_batch_size = 8
-eval_tokens = 65536
+eval_tokens = 4096
+window_pattern = "SL"
+min_steps = 20         # a run that trains fewer optimizer steps is flagged too_short
 data = "data"          # prepare it with: stagewise data prepare --out {folder}/data
 
 [hosts.local]
 executor = "local"
 devices = ["cpu"]
-workers = 1
+workers = 2
 
 [stages.screen]
-budget = "1m"
+budget = "40s"
 seeds = [1]
 hosts = ["local"]
 candidates = "all"
@@ -50,7 +71,7 @@ rules = [
 ]
 
 [stages.confirm]
-budget = "5m"
+budget = "2m"
 seeds = [2, 3]
 hosts = ["local"]
 candidates = {{ gate = "g_screen" }}
@@ -65,10 +86,36 @@ rules = [
 
 TEMPLATE_MATRIX = """\
 label,condition_id,role,depth,aspect_ratio,matrix_lr,total_batch_size
-ref,ref,reference,2,64,0.04,8192
-wide,wide,variant,2,96,0.04,8192
-deep,deep,variant,3,64,0.04,8192
+ref,ref,reference,2,64,0.04,1024
+wide,wide,variant,2,96,0.04,1024
+deep,deep,variant,3,64,0.04,1024
 """
+
+
+def next_steps(folder: Path | str, example: str | None = None) -> tuple[str, ...]:
+    """The commands that take a new study to its first result, in order, one per line."""
+    f = str(folder)
+    if example == "paper06":
+        return (
+            f"stagewise validate {f}",
+            f"stagewise freeze {f} g12h",
+            f"stagewise import {f} {f}/results/stage3_12h.csv",
+            f"stagewise gate {f} g12h",
+            f"stagewise report {f}",
+        )
+    prepare = (
+        f"stagewise data prepare --source sample --out {f}/data"
+        if example == "own-trainer"
+        else f"stagewise data prepare --out {f}/data"
+    )
+    through = "" if example == "own-trainer" else " --through screen"
+    return (
+        prepare,
+        f"stagewise validate {f}",
+        f"stagewise run {f} --freeze{through}",
+        f"stagewise status {f}",
+        f"stagewise report {f}",
+    )
 
 
 def study_name(folder: Path) -> str:
@@ -79,9 +126,9 @@ def study_name(folder: Path) -> str:
 
 
 def example_path(name: str) -> Path:
-    if name not in EXAMPLES:
+    if name not in EXAMPLE_FOLDERS:
         raise StudyError(f"--example: unknown example {name!r}; available: {', '.join(EXAMPLES)}")
-    return Path(str(resources.files("stagewise.examples") / name))
+    return Path(str(resources.files("stagewise.examples") / EXAMPLE_FOLDERS[name]))
 
 
 def write_study_files(folder: Path | str, example: str | None = None) -> Path:

@@ -17,8 +17,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from stagewise.bounds import parse_problem, read_input_text
 from stagewise.errors import StudyError
-from stagewise.paths import safe_join
+from stagewise.paths import case_collision, safe_join
 from stagewise.study.load_gates import check_order, parse_gate
 from stagewise.study.load_hosts import parse_host
 from stagewise.study.load_runner import TEMPLATE_NAMES, check_runner, check_template
@@ -58,12 +59,13 @@ def load_study(folder: Path | str) -> Study:
         raise StudyError(f"{root}: not a study folder (directory not found)")
     if not path.is_file():
         raise StudyError(f"{path}: not found; create a study with `stagewise init {root}`")
+    text = read_input_text(path, StudyError)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise StudyError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{path}: invalid TOML: {exc}") from None
+    except (RecursionError, ValueError) as exc:
+        raise StudyError(f"{path}: invalid TOML: {parse_problem(exc) or exc}") from None
     ctx = TomlContext(path)
     return _build(root.resolve(), ctx, raw)
 
@@ -109,6 +111,14 @@ def _build(root: Path, ctx: TomlContext, raw: dict[str, Any]) -> Study:
         ctx.safe_id(f"stages.{sid}", sid)
     for gid in gates_raw:
         ctx.safe_id(f"gates.{gid}", gid)
+    for table, names in (("hosts", hosts), ("stages", stages_raw), ("gates", gates_raw)):
+        clash = case_collision(names)
+        if clash is not None:
+            raise ctx.fail(
+                f"[{table}.{clash[1]}]",
+                f"differs from [{table}.{clash[0]}] only in case; they name the same file on a "
+                "case-insensitive file system: rename one",
+            )
     stages = {sid: parse_stage(ctx, sid, t, hosts, ids, gates_raw) for sid, t in stages_raw.items()}
     gates = {gid: parse_gate(ctx, gid, t, stages, ids, conditions) for gid, t in gates_raw.items()}
     check_order(ctx, stages, gates)

@@ -9,8 +9,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from stagewise.bounds import parse_problem, read_input_text
 from stagewise.errors import StudyError
-from stagewise.paths import id_problem
+from stagewise.paths import case_collision, id_problem, visible
 from stagewise.study.model import Condition, ParamValue
 
 # Columns that describe a condition rather than configure the runner.
@@ -67,10 +68,11 @@ def _condition(where: str, row: dict[str, Any]) -> Condition:
     }
     return Condition(
         condition_id=cid,
-        label=str(row["label"]).strip(),
+        # Free text, shown in terminals and figures: control characters escaped, never raw.
+        label=visible(str(row["label"]).strip()),
         role=str(row["role"]).strip(),
         params=params,
-        description=str(row.get("description") or "").strip(),
+        description=visible(str(row.get("description") or "").strip()),
     )
 
 
@@ -84,6 +86,12 @@ def load_matrix(path: Path) -> tuple[Condition, ...]:
         conditions = _load_csv(path)
     if not conditions:
         raise StudyError(f"{path}: the matrix has no conditions")
+    clash = case_collision(c.condition_id for c in conditions)
+    if clash is not None:
+        raise StudyError(
+            f"{path}: condition_ids {clash[0]!r} and {clash[1]!r} differ only in case; they "
+            "name the same folder on a case-insensitive file system: rename one"
+        )
     seen: dict[str, str] = {}
     labels: dict[str, str] = {}
     for cond in conditions:
@@ -100,10 +108,14 @@ def load_matrix(path: Path) -> tuple[Condition, ...]:
 
 
 def _load_csv(path: Path) -> list[Condition]:
+    text = read_input_text(path, StudyError, "utf-8-sig")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StudyError(f"{path}: cannot read the matrix ({exc})") from None
+        return _csv_conditions(path, text)
+    except csv.Error as exc:
+        raise StudyError(f"{path}: cannot read the matrix: {parse_problem(exc) or exc}") from None
+
+
+def _csv_conditions(path: Path, text: str) -> list[Condition]:
     # Newlines inside quoted fields stay in the value (splitting lines first would join them).
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = reader.fieldnames or []
@@ -126,10 +138,11 @@ def _load_csv(path: Path) -> list[Condition]:
 
 
 def _load_toml(path: Path) -> list[Condition]:
+    text = read_input_text(path, StudyError)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise StudyError(f"{path}: cannot parse the matrix ({exc})") from None
+        data = tomllib.loads(text)
+    except (RecursionError, ValueError) as exc:  # TOMLDecodeError is a ValueError
+        raise StudyError(f"{path}: cannot parse the matrix ({parse_problem(exc) or exc})") from None
     rows = data.get("conditions")
     if not isinstance(rows, list):
         raise StudyError(f"{path}: expected a [[conditions]] array of tables")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from stagewise import defaults
 from stagewise.budget_units import Budget
 
 if TYPE_CHECKING:
@@ -140,6 +141,12 @@ class Study:
     @property
     def condition_ids(self) -> tuple[str, ...]:
         return tuple(c.condition_id for c in self.conditions)
+
+    @property
+    def min_steps(self) -> int:
+        """`[runner] min_steps`: a run that trained fewer optimizer steps is `too_short`."""
+        value = self.runner.get("min_steps", defaults.MIN_STEPS)
+        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
     def gates_of_stage(self, stage_id: str) -> list[Gate]:
         """The gates that pool this stage (paper06's stage1b is pooled by g10a and by g10)."""

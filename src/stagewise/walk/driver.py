@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stagewise.errors import ExecutorError, FrozenRuleMismatch
+from stagewise.executors.command import missing_data
 from stagewise.executors.stage import Reporter, run_stage
 from stagewise.ledger import Ledger
 from stagewise.plan import build_plan
@@ -19,6 +20,7 @@ from stagewise.walk.steps import (
     unfrozen,
     waiting_for_decision,
 )
+from stagewise.words import noun_for, plural
 
 
 def run_study(
@@ -55,6 +57,16 @@ def run_study(
         return dry_run_walk(study, ledger, walk, freeze=freeze, through=through)
     view = reporter if isinstance(reporter, WalkReporter) else WalkReporter(reporter)
     order = list(study.stages)
+    # Refuse before freezing anything: a walk that freezes, then fails every run for want of
+    # data, leaves frozen gates and failed runs behind for nothing.
+    ahead = order[: order.index(through) + 1] if through is not None else order
+    first_plan = build_plan(study, ledger)
+    problem = missing_data(
+        study,
+        [s for s in ahead if not stage_complete(ledger, first_plan.stage(s))],
+    )
+    if problem is not None:
+        raise ExecutorError(problem)
 
     def settle_gates() -> bool:
         """Apply every gate that is ready; False when a manual gate now awaits a human."""
@@ -77,6 +89,11 @@ def run_study(
             applied = apply_gate(study, ledger, gate.gate_id)
             walk.gates.append(applied.object)
             tell(gate_line(applied.result))
+            for check in applied.checks:
+                if check.flags:
+                    tell(
+                        f"  flagged {check.run}: {', '.join(check.flags)}: {'; '.join(check.notes)}"
+                    )
         return True
 
     # Gates left ready by an earlier walk (killed right after its stage) are applied first.
@@ -99,7 +116,13 @@ def run_study(
             _freeze_before(study, ledger, walk, stage_id, freeze=freeze, tell=tell)
             from stagewise.gates.freeze import require_frozen
 
-            view.enter(study, index, [plan.stage(s) for s in order[index:]])
+            view.enter(
+                study,
+                index,
+                [plan.stage(s) for s in ahead[index:]],
+                ledger.runs(status="succeeded"),
+                current=sp,
+            )
             state = run_stage(
                 study,
                 ledger,
@@ -122,7 +145,7 @@ def run_study(
                 walk.outcome = "failed"
                 walk.stopped_at = stage_id
                 walk.waiting_for = (
-                    f"stage {stage_id}: {failed} run(s) failed; see `stagewise status "
+                    f"stage {stage_id}: {plural(failed, 'run')} failed; see `stagewise status "
                     f"{study.root}` and the logs under {study.root / 'runs' / stage_id}; "
                     f"once the cause is fixed, rerun them and go on with "
                     f"`{rerun or f'stagewise run {study.root} --retry-failed'}`"
@@ -133,8 +156,8 @@ def run_study(
                 walk.outcome = "waiting"
                 walk.stopped_at = stage_id
                 walk.waiting_for = (
-                    f"waiting for {len(state.awaiting_import)} run(s) of stage {stage_id} from "
-                    f"host(s) {', '.join(hosts)}: import their results with `stagewise import "
+                    f"waiting for {plural(len(state.awaiting_import), 'run')} of stage {stage_id} "
+                    f"from {noun_for(len(hosts), 'host')} {', '.join(hosts)}: import their results with `stagewise import "
                     f"{study.root} RESULTS.csv`, then run `stagewise run {study.root}` again"
                 )
                 return walk
@@ -143,8 +166,10 @@ def run_study(
         if stage_id == through:
             walk.outcome = "through" if stage_id != order[-1] else "complete"
             walk.stopped_at = stage_id
+            walk.eta_checks = view.eta_checks()
             return walk
     walk.outcome = "complete"
+    walk.eta_checks = view.eta_checks()
     return walk
 
 
@@ -159,9 +184,12 @@ def _freeze_before(
 ) -> None:
     """Every gate pooling the stage frozen as written, or the stage does not start."""
     from stagewise.gates.freeze import freeze as freeze_gate
+    from stagewise.gates.throughput import short_budgets
 
     for gate in study.gates_of_stage(stage_id):
         if ledger.current_freeze(gate.gate_id) is None and freeze:
+            for short in short_budgets(study, ledger, gate.gate_id):
+                tell(f"warning (never blocks the freeze): {short.text()}")
             outcome = freeze_gate(study, ledger, gate.gate_id, reason=freeze_reason(stage_id))
             walk.frozen.append({"gate": gate.gate_id, "sha256": outcome.record.sha256})
             tell(

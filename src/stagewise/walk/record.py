@@ -34,6 +34,8 @@ class StudyWalk:
     awaiting_decision: dict[str, Any] | None = None  # a manual gate's analysis
     plan: list[dict[str, Any]] = field(default_factory=list)  # the dry run's steps
     started: float = field(default_factory=time.monotonic)
+    # Each stage's overall ETA when it started vs the time the walk then took (walk.progress).
+    eta_checks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -63,4 +65,5 @@ class StudyWalk:
             "awaiting_decision": self.awaiting_decision,
             "dry_run": self.plan or None,
             "wall_seconds": round(time.monotonic() - self.started, 3),
+            "eta_checks": self.eta_checks,
         }

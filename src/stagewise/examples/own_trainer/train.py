@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stagewise.result import run_facts, write_result
+from stagewise.result import LossCurveWriter, run_facts, write_result
 
 # ---------------------------------------------------------------------------- settings
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -130,6 +130,8 @@ def progress_of(step: int, seconds: float) -> float:
 
 t_start = time.time()
 step, training_seconds = 0, 0.0
+# Optional: the per-step loss gives this trainer's runs learning curves in the report.
+curve = LossCurveWriter(OUT)
 while progress_of(step, training_seconds) < 1.0:
     t0 = time.time()
     frac = progress_of(step, training_seconds)
@@ -139,6 +141,7 @@ while progress_of(step, training_seconds) < 1.0:
     x, y = batch()
     loss = F.cross_entropy(model(x).view(-1, 256), y.reshape(-1))
     if not math.isfinite(loss.item()):
+        curve.close()
         write_result(val_bpb=float("nan"), out=OUT, num_steps=step)  # recorded as diverged
         raise SystemExit(3)
     optimizer.zero_grad(set_to_none=True)
@@ -146,10 +149,18 @@ while progress_of(step, training_seconds) < 1.0:
     optimizer.step()
     step += 1
     training_seconds += time.time() - t0
+    curve.log(
+        step,
+        loss.item(),
+        training_seconds=training_seconds,
+        tokens=step * args.batch * args.seq_len,
+    )
     if step % 20 == 0:
         # Optional: a progress line drives stagewise's live view (progress in [0, 1]).
         left = min(1.0, progress_of(step, training_seconds))
         print(f"progress: step={step} progress={left:.4f} loss={loss.item():.6f}", flush=True)
+
+curve.close()
 
 # ---------------------------------------------------------------------------- evaluation
 model.eval()
