@@ -178,9 +178,11 @@ def gate_verdicts(view: GateView) -> str:
     if result is None:
         return ""
     conds = result.get("conditions", [])
-    summary = " ".join(f"{badge(str(c.get('verdict')))}<b>{e(c.get('label'))}</b>" for c in conds)
+    summary = " ".join(
+        f"{badge(str(c.get('verdict')))}<b class='id'>{e(c.get('label'))}</b>" for c in conds
+    )
     items = "".join(
-        f"<li>{badge(str(c.get('verdict')))}<b>{e(c.get('label'))}</b> "
+        f"<li>{badge(str(c.get('verdict')))}<b class='id'>{e(c.get('label'))}</b> "
         f"<span class='note'>({e(c.get('condition_id'))})</span><ul>"
         + "".join(
             f"<li>{e(r if not isinstance(r, dict) else r.get('text', r))}</li>"
