@@ -69,9 +69,14 @@ class ClusterLost(ExecutorError):
 
     exit_code = 75
 
-    def __init__(self, message: str, in_flight: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, message: str, in_flight: tuple[str, ...] = (), *, keep_jobs: bool = False
+    ) -> None:
         super().__init__(message)
         self.in_flight = in_flight
+        # The runs in flight live on as cluster jobs (Slurm): they stay `running` under this
+        # driver, and the next `stagewise run` re-attaches to them instead of rerunning them.
+        self.keep_jobs = keep_jobs
 
 
 class RunFailed(StagewiseError):

@@ -70,8 +70,8 @@ def test_template_init_and_manual_decisions(tmp_path: Path) -> None:
     plan = json.loads(run_cli("plan", study, "--json", check=True).stdout)
     confirm = plan["stages"][1]
     assert confirm["status"] == "pending (at most)" and confirm["candidates"] is None
-    # 3 candidates x 20 s at the screen; at most 2 x 2 seeds x 1 minute at the confirmation.
-    assert plan["total_budgeted_gpu_hours"] == round(3 * 20 / 3600 + 2 * 2 * 60 / 3600, 9)
+    # 3 candidates x 40 s at the screen; at most 2 x 2 seeds x 2 minutes at the confirmation.
+    assert plan["total_budgeted_gpu_hours"] == round(3 * 40 / 3600 + 2 * 2 * 120 / 3600, 9)
 
     proc = run_cli(
         "decide", study, "g_screen", "--promote", "wide,ref", "--reason", "looked best on a plot"

@@ -119,3 +119,29 @@ def test_each_seed_has_its_own_name_and_the_old_one_still_works(tmp_path: Path) 
     new = json.loads(run_cli(*args, "--replay-seed", "3", check=True).stdout)
     old = json.loads(run_cli(*args, "--seed", "3", check=True).stdout)
     assert new["seed"] == old["seed"] == 3
+
+
+def test_init_names_every_step_and_run_refuses_without_data(tmp_path: Path) -> None:
+    folder = tmp_path / "my study"
+    out = run_cli("init", folder, check=True).stdout.splitlines()
+    assert out[1] == "next, in this order:"
+    assert [line.strip() for line in out[2:]] == [
+        f"stagewise data prepare --out {folder}/data",
+        f"stagewise validate {folder}",
+        f"stagewise run {folder} --freeze --through screen",
+        f"stagewise status {folder}",
+        f"stagewise report {folder}",
+    ]
+    # The template fits a CPU: one micro-batch per step, a small evaluation, one-core slots.
+    toml = (folder / "study.toml").read_text()
+    assert "min_steps = 20" in toml and "workers = 2" in toml and "eval_tokens = 4096" in toml
+    assert "device_batch_size = 8" in toml and "sequence_len = 128" in toml
+    assert all(line.endswith(",1024") for line in (folder / "matrix.csv").read_text().split()[1:])
+
+    refused = run_cli("run", folder, "--freeze", "--through", "screen")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"stagewise data prepare --out {folder}/data" in refused.stderr
+    assert "nothing was frozen or started" in refused.stderr
+    status = json.loads(run_cli("status", folder, "--json", check=True).stdout)
+    assert not any(g["frozen"] for g in status["gates"])
+    assert all(s["runs"]["pending"] == s["planned_runs"] for s in status["stages"][:1])

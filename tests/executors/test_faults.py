@@ -46,6 +46,9 @@ RAY = pytest.param(
         pytest.mark.skipif(not HAS_RAY, reason="the ray extra is not installed"),
     ],
 )
+# The session's real one-node Slurm cluster (tests/executors/conftest.py); skips, saying why,
+# where Slurm is not installed or not startable (it needs root).
+SLURM = pytest.param("slurm", marks=[pytest.mark.slurm])
 
 
 @dataclass
@@ -59,6 +62,12 @@ class Target:
     def host_block(self, extra: str = "", cluster: Any = None) -> str:
         if self.name == "local":
             return f'[hosts.block-a]\nexecutor = "local"\ndevices = ["cpu"]\nworkers = 2\n{extra}'
+        if self.name == "slurm":
+            self.slurm()
+            return (
+                '[hosts.block-a]\nexecutor = "slurm"\npartition = "blk-a"\ncpus_per_task = 1\n'
+                + extra
+            )
         if cluster is None:
             cluster = self.request.getfixturevalue("shared_ray_cluster")
         address = cluster.address
@@ -67,12 +76,16 @@ class Target:
             f'resources = {{ "blk-a" = 1 }}\n{extra}'
         )
 
+    def slurm(self) -> Any:
+        """The Slurm cluster (SLURM_CONF set for this test and the drivers it starts)."""
+        return self.request.getfixturevalue("slurm")
+
     def only(self, *names: str, why: str) -> None:
         if self.name not in names:
             pytest.skip(f"{why}: not a fault of the {self.name} executor")
 
 
-@pytest.fixture(params=["local", RAY])
+@pytest.fixture(params=["local", RAY, SLURM])
 def target(request: pytest.FixtureRequest) -> Target:
     return Target(request.param, request)
 
@@ -210,9 +223,11 @@ def test_driver_sigkilled_then_resumed_records_every_run_once(
         proc.communicate(timeout=10)
     running_then = {k for k, r in runs(study).items() if r["status"] == "running"}
     assert running_then
-    # The trainers die with their driver: no orphan goes on to write results.
-    pids = [int(e[2]) for e in journal(study) if e[0] == "start"]
-    wait_for(lambda: all(gone(p) for p in pids), 60, "the orphaned trainers to die")
+    if target.name != "slurm":
+        # The trainers die with their driver: no orphan goes on to write results. (Slurm jobs
+        # outlive their driver by design: the next driver re-attaches to them.)
+        pids = [int(e[2]) for e in journal(study) if e[0] == "start"]
+        wait_for(lambda: all(gone(p) for p in pids), 60, "the orphaned trainers to die")
 
     t0 = time.monotonic()
     resumed = run_cli("run", study, "s1", "--json")
@@ -220,8 +235,8 @@ def test_driver_sigkilled_then_resumed_records_every_run_once(
     assert time.monotonic() - t0 < 150
     result = json.loads(resumed.stdout)
     assert_exactly_once(study, [f"c{i}/1/block-a" for i in range(5)])
-    put_back = set(result["recovered"]) | set(result["adopted"])
-    assert {f"s1/{k.split('/')[0]}/seed1/block-a" for k in running_then} == put_back
+    taken_over = set(result["recovered"]) | set(result["adopted"]) | set(result["reattached"])
+    assert {f"s1/{k.split('/')[0]}/seed1/block-a" for k in running_then} <= taken_over
     # The fault is named once per run it touched: the driver is gone.
     causes = [e["payload"] for e in events(study, "run.interrupted")]
     assert len(causes) == len(result["recovered"])
@@ -265,11 +280,13 @@ def test_a_training_process_killed_alone_is_rerun_and_status_shows_the_retry(
 def test_the_only_node_of_a_block_lost_is_reported_and_ends_by_node_wait(
     tmp_path: Path, target: Target, own_cluster: Any
 ) -> None:
-    target.only("ray", why="a local host has no node to lose")
+    # Slurm declares a lost node DOWN only after SlurmdTimeout (minutes), and the test cluster
+    # has one node: its node loss is Slurm's requeue, covered by test_slurm_cluster.py.
+    target.only("ray", why="no node of a block to lose within a test's time")
     own_cluster.start_head()
     node = own_cluster.add_node("blk-a")
-    block = target.host_block("node_wait_seconds = 8\n", cluster=own_cluster)
-    study = study_with(tmp_path / "s", block, {"ok": OK}, sleep=6.0)
+    block = target.host_block("node_wait_seconds = 5\n", cluster=own_cluster)
+    study = study_with(tmp_path / "s", block, {"ok": OK}, sleep=3.0)
     key = "ok/1/block-a"
     proc = driver(study)
     try:
@@ -311,7 +328,7 @@ def test_the_scheduler_lost_mid_stage_ends_with_its_own_code_and_resumes(
     # The fixture tracks every daemon of the head, the Ray client server included.
     assert any("ray.util.client.server" in " ".join(_cmdline(p)) for p in own_cluster.pids)
     block = target.host_block("scheduler_timeout_seconds = 4\n", cluster=own_cluster)
-    study = study_with(tmp_path / "s", block, {"ok": OK}, sleep=6.0)
+    study = study_with(tmp_path / "s", block, {"ok": OK}, sleep=3.0)
     key = "ok/1/block-a"
     proc = driver(study)
     try:
@@ -329,12 +346,76 @@ def test_the_scheduler_lost_mid_stage_ends_with_its_own_code_and_resumes(
     assert f"lost the Ray cluster at {own_cluster.address}" in line
     assert "scheduler_timeout_seconds" in line and "s1/ok/seed1/block-a" in line
     assert f"stagewise run {study} s1" in line
+    # Said while it lasted, not only at the end.
+    assert any(x.startswith("waiting: the Ray head at") for x in out.splitlines()), out
     assert runs(study)[key]["status"] == "interrupted"  # not left `running`
 
     own_cluster.start_head('--resources={"blk-a": 1}', cpus=1)  # the head is back
     resumed = run_cli("run", study, "s1")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_exactly_once(study, [key])
+
+
+def test_slurmctld_lost_mid_stage_ends_with_its_own_code_and_resume_reattaches(
+    tmp_path: Path, target: Target
+) -> None:
+    target.only("slurm", why="only Slurm has a slurmctld to lose")
+    slurm = target.slurm()
+    block = target.host_block("scheduler_timeout_seconds = 4\n")
+    # The run outlasts the driver's patience: it is still running in its job when the stage
+    # ends, and the resumed driver follows it to its end.
+    study = study_with(tmp_path / "s", block, {"ok": OK}, sleep=30.0)
+    key = "ok/1/block-a"
+    proc = driver(study)
+    try:
+        wait_for(lambda: started(study, key), 120, "the run to start in its job")
+        os.kill(slurm.pids["slurmctld"], signal.SIGKILL)
+        killed = time.monotonic()
+        code, out, err = finish(proc, 90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        restart_slurmctld(slurm)
+    assert code == EXIT_LOST, out + err
+    assert time.monotonic() - killed < 60  # 4 s of patience plus squeue's failing calls
+    line = one_error_line(err)
+    assert "lost the Slurm controller" in line and "scheduler_timeout_seconds" in line
+    assert "s1/ok/seed1/block-a" in line and "re-attaches" in line
+    assert f"stagewise run {study} s1" in line
+    assert any(line.startswith("waiting: Slurm does not answer") for line in out.splitlines())
+    # The run stays with its job (still running on the node): the next driver follows it.
+    assert runs(study)[key]["status"] == "running"
+    resumed = run_cli("run", study, "s1", "--json")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads(resumed.stdout)["reattached"] == ["s1/ok/seed1/block-a"]
+    assert_exactly_once(study, [key])
+    assert len(started(study, key)) == 1  # never run twice
+
+
+def restart_slurmctld(slurm: Any) -> None:
+    """Start the test cluster's slurmctld again (it recovers its jobs from its state folder)."""
+    from tests.executors.slurmtools import SBIN
+
+    pid = slurm.pids.get("slurmctld")
+    if pid is not None and not gone(pid):
+        return
+    (slurm.folder / "slurmctld.pid").unlink(missing_ok=True)  # the killed one's: read the new
+    subprocess.run(
+        [str(SBIN / "slurmctld"), "-f", str(slurm.conf)],
+        env=slurm.env,
+        check=True,
+        timeout=30,
+        capture_output=True,
+    )
+    slurm.pids["slurmctld"] = slurm._read_pid("slurmctld")
+    wait_for(lambda: slurm.run("scontrol", "ping", check=False).returncode == 0, 60, "slurmctld")
+
+    def node_up() -> bool:  # slurmd registered again (idle, or busy with the kept job)
+        states = slurm.run("sinfo", "-h", "-o", "%T", check=False).stdout.split()
+        return any(s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states)
+
+    wait_for(node_up, 90, "the node to register with the new slurmctld")
 
 
 # ---------------------------------------------------------------------- a wrong address
@@ -354,7 +435,7 @@ def other_service() -> Iterator[int]:
 def test_an_address_where_something_else_listens_is_refused_at_once(
     tmp_path: Path, target: Target, other_service: int
 ) -> None:
-    target.only("ray", why="a local host has no address")
+    target.only("ray", why="no address to get wrong (Slurm: SLURM_CONF names the controller)")
     address = f"127.0.0.1:{other_service}"
     block = f'[hosts.block-a]\nexecutor = "ray"\naddress = "{address}"\n'
     block += 'resources = { "blk-a" = 1 }\n'
@@ -370,13 +451,21 @@ def test_an_address_where_something_else_listens_is_refused_at_once(
 
 # ---------------------------------------------------------------------- a resource short
 def test_a_resource_no_node_offers_is_named(tmp_path: Path, target: Target) -> None:
-    target.only("ray", why="a local host asks no cluster for resources")
-    study = study_with(tmp_path / "s", target.host_block("num_cpus = 4\n"), {"ok": OK})
+    target.only("ray", "slurm", why="a local host asks no cluster for resources")
+    if target.name == "slurm":
+        block = target.host_block().replace("cpus_per_task = 1", "cpus_per_task = 4096")
+    else:
+        block = target.host_block("num_cpus = 4\n")
+    study = study_with(tmp_path / "s", block, {"ok": OK})
     proc = run_cli("run", study, "s1")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     line = one_error_line(proc.stderr)
-    # The short resource is named (CPU), not the label every node already offers.
-    assert "CPU=4" in line and "short: CPU" in line and "hosts.block-a.num_cpus" in line, line
-    assert "--num-cpus=4" in line
+    if target.name == "slurm":  # Slurm's own words, from `sbatch --test-only`
+        assert "Requested node configuration is not available" in line, line
+        assert "short on partition blk-a: CPU" in line and "cpus_per_task = 4096" in line, line
+    else:
+        # The short resource is named (CPU), not the label every node already offers.
+        assert "CPU=4" in line and "short: CPU" in line and "hosts.block-a.num_cpus" in line
+        assert "--num-cpus=4" in line
     assert runs(study)["ok/1/block-a"]["status"] == "pending"
     assert not journal(study)

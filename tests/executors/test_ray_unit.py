@@ -157,7 +157,7 @@ def test_progress_is_read_from_the_log_and_follows_a_rerun_on_another_node(
         f"# {task.key} attempt 2 on ray:127.0.0.1/node2\nprogress: step=1 progress=0.1\n"
     )
     started, again = rs.follow_log(run)
-    assert started == RunStarted(task.key, 2, "ray:127.0.0.1/node2")
+    assert started == RunStarted(task.key, 2, "ray:127.0.0.1/node2", rerun=True)  # Ray reran it
     assert isinstance(again, RunProgress) and again.step == 1
     assert run.starts == 2
 

@@ -146,6 +146,37 @@ def test_a_failed_or_killed_run_takes_the_worker_down(
     assert not Path(f"/proc/{pid2}").exists() or _zombie(pid2)
 
 
+def test_a_warm_worker_killed_from_outside_is_a_fault_the_driver_reruns(
+    tmp_path: Path, sample_data: Path, worker: WarmWorker
+) -> None:
+    """SIGKILL of the `stagewise worker` alone (not its driver or slot): the run ends
+    `killed`, a fault outside the run, which every executor's driver reruns (max_retries)."""
+    import signal
+    import threading
+
+    from stagewise.executors.base import FAULTS
+
+    started: list[int] = []
+
+    def emit(event: ExecutorEvent) -> None:
+        if isinstance(event, RunProgress) and not started and worker.proc is not None:
+            started.append(worker.proc.pid)
+            os.kill(worker.proc.pid, signal.SIGKILL)  # mid-training, from outside
+
+    argv = _argv(sample_data, tmp_path / "k" / "out", 1, 1000)
+    result = []
+    thread = threading.Thread(
+        target=lambda: result.append(run_warm(_task(tmp_path, "k", argv), worker, emit))
+    )
+    thread.start()
+    thread.join(300)
+    (outcome,) = result
+    assert started and outcome.status == "failed" and outcome.failure == "killed"
+    assert outcome.failure in FAULTS and outcome.transient
+    assert outcome.cause == "killed: ended by SIGKILL, a signal from outside the run"
+    assert worker.proc is None  # the slot's next run starts a new worker
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"

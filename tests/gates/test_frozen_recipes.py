@@ -138,6 +138,27 @@ def test_a_freeze_stores_the_recipes_themselves(tmp_path: Path, prepared: Path) 
         assert changes_since_freeze(study, ledger, "g1") == []
 
 
+def test_a_moved_study_keeps_its_recipes(tmp_path: Path, prepared: Path) -> None:
+    folder = _study(tmp_path, prepared)
+    _freeze(folder)
+    moved = tmp_path / "elsewhere" / "s"
+    shutil.copytree(folder, moved)
+    with Ledger.open(moved) as ledger:
+        assert changes_since_freeze(load_study(moved), ledger, "g1") == []
+    # a data folder outside the study is named by its folder name, not this machine's path
+    outside = tmp_path / "shared" / "corpus"
+    shutil.copytree(prepared, outside)
+    toml = folder / "study.toml"
+    toml.write_text(toml.read_text().replace('data = "data"', f'data = "{outside}"'))
+    recipe = resolve_recipes(load_study(folder))["c_a"].to_json()
+    assert recipe["runner"]["data"] == recipe["data"]["folder"] == "<outside the study>/corpus"
+    assert str(tmp_path) not in json.dumps(recipe)
+    with Ledger.open(folder) as ledger:
+        # same content, other folder: only the path as written changed
+        edits = changes_since_freeze(load_study(folder), ledger, "g1")
+    assert edits and all("data.folder" in e or "runner.data" in e for e in edits), edits
+
+
 def test_two_studies_one_matrix_value_apart_freeze_to_different_hashes(
     tmp_path: Path, prepared: Path
 ) -> None:

@@ -89,9 +89,9 @@ def test_paper06_outcome_first(paper06: Path, tmp_path: Path) -> None:
         "Last decided: gate g12h (confirm, 12h: stage3 + stage3b) passed bridge and failed "
         "greedy and d8/ar48 under its frozen rule" in head
     )
-    assert "greedy failed: max_gap_to_reference (threshold = 0.01)" in head
-    assert "d8/ar48 failed: mean_gap_to_reference (threshold = 0.02)" in head
-    assert "GPU-hours: 169.2 budgeted" in head
+    assert "greedy failed: max_gap_to_reference (threshold = 0.010)" in head
+    assert "d8/ar48 failed: mean_gap_to_reference (threshold = 0.020)" in head
+    assert "GPU-hours: 169.2 recorded (169.214 as published" in head and "169.2 budgeted" in head
     assert "all 9 of g10 would cost 432 (+288)" in head
     assert "Pending: nothing" in head and "Event chain intact" in head
     with Ledger.open(paper06) as ledger:

@@ -18,6 +18,12 @@ from typing import Any
 from stagewise.study.model import Study
 
 PUBLISHED_DIR = "published"
+# Files of `published/` that are records rather than summaries: when each gate was written down
+# outside the tool (`gate_records.csv`), recorded GPU-hours the publication states
+# (`recorded_hours.csv`) and the publication's own caveats, each shown where it applies
+# (`notes.csv`: where, text).
+GATE_RECORDS, RECORDED_HOURS, NOTES = "gate_records", "recorded_hours", "notes"
+RECORD_KINDS = (GATE_RECORDS, RECORDED_HOURS, NOTES)
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,9 @@ class PublishedTable:
     path: Path
     rows: tuple[dict[str, str], ...]
     columns: tuple[str, ...]
-    kind: str  # "pooled" (a gate or stage table) | "sensitivity" | "budget" | "stages" | "other"
+    # "pooled" (a gate or stage table) | "sensitivity" | "budget" | "stages" | "other", or one
+    # of RECORD_KINDS: the study's own records of what happened outside the tool
+    kind: str
     stages: tuple[str, ...]  # the study stages it summarises
     gate: str | None  # the gate pooling those stages, if any
 
@@ -70,8 +78,10 @@ def load_published_tables(study: Study) -> list[PublishedTable]:
     for path in sorted(folder.glob("*.csv")):
         rows, columns = _read(path)
         name = path.stem
-        stages, gate = _attach(study, name)
-        if "sensitivity" in name:
+        stages, gate = _attach(study, name) if name not in RECORD_KINDS else ((), None)
+        if name in RECORD_KINDS:
+            kind = name
+        elif "sensitivity" in name:
             kind = "sensitivity"
         elif name == "budget":
             kind = "budget"
@@ -83,6 +93,108 @@ def load_published_tables(study: Study) -> list[PublishedTable]:
             kind = "other"
         tables.append(PublishedTable(name, path, rows, columns, kind, stages, gate))
     return tables
+
+
+@dataclass(frozen=True)
+class OutsideFreeze:
+    """A gate's rule as written down outside the tool (`published/gate_records.csv`): the date,
+    the stage it was written before, and the record that holds it; stagewise holds no hash of it.
+    """
+
+    gate: str
+    written_on: str
+    written_before: str
+    record: str
+    decided_on: str = ""
+    decision_record: str = ""
+    note: str = ""
+
+    def words(self) -> str:
+        text = f"written down {self.written_on}" + (
+            f" before {self.written_before}" if self.written_before else ""
+        )
+        text += f" ({self.record})" if self.record else ""
+        if self.decided_on:
+            text += f"; decided {self.decided_on}" + (
+                f" ({self.decision_record})" if self.decision_record else ""
+            )
+        return text + (f"; {self.note}" if self.note else "")
+
+
+def outside_freezes(tables: Sequence[PublishedTable]) -> dict[str, OutsideFreeze]:
+    """gate -> its record of `published/gate_records.csv` (empty when the study has none)."""
+    out: dict[str, OutsideFreeze] = {}
+    for table in tables:
+        if table.kind != GATE_RECORDS:
+            continue
+        for row in table.rows:
+            gate = (row.get("gate") or "").strip()
+            if gate:
+                out[gate] = OutsideFreeze(
+                    gate,
+                    (row.get("written_on") or "").strip(),
+                    (row.get("written_before") or "").strip(),
+                    (row.get("record") or "").strip(),
+                    (row.get("decided_on") or "").strip(),
+                    (row.get("decision_record") or "").strip(),
+                    (row.get("note") or "").strip(),
+                )
+    return out
+
+
+def published_notes(tables: Sequence[PublishedTable], where: str) -> list[str]:
+    """The study's own notes (`published/notes.csv`) for one place of the report."""
+    return [
+        (row.get("text") or "").strip()
+        for table in tables
+        if table.kind == NOTES
+        for row in table.rows
+        if (row.get("where") or "").strip() == where and (row.get("text") or "").strip()
+    ]
+
+
+@dataclass(frozen=True)
+class PublishedHours:
+    """Recorded GPU-hours a publication states (`published/recorded_hours.csv`)."""
+
+    scope: str  # "all stages" or a stage id
+    hours: float
+    printed: str  # as the publication prints it ("169.2")
+    note: str
+
+
+def published_hours(tables: Sequence[PublishedTable]) -> list[PublishedHours]:
+    out = []
+    for table in tables:
+        if table.kind != RECORDED_HOURS:
+            continue
+        for row in table.rows:
+            hours = as_float(row.get("recorded_gpu_hours"))
+            if hours is not None:
+                out.append(
+                    PublishedHours(
+                        (row.get("scope") or "all stages").strip(),
+                        hours,
+                        (row.get("printed") or "").strip(),
+                        (row.get("note") or "").strip(),
+                    )
+                )
+    return out
+
+
+def covered_stages(study: Study, tables: Sequence[PublishedTable]) -> dict[str, list[str]]:
+    """stage -> the published summaries that cover it: a stage's own table, or a pooled table
+    of a gate (which covers every stage the gate pools: stage1c_10min_pooled covers stage1b)."""
+    out: dict[str, list[str]] = {}
+    for table in tables:
+        if table.kind in RECORD_KINDS:
+            continue
+        stages = list(table.stages)
+        if table.gate and table.gate in study.gates:
+            stages += [s for s in study.gates[table.gate].stages if s not in stages]
+        for stage in stages:
+            out.setdefault(stage, []).append(table.name)
+    return out
 
 
 def as_float(value: str | None) -> float | None:

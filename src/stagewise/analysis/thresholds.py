@@ -15,3 +15,10 @@ TOLERANCE = 1e-9
 def within(value: float, threshold: float) -> bool:
     """value <= threshold, inclusive, with the rule tolerance."""
     return value <= threshold + TOLERANCE
+
+
+def threshold_text(value: float) -> str:
+    """A threshold as written for a reader: three decimals at least (0.010, 0.025), as the paper
+    prints its rules, and every digit it has beyond them (0.0001, 0.0125)."""
+    text = f"{float(value):.3f}"
+    return text if float(text) == float(value) else repr(float(value))

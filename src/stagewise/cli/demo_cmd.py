@@ -21,7 +21,8 @@ def demo(
         typer.Option(help="At most this many runs at once (default: one per host block)."),
     ] = None,
     quick: Annotated[
-        bool, typer.Option("--quick", help="Shorter budgets (about 3 minutes; for tests).")
+        bool,
+        typer.Option("--quick", help="Shorter budgets (about 3 minutes on 2 cores; for tests)."),
     ] = False,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Also rerun runs recorded as failed before.")

@@ -98,6 +98,9 @@ class RunStarted:
     attempt: int
     slot: str  # e.g. "block-a/cuda:1", "block-a/cpu#0", a Ray node id
     pid: int | None = None
+    # The executor started this same attempt again by itself after a fault (Ray after a lost
+    # node, Slurm after a requeue): the driver shows the retry; the ledger keeps one attempt.
+    rerun: bool = False
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def drive(
                 if isinstance(event, RunStarted):
                     info = state.running.get(event.key)
                     if info is not None:
-                        if info.slot and info.attempt == event.attempt:
+                        if event.rerun and info.attempt == event.attempt:
                             _rerun_by_executor(ledger, state, reporter, info, event)
                         info.slot = event.slot
                         info.started = time.monotonic()

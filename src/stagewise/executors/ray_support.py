@@ -143,7 +143,7 @@ def follow_log(pending: RayRun) -> list[ExecutorEvent]:
         tail.inode, tail.offset, tail.partial = stat.st_ino, 0, b""
         pending.starts += 1
         pending.slot = header[len(prefix) :].strip()
-        events.append(RunStarted(task.key, task.attempt, pending.slot))
+        events.append(RunStarted(task.key, task.attempt, pending.slot, rerun=pending.starts > 1))
     if stat.st_size <= tail.offset:
         return events
     try:

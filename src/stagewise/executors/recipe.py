@@ -31,6 +31,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from stagewise.data import shards as sh
+from stagewise.data.loader import TOKENIZER_DIR
+from stagewise.data.tokenizer import TOKEN_BYTES_DEFINITION, TOKEN_BYTES_VERSION, TOKENIZER_FILE
+from stagewise.errors import DataError
 from stagewise.executors.command import (
     EXECUTOR_KEYS,
     PATH_KEYS,
@@ -230,6 +234,21 @@ def uses_own_runner(study: Study) -> bool:
     )
 
 
+OUTSIDE = "<outside the study>"
+
+
+def portable_path(study: Study, text: str) -> str:
+    """A path as a recipe holds it: relative to the study folder, or `<outside the study>/name`
+    (what identifies a file there is its sha256, not where this machine keeps it)."""
+    path = Path(text)
+    if not path.is_absolute():
+        return text
+    try:
+        return path.resolve().relative_to(study.root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return f"{OUTSIDE}/{path.name}"
+
+
 def data_folder(study: Study) -> tuple[str, Path]:
     """The data folder as written in [runner] data (default "data") and where it is."""
     written = study.runner.get("data", "data")
@@ -239,11 +258,6 @@ def data_folder(study: Study) -> tuple[str, Path]:
 
 def data_problem(study: Study) -> str | None:
     """Why the data the study's own runner needs cannot be read (None: it can)."""
-    from stagewise.data import shards as sh
-    from stagewise.data.loader import TOKENIZER_DIR
-    from stagewise.data.tokenizer import TOKENIZER_FILE
-    from stagewise.errors import DataError
-
     written, folder = data_folder(study)
     make = DATA_PREPARE.format(folder=folder)
     if not folder.is_dir():
@@ -263,14 +277,11 @@ def data_problem(study: Study) -> str | None:
 
 
 def data_identity(study: Study) -> DataIdentity:
-    from stagewise.data import shards as sh
-    from stagewise.data.loader import TOKENIZER_DIR
-    from stagewise.data.tokenizer import TOKENIZER_FILE
-
     written, folder = data_folder(study)
-    problem = data_problem(study)
-    if problem is not None:
-        return DataIdentity(written, None, {}, None, None, problem)
+    written = portable_path(study, written)
+    if data_problem(study) is not None:
+        # The recipe says only that; `data_problem` gives the path and the command that fix it.
+        return DataIdentity(written, None, {}, None, None, "missing or unreadable")
     try:
         train, val = sh.split_shards(sh.list_shards(folder))
         return DataIdentity(
@@ -281,13 +292,16 @@ def data_identity(study: Study) -> DataIdentity:
             validation_sha256=file_sha256(val),
         )
     except OSError as exc:
-        return DataIdentity(written, None, {}, None, None, f"{folder}: unreadable ({exc})")
+        return DataIdentity(written, None, {}, None, None, f"unreadable ({exc.strerror})")
 
 
 def _recipe_values(study: Study, condition: Condition) -> dict[str, Any]:
     """[runner] settings < matrix parameters, paths as written (not resolved per machine)."""
     values = {k: v for k, v in study.runner.items() if k not in EXECUTOR_KEYS}
     values.update(condition.params)
+    for key in PATH_KEYS:
+        if key in values:
+            values[key] = portable_path(study, str(values[key]))
     return values
 
 
@@ -318,10 +332,7 @@ def _program_files(study: Study, argv: Iterable[str]) -> dict[str, str | None]:
         except OSError:
             continue
         resolved = path.resolve()
-        try:
-            name = resolved.relative_to(root).as_posix()
-        except ValueError:
-            name = str(resolved)
+        name = portable_path(study, str(resolved))
         try:
             out[name] = file_sha256(resolved)
         except OSError:
@@ -364,12 +375,10 @@ class RecipeResolver:
             programs.update(_program_files(study, argv))
         runner = {k: v for k, v in study.runner.items() if k not in EXECUTOR_KEYS}
         for key in PATH_KEYS:
-            if key in runner and not isinstance(runner[key], str):
-                runner[key] = str(runner[key])
+            if key in runner:
+                runner[key] = portable_path(study, str(runner[key]))
         matrix: dict[str, Any] = {"label": condition.label, "role": condition.role}
         matrix.update(condition.params)
-        from stagewise.data.tokenizer import TOKEN_BYTES_DEFINITION, TOKEN_BYTES_VERSION
-
         metric = {
             "name": study.metric,
             "computed": (

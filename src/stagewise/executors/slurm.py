@@ -21,7 +21,10 @@ executor never asks submitit for state: it reads `squeue` for jobs in the queue 
 show job` for a job that has just left it, and a job that left the queue without reporting a
 run ends that run (after `GONE_GRACE_SECONDS` for slow shared filesystems) with Slurm's state
 and reason (`slurm_support.end_outcome`). Every call to Slurm has a timeout; a Slurm that stops
-answering for `SLURM_SILENT_SECONDS` ends the runs as lost rather than hanging the stage.
+answering (squeue failing) is said at once in the live view and `stagewise status`, and after
+the host's `scheduler_timeout_seconds` (default `SLURM_SILENT_SECONDS`) ends the stage with
+exit 75 (`ClusterLost`), leaving the runs with their jobs: the next `stagewise run`
+re-attaches to them once slurmctld is back, so nothing runs twice.
 
 submitit is imported only here (and only when a stage has a Slurm host):
 `pip install "stagewise[slurm]"`.
@@ -32,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -40,21 +42,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stagewise.errors import ExecutorError, LedgerError
+from stagewise.errors import ClusterLost, ExecutorError
 from stagewise.executors.base import (
     Executor,
     ExecutorEvent,
+    ExecutorNotice,
     RunJobState,
     RunOutcome,
     RunSubmitted,
     RunTask,
+    host_seconds,
 )
 from stagewise.executors.process import classify
 from stagewise.executors.ray_support import LogTail, RayRun, follow_log
+from stagewise.executors.slurm_checks import check_slurm, measured, test_submission
 from stagewise.executors.slurm_support import (
     SLURM_CALL_TIMEOUT,
     JobView,
-    Measured,
     end_outcome,
     job_name,
     packs,
@@ -69,7 +73,7 @@ from stagewise.executors.slurm_support import (
     time_limit_minutes,
     with_job_state,
 )
-from stagewise.ledger import Ledger, RunKey
+from stagewise.ledger import RunKey
 from stagewise.protocol import finished_summary
 from stagewise.study.model import Host, Study
 from stagewise.study.slurm_options import SlurmOptions
@@ -88,7 +92,7 @@ MAX_ARRAY_TASKS = 1000  # Slurm's default MaxArraySize is 1001 (indices 0..1000)
 STATE_REFRESH_SECONDS = 2.0  # how often squeue is asked (one call for all the driver's jobs)
 FILE_SCAN_SECONDS = 0.5  # how often the runs' logs and outcome files are looked at
 GONE_GRACE_SECONDS = 10.0  # a job out of the queue: how long its outcome files may lag (NFS)
-SLURM_SILENT_SECONDS = 600.0  # squeue failing this long ends the runs as lost
+SLURM_SILENT_SECONDS = 600.0  # default wait for a controller (squeue) that stopped answering
 MAX_REQUEUES = 10  # preemptions one job may survive (submitit requeues it each time)
 SETTLE_SECONDS = 30.0  # a run killed by a signal: how long to wait for its job's final state
 
@@ -107,77 +111,6 @@ class SlurmRun(RayRun):
     waited_note: bool = False
     killed: RunOutcome | None = None  # reported killed by a signal: waiting for Slurm's why
     killed_at: float = 0.0
-
-
-def check_slurm() -> None:
-    """Slurm's client commands must be here: one clear error otherwise."""
-    missing = [c for c in ("sbatch", "squeue", "scontrol", "scancel") if shutil.which(c) is None]
-    if missing:
-        raise ExecutorError(
-            f"the slurm executor needs Slurm's commands, but {', '.join(missing)} "
-            "is not on PATH; run stagewise on a machine that can submit jobs (a login node)"
-        )
-
-
-def test_submission(host: Host, options: SlurmOptions, timeout: float = SLURM_CALL_TIMEOUT) -> None:
-    """`sbatch --test-only` with the host's settings: a bad partition, account, QOS or option
-    is refused now, with Slurm's own words, before any run is claimed or submitted."""
-    argv = ["sbatch", "--test-only", "--job-name", "stagewise-check"]
-    params = submitit_parameters(options, options.time_limit_minutes or 5, "stagewise-check")
-    flags = {
-        "partition": "--partition",
-        "account": "--account",
-        "qos": "--qos",
-        "constraint": "--constraint",
-        "gpus_per_node": "--gpus-per-node",
-        "cpus_per_task": "--cpus-per-task",
-        "time": "--time",
-    }
-    for key, flag in flags.items():
-        if key in params:
-            argv.append(f"{flag}={params[key]}")
-    if options.mem_gb is not None:
-        argv.append(f"--mem={max(1, int(options.mem_gb * 1024))}M")
-    for name, value in options.sbatch.items():
-        argv.append(f"--{name}" if value is True else f"--{name}={value}")
-    try:
-        proc = subprocess.run(
-            argv, input="#!/bin/sh\ntrue\n", capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        raise ExecutorError(
-            f"hosts.{host.name}: Slurm did not answer `sbatch --test-only` in {timeout:.0f}s; "
-            "is slurmctld up (`scontrol ping`)?"
-        ) from None
-    if proc.returncode != 0:
-        words = " ".join(line.strip() for line in proc.stderr.splitlines() if line.strip())
-        raise ExecutorError(
-            f"hosts.{host.name}: Slurm refused the job settings: {words or proc.returncode}"
-        )
-
-
-def measured(study: Study, host: str) -> Measured:
-    """The host's finished runs: overhead beyond training time, tokens/s, steps/s (slowest)."""
-    try:
-        ledger = Ledger.open(study.root, create=False)
-    except LedgerError:
-        return Measured()
-    with ledger:
-        records = [r for r in ledger.runs(status="succeeded") if r.host == host]
-    overheads, tok, steps = [], [], []
-    for r in records:
-        if r.training_seconds and r.training_seconds > 0:
-            if r.total_seconds:
-                overheads.append(max(0.0, r.total_seconds - r.training_seconds))
-            if r.total_tokens_M:
-                tok.append(r.total_tokens_M * 1e6 / r.training_seconds)
-            if r.num_steps:
-                steps.append(r.num_steps / r.training_seconds)
-    return Measured(
-        overhead_seconds=max(overheads) if overheads else None,
-        tokens_per_second=min(tok) if tok else None,
-        steps_per_second=min(steps) if steps else None,
-    )
 
 
 class SlurmExecutor(Executor):
@@ -212,6 +145,15 @@ class SlurmExecutor(Executor):
         self._next_refresh = 0.0
         self._next_scan = 0.0
         self._silent_since: float | None = None
+        self._lost = False
+        self.scheduler_timeout = min(
+            [SLURM_SILENT_SECONDS]
+            + [
+                t
+                for h in hosts
+                if (t := host_seconds(h, "scheduler_timeout_seconds", None)) is not None
+            ]
+        )
 
     # ------------------------------------------------------------------ contract
     def capacity(self, host: str) -> int:
@@ -281,6 +223,8 @@ class SlurmExecutor(Executor):
         self._next_refresh = 0.0
 
     def close(self) -> None:
+        if self._lost:
+            return  # the controller is gone: the jobs are left to the next driver to re-attach
         if self._buffer or self._runs:
             self.cancel_all("executor closed")
             deadline = time.monotonic() + GONE_GRACE_SECONDS + 2 * STATE_REFRESH_SECONDS
@@ -356,12 +300,30 @@ class SlurmExecutor(Executor):
         now = time.monotonic()
         views = squeue(run.job_id for run in self._runs.values())
         if views is None:
-            self._silent_since = self._silent_since or now
-            if now - self._silent_since < SLURM_SILENT_SECONDS:
+            if self._silent_since is None:
+                self._silent_since = now
+                events.append(
+                    ExecutorNotice(
+                        "scheduler",
+                        "Slurm does not answer squeue (is slurmctld up? `scontrol ping`); "
+                        f"waiting up to {self.scheduler_timeout:g}s for it "
+                        "(scheduler_timeout_seconds)",
+                    )
+                )
+            waited = now - self._silent_since
+            if waited < self.scheduler_timeout:
                 return events
-            for run in list(self._runs.values()):
-                events += self._end(run, self._gone(run, None, silent=True))
-            return events
+            self._lost = True
+            raise ClusterLost(
+                f"lost the Slurm controller: squeue has failed for {waited:.0f}s "
+                f"(scheduler_timeout_seconds = {self.scheduler_timeout:g}); jobs "
+                + ", ".join(sorted({r.job_id for r in self._runs.values()}))
+                + " may still run",
+                in_flight=tuple(sorted(str(k) for k in self._runs)),
+                keep_jobs=True,
+            )
+        if self._silent_since is not None:
+            events.append(ExecutorNotice("scheduler", None))
         self._silent_since = None
         for run in list(self._runs.values()):
             if run.killed is not None:
@@ -418,8 +380,8 @@ class SlurmExecutor(Executor):
             )
         return events
 
-    def _gone(self, run: SlurmRun, view: JobView | None, *, silent: bool = False) -> RunOutcome:
-        """The outcome of a run whose job left the queue (or Slurm went silent) without it."""
+    def _gone(self, run: SlurmRun, view: JobView | None) -> RunOutcome:
+        """The outcome of a run whose job left the queue without it."""
         task = run.task
         late = read_outcome(task)
         if late is not None:
@@ -429,16 +391,6 @@ class SlurmExecutor(Executor):
         if summary is not None and self._cancelled is None:
             # It finished but the job died before writing the outcome: the result is whole.
             return classify(task, 0, log_tail, worker=f"slurm:{run.job_id}")
-        if silent:
-            return RunOutcome(
-                task.key,
-                "failed",
-                failure="lost",
-                cause=f"lost: Slurm has not answered squeue for {SLURM_SILENT_SECONDS:.0f}s; "
-                f"job {run.job_id} state unknown; job log {run.job_log}",
-                log_path=task.log_path,
-                attempt=task.attempt,
-            )
         view = view or JobView(run.job_id, run.state, run.reason, run.node)
         return end_outcome(
             task,

@@ -249,11 +249,17 @@ def _cluster_lost(
     resume) and say, on one line, what was lost, what was in flight and how to resume."""
     in_flight = sorted(str(k) for k in state.running)
     for key in list(state.running):
-        ledger.mark_interrupted(key, me, f"interrupted: {exc}")
-        state.running.pop(key)
+        if not exc.keep_jobs:
+            ledger.mark_interrupted(key, me, f"interrupted: {exc}")
+        state.running.pop(key)  # kept jobs stay `running`: the next driver re-attaches
     state.stopped = "cluster lost"
+    what = (
+        "left with their jobs (the next run re-attaches)"
+        if exc.keep_jobs
+        else ("put back as interrupted")
+    )
     runs = (
-        f"{len(in_flight)} run(s) in flight put back as interrupted ({', '.join(in_flight)})"
+        f"{len(in_flight)} run(s) in flight {what} ({', '.join(in_flight)})"
         if in_flight
         else "no run was in flight"
     )
@@ -261,6 +267,7 @@ def _cluster_lost(
         f"{exc}; {runs}; once the cluster is back, resume with "
         f"`{shlex.join(['stagewise', 'run', str(study.root), stage_id])}`",
         in_flight=tuple(in_flight),
+        keep_jobs=exc.keep_jobs,
     )
 
 

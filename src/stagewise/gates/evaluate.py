@@ -14,6 +14,7 @@ from stagewise.analysis.agreement import HostPair, LeaveOneOut, host_agreement, 
 from stagewise.analysis.agreement import leave_one_cell_out as _loo
 from stagewise.analysis.cells import Cell, Pool, ResultLike, StageCells, pool_cells
 from stagewise.analysis.stats import PoolStats, pool_stats
+from stagewise.analysis.thresholds import threshold_text
 from stagewise.defaults import HEAD_DIM, VOCAB_SIZE
 from stagewise.gates.registry import RuleCheck, get_rule
 from stagewise.gates.results import Reason, Verdict
@@ -24,7 +25,10 @@ from stagewise.study.model import Gate, Rule, Study
 def describe_rule(rule: Rule) -> str:
     """`best_k k=1`, `keep roles=reference`, `max_gap_to_reference threshold=0.01 [greedy]`."""
     parts = [rule.rule]
-    parts += [f"{k}={v}" for k, v in sorted(rule.params.items())]
+    parts += [
+        f"{k}={threshold_text(v) if k == 'threshold' and isinstance(v, float) else v}"
+        for k, v in sorted(rule.params.items())
+    ]
     if rule.conditions:
         parts.append("conditions=" + ",".join(rule.conditions))
     if rule.roles:

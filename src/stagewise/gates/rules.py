@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stagewise.analysis.stats import PoolStats
-from stagewise.analysis.thresholds import within
+from stagewise.analysis.thresholds import threshold_text, within
 from stagewise.gates.rule_check import BuiltinRule, RuleCheck, RuleFn
 from stagewise.study.model import Rule
 
@@ -69,7 +69,9 @@ def within_gap_of_best(
     for cid in targets:
         gap = stats.conditions[cid].gap_from_best
         assert gap is not None
-        out[cid] = RuleCheck(within(gap, t), f"gap from best {_f(gap)} vs <= {t:g}", gap, t)
+        out[cid] = RuleCheck(
+            within(gap, t), f"gap from best {_f(gap)} vs <= {threshold_text(t)}", gap, t
+        )
     return out
 
 
@@ -107,13 +109,13 @@ def _reference_gap_check(stats: PoolStats, cid: str, threshold: float, statistic
         value = s.max_gap_to_reference
         assert value is not None
         worst = max(s.cell_gaps, key=lambda c: (s.cell_gaps[c], c))
-        detail = f"max gap to reference {_f(value)} ({worst.label}) vs <= {threshold:g}"
+        detail = (
+            f"max gap to reference {_f(value)} ({worst.label}) vs <= {threshold_text(threshold)}"
+        )
     else:
         value = s.mean_gap_to_reference
         assert value is not None
-        detail = (
-            f"mean gap to reference {_f(value)} over {len(s.cell_gaps)} cells vs <= {threshold:g}"
-        )
+        detail = f"mean gap to reference {_f(value)} over {len(s.cell_gaps)} cells vs <= {threshold_text(threshold)}"
     return RuleCheck(within(value, threshold), detail, value, threshold)
 
 

@@ -41,7 +41,8 @@ def confidence_table_of(gate: Gate, gate_result: GateResult | None) -> Table | N
         f"blocked bootstrap, host blocks resampled and seeds within hosts (seed {conf['seed']}); "
         f"p_verdict = share of {conf['verdict_replicates']} replicates, with every rule "
         f"re-applied, returning the observed verdict; decisive when >= {level:g}; "
-        f"{level:.0%} percentile intervals; descriptive, not a significance test"
+        f"{level:.0%} percentile intervals over {conf['replicates']} replicates; descriptive, "
+        "not a significance test"
     )
     if conf.get("notes"):
         note += "; " + "; ".join(conf["notes"])
@@ -75,7 +76,8 @@ def variance_table_of(gate: Gate, gate_result: GateResult | None) -> Table | Non
         rows,
         note="random-effects components with hosts as blocks (method of moments): sd_host is "
         "the condition-by-host effect more seeds never average away, sd_seed the seed-to-seed "
-        "scatter within a host; None where its degrees of freedom are 0",
+        "scatter within a host; blank where its degrees of freedom are 0; variances in "
+        "scientific notation (1.9e-7), standard deviations at six decimals",
         sources=[*STUDY_SOURCES, RUNS_SOURCE],
         command=f"stagewise gate STUDY {gate.gate_id} --json",
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from stagewise.analysis.published import covered_stages, outside_freezes
 from stagewise.gates.budget import BudgetResult
 from stagewise.gates.results import GateResult
 from stagewise.gates.sensitivity import SensitivityGrid
@@ -107,6 +108,8 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
     plan = build_plan(study, ledger)
     runs = ledger.runs()
     published = load_published_tables(study)
+    frozen_outside = outside_freezes(published)  # gates written down before their stages
+    covered = covered_stages(study, published)  # stages known from a published summary
     views = []
     for gate in study.gates.values():
         cells = gate_cells(study, runs, gate)
@@ -129,7 +132,7 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
             sensitivity, why = analyses.sensitivity_result(study, ledger, gate.gate_id)
             if why:
                 pending.append(f"sensitivity not available: {why}")
-        if not freezes:
+        if not freezes and gate.gate_id not in frozen_outside:
             pending.append("rule not frozen yet")
         edited = analyses.changes_since_freeze(study, ledger, gate.gate_id)
         if edited:
@@ -137,8 +140,9 @@ def collect(study: Study, ledger: Ledger) -> ReportContext:
                 "study.toml differs from the frozen rule (stagewise gate refuses it until an "
                 "amendment is frozen): " + "; ".join(edited)
             )
-        if not cells:
-            pending.append(f"no results yet for {', '.join(gate.stages)}")
+        missing = [s for s in gate.stages if s not in covered]
+        if not cells and missing:
+            pending.append(f"no results yet for {', '.join(missing)}")
         if active is None:
             pending.append("no decision recorded")
         views.append(

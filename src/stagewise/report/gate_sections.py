@@ -6,6 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from stagewise.analysis.published import (
+    GATE_RECORDS,
+    PUBLISHED_DIR,
+    OutsideFreeze,
+    compare_with_published,
+    outside_freezes,
+    published_notes,
+)
 from stagewise.gates.freeze import recipes_summary
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.figure_base import as_dict
@@ -18,16 +26,20 @@ from stagewise.report.html_blocks import (
     e,
     figures_in,
     fmt_cell,
+    fmt_param,
     render_figure,
     render_table,
     skipped_figure,
 )
 from stagewise.report.outcome_section import gate_budget
+from stagewise.report.stage_status import gate_results_words
 from stagewise.report.tables import GATE_COLUMNS, Table
+
+GATE_RECORDS_FILE = f"{PUBLISHED_DIR}/{GATE_RECORDS}.csv"
 
 
 def _rule_text(rule: Any) -> str:
-    params = ", ".join(f"{k} = {v}" for k, v in sorted(rule.params.items()))
+    params = ", ".join(f"{k} = {fmt_param(k, v)}" for k, v in sorted(rule.params.items()))
     target = []
     if rule.conditions:
         target.append("conditions " + ", ".join(rule.conditions))
@@ -40,8 +52,14 @@ def _rule_text(rule: Any) -> str:
     )
 
 
-def gate_freeze(view: GateView) -> str:
+def gate_freeze(view: GateView, outside: OutsideFreeze | None = None) -> str:
     freeze = view.current_freeze
+    if freeze is None and outside is not None:
+        return (
+            "<p><span class='badge outside'>frozen outside stagewise</span> "
+            f"{e(outside.words())}. Source: {e(GATE_RECORDS_FILE)}; stagewise holds no freeze "
+            "record (no sha256) of it.</p>"
+        )
     if freeze is None:
         return (
             "<p><span class='badge pending'>not frozen</span> the rule has no freeze record yet</p>"
@@ -53,6 +71,14 @@ def gate_freeze(view: GateView) -> str:
         f"{' (post hoc: ' + str(len(freeze.results_at_freeze)) + ' results existed at freeze time)' if freeze.post_hoc else ''}"
         f"; {len(amends)} amendment(s).</p>"
     )
+    if outside is not None:
+        # The study says the rule was written down before its stages outside the tool: this
+        # freeze is a replay's, made when the replay started, not when the rule was written.
+        out += (
+            "<p><span class='badge outside'>replay</span> "
+            f"This freeze is the replay's ({e(freeze.frozen_at[:10])}); the rule was "
+            f"{e(outside.words())} (source: {e(GATE_RECORDS_FILE)}).</p>"
+        )
     if len(view.freezes) > 1:
         out += (
             "<p>Freeze and amendment history:</p><ol>"
@@ -64,6 +90,29 @@ def gate_freeze(view: GateView) -> str:
             + "</ol>"
         )
     return out + gate_recipes(view)
+
+
+def precision_note(ctx: ReportContext, view: GateView) -> str:
+    """Where the recomputed numbers differ from a published table of the same gate, and why:
+    said beside the numbers, as `stagewise gate` says it in the terminal."""
+    if view.result is None:
+        return ""
+    diffs = compare_with_published(
+        ctx.study.root, view.gate.stages, view.result.get("conditions", [])
+    )
+    if not diffs:
+        return ""
+    items = "".join(
+        f"<li>{e(d['label'])} {e(d['column'])}: recomputed {d['recomputed']:.7f}, printed "
+        f"{e(d['published'])} ({e(d['table'])})</li>"
+        for d in diffs
+    )
+    return (
+        "<p class='note'>Precision: the published cells are rounded to six decimals before "
+        "pooling, so a statistic recomputed from them can differ from the published pooled "
+        "figure in the sixth decimal; the recomputation is not bent to the printed digits:</p>"
+        f"<ul class='note'>{items}</ul>"
+    )
 
 
 def gate_recipes(view: GateView) -> str:
@@ -114,9 +163,11 @@ def gate_verdicts(view: GateView) -> str:
     if result is None:
         return ""
     conds = result.get("conditions", [])
-    summary = " ".join(f"{badge(str(c.get('verdict')))}<b>{e(c.get('label'))}</b>" for c in conds)
+    summary = " ".join(
+        f"{badge(str(c.get('verdict')))}<b class='id'>{e(c.get('label'))}</b>" for c in conds
+    )
     items = "".join(
-        f"<li>{badge(str(c.get('verdict')))}<b>{e(c.get('label'))}</b> "
+        f"<li>{badge(str(c.get('verdict')))}<b class='id'>{e(c.get('label'))}</b> "
         f"<span class='note'>({e(c.get('condition_id'))})</span><ul>"
         + "".join(
             f"<li>{e(r if not isinstance(r, dict) else r.get('text', r))}</li>"
@@ -218,7 +269,11 @@ def render_gate(
     out.append(
         "<h4>Rule</h4><ul>" + "".join(f"<li>{_rule_text(r)}</li>" for r in gate.rules) + "</ul>"
     )
-    out.append(gate_freeze(view))
+    outside = outside_freezes(ctx.published).get(gate.gate_id)
+    out.append(gate_freeze(view, outside))
+    results = gate_results_words(ctx, gate.stages)
+    if results:
+        out.append(f"<p class='note'>Results of its stages: {e(results)}.</p>")
     out.append(gate_decisions(ctx, view))
     out.extend(render_figure(f) for f in figures_in(figures, f"gate:{gate.gate_id}"))
     if view.result is not None:
@@ -237,6 +292,7 @@ def render_gate(
                 tables.get(f"gate_{gate.gate_id}"), columns=shown, key_columns=KEY_GATE_COLUMNS
             )
         )
+        out.append(precision_note(ctx, view))
     out.append(gate_confidence(view, tables))
     sens = tables.get(f"sensitivity_{gate.gate_id}")
     if sens is not None:
@@ -245,6 +301,10 @@ def render_gate(
         grid = [c for c in columns if c.startswith("at ")]
         out.append(
             render_table(sens, columns=columns, key_columns=[*KEY_SENSITIVITY_COLUMNS, *grid])
+        )
+        out.extend(
+            f"<p class='note'>{e(n)}</p>"
+            for n in published_notes(ctx.published, f"sensitivity:{gate.gate_id}")
         )
     out.append(render_table(tables.get(f"cells_{gate.gate_id}"), folded=True))
     for pub in view.published:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
+from stagewise.analysis.thresholds import threshold_text
 from stagewise.gates.results import CONDITION_KEYS, GateResult
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table, flatten
@@ -203,25 +205,60 @@ SENSITIVITY_COLUMNS = (
 )
 
 
+DIAGNOSTIC_WORDS = {"pass": "within", "fail": "over"}
+
+
+def _step(grid: list[float]) -> float | None:
+    steps = {round(b - a, 9) for a, b in pairwise(grid)}
+    return steps.pop() if len(steps) == 1 else None
+
+
+def _diagnostic_note(raw: dict[str, Any], grid: list[float]) -> str:
+    observed = raw.get("observed")
+    if not isinstance(observed, int | float):
+        return "diagnostic: no value"
+    first = raw.get("smallest_passing_threshold")
+    if isinstance(first, int | float):
+        return f"diagnostic: {observed:.6f} is within every grid value from {threshold_text(first)}"
+    last = f" through {threshold_text(grid[-1])}" if grid else ""
+    return f"diagnostic: {observed:.6f} is over every grid value{last}"
+
+
 def sensitivity_table(view: GateView) -> Table | None:
     sens = view.sensitivity
     if not sens or not isinstance(sens.get("rows"), list) or not sens["rows"]:
         return None
     grid = [float(g) for g in sens.get("grid", [])]
-    grid_cols = [f"at {g:g}" for g in grid]
+    grid_cols = [f"at {threshold_text(g)}" for g in grid]
     rows = []
     for raw in sens["rows"]:
         row = {c: raw.get(c) for c in SENSITIVITY_COLUMNS}
+        diagnostic = raw.get("role") == "diagnostic"
         for col, point in zip(grid_cols, raw.get("grid", []), strict=False):
-            row[col] = point.get("verdict")
+            verdict = point.get("verdict")
+            # A diagnostic twin has no declared threshold, so no verdict: only where its
+            # statistic stands against each grid value.
+            row[col] = DIAGNOSTIC_WORDS.get(verdict, verdict) if diagnostic else verdict
+        if diagnostic:
+            row["declared_threshold"] = None
+            row["declared_verdict"] = "diagnostic only (no declared threshold, no verdict)"
+            row["note"] = _diagnostic_note(raw, grid)
         rows.append(row)
+    step = _step(grid)
     return Table(
         f"sensitivity_{view.gate_id}",
         f"Gate {view.gate_id}: threshold sensitivity",
         [*SENSITIVITY_COLUMNS, *grid_cols],
         rows,
         note="each threshold rule re-evaluated over the grid, for its declared statistic and its "
-        "diagnostic twin; 'at t' = verdict with threshold t",
+        "diagnostic twin; 'at t' = verdict with threshold t (for a diagnostic twin, which no rule "
+        "declared: whether the statistic is within t, no verdict)"
+        + (
+            f"; the grid steps by {threshold_text(step)}, so smallest_passing_threshold is the "
+            "first grid value at or above the flip point (flip_threshold, the observed value)"
+            if step
+            else ""
+        ),
         sources=[*STUDY_SOURCES, RUNS_SOURCE],
         command=f"stagewise sensitivity STUDY {view.gate_id} --json",
     )

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from stagewise.analysis.published import GATE_RECORDS, RECORD_KINDS
 from stagewise.backtest.report import backtest_sections
 from stagewise.ledger import Ledger
 from stagewise.paths import safe_join
@@ -35,6 +36,7 @@ from stagewise.report.html_blocks import (
 )
 from stagewise.report.loss_curves import load_curves
 from stagewise.report.outcome_section import pending_items, section_outcome
+from stagewise.report.stage_status import stage_statuses
 from stagewise.report.tables import Table, all_tables
 from stagewise.study import load_study
 
@@ -105,12 +107,15 @@ def section_budget(tables: list[Table], figures: Sequence[RenderedFigure]) -> st
 
 def section_pending(ctx: ReportContext) -> str:
     pend = pending_items(ctx)
+    statuses = stage_statuses(ctx)
+    stages = (
+        "<p>Each stage's results:</p><ul>"
+        + "".join(f"<li>{e(s.words())}</li>" for s in statuses)
+        + "</ul>"
+    )
     if not pend:
-        return (
-            "<p>Nothing: every stage has its results (recorded, or as a published summary) "
-            "and every gate its decision.</p>"
-        )
-    return "<ul class='pending'>" + "".join(f"<li>{e(p)}</li>" for p in pend) + "</ul>"
+        return "<p>Nothing is pending: every gate has its decision.</p>" + stages
+    return "<ul class='pending'>" + "".join(f"<li>{e(p)}</li>" for p in pend) + "</ul>" + stages
 
 
 def section_setup(by_name: dict[str, Table]) -> str:
@@ -122,16 +127,23 @@ def section_setup(by_name: dict[str, Table]) -> str:
 
 
 def section_records(by_name: dict[str, Table]) -> str:
-    return render_table(by_name["freezes"]) + render_table(by_name["decisions"])
+    outside = by_name.get(f"published_{GATE_RECORDS}")
+    return (
+        render_table(by_name["freezes"])
+        + ("<div class='pub'>" + render_table(outside) + "</div>" if outside is not None else "")
+        + render_table(by_name["decisions"])
+    )
 
 
-def section_published(tables: list[Table]) -> str:
-    pubs = [t for t in tables if t.published]
+def section_published(ctx: ReportContext, tables: list[Table]) -> str:
+    records = {f"published_{name}" for name in RECORD_KINDS}
+    pubs = [t for t in tables if t.published and t.name not in records]
     if not pubs:
         return "<p>This study ships no published summaries.</p>"
     return (
-        "<p>These tables are the published pooled summaries of stages whose cells were never "
-        "released. They are shown as printed; no number in them was recomputed here.</p>"
+        "<p>These tables are shown as printed; no number in them was recomputed here. Where the "
+        "cells behind one are in this study, the gate's own table recomputes it (and says where "
+        "the printed digits differ); the note under each table says which.</p>"
         + "".join(f"<div class='pub'>{render_table(t)}</div>" for t in pubs)
     )
 
@@ -170,7 +182,11 @@ def render_html(ctx: ReportContext, tables: list[Table], figures: list[RenderedF
         ("records", "Frozen rules and decisions", section_records(by_name)),
         ("flagged", "Flagged runs", section_flagged(ctx, by_name["flagged_runs"])),
         ("runs", "Failed runs", render_table(by_name["failed_runs"], caption=False)),
-        ("published", "Published summaries (not recomputed)", section_published(tables)),
+        (
+            "published",
+            "Published summaries (not recomputed)",
+            section_published(ctx, tables),
+        ),
     ]
     toc = (
         "<nav><ul>"

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from stagewise.analysis.thresholds import threshold_text
 from stagewise.report.figures import RenderedFigure
 from stagewise.report.published import PUBLISHED_LABEL
 from stagewise.report.tables import Table
@@ -32,7 +33,7 @@ details{margin:.3em 0 .8em}summary{cursor:pointer;color:#0072B2;font-size:12px}
 .pass,.promote{background:#d6f0e3;color:#00603d}.fail,.stop{background:#fbe0d2;color:#8a3500}
 .pending{background:#fff4c2;color:#6b5800}.manual{background:#f3dcec;color:#7d2f66}
 .posthoc{background:#fbe0d2;color:#8a3500}.published{background:#e0e0e0;color:#333}
-.incomplete,.untested{background:#e8e8e8;color:#444}
+.incomplete,.untested{background:#e8e8e8;color:#444}.outside{background:#dbe9f6;color:#0b3d66}
 .pub{border-left:4px solid #999;padding:.2em .8em;background:#f6f6f6;margin:.8em 0}
 code,.hash{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
 .id,td.id{white-space:nowrap;overflow-wrap:normal}td .hash{word-break:normal;white-space:nowrap}
@@ -96,6 +97,61 @@ def fmt_cell(value: Any) -> tuple[str, bool]:
     return str(value), False
 
 
+# Fixed decimals per column, at the precision the paper prints (0.036890, 0.010, 3.25): a
+# trailing zero is a printed digit. Columns not named here use `fmt_cell`'s default.
+SIX = 6
+COLUMN_DECIMALS: tuple[tuple[str, int], ...] = (
+    ("flip_threshold", SIX),
+    ("threshold", 3),
+    ("p_verdict", 3),
+    ("val_bpb", SIX),
+    ("gap", SIX),
+    ("observed", SIX),
+    ("_low", SIX),
+    ("_high", SIX),
+    ("sd_", SIX),
+    ("params_M", SIX),
+    ("tokens_M", SIX),
+)
+SCIENTIFIC = ("var_",)  # variances: two significant digits (1.9e-7, not 0.0)
+
+
+def column_format(column: str, value: Any) -> str | None:
+    """The display text of a float in a column with a fixed precision (None: the default)."""
+    if not isinstance(value, float) or isinstance(value, bool) or not math.isfinite(value):
+        return None
+    if any(column.startswith(p) for p in SCIENTIFIC):
+        return fmt_small(value)
+    if column == "mean_rank" or (column.endswith("_rank") and not value.is_integer()):
+        return f"{value:.2f}"
+    for part, decimals in COLUMN_DECIMALS:
+        if part in column:
+            return f"{value:.{decimals}f}"
+    return None
+
+
+def fmt_small(value: float) -> str:
+    """Two significant digits, in scientific notation below 0.001 (1.9e-7; 0.0015)."""
+    if value == 0:
+        return "0"
+    if abs(value) < 1e-3:
+        mant, exp = f"{value:.1e}".split("e")
+        return f"{mant}e{int(exp)}"
+    return f"{value:.2g}"
+
+
+def fmt_threshold(value: Any) -> str:
+    """A threshold at three decimals at least (0.010, 0.025), more when it has them."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return threshold_text(value)
+
+
+def fmt_param(key: str, value: Any) -> str:
+    """A rule parameter as written in the report (thresholds at fixed decimals)."""
+    return fmt_threshold(value) if key == "threshold" else str(value)
+
+
 def fmt_hours(value: Any) -> str:
     """Hours at four significant digits (169.2, 432, 0.03159); "not known yet" for None."""
     return f"{float(value):.4g}" if isinstance(value, int | float) else "not known yet"
@@ -144,7 +200,9 @@ def _grid(table: Table, shown: Sequence[str]) -> str:
     for row in table.rows:
         cells = []
         for col in shown:
-            text, numeric = fmt_cell(row.get(col))
+            value = row.get(col)
+            fixed = column_format(col, value)
+            text, numeric = (fixed, True) if fixed is not None else fmt_cell(value)
             if (col in BADGE_COLUMNS or col.startswith("at ")) and text in BADGES:
                 cells.append(f"<td>{badge(text)}</td>")
             elif HASH.fullmatch(text):

@@ -7,42 +7,49 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stagewise.analysis.published import outside_freezes, published_hours, published_notes
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.figure_base import as_dict, budget_label
 from stagewise.report.figures import RenderedFigure
 from stagewise.report.html_blocks import (
     e,
     figures_in,
+    fmt_param,
     hours_text,
     hours_unit_of,
     ids_unbroken,
     render_figure,
     skipped_figure,
 )
+from stagewise.report.stage_status import PUBLISHED_ONLY, results_sentence, stage_statuses
 
 
 def pending_items(ctx: ReportContext) -> list[str]:
     items = []
-    published_stages = {s for p in ctx.published for s in p.stages}
-    for p in ctx.published:
-        if p.gate:  # a pooled gate summary covers every stage the gate pools
-            published_stages.update(ctx.study.gates[p.gate].stages)
-    for st in ctx.status["stages"]:
-        runs = st["runs"]
-        recorded = sum(v for k, v in runs.items() if k != "pending")
-        if recorded == 0 and st["stage"] in published_stages:
+    for st in stage_statuses(ctx):
+        if st.state == PUBLISHED_ONLY:
             continue  # only a published summary exists; shown as such, nothing to wait for
-        if st["planned_runs"] is None:
-            items.append(f"stage {st['stage']}: candidates pending ({st['candidate_source']})")
-        elif not st["complete"]:
+        if st.planned is None:
+            source = next(
+                (s["candidate_source"] for s in ctx.status["stages"] if s["stage"] == st.stage),
+                "",
+            )
+            items.append(f"stage {st.stage}: candidates pending ({source})")
+        elif st.pending or st.failed:
             items.append(
-                f"stage {st['stage']}: {runs['succeeded']}/{st['planned_runs']} runs succeeded"
-                f" ({runs['pending']} pending, {runs['failed']} failed)"
+                f"stage {st.stage}: {st.succeeded}/{st.planned} runs succeeded"
+                f" ({st.pending} pending, {st.failed} failed)"
             )
     for view in ctx.gates:
         if view.pending and not (view.active is not None and view.active.manual):
             items.append(f"gate {view.gate_id}: {'; '.join(view.pending)}")
     return items
+
+
+COUNTERFACTUAL_CAVEAT = (
+    "These are accounting for continuations never run, not evidence that the candidates left "
+    "out would have lost."
+)
 
 
 def _names(labels: Sequence[str]) -> str:
@@ -63,7 +70,7 @@ def _rules_for(view: GateView, condition_id: str, role: str) -> list[str]:
     rules = named or [r for r in view.gate.rules if not r.conditions and not r.roles]
     out = []
     for r in rules:
-        params = ", ".join(f"{k} = {v}" for k, v in sorted(r.params.items()))
+        params = ", ".join(f"{k} = {fmt_param(k, v)}" for k, v in sorted(r.params.items()))
         out.append(f"{r.rule} ({params})" if params else r.rule)
     return out
 
@@ -79,6 +86,8 @@ class Outcome:
     pending: list[str] = field(default_factory=list)
     hashes: list[tuple[str, str]] = field(default_factory=list)  # (gate, sha256)
     chain: str = ""
+    results: str = ""  # where every stage's results stand (one status per stage)
+    notes: list[str] = field(default_factory=list)  # the study's own caveats (published/notes)
 
 
 def decided_gate(ctx: ReportContext) -> GateView | None:
@@ -124,6 +133,14 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
     yes, no = ("passed", "failed") if gate.kind == "confirm" else ("promoted", "stopped")
     freeze = view.current_freeze
     rule = f"its frozen rule (sha256 {freeze.sha256[:12]}…)" if freeze else "its rule (not frozen)"
+    outside = outside_freezes(ctx.published).get(gate.gate_id)
+    if outside is not None and freeze is not None:
+        rule += (
+            f", written down outside the tool on {outside.written_on} and frozen again by this "
+            f"replay on {freeze.frozen_at[:10]}"
+        )
+    elif outside is not None:
+        rule = f"its rule written down outside the tool on {outside.written_on}"
 
     def labels(rows: list[dict[str, Any]]) -> str:
         return _names([str(c.get("label")) for c in rows])
@@ -154,7 +171,7 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
         + "; ".join(_rules_for(view, c["condition_id"], c.get("role", "")))
         for c in bad
     ]
-    stopped += [f"{c.get('label')}: {'; '.join(_findings(view, c))}" for c in ref_bad]
+    stopped += ["; ".join(_findings(view, c)) for c in ref_bad]
     return lead, stopped
 
 
@@ -190,8 +207,12 @@ def _findings(view: GateView, row: dict[str, Any]) -> list[str]:
                 label=label,
                 threshold=f"{threshold:g}" if isinstance(threshold, int | float) else "its",
             )
-            # The rule's measurement only ("rank 1 in 3/4 cells"), after its description.
-            out.append(f"{text} ({reason.text.rsplit(': ', 1)[-1]})")
+            # The rule's measurement only ("rank 1 in 3/4 cells"): after its description and
+            # without the declared reason the text carries at its end.
+            found = reason.text.rsplit(": ", 1)[-1]
+            if reason.declared and found.endswith(f" ({reason.declared})"):
+                found = found[: -len(f" ({reason.declared})")]
+            out.append(f"{text} ({found})")
     return out or [f"{label} did not meet the gate's rules"]
 
 
@@ -203,6 +224,7 @@ def outcome_budget(ctx: ReportContext) -> str:
         return f"{unit}: {hours_text(total)} budgeted by the plan so far; no budget accounting yet."
     recorded = budget.get("total_recorded_gpu_hours")
     budgeted = budget.get("total_budgeted_gpu_hours")
+    stated = [h for h in published_hours(ctx.published) if h.scope == "all stages"]
     if budgeted is None:
         planned = (
             "the total budget is known once every gate that feeds a stage has decided how "
@@ -213,6 +235,12 @@ def outcome_budget(ctx: ReportContext) -> str:
     if recorded:
         text = f"{unit}: {hours_text(recorded)} recorded (training time of the recorded runs), "
         text += planned
+    elif stated:
+        # The study states recorded hours it has no runs of (a replay of a publication).
+        text = (
+            f"{unit}: {stated[0].printed or hours_text(stated[0].hours)} recorded "
+            f"({stated[0].hours:g} as published; no run here carries its own), {planned}"
+        )
     elif budgeted is not None:
         text = (
             f"{unit}: {planned} (no training time recorded: the results were imported or are "
@@ -245,7 +273,8 @@ def outcome_budget(ctx: ReportContext) -> str:
                 for c in alts
                 if c.get("candidates") is not None
             )
-            + "."
+            + ". "
+            + COUNTERFACTUAL_CAVEAT
         )
     elif executed is not None and alts:
         text += (
@@ -292,6 +321,8 @@ def outcome(ctx: ReportContext) -> Outcome:
         pending=pending_items(ctx),
         hashes=hashes,
         chain=chain,
+        results=results_sentence(stage_statuses(ctx)),
+        notes=published_notes(ctx.published, "outcome"),
     )
 
 
@@ -313,6 +344,7 @@ def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> st
     if out.earlier:
         more.append(f"<li>{text(out.earlier)}</li>")
     more.append(f"<li>{e(out.budget)}</li>")
+    more.extend(f"<li>{e(n)}</li>" for n in out.notes)
     if out.pending:
         shown = out.pending[:3]
         rest = len(out.pending) - len(shown)
@@ -320,11 +352,11 @@ def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> st
             "<li>Pending: "
             + e("; ".join(shown))
             + (f" <a href='#pending'>and {rest} more</a>" if rest else "")
-            + "</li>"
+            + f" {e(out.results)}</li>"
         )
     else:
         more.append(
-            "<li>Pending: nothing; every stage has its results and every gate its decision.</li>"
+            "<li>Pending: nothing; every gate has its decision. " + e(out.results) + "</li>"
         )
     frozen = (
         "Frozen rules: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from stagewise.analysis.published import as_float, published_hours
 from stagewise.analysis.run_checks import check_run, check_runs, flagged, time_split
 from stagewise.ledger.schema import SUMMARY_FIELDS
 from stagewise.report.context import ReportContext
@@ -76,22 +77,75 @@ def budget_tables(ctx: ReportContext) -> list[Table]:
                 strict=True,
             )
         ],
-        note=f"total budgeted {unit}: {_hours(budget.get('total_budgeted_gpu_hours'))}; total "
-        f"recorded: {_hours(budget.get('total_recorded_gpu_hours'))} (sum of training time of "
-        "recorded runs; training, evaluation, start-up and wall hours say where their time went)",
+        note=budget_note(ctx, budget, unit),
         sources=sources,
         command="stagewise budget STUDY --json",
     )
+    caveat = (
+        "accounting for continuations that were never run, not evidence that the candidates "
+        "left out would have lost"
+    )
+    matched = _published_match(ctx, budget.get("counterfactuals", []))
     counter = Table(
         "budget_counterfactuals",
         "Budget counterfactuals: continue all candidates of a gate to the final confirmation",
         list(COUNTERFACTUAL_COLUMNS),
         [{c: r.get(c) for c in COUNTERFACTUAL_COLUMNS} for r in budget.get("counterfactuals", [])],
-        note=f"final gate: {budget.get('final_gate')}; {unit} of its stages in each scenario",
+        note=f"final gate: {budget.get('final_gate')}; {unit} of its stages in each scenario; "
+        + caveat
+        + (f"; {matched}" if matched else ""),
         sources=sources,
         command="stagewise budget STUDY --json",
     )
     return [stages, counter] if counter.rows else [stages]
+
+
+def budget_note(ctx: ReportContext, budget: dict[str, Any], unit: str) -> str:
+    """Budgeted and recorded totals in words (no raw None): what was recorded, or why not."""
+    budgeted = budget.get("total_budgeted_gpu_hours")
+    recorded = budget.get("total_recorded_gpu_hours")
+    text = f"total budgeted {unit}: {_hours(budgeted)} (candidates x seeds x hosts x budget); "
+    if recorded:
+        text += (
+            f"total recorded: {_hours(recorded)} (sum of training time of recorded runs; "
+            "training, evaluation, start-up and wall hours say where their time went)"
+        )
+    else:
+        text += "no run in this study recorded its training time (imported or pending)"
+    for stated in published_hours(ctx.published):
+        text += (
+            f"; recorded hours as published ({stated.scope}): {stated.hours:g}"
+            + (f", printed {stated.printed}" if stated.printed else "")
+            + (f" ({stated.note})" if stated.note else "")
+        )
+    return text
+
+
+def _published_match(ctx: ReportContext, rows: Sequence[dict[str, Any]]) -> str:
+    """Which counterfactual rows a published budget table prints, and which it does not."""
+    pub = next((p for p in ctx.published if p.kind == "budget"), None)
+    if pub is None:
+        return ""
+    printed = {as_float(r.get("confirmation_gpu_hours")) for r in pub.rows}
+    ours = [r for r in rows if r.get("gate")]
+    same = [r for r in ours if r.get("confirmation_gpu_hours") in printed]
+    other = [r for r in ours if r.get("confirmation_gpu_hours") not in printed]
+    parts = []
+    if same:
+        parts.append(
+            "the published budget table prints the "
+            + ", ".join(f"{r['gate']} row ({r['confirmation_gpu_hours']:g})" for r in same)
+        )
+    if other:
+        parts.append(
+            "it does not print the "
+            + ", ".join(
+                f"{r['gate']} row ({r['confirmation_gpu_hours']:g}, "
+                f"+{r.get('added_vs_executed', 0):g})"
+                for r in other
+            )
+        )
+    return "; ".join(parts)
 
 
 def _hours(value: Any) -> str:

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from stagewise.analysis.published import (
+    GATE_RECORDS,
+    NOTES,
+    RECORD_KINDS,
+    RECORDED_HOURS,
+    published_notes,
+)
 from stagewise.gates.budget import hours_unit
 from stagewise.report.context import ReportContext
 from stagewise.report.published import PUBLISHED_LABEL, PublishedTable
+from stagewise.report.stage_status import CELLS, PUBLISHED_ONLY, by_stage, stage_statuses
 from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table
 
 
@@ -14,6 +22,7 @@ def summary_table(ctx: ReportContext) -> Table:
     study = ctx.study
     st = ctx.status
     runs = [s["runs"] for s in st["stages"]]
+    statuses = stage_statuses(ctx)
     rows: list[dict[str, Any]] = [
         {"item": "study", "value": study.name},
         {"item": "description", "value": str(study.raw.get("study", {}).get("description", ""))},
@@ -25,7 +34,15 @@ def summary_table(ctx: ReportContext) -> Table:
         {"item": "gates", "value": len(study.gates)},
         {"item": "runs succeeded", "value": sum(r["succeeded"] for r in runs)},
         {"item": "runs failed", "value": sum(r["failed"] for r in runs)},
-        {"item": "planned runs without a result", "value": sum(r["pending"] for r in runs)},
+        {
+            "item": "planned runs without a result",
+            "value": sum(s.pending for s in statuses if s.state != PUBLISHED_ONLY),
+        },
+        {
+            "item": "runs known from a published summary only",
+            "value": sum(s.pending for s in statuses if s.state == PUBLISHED_ONLY),
+        },
+        *({"item": f"stage {s.stage}", "value": s.words().split(": ", 1)[1]} for s in statuses),
         {"item": "ledger events", "value": len(ctx.events)},
         {
             "item": "event chain",
@@ -90,24 +107,64 @@ def plan_table(ctx: ReportContext) -> Table:
         list(rows[0]) if rows else ["stage"],
         rows,
         note=f"total budgeted {hours_unit(ctx.study, list(ctx.runs))}: "
-        f"{total if total is not None else 'not known yet'} (candidates x seeds x hosts x budget)",
+        f"{total if total is not None else 'not known yet'} (candidates x seeds x hosts x budget)"
+        + "".join(
+            f"; {st['stage']}: {text}"
+            for st in ctx.plan_dict["stages"]
+            for text in published_notes(ctx.published, f"seed:{st['stage']}")
+        ),
         sources=[*STUDY_SOURCES, "decisions/decisions.json"],
         command="stagewise plan STUDY --json",
     )
 
 
-def published_table(pub: PublishedTable) -> Table:
+RECORD_TITLES = {
+    GATE_RECORDS: "Gates written down outside the tool (the publication's own records)",
+    RECORDED_HOURS: "Recorded GPU-hours as published",
+    NOTES: "The publication's own notes, each shown where it applies",
+}
+
+
+def published_table(pub: PublishedTable, ctx: ReportContext | None = None) -> Table:
+    if pub.kind in RECORD_KINDS:
+        return Table(
+            f"published_{pub.name}",
+            RECORD_TITLES[pub.kind],
+            list(pub.columns),
+            [dict(r) for r in pub.rows],
+            note=f"published record (not recomputed); copied from {pub.relpath}",
+            sources=[f"study/{pub.relpath}"],
+            published=True,
+        )
+    stages = list(pub.stages)
+    if pub.gate and ctx is not None and pub.gate in ctx.study.gates:
+        stages = list(ctx.study.gates[pub.gate].stages)  # a pooled table covers the whole gate
     where = (
-        f"gate {pub.gate} ({', '.join(pub.stages)})"
+        f"gate {pub.gate} ({'+'.join(stages)})"
         if pub.gate
-        else (", ".join(pub.stages) if pub.stages else pub.kind)
+        else ("+".join(stages) if stages else pub.kind)
     )
+    note = f"{PUBLISHED_LABEL}; {where}; copied from {pub.relpath}"
+    if ctx is not None and stages:
+        status = by_stage(ctx)
+        with_cells = [s for s in stages if s in status and status[s].state == CELLS]
+        if with_cells and len(with_cells) == len(stages) and pub.gate:
+            note += (
+                f"; the cells behind it are recorded in this study and gate {pub.gate}'s "
+                "table recomputes it"
+            )
+        elif with_cells:
+            note += f"; cells recorded in this study for {', '.join(with_cells)}"
+        else:
+            note += "; the cells behind it are not in this study"
+        for text in published_notes(ctx.published, f"published:{pub.name}"):
+            note += f"; {text}"
     return Table(
         f"published_{pub.name}",
         f"{pub.name}: {PUBLISHED_LABEL}",
         list(pub.columns),
         [dict(r) for r in pub.rows],
-        note=f"{PUBLISHED_LABEL}; {where}; copied from {pub.relpath}",
+        note=note,
         sources=[f"study/{pub.relpath}"],
         published=True,
     )

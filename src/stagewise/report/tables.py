@@ -69,5 +69,5 @@ def all_tables(ctx: ReportContext) -> list[Table]:
     tables.append(runs_table(ctx))
     tables.append(flagged_runs_table(ctx))
     tables.append(failed_runs_table(ctx))
-    tables.extend(published_table(p) for p in ctx.published)
+    tables.extend(published_table(p, ctx) for p in ctx.published)
     return tables

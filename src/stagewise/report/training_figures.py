@@ -88,13 +88,15 @@ def budget_data(ctx: ReportContext) -> list[FigureData] | str:
             "budget",
             "budget",
             "GPU-hours per stage: budgeted"
-            + (" and recorded" if recorded else " (no training time recorded)")
+            + (" and recorded" if recorded else " (no run here recorded its training time)")
             + ("; continue-all counterfactuals" if has_counter else ""),
             "Budgeted GPU-hours per stage (candidates x seeds x hosts x budget)"
             + ("; recorded = summed training time of recorded runs" if recorded else "")
             + (
                 "; the counterfactual bars: GPU-hours of the final confirmation if every "
-                "candidate of a gate had continued (executed part + added part)"
+                "candidate of a gate had continued (executed part + added part): accounting for "
+                "continuations that were never run, not evidence that the candidates left out "
+                "would have lost"
                 if has_counter
                 else ""
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from stagewise.analysis.published import published_notes
 from stagewise.budget_units import format_duration
 from stagewise.report.context import ReportContext
 from stagewise.report.figure_base import (
@@ -36,6 +37,9 @@ class Series:
     params_m: dict[str, float]
     tokens_m: dict[str, float]
     budget: str = ""  # in its own unit: '10m', '50Mtok', '2000steps'
+    gap: dict[str, float] | None = None  # a published table's own gap_from_best column
+    tokens_from: str = ""  # a published table the token counts come from, when not recomputed
+    stages: tuple[str, ...] = ()
 
     @property
     def tick(self) -> str:
@@ -71,6 +75,20 @@ def gate_series(ctx: ReportContext) -> list[Series]:
                 params[cid] = float(cond["params_M"])
             if cond.get("tokens_M") is not None:
                 tokens[cid] = float(cond["tokens_M"])
+        tokens_from = ""
+        if not tokens:
+            # Imported results may carry no token count while the publication prints it for
+            # the same gate: draw those (said so in the caption), never a blank bubble.
+            for pub in ctx.published:
+                if pub.kind == "pooled" and pub.gate == view.gate_id:
+                    for row in pub.rows:
+                        cid = labels.get(row.get("label", "") or row.get("condition_id", ""))
+                        t = as_float(row.get("tokens_M"))
+                        if cid in mean and t is not None:
+                            tokens[cid] = t
+                    if tokens:
+                        tokens_from = pub.relpath
+                        break
         if mean:
             stages = view.gate.stages
             series.append(
@@ -83,6 +101,8 @@ def gate_series(ctx: ReportContext) -> list[Series]:
                     params,
                     tokens,
                     budget_label(ctx, stages),
+                    tokens_from=tokens_from,
+                    stages=tuple(stages),
                 )
             )
     for pub in ctx.published:
@@ -91,12 +111,16 @@ def gate_series(ctx: ReportContext) -> list[Series]:
         if "mean_val_bpb" not in pub.columns:
             continue
         mean, params, tokens = {}, {}, {}
+        gap: dict[str, float] = {}
         for row in pub.rows:
             cid = labels.get(row.get("label", "") or row.get("condition_id", ""))
             value = as_float(row.get("mean_val_bpb"))
             if cid is None or value is None:
                 continue
             mean[cid] = value
+            printed_gap = as_float(row.get("gap_from_best"))
+            if printed_gap is not None:
+                gap[cid] = printed_gap
             p = as_float(row.get("params_M"))
             t = as_float(row.get("tokens_M"))
             if p is not None:
@@ -114,10 +138,34 @@ def gate_series(ctx: ReportContext) -> list[Series]:
                     params,
                     tokens,
                     budget_label(ctx, pub.stages),
+                    gap=gap if len(gap) == len(mean) else None,
+                    stages=tuple(ctx.study.gates[pub.gate].stages if pub.gate else pub.stages),
                 )
             )
     series.sort(key=lambda s: (s.budget_seconds, s.order))
     return series
+
+
+def seeds_caveat(ctx: ReportContext, series: list[Series]) -> str:
+    """What a change between gates is evidence of: different runs, often different seeds."""
+    seeds = []
+    for s in series:
+        used = sorted({seed for st in s.stages for seed in ctx.study.stages[st].seeds})
+        assumed = any(published_notes(ctx.published, f"seed:{st}") for st in s.stages)
+        seeds.append(
+            f"{s.key}: {', '.join(map(str, used)) or '-'}{' (assumed)' if assumed else ''}"
+        )
+    distinct = {x.split(": ", 1)[1].removesuffix(" (assumed)") for x in seeds}
+    if len(distinct) > 1:
+        return (
+            f"Seeds differ across these gates ({'; '.join(seeds)}), so a change between gates "
+            "is operational evidence (what each stage of the process saw), not a within-seed "
+            "learning curve."
+        )
+    return (
+        "Each gate's points come from its own runs at its own budget, so a change between "
+        "gates is operational evidence, not one run's learning curve."
+    )
 
 
 @figure_data("gap_trajectory")
@@ -143,7 +191,14 @@ def gap_trajectory_data(ctx: ReportContext) -> list[FigureData] | str:
                     "label": ctx.label(cid),
                     "mean_val_bpb": s.mean[cid],
                     "best_mean_val_bpb": best,
-                    "gap_from_best": s.mean[cid] - best,
+                    "gap_from_best": s.gap[cid] if s.gap is not None else s.mean[cid] - best,
+                    "gap_source": (
+                        "recomputed from cells"
+                        if not s.published
+                        else "published"
+                        if s.gap is not None
+                        else "computed here from the published (rounded) means"
+                    ),
                     **style,
                 }
             )
@@ -159,10 +214,14 @@ def gap_trajectory_data(ctx: ReportContext) -> list[FigureData] | str:
         "mean_val_bpb",
         "best_mean_val_bpb",
         "gap_from_best",
+        "gap_source",
         "color",
         "marker",
         "linestyle",
     ]
+    from_means = sorted({str(r["series"]) for r in rows if str(r["gap_source"]) != "published"})
+    from_means = [k for k in from_means if any(s.key == k and s.published for s in series)]
+    printed = sorted({str(r["series"]) for r in rows if r["gap_source"] == "published"})
     return [
         FigureData(
             "gap_trajectory",
@@ -173,7 +232,15 @@ def gap_trajectory_data(ctx: ReportContext) -> list[FigureData] | str:
             "Each condition's mean val_bpb minus the best mean of that gate or stage, in budget "
             "order; filled markers are recomputed from cells"
             + (f"; hollow markers: {PUBLISHED_LABEL}" if any_published else "")
-            + ".",
+            + (f" (the published gap_from_best of {', '.join(printed)})" if printed else "")
+            + (
+                f"; the gaps of {', '.join(from_means)} are computed here from the published "
+                "means, which are rounded to six decimals"
+                if from_means
+                else ""
+            )
+            + ". "
+            + seeds_caveat(ctx, series),
             ("tables/gate_*.csv", "tables/published_*.csv"),
             figure_table("gap_trajectory", "Gap from the best mean per gate", columns, rows),
         )
@@ -242,7 +309,14 @@ def cost_quality_data(ctx: ReportContext) -> list[FigureData] | str:
                 else ""
             )
             + (f"; hollow bubbles: {PUBLISHED_LABEL}" if any_published else "")
-            + ".",
+            + "".join(
+                f"; the token counts of {s.key} are those of {s.tokens_from} (its recorded runs "
+                "carry none)"
+                for s in series
+                if s.tokens_from
+            )
+            + "."
+            + "".join(f" {n}" for n in published_notes(ctx.published, "cost_quality")),
             ("tables/gate_*.csv", "tables/published_*.csv"),
             figure_table("cost_quality", "Cost-quality points", columns, rows),
         )

@@ -32,10 +32,13 @@ matrix = "matrix.csv"
 # - one forward/backward per optimizer step: total_batch_size in matrix.csv (1024 tokens) is
 #   device_batch_size x sequence_len = 8 x 128; a larger total batch is several micro-batches
 #   per step, and a short budget then trains only a handful of steps;
-# - a tiny model (head_dim 32: 4-6 heads) trains ~5,000 tokens/s, ~5 steps a second on 2 idle
-#   cores, so the 20 s screen trains ~100 steps, and still over min_steps on a busy machine;
-# - eval_tokens = 8192 (64 validation rows) evaluates in about a second, not longer than the
-#   training it scores.
+# - a tiny model (head_dim 32: 4-6 heads) trains ~2-5 steps a second on one idle core, so the
+#   40 s screen trains ~100 steps, and still over min_steps on a machine busy with 7 other jobs
+#   (measured: ~0.5 steps a second there);
+# - eval_tokens = 4096 (32 validation rows) evaluates in about a second, not longer than the
+#   training it scores;
+# - two worker slots of one core each: two runs at a time, and a busy machine slows a
+#   one-thread run far less than a two-thread one (measured: 3x fewer steps lost).
 # On a GPU raise sequence_len, device_batch_size, total_batch_size and eval_tokens together, and
 # the budgets (`stagewise doctor` measures this machine's tokens/s).
 [runner]
@@ -43,7 +46,7 @@ device = "cpu"
 head_dim = 32
 sequence_len = 128
 device_batch_size = 8
-eval_tokens = 8192
+eval_tokens = 4096
 window_pattern = "SL"
 min_steps = 20         # a run that trains fewer optimizer steps is flagged too_short
 data = "data"          # prepare it with: stagewise data prepare --out {folder}/data
@@ -51,10 +54,10 @@ data = "data"          # prepare it with: stagewise data prepare --out {folder}/
 [hosts.local]
 executor = "local"
 devices = ["cpu"]
-workers = 1
+workers = 2
 
 [stages.screen]
-budget = "20s"
+budget = "40s"
 seeds = [1]
 hosts = ["local"]
 candidates = "all"
@@ -68,7 +71,7 @@ rules = [
 ]
 
 [stages.confirm]
-budget = "1m"
+budget = "2m"
 seeds = [2, 3]
 hosts = ["local"]
 candidates = {{ gate = "g_screen" }}
