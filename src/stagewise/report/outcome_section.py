@@ -358,10 +358,13 @@ def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> st
         more.append(
             "<li>Pending: nothing; every gate has its decision. " + e(out.results) + "</li>"
         )
+    replayed = outside_freezes(ctx.published)
     frozen = (
         "Frozen rules: "
         + "; ".join(
-            f"{e(g)} <span class='hash' title='{e(h)}'>{e(h[:16])}…</span>" for g, h in out.hashes
+            f"{e(g)} <span class='hash' title='{e(h)}'>{e(h[:16])}…</span>"
+            + (" (this replay's freeze)" if g in replayed else "")
+            for g, h in out.hashes
         )
         + ". "
         if out.hashes
