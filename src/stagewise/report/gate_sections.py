@@ -138,9 +138,24 @@ def gate_recipes(view: GateView) -> str:
     return out
 
 
+def _decided_when(decision: Any, outside: OutsideFreeze | None) -> str:
+    """When a decision was taken, and when it was recorded here, where the two differ."""
+    if outside is None or not outside.decided_on:
+        return str(decision.decided_at)
+    if decision.manual:
+        return (
+            f"decided outside the tool on {outside.decided_on}; recorded here {decision.decided_at}"
+        )
+    return (
+        f"this replay's decision {decision.decided_at}; decided outside the tool on "
+        f"{outside.decided_on}"
+    )
+
+
 def gate_decisions(ctx: ReportContext, view: GateView) -> str:
     if not view.decisions:
         return ""
+    outside = outside_freezes(ctx.published).get(view.gate_id)
     items = []
     for d in view.decisions:
         kind = (
@@ -156,7 +171,7 @@ def gate_decisions(ctx: ReportContext, view: GateView) -> str:
         items.append(
             f"<li>{kind}{state} promoted <b>{e(', '.join(ctx.label(c) for c in d.promoted) or 'none')}</b>"
             f" — {e(d.reason or '')}{' (source: ' + e(d.source) + ')' if d.source else ''}"
-            f" <span class='note'>{e(d.decided_at)}</span></li>"
+            + f" <span class='note'>{e(_decided_when(d, outside))}</span></li>"
         )
     return "<h4>Decision</h4><ul>" + "".join(items) + "</ul>"
 

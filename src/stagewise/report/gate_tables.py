@@ -205,7 +205,7 @@ SENSITIVITY_COLUMNS = (
 )
 
 
-DIAGNOSTIC_WORDS = {"pass": "within", "fail": "over"}
+DIAGNOSTIC_WORDS = {"pass": "within", "fail": "over"}  # the statistic against t; no verdict
 
 
 def _step(grid: list[float]) -> float | None:
@@ -241,7 +241,7 @@ def sensitivity_table(view: GateView) -> Table | None:
             row[col] = DIAGNOSTIC_WORDS.get(verdict, verdict) if diagnostic else verdict
         if diagnostic:
             row["declared_threshold"] = None
-            row["declared_verdict"] = "diagnostic only (no declared threshold, no verdict)"
+            row["declared_verdict"] = "diagnostic only"
             row["note"] = _diagnostic_note(raw, grid)
         rows.append(row)
     step = _step(grid)

@@ -65,7 +65,7 @@ KEY_SENSITIVITY_COLUMNS = (
     "observed",
     "declared_threshold",
     "declared_verdict",
-    "smallest_passing_threshold",
+    # smallest_passing_threshold is in the folded full table: the grid shows where it flips
 )
 KEY_PLAN_COLUMNS = ("stage", "budget", "seeds", "hosts", "candidate_count", "budgeted_gpu_hours")
 CONFIDENCE_KEYS = ("interval", "p_verdict", "decisive")

@@ -367,6 +367,13 @@ def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> st
         if out.hashes
         else "No rule frozen yet. "
     )
+    outside = [
+        g for g in outside_freezes(ctx.published) if g not in {gate for gate, _ in out.hashes}
+    ]
+    if outside:
+        frozen += (
+            f"Frozen outside stagewise (no sha256 here): {e(', '.join(outside))}, see each gate. "
+        )
     funnel = next(iter(figures_in(figures, "outcome")), None) or skipped_figure(figures, "funnel")
     return (
         f"<div class='outcome'><p class='lead' id='outcome-sentence'>{text(out.lead)}</p>"
