@@ -170,6 +170,10 @@ def test_gates_frozen_outside_and_the_replay_marked(
     assert f"This freeze is the replay's ({freeze.frozen_at[:10]})" in g12h
     assert "the rule was written down 2026-04-29 before stage3" in g12h
     assert "decided outside the tool on 2026-05-02" in g12h
+    freezes = _table(rendered[1], "freezes")["rows"]
+    assert [(r["gate"], r["replay"], r["written_outside_on"]) for r in freezes] == [
+        ("g12h", True, "2026-04-29")
+    ]
     lead = _text(page[page.index("id='outcome-sentence'") : page.index("<figure")])
     assert "written down outside the tool on 2026-04-29 and frozen again by this replay" in lead
 
