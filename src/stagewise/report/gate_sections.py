@@ -34,6 +34,7 @@ from stagewise.report.html_blocks import (
 from stagewise.report.outcome_section import gate_budget
 from stagewise.report.stage_status import gate_results_words
 from stagewise.report.tables import GATE_COLUMNS, Table
+from stagewise.words import plural
 
 GATE_RECORDS_FILE = f"{PUBLISHED_DIR}/{GATE_RECORDS}.csv"
 
@@ -69,7 +70,7 @@ def gate_freeze(view: GateView, outside: OutsideFreeze | None = None) -> str:
     out = (
         f"<p>Frozen {flags}sha256 <span class='hash'>{e(freeze.sha256)}</span> at {e(freeze.frozen_at)}"
         f"{' (post hoc: ' + str(len(freeze.results_at_freeze)) + ' results existed at freeze time)' if freeze.post_hoc else ''}"
-        f"; {len(amends)} amendment(s).</p>"
+        f"; {plural(len(amends), 'amendment')}.</p>"
     )
     if outside is not None:
         # The study says the rule was written down before its stages outside the tool: this
@@ -123,11 +124,13 @@ def gate_recipes(view: GateView) -> str:
     recipes = recipes_summary(freeze)
     if isinstance(recipes, str):
         return f"<p class='note'>{e(recipes)}.</p>"
-    out = f"<p>Recipes frozen for {len(recipes)} condition(s): only their results count.</p>"
+    out = (
+        f"<p>Recipes frozen for {plural(len(recipes), 'condition')}: only their results count.</p>"
+    )
     left_out = view.gate_result.not_counted if view.gate_result is not None else ()
     if left_out:
         out += (
-            f"<p class='note'>{len(left_out)} result(s) not counted (their recipe is not the "
+            f"<p class='note'>{plural(len(left_out), 'result')} not counted (their recipe is not the "
             "frozen one):</p><ul>"
             + "".join(f"<li>{e(n.run)}: {e(n.why)}</li>" for n in left_out)
             + "</ul>"
