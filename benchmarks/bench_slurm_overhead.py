@@ -94,6 +94,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--budget", type=float, default=3.0)
     parser.add_argument("--partition", default=None, help="with SLURM_CONF: the partition")
+    parser.add_argument(
+        "--cpus", type=int, default=os.cpu_count() or 1, help="cores per run, both executors"
+    )
     parser.add_argument("--repeat", type=int, default=2, help="rounds, modes interleaved")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -131,7 +134,12 @@ def main() -> None:
             capture_output=True,
         )
         n = 3 * args.seeds
-        slurm = f'[hosts.block]\nexecutor = "slurm"\npartition = "{partition}"\ncpus_per_task = 1\n'
+        # The same cores per run on both sides: the local slot gets every core (one worker),
+        # so the job asks for them too (torch threads follow cpus_per_task in the job).
+        slurm = (
+            f'[hosts.block]\nexecutor = "slurm"\npartition = "{partition}"\n'
+            f"cpus_per_task = {args.cpus}\n"
+        )
         modes = {
             "local": '[hosts.block]\nexecutor = "local"\ndevices = ["cpu"]\nworkers = 1\n',
             "slurm, a job per run": slurm + "array_parallelism = 1\nruns_per_job = 1\n",
@@ -161,12 +169,14 @@ def main() -> None:
             f"rounds (CPU: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})"
         )
         print(
-            f"{'mode':<24}{'wall s':>8}{'train s':>9}{'jobs':>6}{'overhead/run s':>16}{'vs local':>10}"
+            f"{'mode':<24}{'wall s':>8}{'train s':>9}{'jobs':>6}{'overhead/run s':>16}"
+            f"{'vs local':>10}  rounds"
         )
         for mode, r in results.items():
+            rounds_text = " ".join(f"{x:.1f}" for x in r["rounds_overhead_s"])
             print(
                 f"{mode:<24}{r['wall_s']:>8.1f}{r['training_s']:>9.1f}{r['jobs']:>6}"
-                f"{r['overhead_per_run_s']:>16.2f}{r['overhead_vs_local']:>9.2f}x"
+                f"{r['overhead_per_run_s']:>16.2f}{r['overhead_vs_local']:>9.2f}x  {rounds_text}"
             )
     finally:
         if cluster is not None:

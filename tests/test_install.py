@@ -42,7 +42,6 @@ def test_every_declared_dependency_is_pinned_and_torch_is_the_readmes() -> None:
     assert not unpinned, f"run scripts/update-constraints: not in constraints.txt: {unpinned}"
     # No local label: `torch==2.13.0` matches the CPU build and PyPI's default build alike.
     assert pins["torch"] == "2.13.0"
-    assert "click" in pins  # pinned as what the ray/mlflow extras pull in, never imported by us
 
 
 @pytest.mark.smoke

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from stagewise.words import plural
+
 Status = Literal["PASS", "FAIL", "SKIP", "WARN"]  # WARN: works, but not as tested
 
 SMOKE_STEPS = 20  # enough to get past the untimed first steps and time a dozen
@@ -258,7 +260,7 @@ def check_data(data: Path | None) -> tuple[Check, Path | None]:
                 f"{manifest['vocab_size']}"
             )
         shards = len(manifest.get("train_shards", []))
-        return f"{folder}: vocab {manifest['vocab_size']}, {shards} train shard(s) + validation"
+        return f"{folder}: vocab {manifest['vocab_size']}, {plural(shards, 'train shard')} + validation"
 
     check = _attempt("data", fix, call)
     return check, folder if check.status == "PASS" else None

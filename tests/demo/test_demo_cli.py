@@ -100,7 +100,7 @@ def test_a_demo_whose_runs_failed_is_finished_by_the_command_its_error_names(
     assert failed.returncode == 1, failed.stdout[-2000:] + failed.stderr[-2000:]
     assert "stage screen: 0/12 succeeded, 12 failed" in failed.stdout
     errors = [line for line in failed.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: stage screen: 12 run(s) failed")
+    assert len(errors) == 1 and errors[0].startswith("error: stage screen: 12 runs failed")
     named = f"stagewise demo --out {shlex.quote(str(out))} --quick --retry-failed"
     assert f"`{named}`" in errors[0], errors[0]
     assert "Traceback" not in failed.stdout + failed.stderr

@@ -31,7 +31,7 @@ def test_plain_lines() -> None:
     reporter.event(state, bad)
     reporter.end(state)
     lines = buf.getvalue().splitlines()
-    assert lines[0] == "stage s1: 3 runs, 1 to run; 2 slot(s)"
+    assert lines[0] == "stage s1: 3 runs, 1 to run; 2 slots"
     assert lines[1] == "[1/3] s1 c_a seed1 block-a succeeded val_bpb=2.500000 (4.2s)"
     assert lines[2] == "[2/3] s1 c_a seed1 block-a failed (diverged: NaN) (1.0s)"
     assert lines[3].startswith("stage s1: 1/3 succeeded, 1 failed, 1 not started")

@@ -325,7 +325,16 @@ def test_a_long_queue_wait_is_reported_not_failed(tmp_path: Path, slurm: Any) ->
     # configured 0.05 minutes, is reported once, and runs when the node frees up.
     cpus = os.cpu_count() or 1
     hog = slurm.run(
-        "sbatch", "--parsable", "-p", "blk-a", "-c", str(cpus), "--wrap", "sleep 300"
+        "sbatch",
+        "--parsable",
+        "-p",
+        "blk-a",
+        "-c",
+        str(cpus),
+        "-o",
+        str(tmp_path / "other-job.out"),
+        "--wrap",
+        "sleep 300",
     ).stdout.strip()
     wait_for(lambda: "RUNNING" in " ".join(slurm.queue()), what="the other job running")
     study = fake_slurm_study(

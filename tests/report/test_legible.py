@@ -127,7 +127,7 @@ def test_paper06_headline_and_findings(paper06: Path, tmp_path: Path) -> None:
     page = write_report(paper06, tmp_path / "R").html.read_text(encoding="utf-8")
     text = " ".join(_visible_text(page).split())
     # Published hours on GPUs stay GPU-hours; frozen-rule hashes are shortened, full on hover.
-    assert "GPU-hours: 169.2 budgeted" in text
+    assert "GPU-hours: 169.2 recorded" in text and "169.2 budgeted" in text
     assert re.search(r"<span class='hash' title='[0-9a-f]{64}'>[0-9a-f]{12}…</span>", page)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from stagewise.cli.common import SeedAlias, console, emit_json, err_console, open_study
+from stagewise.words import plural
 
 EXIT_INTERRUPTED = 130
 EXIT_FAILED = 1
@@ -279,7 +280,7 @@ def curves(
     if status_exit:
         failed = sum(s["failed"] for s in summary.get("stages", []))
         err_console.print(
-            f"{failed} run(s) failed; the table holds the cells that succeeded (each failed "
+            f"{plural(failed, 'run')} failed; the table holds the cells that succeeded (each failed "
             "run's cause is in the ledger: `stagewise status`; rerun with --retry-failed)",
             markup=False,
             soft_wrap=True,

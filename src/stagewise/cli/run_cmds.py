@@ -67,7 +67,8 @@ def run(
     """Walk the whole study (no STAGE) or run one stage, on local (and Ray) hosts; resumable.
 
     Exit codes: 0 every run succeeded (or awaits import), 1 a run failed (now or before), 2 bad input or refused (e.g. gate not frozen),
-    130 interrupted (running runs are marked interrupted and rerun next time).
+    75 the cluster was lost mid-stage (rerun the same command once it is back), 130 interrupted
+    (running runs are marked interrupted and rerun next time).
 
     Without STAGE, walk the whole study: every stage in order, each gate applied once its stages
     are complete; it stops (exit 0) with a "waiting for ..." line where an import or a manual

@@ -31,6 +31,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from stagewise.data import shards as sh
+from stagewise.data.loader import TOKENIZER_DIR
+from stagewise.data.tokenizer import TOKEN_BYTES_DEFINITION, TOKEN_BYTES_VERSION, TOKENIZER_FILE
+from stagewise.errors import DataError
 from stagewise.executors.command import (
     EXECUTOR_KEYS,
     PATH_KEYS,
@@ -254,11 +258,6 @@ def data_folder(study: Study) -> tuple[str, Path]:
 
 def data_problem(study: Study) -> str | None:
     """Why the data the study's own runner needs cannot be read (None: it can)."""
-    from stagewise.data import shards as sh
-    from stagewise.data.loader import TOKENIZER_DIR
-    from stagewise.data.tokenizer import TOKENIZER_FILE
-    from stagewise.errors import DataError
-
     written, folder = data_folder(study)
     make = DATA_PREPARE.format(folder=folder)
     if not folder.is_dir():
@@ -278,10 +277,6 @@ def data_problem(study: Study) -> str | None:
 
 
 def data_identity(study: Study) -> DataIdentity:
-    from stagewise.data import shards as sh
-    from stagewise.data.loader import TOKENIZER_DIR
-    from stagewise.data.tokenizer import TOKENIZER_FILE
-
     written, folder = data_folder(study)
     written = portable_path(study, written)
     if data_problem(study) is not None:
@@ -384,8 +379,6 @@ class RecipeResolver:
                 runner[key] = portable_path(study, str(runner[key]))
         matrix: dict[str, Any] = {"label": condition.label, "role": condition.role}
         matrix.update(condition.params)
-        from stagewise.data.tokenizer import TOKEN_BYTES_DEFINITION, TOKEN_BYTES_VERSION
-
         metric = {
             "name": study.metric,
             "computed": (

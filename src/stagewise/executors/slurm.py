@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -43,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stagewise.errors import ClusterLost, ExecutorError, LedgerError
+from stagewise.errors import ClusterLost, ExecutorError
 from stagewise.executors.base import (
     Executor,
     ExecutorEvent,
@@ -56,15 +55,14 @@ from stagewise.executors.base import (
 )
 from stagewise.executors.process import classify
 from stagewise.executors.ray_support import LogTail, RayRun, follow_log
+from stagewise.executors.slurm_checks import check_slurm, measured, test_submission
 from stagewise.executors.slurm_support import (
     SLURM_CALL_TIMEOUT,
     JobView,
-    Measured,
     end_outcome,
     job_name,
     packs,
     partition_nodes,
-    partition_shortage,
     read_outcome,
     run_seconds,
     scontrol_show,
@@ -75,7 +73,7 @@ from stagewise.executors.slurm_support import (
     time_limit_minutes,
     with_job_state,
 )
-from stagewise.ledger import Ledger, RunKey
+from stagewise.ledger import RunKey
 from stagewise.protocol import finished_summary
 from stagewise.study.model import Host, Study
 from stagewise.study.slurm_options import SlurmOptions
@@ -113,79 +111,6 @@ class SlurmRun(RayRun):
     waited_note: bool = False
     killed: RunOutcome | None = None  # reported killed by a signal: waiting for Slurm's why
     killed_at: float = 0.0
-
-
-def check_slurm() -> None:
-    """Slurm's client commands must be here: one clear error otherwise."""
-    missing = [c for c in ("sbatch", "squeue", "scontrol", "scancel") if shutil.which(c) is None]
-    if missing:
-        raise ExecutorError(
-            f"the slurm executor needs Slurm's commands, but {', '.join(missing)} "
-            "is not on PATH; run stagewise on a machine that can submit jobs (a login node)"
-        )
-
-
-def test_submission(host: Host, options: SlurmOptions, timeout: float = SLURM_CALL_TIMEOUT) -> None:
-    """`sbatch --test-only` with the host's settings: a bad partition, account, QOS or option
-    is refused now, with Slurm's own words, before any run is claimed or submitted."""
-    argv = ["sbatch", "--test-only", "--job-name", "stagewise-check"]
-    params = submitit_parameters(options, options.time_limit_minutes or 5, "stagewise-check")
-    flags = {
-        "partition": "--partition",
-        "account": "--account",
-        "qos": "--qos",
-        "constraint": "--constraint",
-        "gpus_per_node": "--gpus-per-node",
-        "cpus_per_task": "--cpus-per-task",
-        "time": "--time",
-    }
-    for key, flag in flags.items():
-        if key in params:
-            argv.append(f"{flag}={params[key]}")
-    if options.mem_gb is not None:
-        argv.append(f"--mem={max(1, int(options.mem_gb * 1024))}M")
-    for name, value in options.sbatch.items():
-        argv.append(f"--{name}" if value is True else f"--{name}={value}")
-    try:
-        proc = subprocess.run(
-            argv, input="#!/bin/sh\ntrue\n", capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        raise ExecutorError(
-            f"hosts.{host.name}: Slurm did not answer `sbatch --test-only` in {timeout:.0f}s; "
-            "is slurmctld up (`scontrol ping`)?"
-        ) from None
-    if proc.returncode != 0:
-        words = " ".join(line.strip() for line in proc.stderr.splitlines() if line.strip())
-        short = partition_shortage(options.partition, options.cpus_per_task, options.mem_gb)
-        raise ExecutorError(
-            f"hosts.{host.name}: Slurm refused the job settings: {words or proc.returncode}"
-            + (f"; {short}: lower it, or use a partition with bigger nodes" if short else "")
-        )
-
-
-def measured(study: Study, host: str) -> Measured:
-    """The host's finished runs: overhead beyond training time, tokens/s, steps/s (slowest)."""
-    try:
-        ledger = Ledger.open(study.root, create=False)
-    except LedgerError:
-        return Measured()
-    with ledger:
-        records = [r for r in ledger.runs(status="succeeded") if r.host == host]
-    overheads, tok, steps = [], [], []
-    for r in records:
-        if r.training_seconds and r.training_seconds > 0:
-            if r.total_seconds:
-                overheads.append(max(0.0, r.total_seconds - r.training_seconds))
-            if r.total_tokens_M:
-                tok.append(r.total_tokens_M * 1e6 / r.training_seconds)
-            if r.num_steps:
-                steps.append(r.num_steps / r.training_seconds)
-    return Measured(
-        overhead_seconds=max(overheads) if overheads else None,
-        tokens_per_second=min(tok) if tok else None,
-        steps_per_second=min(steps) if steps else None,
-    )
 
 
 class SlurmExecutor(Executor):

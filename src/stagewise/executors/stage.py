@@ -33,6 +33,7 @@ from stagewise.executors.state import NullReporter, Reporter, RunningInfo, Stage
 from stagewise.ledger import Ledger
 from stagewise.plan import build_plan
 from stagewise.study.model import Study
+from stagewise.words import plural
 
 # Raises FrozenRuleMismatch when gate `gate_id` of the study does not read as frozen.
 FrozenCheck = Callable[[Study, Ledger, str], Any]
@@ -259,7 +260,7 @@ def _cluster_lost(
         else ("put back as interrupted")
     )
     runs = (
-        f"{len(in_flight)} run(s) in flight {what} ({', '.join(in_flight)})"
+        f"{plural(len(in_flight), 'run')} in flight {what} ({', '.join(in_flight)})"
         if in_flight
         else "no run was in flight"
     )

@@ -31,6 +31,7 @@ from stagewise.report.html_blocks import (
 from stagewise.report.outcome_section import gate_budget
 from stagewise.report.stage_status import gate_results_words
 from stagewise.report.tables import GATE_COLUMNS, Table
+from stagewise.words import plural
 
 GATE_RECORDS_FILE = f"{PUBLISHED_DIR}/{GATE_RECORDS}.csv"
 
@@ -66,7 +67,7 @@ def gate_freeze(view: GateView, outside: OutsideFreeze | None = None) -> str:
     out = (
         f"<p>Frozen {flags}sha256 <span class='hash'>{e(freeze.sha256)}</span> at {e(freeze.frozen_at)}"
         f"{' (post hoc: ' + str(len(freeze.results_at_freeze)) + ' results existed at freeze time)' if freeze.post_hoc else ''}"
-        f"; {len(amends)} amendment(s).</p>"
+        f"; {plural(len(amends), 'amendment')}.</p>"
     )
     if outside is not None:
         # The study says the rule was written down before its stages outside the tool: this
@@ -120,11 +121,13 @@ def gate_recipes(view: GateView) -> str:
     recipes = recipes_summary(freeze)
     if isinstance(recipes, str):
         return f"<p class='note'>{e(recipes)}.</p>"
-    out = f"<p>Recipes frozen for {len(recipes)} condition(s): only their results count.</p>"
+    out = (
+        f"<p>Recipes frozen for {plural(len(recipes), 'condition')}: only their results count.</p>"
+    )
     left_out = view.gate_result.not_counted if view.gate_result is not None else ()
     if left_out:
         out += (
-            f"<p class='note'>{len(left_out)} result(s) not counted (their recipe is not the "
+            f"<p class='note'>{plural(len(left_out), 'result')} not counted (their recipe is not the "
             "frozen one):</p><ul>"
             + "".join(f"<li>{e(n.run)}: {e(n.why)}</li>" for n in left_out)
             + "</ul>"
@@ -132,9 +135,24 @@ def gate_recipes(view: GateView) -> str:
     return out
 
 
+def _decided_when(decision: Any, outside: OutsideFreeze | None) -> str:
+    """When a decision was taken, and when it was recorded here, where the two differ."""
+    if outside is None or not outside.decided_on:
+        return str(decision.decided_at)
+    if decision.manual:
+        return (
+            f"decided outside the tool on {outside.decided_on}; recorded here {decision.decided_at}"
+        )
+    return (
+        f"this replay's decision {decision.decided_at}; decided outside the tool on "
+        f"{outside.decided_on}"
+    )
+
+
 def gate_decisions(ctx: ReportContext, view: GateView) -> str:
     if not view.decisions:
         return ""
+    outside = outside_freezes(ctx.published).get(view.gate_id)
     items = []
     for d in view.decisions:
         kind = (
@@ -150,7 +168,7 @@ def gate_decisions(ctx: ReportContext, view: GateView) -> str:
         items.append(
             f"<li>{kind}{state} promoted <b>{e(', '.join(ctx.label(c) for c in d.promoted) or 'none')}</b>"
             f" — {e(d.reason or '')}{' (source: ' + e(d.source) + ')' if d.source else ''}"
-            f" <span class='note'>{e(d.decided_at)}</span></li>"
+            + f" <span class='note'>{e(_decided_when(d, outside))}</span></li>"
         )
     return "<h4>Decision</h4><ul>" + "".join(items) + "</ul>"
 
@@ -160,9 +178,9 @@ def gate_verdicts(view: GateView) -> str:
     if result is None:
         return ""
     conds = result.conditions
-    summary = " ".join(f"{badge(c.verdict.value)}<b>{e(c.label)}</b>" for c in conds)
+    summary = " ".join(f"{badge(c.verdict.value)}<b class='id'>{e(c.label)}</b>" for c in conds)
     items = "".join(
-        f"<li>{badge(c.verdict.value)}<b>{e(c.label)}</b> "
+        f"<li>{badge(c.verdict.value)}<b class='id'>{e(c.label)}</b> "
         f"<span class='note'>({e(c.condition_id)})</span><ul>"
         + "".join(f"<li>{e(text)}</li>" for text in c.verdict.texts)
         + "</ul></li>"

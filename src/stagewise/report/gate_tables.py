@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
+from stagewise.analysis.published import outside_freezes
 from stagewise.analysis.thresholds import threshold_text
 from stagewise.gates.results import CONDITION_KEYS, GateResult
 from stagewise.ledger import RunRecord
@@ -17,6 +18,7 @@ GATE_COLUMNS = CONDITION_KEYS  # the gate table is the gate JSON's condition row
 
 
 def freezes_table(ctx: ReportContext) -> Table:
+    outside = outside_freezes(ctx.published)
     rows = []
     for view in ctx.gates:
         for rec in view.freezes:
@@ -30,15 +32,27 @@ def freezes_table(ctx: ReportContext) -> Table:
                     "results_at_freeze": len(rec.results_at_freeze),
                     "reason": rec.reason or "",
                     "current": rec is view.freezes[-1],
+                    # A freeze of a gate the study says was written down outside the tool is
+                    # a replay's: its date is the replay's, the rule's own date stands beside it.
+                    "replay": rec.gate in outside,
+                    "written_outside_on": outside[rec.gate].written_on
+                    if rec.gate in outside
+                    else "",
                 }
             )
     columns = ["gate", "record", "sha256", "frozen_at", "post_hoc", "results_at_freeze"]
     return Table(
         "freezes",
         "Frozen rules and amendments",
-        [*columns, "reason", "current"],
+        [*columns, "reason", "current", "replay", "written_outside_on"],
         rows,
-        note="sha256 of the canonical JSON of the gate and its stages' plan (frozen/<gate>.json)",
+        note="sha256 of the canonical JSON of the gate and its stages' plan (frozen/<gate>.json)"
+        + (
+            "; replay = the gate was written down outside the tool on written_outside_on "
+            "(published/gate_records.csv) and this freeze re-froze it for the replay"
+            if outside
+            else ""
+        ),
         sources=["frozen/"],
         command="stagewise freeze STUDY GATE",
     )
@@ -217,7 +231,7 @@ SENSITIVITY_COLUMNS = (
 )
 
 
-DIAGNOSTIC_WORDS = {"pass": "within", "fail": "over"}
+DIAGNOSTIC_WORDS = {"pass": "within", "fail": "over"}  # the statistic against t; no verdict
 
 
 def _step(grid: list[float]) -> float | None:
@@ -254,7 +268,7 @@ def sensitivity_table(view: GateView) -> Table | None:
             row[col] = DIAGNOSTIC_WORDS.get(verdict, verdict) if diagnostic else verdict
         if diagnostic:
             row["declared_threshold"] = None
-            row["declared_verdict"] = "diagnostic only (no declared threshold, no verdict)"
+            row["declared_verdict"] = "diagnostic only"
             row["note"] = _diagnostic_note(raw, grid)
         rows.append(row)
     step = _step(grid)

@@ -21,7 +21,7 @@ padding:1em 1.5em;color:#1a1a1a;line-height:1.4;font-size:14px;overflow-wrap:any
 h1{font-size:1.5em;margin:.2em 0}h2{border-bottom:2px solid #0072B2;padding-bottom:.2em;margin-top:2em}
 h3{margin-top:1.8em;border-bottom:1px solid #ccc}h4{margin:1em 0 .3em}
 table{border-collapse:collapse;margin:.5em 0 .3em;font-size:12px}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th,td{border:1px solid #ccc;padding:3px 5px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 th{overflow-wrap:normal;min-width:3em}
 th{background:#eef3f8}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr:nth-child(even) td{background:#fafafa}
@@ -64,7 +64,7 @@ KEY_SENSITIVITY_COLUMNS = (
     "observed",
     "declared_threshold",
     "declared_verdict",
-    "smallest_passing_threshold",
+    # smallest_passing_threshold is in the folded full table: the grid shows where it flips
 )
 KEY_PLAN_COLUMNS = ("stage", "budget", "seeds", "hosts", "candidate_count", "budgeted_gpu_hours")
 CONFIDENCE_KEYS = ("interval", "p_verdict", "decisive")

@@ -359,15 +359,25 @@ def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> st
         more.append(
             "<li>Pending: nothing; every gate has its decision. " + e(out.results) + "</li>"
         )
+    replayed = outside_freezes(ctx.published)
     frozen = (
         "Frozen rules: "
         + "; ".join(
-            f"{e(g)} <span class='hash' title='{e(h)}'>{e(h[:16])}…</span>" for g, h in out.hashes
+            f"{e(g)} <span class='hash' title='{e(h)}'>{e(h[:16])}…</span>"
+            + (" (this replay's freeze)" if g in replayed else "")
+            for g, h in out.hashes
         )
         + ". "
         if out.hashes
         else "No rule frozen yet. "
     )
+    outside = [
+        g for g in outside_freezes(ctx.published) if g not in {gate for gate, _ in out.hashes}
+    ]
+    if outside:
+        frozen += (
+            f"Frozen outside stagewise (no sha256 here): {e(', '.join(outside))}, see each gate. "
+        )
     funnel = next(iter(figures_in(figures, "outcome")), None) or skipped_figure(figures, "funnel")
     return (
         f"<div class='outcome'><p class='lead' id='outcome-sentence'>{text(out.lead)}</p>"

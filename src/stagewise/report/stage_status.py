@@ -35,11 +35,12 @@ class StageStatus:
         if self.state == PUBLISHED_ONLY:
             return (
                 f"{self.stage}: published summary only ({', '.join(self.published)}); "
-                "its cells are not in this study"
+                "its cells are not recorded in this study"
             )
         if self.state == CELLS:
-            total = self.planned if self.planned is not None else "?"
-            return f"{self.stage}: cells, {self.succeeded}/{total} runs recorded"
+            if self.planned is None:
+                return f"{self.stage}: cells, {self.succeeded} runs recorded"
+            return f"{self.stage}: cells, {self.succeeded}/{self.planned} runs recorded"
         if self.planned is None:
             return f"{self.stage}: nothing yet (candidates wait for a gate)"
         return f"{self.stage}: nothing yet (0/{self.planned} runs)"
@@ -93,7 +94,7 @@ def results_sentence(statuses: Sequence[StageStatus]) -> str:
     if published:
         parts.append(
             f"{_list([s.stage for s in published])} are known from published summaries only "
-            "(their cells are not in this study)"
+            "(their cells are not recorded in this study)"
         )
     if nothing:
         parts.append(f"{_list([s.stage for s in nothing])} have no results yet")
