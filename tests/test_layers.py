@@ -9,7 +9,7 @@ both layers. A module that matches no entry fails too, with where to add it.
 The order (docs/architecture.md explains it):
 
     leaf -> study -> plan -> ledger -> data/runner -> executors -> analysis -> gates
-         -> backtest/driver/status -> report -> audit -> export/demo/doctor/create -> cli/api
+         -> snapshot -> backtest/driver/status -> report -> audit -> export/demo/doctor/create -> cli/api
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "stagewise.paths",  # safe ids and paths, the run-folder layout
             "stagewise.model_size",  # the runner's parameter count from shapes (gates cost by it)
             "stagewise.bounds",  # numeric bounds
+            "stagewise.html_parts",  # escaping, a table, an inline PNG: the report and back-test
             "stagewise.words",  # counts and small figures as a person reads them
             "stagewise.examples",  # shipped example data (no code above this layer)
             "stagewise.tested_set",  # the tested versions (constraints.txt, package data)
@@ -48,6 +49,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("executors", ("stagewise.executors",)),
     ("analysis", ("stagewise.analysis",)),  # incl. stagewise.analysis.confidence
     ("gates", ("stagewise.gates",)),
+    # One typed record of (study, ledger), read once: every reader above takes it.
+    ("snapshot", ("stagewise.snapshot",)),
     (
         "backtest/driver",
         (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from stagewise.analysis.run_checks import check_runs, flag_counts, flagged
@@ -12,16 +13,16 @@ from stagewise.gates.freeze import changes_since_freeze, recipes_summary
 from stagewise.job_status import job_rows
 from stagewise.ledger import Ledger
 from stagewise.ledger.records import RUN_STATES, RunRecord
-from stagewise.plan import build_plan
+from stagewise.snapshot import GateSnapshot, StudySnapshot
 from stagewise.study.model import Study
 
 
-def _retrying(ledger: Ledger, records: list[RunRecord]) -> dict[str, list[dict[str, Any]]]:
+def _retrying(snap: StudySnapshot, records: Sequence[RunRecord]) -> dict[str, list[dict[str, Any]]]:
     """Per stage, the running runs whose current attempt is a retry (`run.retrying` events
     name the attempt they start; the executor's own reruns keep the attempt number)."""
     running = {str(rec.key): rec for rec in records if rec.status == "running"}
     found: dict[str, dict[str, Any]] = {}
-    for event in ledger.events("run.retrying"):
+    for event in snap.events_of("run.retrying"):
         rec = running.get(event.subject)
         if rec is not None and event.payload.get("attempt") == rec.attempts:
             found[event.subject] = {
@@ -36,10 +37,10 @@ def _retrying(ledger: Ledger, records: list[RunRecord]) -> dict[str, list[dict[s
     return by_stage
 
 
-def _waiting(ledger: Ledger) -> dict[str, list[str]]:
+def _waiting(snap: StudySnapshot) -> dict[str, list[str]]:
     """Per stage, the notices its driver has raised and not withdrawn, while it is alive."""
     current: dict[tuple[str, str], Any] = {}
-    for event in ledger.events("executor.notice"):
+    for event in snap.events_of("executor.notice"):
         current[(event.subject, str(event.payload.get("topic")))] = event.payload
     by_stage: dict[str, list[str]] = {}
     for (stage, _topic), payload in sorted(current.items()):
@@ -57,11 +58,26 @@ def edits_since_freeze(study: Study, ledger: Ledger, gate_id: str) -> list[str]:
         return [f"cannot compare with the freeze: {exc}"]
 
 
+def _edits(view: GateSnapshot) -> list[str]:
+    """`edits_since_freeze` of a snapshot's gate."""
+    try:
+        return list(view.require_changes_since_freeze())
+    except StagewiseError as exc:
+        return [f"cannot compare with the freeze: {exc}"]
+
+
 def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
-    plan = build_plan(study, ledger)
-    records = ledger.runs()
-    retrying = _retrying(ledger, records)
-    waiting = _waiting(ledger)
+    """The `stagewise status --json` object of the study as its ledger holds it now, with its
+    cluster jobs as the scheduler sees them."""
+    return status_of(StudySnapshot.read(study, ledger), jobs=job_rows(ledger))
+
+
+def status_of(snap: StudySnapshot, jobs: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The `stagewise status --json` object of a snapshot (no gate is evaluated for it);
+    `jobs`: the cluster jobs carrying runs (`job_status.job_rows`)."""
+    study, plan, records = snap.study, snap.plan, snap.runs
+    retrying = _retrying(snap, records)
+    waiting = _waiting(snap)
     by_stage: dict[str, Counter[str]] = {}
     for rec in records:
         by_stage.setdefault(rec.stage, Counter())[rec.status] += 1
@@ -97,9 +113,8 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
             }
         )
     gates = []
-    for gate in study.gates.values():
-        freezes = ledger.freezes(gate.gate_id)
-        decision = ledger.active_decision(gate.gate_id)
+    for view in snap.gates:
+        gate, freezes, decision = view.gate, view.freezes, view.active
         gates.append(
             {
                 "gate": gate.gate_id,
@@ -113,9 +128,7 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
                 # condition -> frozen recipe sha256, or "recipes not frozen (format 1)"
                 "recipes": recipes_summary(freezes[-1]) if freezes else None,
                 # what was edited since the freeze (gate and run refuse until it is amended)
-                "changed_since_freeze": edits_since_freeze(study, ledger, gate.gate_id)
-                if freezes
-                else [],
+                "changed_since_freeze": _edits(view) if freezes else [],
                 "decision": None
                 if decision is None
                 else {
@@ -128,21 +141,21 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
                 },
             }
         )
-    problems = ledger.integrity_problems()
+    problems = snap.integrity_problems
     return {
         "study": study.name,
         "reference": study.reference,
-        "ledger_schema": ledger.schema_version,
-        "events": len(ledger.events()),
+        "ledger_schema": snap.schema_version,
+        "events": len(snap.events),
         # chain_ok covers the links and the runs/freezes/decisions tables checked against them.
         "chain_ok": not problems,
-        "chain_head": ledger.head,
+        "chain_head": snap.head,
         "first_broken_link": problems[0] if problems else None,
-        "chain_problems": problems,
+        "chain_problems": list(problems),
         "stages": stages,
         "gates": gates,
         # Runs carried by cluster jobs (Slurm): job id and the scheduler's state.
-        "jobs": job_rows(ledger),
+        "jobs": list(jobs),
         # Succeeded runs that cannot mean much (analysis.run_checks): flagged, never hidden.
         "min_steps": study.min_steps,
         "flagged_runs": [c.to_json() for c in flagged(checks)],

@@ -36,7 +36,9 @@ def test_max_gap_verdict_flips_in_a_quarter_of_replicates(study: Study) -> None:
     assert set(row.verdicts) == {"pass", "fail"}
     assert sum(row.verdicts.values()) == conf.verdict_replicates
     assert row.interval is not None
-    lo, hi = row.interval["max_gap"]
+    bounds = row.interval.max_gap
+    assert bounds is not None
+    lo, hi = bounds
     assert lo == pytest.approx(0.005) and hi == pytest.approx(0.02)
     # The one-seed-per-host and two-block limits are said, not hidden.
     assert any("one seed per host" in n for n in conf.notes)
@@ -143,7 +145,7 @@ def test_too_large_a_gate_gets_intervals_but_no_p_verdict(
     assert conf.verdict_replicates == 0
     row = conf.condition("a")
     assert row is not None and row.p_verdict is None and row.decisive is None
-    assert row.interval is not None and row.interval["max_gap"] is not None
+    assert row.interval is not None and row.interval.max_gap is not None
     assert any("p_verdict not computed" in n for n in conf.notes)
     # Between the floor and the full count, the judged replicates shrink with the budget.
     monkeypatch.setattr(gc, "VERDICT_WORK", 4 * 300)

@@ -4,21 +4,22 @@ values on the paper06 replay, the half-done synthetic study and hand-made loss c
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from stagewise.gates.results import ConditionConfidence, GateResult, Intervals
 from stagewise.ledger import Ledger, RunKey
 from stagewise.report.context import ReportContext, collect
-from stagewise.report.decision_figures import condition_intervals, host_seed_rows
+from stagewise.report.decision_figures import condition_intervals, host_seed_rows, interval_level
 from stagewise.report.figure_base import (
     OKABE_ITO,
     PENDING_COLOR,
     REGISTERED_FIGURES,
     FigureData,
-    as_dict,
 )
 from stagewise.report.figure_data import FIGURE_DATA, FIGURE_ORDER
 from stagewise.report.figures import render_figures
@@ -108,16 +109,28 @@ def test_runner_constants_match() -> None:
     assert UNTIMED_STEPS == loop.MAX_UNTIMED_STEPS
 
 
-def test_condition_intervals_from_a_confidence_result() -> None:
-    result = {
-        "conditions": [
-            {"condition_id": "a", "interval": [1.0, 2.0]},
-            {"condition_id": "b", "interval": {"mean_val_bpb": [1.5, 1.75]}},
-            {"condition_id": "c", "interval": {"low": 0.5, "high": 0.75}},
-            {"condition_id": "d"},
-        ]
-    }
-    assert condition_intervals(result) == {"a": (1.0, 2.0), "b": (1.5, 1.75), "c": (0.5, 0.75)}
+def _with_mean_intervals(
+    result: GateResult, bounds: dict[str, tuple[float | None, float | None] | None]
+) -> GateResult:
+    """`result` whose conditions carry the given intervals of their mean (None: no interval)."""
+    conditions = []
+    for c in result.conditions:
+        pair = bounds.get(c.condition_id)
+        interval = None if pair is None else Intervals(0.8, pair, None, None)
+        conf = ConditionConfidence(c.condition_id, c.verdict.value, interval, 0.5, False, {}, None)
+        conditions.append(dataclasses.replace(c, confidence=conf))
+    return dataclasses.replace(result, conditions=tuple(conditions))
+
+
+def test_condition_intervals_read_the_typed_confidence(paper06: Path) -> None:
+    result = context(paper06).gate("g12h").gate_result
+    assert result is not None
+    ids = [c.condition_id for c in result.conditions]
+    typed = _with_mean_intervals(result, {ids[0]: (1.0, 2.0), ids[1]: (None, 1.5), ids[2]: None})
+    # A bound the bootstrap left undefined (None) gives no interval to draw.
+    assert condition_intervals(typed) == {ids[0]: (1.0, 2.0)}
+    assert interval_level(typed) == 0.8
+    assert condition_intervals(None) == {} and interval_level(None) is None
 
 
 # --------------------------------------------------------------------------- paper06
@@ -186,8 +199,9 @@ def test_host_seed_cells_data_paper06(paper06: Path) -> None:
     assert all(r["reference"] == (r["condition_id"] == "p06_bridge_best") for r in rows)
     assert {r["color"] for r in rows} == set(OKABE_ITO[:4])
     # Decision confidence (the gate result's 90% interval of each mean) as vertical lines.
-    result = as_dict(ctx.gate("g12h").result)
-    assert result is not None
+    typed = ctx.gate("g12h").gate_result
+    assert typed is not None
+    result = typed.to_json()
     want = {c["condition_id"]: c["interval"]["mean"] for c in result["conditions"]}
     for r in rows:
         assert [r["interval_low"], r["interval_high"]] == want[r["condition_id"]]
@@ -198,11 +212,16 @@ def test_host_seed_cells_data_paper06(paper06: Path) -> None:
 def test_host_seed_rows_carry_intervals_when_the_result_has_them(paper06: Path) -> None:
     ctx = context(paper06)
     view = ctx.gate("g12h")
-    result = as_dict(view.result)
+    result = view.gate_result
     assert result is not None
-    for cond in result["conditions"]:
-        cond["interval"] = [cond["mean_val_bpb"] - 0.001, cond["mean_val_bpb"] + 0.002]
-    view.result = result
+    view.gate_result = _with_mean_intervals(
+        result,
+        {
+            c.condition_id: (c.mean_val_bpb - 0.001, c.mean_val_bpb + 0.002)
+            for c in result.conditions
+            if c.mean_val_bpb is not None
+        },
+    )
     rows = host_seed_rows(ctx, view)
     bridge = by(rows, condition_id="p06_bridge_best")[0]
     assert bridge["interval_low"] == pytest.approx(0.9309145)
@@ -341,7 +360,7 @@ def test_learning_curves_by_number(synthetic: Path) -> None:
     assert curves[RunKey("s1", "c_a", 1, "block-a")].tokens == (4096.0, 8192.0, 12288.0)
     # 11 succeeded imported runs in all (c_c on block-b seed 2 failed), 2 with curves.
     assert len(missing) == 9
-    assert {m["why"] for m in missing} == {"imported without a loss curve"}
+    assert {m.why for m in missing} == {"imported without a loss curve"}
     rows = learning_curve_rows(ctx, "s1", curves)
     secs = by(rows, axis="training_seconds", condition_id="c_a")
     assert len(secs) == 50 and secs[0]["x"] == 0.0 and secs[-1]["x"] == pytest.approx(4.0)

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from stagewise.cli.app import main
 from stagewise.errors import ImportRejected, StudyError
 from stagewise.executors.external import import_results
-from stagewise.gates import decide
+from stagewise.gates import records
 from stagewise.ledger import Ledger
 from stagewise.paths import ID_MAX_LENGTH, id_problem, run_dir, safe_join
 from stagewise.report.tables import Table
@@ -299,8 +299,6 @@ def test_paths_built_from_ids_are_checked_even_without_the_loader(
     """A Study built in code (not loaded) with a hostile id still cannot write outside: each
     path built from it is refused, or (where a prefix makes it harmless, `seed1-/tmp/abs`)
     lies inside its folder."""
-    for formatter in ("gate_json", "gate_csv", "gate_markdown"):  # the path is under test
-        monkeypatch.setattr(decide, formatter, lambda obj: "")
     study_dir = write(tmp_path / "nest" / "study", study_files())
     forged = dataclasses.replace(load_study(study_dir), root=study_dir.resolve())
     decisions = study_dir / "decisions"
@@ -314,7 +312,7 @@ def test_paths_built_from_ids_are_checked_even_without_the_loader(
         (runs, lambda: [run_dir(forged.root, bad, "c_a", 1, "h1")]),
         (runs, lambda: [run_dir(forged.root, "s1", bad, 1, "h1")]),
         (runs, lambda: [run_dir(forged.root, "s1", "c_a", 1, bad)]),
-        (decisions, lambda: decide.write_records(decisions, {"gate": bad})),
+        (decisions, lambda: records.record_paths(decisions, bad)),
         (tables, lambda: Table(bad, "t", ["a"], []).write(tables)),
     ):
         try:

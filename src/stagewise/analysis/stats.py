@@ -34,9 +34,10 @@ def sum_or_none(values: Sequence[float | None]) -> float | None:
 
 
 @dataclass(frozen=True)
-class ConditionStats:
-    condition_id: str
-    complete: bool
+class ConditionNumbers:
+    """The pooled numbers of one condition at a gate, declared once: the statistics here and
+    the gate result (`gates.results.ConditionResult`) both carry them."""
+
     n_cells: int
     mean_val_bpb: float | None
     sd_val_bpb: float | None
@@ -45,12 +46,18 @@ class ConditionStats:
     worst_rank: int | None
     first_rank_cells: int | None
     gap_from_best: float | None
-    cell_gaps: dict[Cell, float]  # val_bpb - reference val_bpb, where both exist
     mean_gap_to_reference: float | None
     max_gap_to_reference: float | None
     params_M: float | None
     tokens_M: float | None
     training_hours: float | None
+
+
+@dataclass(frozen=True)
+class ConditionStats(ConditionNumbers):
+    condition_id: str
+    complete: bool
+    cell_gaps: dict[Cell, float]  # val_bpb - reference val_bpb, where both exist
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,10 @@ from stagewise.ledger.integrity import LedgerHashes
 from stagewise.ledger.masking import mask_paths
 from stagewise.ledger.store import field_hashes
 from stagewise.paths import safe_join
-from stagewise.report.context import ReportContext, collect
+from stagewise.report.context import ReportContext, report_context
 from stagewise.report.figures import matplotlib_version, render_figures
 from stagewise.report.tables import RUN_COLUMNS, Table, all_tables, runs_table
+from stagewise.snapshot import StudySnapshot
 from stagewise.study import load_study
 from stagewise.study.model import Study
 
@@ -360,9 +361,10 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
     _check_out(final)
     with Ledger.open(study.root, create=False) as ledger:
         # A bundle of a ledger whose chain or tables were altered would launder the alteration.
-        head = ledger.require_intact()
-        ctx = collect(study, ledger)
+        snap = StudySnapshot.read_intact(study, ledger)
         recipe_texts = ledger.recipe_texts()
+    ctx = report_context(snap)
+    head = snap.head
     final.parent.mkdir(parents=True, exist_ok=True)
     _clear_partials(final)
     out = _partial(final)

@@ -153,7 +153,7 @@ def check_decisions(ctx: ReportContext, report: VerifyReport) -> None:
                 f"{active.frozen_sha256}, not the gate's current freeze"
             )
             continue
-        result = view.result
+        result = view.gate_result
         if result is None:
             report.problems.append(
                 f"{DECISIONS_JSON}: the decision of {view.gate_id} cannot be re-derived from "
@@ -161,19 +161,19 @@ def check_decisions(ctx: ReportContext, report: VerifyReport) -> None:
             )
             continue
         cells = active.payload.get("cells")
-        if isinstance(cells, int) and cells != len(result.get("cells", [])):
+        if isinstance(cells, int) and cells != len(result.cells):
             report.notes.append(
                 f"decision of {view.gate_id} was taken on {cells} cells; the bundle now holds "
-                f"{len(result.get('cells', []))}: proven against the chain, not re-derived"
+                f"{len(result.cells)}: proven against the chain, not re-derived"
             )
             continue
-        if sorted(active.promoted) != sorted(result.get("promoted", [])):
+        if sorted(active.promoted) != sorted(result.promoted):
             report.problems.append(
                 f"{DECISIONS_JSON}: {view.gate_id} promotes {sorted(active.promoted)}, its "
-                f"frozen rule on the bundled results promotes {sorted(result['promoted'])}"
+                f"frozen rule on the bundled results promotes {sorted(result.promoted)}"
             )
         verdicts = active.payload.get("verdicts")
-        fresh = {c["condition_id"]: c["verdict"] for c in result.get("conditions", [])}
+        fresh = {c.condition_id: c.verdict.value for c in result.conditions}
         if isinstance(verdicts, dict) and verdicts != fresh:
             report.problems.append(
                 f"{DECISIONS_JSON}: the verdicts recorded for {view.gate_id} differ from the "

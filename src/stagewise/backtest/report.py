@@ -9,14 +9,13 @@ long-horizon best with p_retain >= 0.9 for the fewest GPU-hours", and the Pareto
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stagewise.backtest.output import RESULT_DIR, RESULT_JSON
+from stagewise.html_parts import e, png_src, table_html
 
 TARGET = 0.9  # the p_retain a policy must reach to count as "keeps the best"
 
@@ -90,7 +89,6 @@ def _interval(row: dict[str, Any], key: str, digits: int) -> str:
 
 
 def render_section(data: SectionData) -> str:
-    e = html.escape
     if data.problem:
         return f"<p>A back-test result is stored but cannot be read: {e(data.problem)}.</p>"
     truth = data.truth
@@ -120,36 +118,30 @@ def render_section(data: SectionData) -> str:
             "&times; final_only's cost.</p>"
         )
     head = ("policy", "p_retain [95%]", "p_select", "mean regret", data.cost_unit, "× final_only")
-    body = "".join(
-        "<tr>"
-        + f"<td>{e(str(r.get('label', r.get('policy'))))}</td>"
-        + f"<td>{_num(r.get('p_retain'), 3)}{_interval(r, 'p_retain', 2)}</td>"
-        + f"<td>{_num(r.get('p_select'), 3)}</td>"
-        + f"<td>{_num(r.get('mean_regret'), 4)}</td>"
-        + f"<td>{_num(_cost(r), 4)}</td>"
-        + f"<td>{_num(r.get('cost_vs_final_only'), 3)}</td>"
-        + "</tr>"
+    rows = [
+        (
+            f"<td>{e(str(r.get('label', r.get('policy'))))}</td>",
+            f"<td>{_num(r.get('p_retain'), 3)}{_interval(r, 'p_retain', 2)}</td>",
+            f"<td>{_num(r.get('p_select'), 3)}</td>",
+            f"<td>{_num(r.get('mean_regret'), 4)}</td>",
+            f"<td>{_num(_cost(r), 4)}</td>",
+            f"<td>{_num(r.get('cost_vs_final_only'), 3)}</td>",
+        )
         for r in data.rows
-    )
-    out.append(
-        "<table><thead><tr>"
-        + "".join(f"<th>{e(h)}</th>" for h in head)
-        + f"</tr></thead><tbody>{body}</tbody></table>"
-    )
+    ]
+    out.append(table_html([e(h) for h in head], rows))
     accuracy = data.figure.with_name("decision_accuracy.png") if data.figure else None
     if accuracy is not None and accuracy.is_file():
-        png = base64.b64encode(accuracy.read_bytes()).decode("ascii")
         out.append(
             "<figure><img alt='decision accuracy against compute, one line per level' "
-            f"src='data:image/png;base64,{png}'><figcaption>Decision accuracy (the share of "
+            f"src='{png_src(accuracy)}'><figcaption>Decision accuracy (the share of "
             "pairs of conditions ordered as at the final level) against compute, one line per "
             "budget level.</figcaption></figure>"
         )
     if data.figure is not None:
-        png = base64.b64encode(data.figure.read_bytes()).decode("ascii")
         out.append(
             "<figure><img alt='GPU-hours against p_retain, one point per policy' "
-            f"src='data:image/png;base64,{png}'><figcaption>GPU-hours against p_retain, one "
+            f"src='{png_src(data.figure)}'><figcaption>GPU-hours against p_retain, one "
             "point per policy, 95% interval bars; the line joins the Pareto front.</figcaption>"
             "</figure>"
         )

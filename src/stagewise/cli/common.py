@@ -41,6 +41,10 @@ def open_study(folder: Path, *, start: bool = False) -> Iterator[tuple[Study, Le
         yield study, ledger
 
 
+def fmt_count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
 def fmt(value: float | None, digits: int = 6) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,7 +12,16 @@ from rich.table import Table
 
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
 from stagewise.analysis.sensitivity import DEFAULT_GRID, parse_grid
-from stagewise.cli.common import SeedAlias, console, emit_json, fmt, open_study, print_flagged
+from stagewise.cli.common import (
+    SeedAlias,
+    console,
+    emit_json,
+    fmt,
+    fmt_count,
+    open_study,
+    print_flagged,
+)
+from stagewise.cli.gate_view import print_gate
 from stagewise.errors import StagewiseError, StudyError
 from stagewise.gates.budget import budget as compute_budget
 from stagewise.gates.confidence import DEFAULT_SEED, check_confidence, check_seed
@@ -66,7 +75,7 @@ def freeze(
             emit_json(
                 {
                     **outcome.to_dict(),
-                    "history": amendment_history(ledger, gate),
+                    "history": [f.history_json() for f in amendment_history(ledger, gate)],
                     "seed_advice": advice.to_json() if advice is not None else None,
                     "short_budgets": [s.to_json() for s in short],
                 }
@@ -123,127 +132,6 @@ def _print_advice(plan: SeedPlan, folder: Path) -> None:
     console.print(f"  details: stagewise plan {folder} --seeds-for {plan.gate}", markup=False)
 
 
-def _gate_tables(obj: dict[str, Any]) -> None:
-    console = _out()
-    freeze = obj.get("freeze") or {}
-    console.print(
-        f"gate {obj['gate']} ({obj['kind']}) over {', '.join(obj['stages'])}: "
-        f"{len(obj['cells'])} cells, reference {obj['reference']}"
-    )
-    console.print(
-        f"frozen sha256 {obj['frozen_sha256']} at {freeze.get('frozen_at')}"
-        + (" [yellow](post hoc)[/]" if freeze.get("post_hoc") else "")
-    )
-    if freeze.get("recipes") is not None and not isinstance(freeze.get("recipes"), dict):
-        console.print(f"  {freeze['recipes']}")
-    amendments = [a for a in obj.get("amendments", []) if a["kind"] == "amend"]
-    for a in amendments:
-        console.print(f"  amended {a['frozen_at']}: {a['reason']}")
-    for n in obj.get("not_counted", []):
-        console.print(f"  not counted: {n['run']}: {n['why']}", markup=False)
-    for m in obj.get("manual", []):
-        state = "withdrawn" if m.get("withdrawn_at") else "active"
-        console.print(f"  MANUAL decision ({state}): {', '.join(m['promoted'])}: {m['reason']}")
-    table = Table(title=f"{obj['gate']}: pooled cells (unrounded in --json)")
-    cols: tuple[str, ...] = ("label", "n", "mean", "sd", "rank (best-worst)", "first", "gap best")
-    cols += ("mean gap ref", "max gap ref", "params_M", "verdict")
-    conf = obj.get("confidence")
-    if conf is not None:
-        cols += (f"p_verdict ({conf['confidence']:g})",)
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("label", "verdict") else "right")
-    for r in obj["conditions"]:
-        ranks = (
-            f"{fmt(r['mean_rank'], 2)} ({r['best_rank']}-{r['worst_rank']})"
-            if r["mean_rank"] is not None
-            else "-"
-        )
-        table.add_row(
-            r["label"],
-            str(r["n_cells"]),
-            fmt(r["mean_val_bpb"]),
-            fmt(r["sd_val_bpb"]),
-            ranks,
-            _i(r["first_rank_cells"]),
-            fmt(r["gap_from_best"]),
-            fmt(r["mean_gap_to_reference"]),
-            fmt(r["max_gap_to_reference"]),
-            fmt(r["params_M"], 2),
-            r["verdict"],
-            *([_p_verdict(r)] if conf is not None else []),
-        )
-    console.print(table)
-    if conf is not None:
-        _confidence_lines(console, obj, conf)
-    for r in obj["conditions"]:
-        console.print(f"[bold]{r['label']}[/] {r['verdict']}")
-        for reason in r["reasons"]:
-            console.print(f"  - {reason}", markup=False)
-    console.print(f"promoted: {', '.join(obj['promoted']) or 'none'}")
-    for inc in obj["incomplete"]:
-        cells = ", ".join(f"{c['host']}/seed{c['seed']}" for c in inc["missing"])
-        console.print(f"incomplete: {inc['condition_id']} (missing {cells})")
-    ag = obj["agreement"]
-    console.print(f"rank agreement: Kendall's W over cells {fmt(ag['kendalls_w'], 3)}")
-    for p in ag["hosts"]:
-        console.print(
-            f"  {p['host_a']} vs {p['host_b']}: Kendall tau {fmt(p['kendall_tau'], 3)}, "
-            f"Spearman rho {fmt(p['spearman_rho'], 3)}"
-        )
-    for d in obj.get("published_comparison", []):
-        console.print(
-            f"precision note: {d['label']} {d['column']} recomputed {d['recomputed']!r} vs "
-            f"published {d['published']} ({d['table']}): the published cells are rounded to "
-            "six decimals before pooling",
-            markup=False,
-        )
-    st = obj["stability"]
-    if st["cells_left_out"]:
-        console.print(
-            f"leave-one-cell-out: the promoted set changes in {st['changed']} of "
-            f"{st['cells_left_out']} recomputations"
-        )
-
-
-def _i(value: int | None) -> str:
-    return "-" if value is None else str(value)
-
-
-def _p_verdict(r: dict[str, Any]) -> str:
-    p = r.get("p_verdict")
-    if p is None:
-        return "-"
-    return f"{p:.3f}" + ("" if r.get("decisive") else " (not decisive)")
-
-
-def _confidence_lines(console: Console, obj: dict[str, Any], conf: dict[str, Any]) -> None:
-    level = conf["confidence"]
-    console.print(
-        f"verdict confidence: {conf['verdict_replicates']} blocked-bootstrap replicates "
-        f"(seed {conf['seed']}) with every rule re-applied; decisive = p_verdict >= {level:g}; "
-        f"{level:.0%} intervals:",
-        markup=False,
-    )
-    for r in obj["conditions"]:
-        iv = r.get("interval") or {}
-        # The reference's gaps to itself are zero by construction: only its mean is shown.
-        names = (
-            ("mean",) if r["condition_id"] == obj["reference"] else ("mean", "mean_gap", "max_gap")
-        )
-        parts = [f"{k} [{fmt(iv[k][0])}, {fmt(iv[k][1])}]" for k in names if iv.get(k)]
-        console.print(f"  {r['label']}: {'; '.join(parts) or '-'}", markup=False)
-    pooled = (conf.get("variance") or {}).get("pooled")
-    if pooled:
-        console.print(
-            "variance of the gaps to the reference (pooled): host "
-            f"sd {fmt(pooled['sd_host'])} (df {pooled['df_host']}), seed "
-            f"sd {fmt(pooled['sd_seed'])} (df {pooled['df_seed']})",
-            markup=False,
-        )
-    for note in conf.get("notes", []):
-        console.print(f"  note: {note}", markup=False)
-
-
 def gate(
     folder: StudyDir,
     gate: GateId,
@@ -284,7 +172,7 @@ def gate(
         if json_:
             emit_json(obj)
             return
-        _gate_tables(obj)
+        print_gate(_out(), applied.result)
         print_flagged(obj["flagged_runs"], obj["min_steps"])
         if dry_run:
             console.print("dry run: nothing recorded, no file written")
@@ -370,7 +258,7 @@ def budget(folder: StudyDir, json_: JsonFlag = False) -> None:
     for s, split in zip(obj["stages"], obj["recorded_split"], strict=True):
         table.add_row(
             s["stage"],
-            _i(s["candidates"]),
+            fmt_count(s["candidates"]),
             str(s["seeds"]),
             str(s["hosts"]),
             f"{s['budget_hours']:g}",

@@ -22,9 +22,9 @@ from typing import Any
 
 from stagewise.errors import ExportError
 from stagewise.ledger import Ledger, RunRecord
-from stagewise.report.context import GateView, ReportContext, collect
-from stagewise.report.figure_base import as_dict
+from stagewise.report.context import GateView, ReportContext, report_context
 from stagewise.report.loss_curves import LossCurve, load_curves
+from stagewise.snapshot import StudySnapshot
 from stagewise.study import load_study
 
 STUDY_TAG = "stagewise.study"
@@ -121,10 +121,8 @@ def _param(value: Any) -> str:
 
 def gate_decision(ctx: ReportContext, view: GateView, condition_id: str) -> str:
     """The gate's word on one condition: promote/stop, pass/fail, or pending."""
-    result = as_dict(view.result)
-    verdicts = {
-        c.get("condition_id"): str(c.get("verdict")) for c in (result or {}).get("conditions", [])
-    }
+    result = view.gate_result
+    verdicts = {c.condition_id: c.verdict.value for c in result.conditions} if result else {}
     if view.active is None:
         return "pending"
     if view.gate.kind == "confirm" and condition_id in verdicts:
@@ -294,8 +292,7 @@ def export_mlflow(folder: Path, uri: str, experiment: str | None = None) -> Expo
     client_class = _client_class()  # a missing extra fails first, before anything is read
     study = load_study(folder)
     with Ledger.open(study.root, create=False) as ledger:
-        ledger.require_intact()  # an export of an altered ledger would launder it
-        ctx = collect(study, ledger)
+        ctx = report_context(StudySnapshot.read_intact(study, ledger))
     curves, _ = load_curves(ctx)
     name = experiment or study.name
     store = tracking_uri(uri)  # only now: a wrong study folder leaves no store behind

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,8 @@ from stagewise.analysis.budget import (
     total,
 )
 from stagewise.analysis.run_checks import summary_of, time_split
-from stagewise.ledger import Ledger
-from stagewise.plan import build_plan
+from stagewise.ledger import Ledger, RunRecord
+from stagewise.plan import Plan, build_plan
 from stagewise.study.model import Gate, Study
 
 
@@ -64,7 +65,7 @@ class RecordedSplit:
         }
 
 
-def recorded_split(runs: list[Any], stage: str) -> RecordedSplit:
+def recorded_split(runs: Sequence[Any], stage: str) -> RecordedSplit:
     splits = [time_split(r) for r in runs if r.stage == stage and r.status == "succeeded"]
 
     def hours(values: list[float | None]) -> float | None:
@@ -79,7 +80,7 @@ def recorded_split(runs: list[Any], stage: str) -> RecordedSplit:
     )
 
 
-def hours_unit(study: Study, runs: list[Any]) -> str:
+def hours_unit(study: Study, runs: Sequence[Any]) -> str:
     """ "CPU-hours" when the study's runs ran on CPU (as their summaries say, else as its
     hosts and runner say), "GPU-hours" otherwise (and for hosts the tool does not drive)."""
     kinds = set()
@@ -151,8 +152,12 @@ class BudgetResult:
 
 def budget(study: Study, ledger: Ledger) -> BudgetResult:
     """Budgeted and recorded GPU-hours per stage, totals and promotion counterfactuals."""
-    plan = build_plan(study, ledger)
-    runs = ledger.runs()
+    return budget_of(build_plan(study, ledger), ledger.runs())
+
+
+def budget_of(plan: Plan, runs: Sequence[RunRecord]) -> BudgetResult:
+    """The budget of a plan and the runs recorded so far (pure)."""
+    study = plan.study
     stages = {
         sp.stage.stage_id: stage_budget(
             sp.stage.stage_id,

@@ -17,9 +17,8 @@ blocks like the observed ones, not a significance test (docs/confidence.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -28,7 +27,6 @@ from stagewise.analysis.confidence import (
     DEFAULT_CONFIDENCE,
     DEFAULT_REPLICATES,
     BootstrapDesign,
-    Interval,
     condition_intervals,
     draw,
 )
@@ -36,7 +34,7 @@ from stagewise.analysis.stats import pool_stats
 from stagewise.analysis.variance import VarianceComponents, decompose, decompose_pooled
 from stagewise.errors import StudyError
 from stagewise.gates.evaluate import Evaluation, judge
-from stagewise.gates.results import ConditionResult, GateResult, finite
+from stagewise.gates.results import ConditionConfidence, GateConfidence, GateResult, Intervals
 
 DEFAULT_SEED = 0
 # Replicate verdicts cost one pool_stats + judge each (about 2 us per condition-cell on one core),
@@ -64,78 +62,6 @@ def check_seed(value: int, option: str = "--seed") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
         raise StudyError(f"{option}: expected an integer in [0, 2**63), but got {value!r}")
     return value
-
-
-def _interval_json(row: Mapping[str, Interval], level: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"confidence": level}
-    for key in ("mean", "mean_gap", "max_gap"):
-        iv = row.get(key)
-        out[key] = None if iv is None else [finite(iv.lo), finite(iv.hi)]
-    return out
-
-
-@dataclass(frozen=True)
-class ConditionConfidence:
-    """One condition's intervals and how often the replicates return its verdict."""
-
-    condition_id: str
-    verdict: str
-    interval: Mapping[str, Any] | None  # _interval_json, None for an incomplete condition
-    p_verdict: float | None
-    decisive: bool | None
-    verdicts: Mapping[str, int]  # replicate verdict -> count
-    variance: VarianceComponents | None  # of its gaps to the reference
-
-    def fields(self) -> dict[str, Any]:
-        """The keys added to the condition's entry in the gate JSON."""
-        return {
-            "interval": dict(self.interval) if self.interval is not None else None,
-            "p_verdict": self.p_verdict,
-            "decisive": self.decisive,
-            "replicate_verdicts": dict(self.verdicts),
-        }
-
-
-@dataclass(frozen=True)
-class GateConfidence:
-    """Verdict confidence and variance components of one evaluated gate."""
-
-    gate: str
-    confidence: float
-    seed: int
-    replicates: int  # bootstrap replicates of the intervals
-    verdict_replicates: int  # replicates judged for p_verdict
-    hosts: int
-    cells: int
-    notes: tuple[str, ...]
-    conditions: tuple[ConditionConfidence, ...]
-    variance: VarianceComponents | None  # pooled over non-reference complete conditions
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def condition(self, condition_id: str) -> ConditionConfidence | None:
-        return next((c for c in self.conditions if c.condition_id == condition_id), None)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "confidence": self.confidence,
-            "seed": self.seed,
-            "method": "blocked bootstrap: host blocks resampled, seeds resampled within hosts; "
-            "every rule of the gate re-applied to each replicate",
-            "replicates": self.replicates,
-            "verdict_replicates": self.verdict_replicates,
-            "hosts": self.hosts,
-            "cells": self.cells,
-            "notes": list(self.notes),
-            "variance": {
-                "pooled": self.variance.to_json() if self.variance is not None else None,
-                "conditions": {
-                    c.condition_id: c.variance.to_json()
-                    for c in self.conditions
-                    if c.variance is not None
-                },
-            },
-            **self.extra,
-        }
 
 
 def _verdict_replicates(replicates: int, n_conditions: int, n_cells: int) -> int:
@@ -275,7 +201,7 @@ def verdict_confidence(
             ConditionConfidence(
                 cid,
                 observed[cid],
-                _interval_json(intervals[cid], confidence),
+                Intervals.of(intervals[cid], confidence),
                 p,
                 None if p is None else p >= confidence,
                 dict(sorted(counts[cid].items())),
@@ -308,13 +234,11 @@ def _few_blocks(hosts: int) -> tuple[str, ...]:
 
 def attach(result: GateResult, conf: GateConfidence) -> GateResult:
     """The result with `interval`, `p_verdict`, `decisive` per condition and the gate summary."""
-    conditions: list[ConditionResult] = []
-    for c in result.conditions:
-        row = conf.condition(c.condition_id)
-        extra = (
-            row.fields()
-            if row is not None
-            else {"interval": None, "p_verdict": None, "decisive": None}
+    conditions = tuple(
+        replace(
+            c,
+            confidence=conf.condition(c.condition_id) or ConditionConfidence.absent(c.condition_id),
         )
-        conditions.append(c.with_extra(**extra))
-    return replace(result, conditions=tuple(conditions), confidence=conf.to_json())
+        for c in result.conditions
+    )
+    return replace(result, conditions=conditions, confidence=conf)

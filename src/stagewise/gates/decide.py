@@ -6,15 +6,11 @@
 `apply_gate` refuses a gate that is not frozen as written (FrozenRuleMismatch) or that holds a
 manual decision (DecisionError), evaluates it over the pooled cells, records the computed
 decision in the ledger (which feeds the stages whose candidates name this gate through the
-plan) and writes `decisions/<gate>.json` (exactly the `stagewise gate --json` object), `.csv`
-(one row per condition) and `.md` (a human-readable record).
+plan) and writes the decision records `decisions/<gate>.{json,csv,md}` (`gates.records`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,20 +26,20 @@ from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate
 from stagewise.gates.freeze import (
     amendment_history,
     foreign_recipe_error,
-    parse,
-    recipes_summary,
     require_frozen,
     split_by_recipe,
+    summary,
 )
+from stagewise.gates.records import DECISIONS_DIR, GateRecord, write_records
 from stagewise.gates.results import (
     CONDITION_KEYS,
     ComparisonNote,
     ConditionResult,
+    FreezeSummary,
     GateResult,
     Incomplete,
     NotCounted,
     RuleView,
-    freeze_json,
 )
 from stagewise.ledger import DecisionRecord, FreezeRecord, Ledger
 from stagewise.ledger.integrity import canonical_json
@@ -62,8 +58,6 @@ __all__ = [
     "write_records",
 ]
 
-DECISIONS_DIR = "decisions"
-
 
 def condition_results(ev: Evaluation) -> tuple[ConditionResult, ...]:
     """One result per pooled condition: complete ones by mean then id, then the incomplete."""
@@ -78,23 +72,11 @@ def condition_results(ev: Evaluation) -> tuple[ConditionResult, ...]:
         s = ev.stats.conditions[cid]
         cond = labels.get(cid)
         out.append(
-            ConditionResult(
+            ConditionResult.of(
+                s,
                 condition_id=cid,
                 label=cond.label if cond else cid,
                 role=cond.role if cond else "",
-                n_cells=s.n_cells,
-                mean_val_bpb=s.mean_val_bpb,
-                sd_val_bpb=s.sd_val_bpb,
-                mean_rank=s.mean_rank,
-                best_rank=s.best_rank,
-                worst_rank=s.worst_rank,
-                first_rank_cells=s.first_rank_cells,
-                gap_from_best=s.gap_from_best,
-                mean_gap_to_reference=s.mean_gap_to_reference,
-                max_gap_to_reference=s.max_gap_to_reference,
-                params_M=s.params_M,
-                tokens_M=s.tokens_M,
-                training_hours=s.training_hours,
                 verdict=ev.judgement.verdict(cid),
             )
         )
@@ -105,7 +87,7 @@ def gate_result(
     ev: Evaluation,
     *,
     freeze: FreezeRecord | None,
-    amendments: Iterable[Mapping[str, Any]] = (),
+    amendments: Iterable[FreezeSummary] = (),
     manual: Iterable[DecisionRecord] = (),
     confidence: float | None = DEFAULT_CONFIDENCE,
     seed: int = DEFAULT_SEED,
@@ -129,9 +111,7 @@ def gate_result(
         promoted=tuple(ev.promoted),
         incomplete=tuple(Incomplete(cid, tuple(cells)) for cid, cells in ev.pool.missing.items()),
         rules=tuple(RuleView(r.rule, describe_rule(r), r.reason, dict(r.raw)) for r in gate.rules),
-        freeze=freeze_json(freeze, parse(freeze).get("frozen_sha256"), recipes_summary(freeze))
-        if freeze
-        else None,
+        freeze=summary(freeze) if freeze else None,
         amendments=tuple(amendments),
         manual=tuple(manual),
         kendalls_w=ev.kendalls_w,
@@ -212,16 +192,15 @@ class AppliedGate:
         return self.result.promoted
 
     @property
+    def record(self) -> GateRecord:
+        """What the decision records and `stagewise gate --json` show of this call."""
+        return GateRecord(self.result, self.recorded, self.dry_run, self.min_steps, self.checks)
+
+    @property
     def object(self) -> dict[str, Any]:
         """The `stagewise gate --json` object: what `decisions/<gate>.json` holds, then whether
         this call recorded a decision, and the gate's runs flagged by `analysis.run_checks`."""
-        return {
-            **self.result.to_json(),
-            "decision_recorded": self.recorded,
-            "dry_run": self.dry_run,
-            "min_steps": self.min_steps,
-            "flagged_runs": [c.to_json() for c in self.checks if c.flags],
-        }
+        return self.record.to_json()
 
 
 def _same_outcome(
@@ -332,214 +311,4 @@ def apply_gate(
     # that changes nothing leaves them as they are (they are rewritten only when missing).
     if dry_run or (unchanged and safe_join(records_dir, f"{gate_id}.json").is_file()):
         return applied
-    return replace(applied, files=write_records(records_dir, applied.object))
-
-
-# ---------------------------------------------------------------------- records on disk
-def gate_json(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-# Verdict-confidence columns appended to the CSV record when the result carries them.
-CONFIDENCE_COLUMNS = (
-    "p_verdict",
-    "decisive",
-    "mean_low",
-    "mean_high",
-    "mean_gap_low",
-    "mean_gap_high",
-    "max_gap_low",
-    "max_gap_high",
-)
-
-
-def _confidence_cells(row: Mapping[str, Any]) -> list[Any]:
-    iv = row.get("interval") or {}
-    out: list[Any] = [row.get("p_verdict"), row.get("decisive")]
-    for key in ("mean", "mean_gap", "max_gap"):
-        pair = iv.get(key) or (None, None)
-        out += list(pair)
-    return ["" if v is None else v for v in out]
-
-
-def gate_csv(obj: Mapping[str, Any]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    with_conf = obj.get("confidence") is not None
-    writer.writerow(CONDITION_KEYS + (CONFIDENCE_COLUMNS if with_conf else ()))
-    for row in obj["conditions"]:
-        writer.writerow(
-            [
-                "; ".join(row[k]) if k == "reasons" else ("" if row[k] is None else row[k])
-                for k in CONDITION_KEYS
-            ]
-            + (_confidence_cells(row) if with_conf else [])
-        )
-    return buf.getvalue()
-
-
-def confidence_markdown(obj: Mapping[str, Any]) -> list[str]:
-    """The record's verdict-confidence section (empty when the result carries none)."""
-    conf = obj.get("confidence")
-    if conf is None:
-        return []
-    level = conf["confidence"]
-    lines = [
-        "## Verdict confidence",
-        "",
-        f"Blocked bootstrap (host blocks resampled, seeds within hosts; seed {conf['seed']}): "
-        f"{conf['verdict_replicates']} replicates with every rule of the gate re-applied; "
-        f"`p_verdict` is the share returning the observed verdict, decisive when >= {level:g}. "
-        f"Intervals are {level:.0%} percentile intervals over {conf['replicates']} replicates. "
-        "Descriptive, not a significance test (docs/confidence.md).",
-        "",
-        "| condition | verdict | p_verdict | decisive | mean | mean gap to ref | max gap to ref |",
-        "|---|---|---|---|---|---|---|",
-    ]
-
-    def pair(v: Any) -> str:
-        return "-" if not v else f"[{_f(v[0])}, {_f(v[1])}]"
-
-    for r in obj["conditions"]:
-        iv = r.get("interval") or {}
-        decisive = "-" if r.get("decisive") is None else ("yes" if r["decisive"] else "**no**")
-        lines.append(
-            f"| {r['condition_id']} | {r['verdict']} | {_f(r.get('p_verdict'), 3)} | {decisive} "
-            f"| {pair(iv.get('mean'))} | {pair(iv.get('mean_gap'))} | {pair(iv.get('max_gap'))} |"
-        )
-    pooled = (conf.get("variance") or {}).get("pooled")
-    if pooled:
-        lines += [
-            "",
-            "Variance components of the gaps to the reference (pooled over conditions): "
-            f"condition-by-host sd {_f(pooled['sd_host'])} (df {pooled['df_host']}), "
-            f"within-host seed sd {_f(pooled['sd_seed'])} (df {pooled['df_seed']}).",
-        ]
-    lines += [f"- note: {n}" for n in conf.get("notes", [])]
-    return [*lines, ""]
-
-
-def _f(value: Any, digits: int = 6) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def gate_markdown(obj: Mapping[str, Any]) -> str:
-    freeze = obj.get("freeze") or {}
-    lines = [
-        f"# Gate {obj['gate']} ({obj['kind']})",
-        "",
-        f"- pooled stages: {', '.join(obj['stages'])} (budget {obj['budget_seconds']:g} s)",
-        f"- reference: {obj['reference']}",
-        "- cells: " + ", ".join(f"{c['host']}/seed{c['seed']}" for c in obj["cells"]),
-        f"- frozen sha256: `{obj['frozen_sha256']}`",
-        f"- frozen at: {freeze.get('frozen_at', '-')} ({freeze.get('kind', '-')})",
-        f"- post hoc: {'YES: results existed when it was frozen' if freeze.get('post_hoc') else 'no'}",
-        "",
-        "## Rules",
-        "",
-    ]
-    for rule in obj.get("rules", []):
-        why = f": {rule['reason']}" if rule.get("reason") else ""
-        lines.append(f"- `{rule['description']}`{why}")
-    lines += ["", "## Freeze and amendment history", ""]
-    for a in obj.get("amendments", []) or [{"kind": "none", "frozen_at": "", "sha256": ""}]:
-        reason = f", reason: {a.get('reason')}" if a.get("reason") else ""
-        hoc = ", post hoc" if a.get("post_hoc") else ""
-        lines.append(f"- {a['kind']} {a['frozen_at']} `{str(a['sha256'])[:16]}`{hoc}{reason}")
-    if obj.get("manual"):
-        lines += ["", "## Decisions taken outside the tool (manual)", ""]
-        for m in obj["manual"]:
-            state = f"withdrawn {m['withdrawn_at']}" if m.get("withdrawn_at") else "active"
-            lines.append(f"- MANUAL ({state}): {', '.join(m['promoted'])}: {m['reason']}")
-    lines += [
-        "",
-        "## Conditions",
-        "",
-        "| condition | label | role | n | mean val_bpb | sd | mean rank | best | worst | first | "
-        "gap from best | mean gap to ref | max gap to ref | params_M | tokens_M | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in obj["conditions"]:
-        lines.append(
-            f"| {r['condition_id']} | {r['label']} | {r['role']} | {r['n_cells']} | "
-            f"{_f(r['mean_val_bpb'])} | {_f(r['sd_val_bpb'])} | {_f(r['mean_rank'], 2)} | "
-            f"{_f(r['best_rank'])} | {_f(r['worst_rank'])} | {_f(r['first_rank_cells'])} | "
-            f"{_f(r['gap_from_best'])} | {_f(r['mean_gap_to_reference'])} | "
-            f"{_f(r['max_gap_to_reference'])} | {_f(r['params_M'])} | {_f(r['tokens_M'])} | "
-            f"**{r['verdict']}** |"
-        )
-    lines += ["", "## Verdicts and reasons", ""]
-    for r in obj["conditions"]:
-        lines.append(f"- **{r['label']}** ({r['condition_id']}): {r['verdict']}")
-        lines += [f"  - {reason}" for reason in r["reasons"]]
-    lines += ["", f"Promoted: {', '.join(obj['promoted']) or 'none'}", ""]
-    lines += confidence_markdown(obj)
-    if obj["incomplete"]:
-        lines += ["## Incomplete", ""]
-        for inc in obj["incomplete"]:
-            cells = ", ".join(f"{c['host']}/seed{c['seed']}" for c in inc["missing"])
-            lines.append(f"- {inc['condition_id']}: missing {cells}")
-        lines.append("")
-    agreement = obj.get("agreement") or {}
-    lines += [
-        "## Rank agreement",
-        "",
-        f"- Kendall's W over cells: {_f(agreement.get('kendalls_w'), 4)}",
-    ]
-    for p in agreement.get("hosts", []):
-        lines.append(
-            f"- {p['host_a']} vs {p['host_b']}: Kendall tau {_f(p['kendall_tau'], 4)}, "
-            f"Spearman rho {_f(p['spearman_rho'], 4)}"
-        )
-    st = obj.get("stability") or {}
-    if st.get("cells_left_out"):
-        lines += [
-            "",
-            "## Leave-one-cell-out stability",
-            "",
-            f"The promoted set changes in {st['changed']} of {st['cells_left_out']} leave-one-out "
-            "recomputations.",
-        ]
-    if obj.get("published_comparison"):
-        lines += ["", "## Precision note (against the published summary)", ""]
-        for d in obj["published_comparison"]:
-            lines.append(
-                f"- {d['label']} {d['column']}: recomputed {d['recomputed']!r}, published "
-                f"{d['published']} ({d['table']}); the published cells are rounded to six "
-                "decimals before pooling, so the last printed digit can differ"
-            )
-    if obj.get("flagged_runs"):
-        lines += [
-            "",
-            "## Flagged runs (ranked all the same: read their numbers with care)",
-            "",
-        ]
-        for r in obj["flagged_runs"]:
-            lines.append(f"- {r['run']}: {', '.join(r['flags'])}: {'; '.join(r['notes'])}")
-    lines += [
-        "",
-        "Numbers are unrounded in the JSON and CSV records; this page shows six decimals.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_records(folder: Path, obj: Mapping[str, Any]) -> tuple[Path, ...]:
-    folder.mkdir(parents=True, exist_ok=True)
-    gate = obj["gate"]
-    out = []
-    for suffix, text in (
-        ("json", gate_json(obj)),
-        ("csv", gate_csv(obj)),
-        ("md", gate_markdown(obj)),
-    ):
-        path = safe_join(folder, f"{gate}.{suffix}")  # the gate id is a file name
-        tmp = path.with_suffix(f".{suffix}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        out.append(path)
-    return tuple(out)
+    return replace(applied, files=write_records(records_dir, applied.record))

@@ -39,7 +39,7 @@ from stagewise.executors.recipe import (
     recipe_sha256,
     show_value,
 )
-from stagewise.gates.results import NotCounted
+from stagewise.gates.results import FreezeSummary, NotCounted
 from stagewise.ledger import FreezeRecord, Ledger, canonical_json, sha256_text
 from stagewise.plan import build_plan
 from stagewise.study.model import Gate, Study
@@ -121,9 +121,11 @@ def recipe_conditions(study: Study, plan: dict[str, list[str] | None]) -> list[s
     return [cid for cid in study.condition_ids if cid in found]
 
 
-def _stage_plan(study: Study, ledger: Ledger, gate_id: str) -> dict[str, list[str] | None]:
+Candidates = Mapping[str, tuple[str, ...] | None]
+
+
+def _stage_plan(study: Study, candidates: Candidates, gate_id: str) -> dict[str, list[str] | None]:
     """The candidates each pooled stage has now (the `plan` part of a freeze record)."""
-    candidates = build_plan(study, ledger).candidates
     return {
         sid: (None if candidates[sid] is None else list(candidates[sid] or ()))
         for sid in _gate(study, gate_id).stages
@@ -296,17 +298,36 @@ def recipe_edits(
 
 def changes_since_freeze(study: Study, ledger: Ledger, gate_id: str) -> list[str]:
     """What differs between the gate as it stands and its last freeze (empty: unchanged)."""
-    record = ledger.current_freeze(gate_id)
+    return changes_against(
+        study,
+        gate_id,
+        ledger.current_freeze(gate_id),
+        build_plan(study, ledger).candidates,
+        files_only=ledger.rebuilt,
+    )
+
+
+def changes_against(
+    study: Study,
+    gate_id: str,
+    record: FreezeRecord | None,
+    candidates: Candidates,
+    *,
+    files_only: bool = False,
+) -> list[str]:
+    """What differs between the gate as it stands, with the plan's `candidates`, and its freeze
+    `record` (the gate's current one); ["never frozen"] without one. `files_only`: recipes are
+    compared by what the study files say (a ledger rebuilt from a bundle, `verify`)."""
     if record is None:
         return ["never frozen"]
     stored = parse(record)
-    now = _stage_plan(study, ledger, gate_id)
+    now = _stage_plan(study, candidates, gate_id)
     old_rules = {k: v for k, v in stored.get("frozen", {}).items() if k != "recipes"}
     new_rules = frozen_definition(study, gate_id, executors="executors" in old_rules)
     changes: list[str] = []
     if canonical_json(old_rules) != canonical_json(new_rules):
         changes = _diff(old_rules, new_rules) or ["the frozen definition differs"]
-    changes += recipe_edits(study, record, now, files_only=ledger.rebuilt)
+    changes += recipe_edits(study, record, now, files_only=files_only)
     known = stored.get("plan", {})
     for sid, cands in known.items():
         if (
@@ -329,7 +350,7 @@ def freeze(
     _gate(study, gate_id)
     current = ledger.current_freeze(gate_id)
     where = f"`stagewise freeze {study.root} {gate_id} --amend --reason ...`"
-    plan = _stage_plan(study, ledger, gate_id)
+    plan = _stage_plan(study, build_plan(study, ledger).candidates, gate_id)
     warnings = tuple(freeze_warnings(study, gate_id, plan))
     if amend:
         if current is None:
@@ -432,12 +453,27 @@ def require_frozen(study: Study, ledger: Ledger, gate_id: str) -> FreezeRecord:
     """The gate's last freeze, provided the gate still reads exactly as frozen."""
     _gate(study, gate_id)
     record = ledger.current_freeze(gate_id)
+    candidates = build_plan(study, ledger).candidates if record else {}
+    return frozen_as_written(study, gate_id, record, candidates, files_only=ledger.rebuilt)
+
+
+def frozen_as_written(
+    study: Study,
+    gate_id: str,
+    record: FreezeRecord | None,
+    candidates: Candidates,
+    *,
+    files_only: bool = False,
+) -> FreezeRecord:
+    """`record` (the gate's current freeze), provided the gate still reads exactly as frozen
+    with the plan's `candidates`; FrozenRuleMismatch saying what to do otherwise."""
+    _gate(study, gate_id)
     if record is None:
         raise FrozenRuleMismatch(
             f"gate {gate_id} is not frozen; freeze it before its stage runs: "
             f"`stagewise freeze {study.root} {gate_id}`"
         )
-    changes = changes_since_freeze(study, ledger, gate_id)
+    changes = changes_against(study, gate_id, record, candidates, files_only=files_only)
     if changes:
         raise FrozenRuleMismatch(
             f"gate {gate_id} in {study.study_file} no longer matches its freeze of "
@@ -535,17 +571,16 @@ def foreign_recipe_error(
     )
 
 
-def amendment_history(ledger: Ledger, gate_id: str) -> list[dict[str, Any]]:
+def summary(record: FreezeRecord) -> FreezeSummary:
+    """A freeze record as a gate's result and history show it."""
+    sha = parse(record).get("frozen_sha256")
+    return FreezeSummary.of(record, sha if isinstance(sha, str) else None, recipes_summary(record))
+
+
+def amendment_history(ledger: Ledger, gate_id: str) -> tuple[FreezeSummary, ...]:
     """Every freeze and amendment of the gate, oldest first."""
-    return [
-        {
-            "kind": r.kind,
-            "sha256": r.sha256,
-            "frozen_sha256": parse(r).get("frozen_sha256"),
-            "frozen_at": r.frozen_at,
-            "post_hoc": r.post_hoc,
-            "reason": r.reason,
-            "results_at_freeze": len(r.results_at_freeze),
-        }
-        for r in ledger.freezes(gate_id)
-    ]
+    return freeze_history(ledger.freezes(gate_id))
+
+
+def freeze_history(records: Iterable[FreezeRecord]) -> tuple[FreezeSummary, ...]:
+    return tuple(summary(r) for r in records)

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from stagewise.analysis.agreement import HostPair, LeaveOneOut
 from stagewise.analysis.cells import Cell
+from stagewise.analysis.confidence import Interval
+from stagewise.analysis.stats import ConditionNumbers
+from stagewise.analysis.variance import VarianceComponents
+from stagewise.gates.wording import BOOTSTRAP_METHOD
 from stagewise.ledger import DecisionRecord, FreezeRecord
 
 # What a reason can be about: a rule's outcome, or why no rule's outcome applies.
@@ -110,8 +114,112 @@ class Verdict:
         return ""
 
 
+# The statistics a condition's verdict confidence gives an interval of, in JSON order.
+INTERVAL_KEYS = ("mean", "mean_gap", "max_gap")
+Bounds = tuple[float | None, float | None]
+
+
 @dataclass(frozen=True)
-class ConditionResult:
+class Intervals:
+    """A condition's percentile intervals at one level: (low, high) of its mean, mean gap and
+    max gap to the reference; None where a statistic is undefined."""
+
+    level: float
+    mean: Bounds | None
+    mean_gap: Bounds | None
+    max_gap: Bounds | None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Interval], level: float) -> Intervals:
+        def bounds(key: str) -> Bounds | None:
+            iv = row.get(key)
+            return None if iv is None else (finite(iv.lo), finite(iv.hi))
+
+        return cls(level, bounds("mean"), bounds("mean_gap"), bounds("max_gap"))
+
+    def bounds(self, key: str) -> Bounds | None:
+        """The interval of `key` (one of INTERVAL_KEYS)."""
+        value: Bounds | None = getattr(self, key)
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"confidence": self.level}
+        for key in INTERVAL_KEYS:
+            pair = self.bounds(key)
+            out[key] = None if pair is None else list(pair)
+        return out
+
+
+@dataclass(frozen=True)
+class ConditionConfidence:
+    """One condition's intervals and how often the replicates return its verdict."""
+
+    condition_id: str
+    verdict: str
+    interval: Intervals | None  # None for an incomplete condition
+    p_verdict: float | None
+    decisive: bool | None
+    verdicts: Mapping[str, int] | None  # replicate verdict -> count (None: not resampled)
+    variance: VarianceComponents | None  # of its gaps to the reference
+
+    @classmethod
+    def absent(cls, condition_id: str) -> ConditionConfidence:
+        """A condition the bootstrap did not see: null interval, p_verdict and decisive."""
+        return cls(condition_id, "", None, None, None, None, None)
+
+    def fields(self) -> dict[str, Any]:
+        """The keys added to the condition's entry in the gate JSON."""
+        out: dict[str, Any] = {
+            "interval": self.interval.to_json() if self.interval is not None else None,
+            "p_verdict": self.p_verdict,
+            "decisive": self.decisive,
+        }
+        if self.verdicts is not None:
+            out["replicate_verdicts"] = dict(self.verdicts)
+        return out
+
+
+@dataclass(frozen=True)
+class GateConfidence:
+    """Verdict confidence and variance components of one evaluated gate."""
+
+    gate: str
+    confidence: float
+    seed: int
+    replicates: int  # bootstrap replicates of the intervals
+    verdict_replicates: int  # replicates judged for p_verdict
+    hosts: int
+    cells: int
+    notes: tuple[str, ...]
+    conditions: tuple[ConditionConfidence, ...]
+    variance: VarianceComponents | None  # pooled over non-reference complete conditions
+
+    def condition(self, condition_id: str) -> ConditionConfidence | None:
+        return next((c for c in self.conditions if c.condition_id == condition_id), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "confidence": self.confidence,
+            "seed": self.seed,
+            "method": BOOTSTRAP_METHOD,
+            "replicates": self.replicates,
+            "verdict_replicates": self.verdict_replicates,
+            "hosts": self.hosts,
+            "cells": self.cells,
+            "notes": list(self.notes),
+            "variance": {
+                "pooled": self.variance.to_json() if self.variance is not None else None,
+                "conditions": {
+                    c.condition_id: c.variance.to_json()
+                    for c in self.conditions
+                    if c.variance is not None
+                },
+            },
+        }
+
+
+@dataclass(frozen=True)
+class ConditionResult(ConditionNumbers):
     """One pooled condition of a gate: its statistics (unrounded) and its verdict.
 
     `extra` holds optional fields added by later analyses (e.g. a decision-confidence
@@ -122,20 +230,8 @@ class ConditionResult:
     condition_id: str
     label: str
     role: str
-    n_cells: int
-    mean_val_bpb: float | None
-    sd_val_bpb: float | None
-    mean_rank: float | None
-    best_rank: int | None
-    worst_rank: int | None
-    first_rank_cells: int | None
-    gap_from_best: float | None
-    mean_gap_to_reference: float | None
-    max_gap_to_reference: float | None
-    params_M: float | None
-    tokens_M: float | None
-    training_hours: float | None
     verdict: Verdict
+    confidence: ConditionConfidence | None = None  # with a confidence level (gates.confidence)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -143,12 +239,29 @@ class ConditionResult:
         if clash:
             raise ValueError(f"extra fields may not replace contract keys: {sorted(clash)}")
 
-    def with_extra(self, **fields: Any) -> ConditionResult:
+    @classmethod
+    def of(
+        cls,
+        numbers: ConditionNumbers,
+        *,
+        condition_id: str,
+        label: str,
+        role: str,
+        verdict: Verdict,
+    ) -> ConditionResult:
+        """The result of a condition whose pooled numbers are `numbers` (its `ConditionStats`)."""
+        pooled = {f.name: getattr(numbers, f.name) for f in fields(ConditionNumbers)}
+        return cls(**pooled, condition_id=condition_id, label=label, role=role, verdict=verdict)
+
+    def with_extra(self, **more: Any) -> ConditionResult:
         """A copy with more optional fields (existing extra keys are kept, in order)."""
-        return ConditionResult(
-            **{k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"},
-            extra={**self.extra, **fields},
-        )
+        return replace(self, extra={**self.extra, **more})
+
+    def shown(self, key: str) -> str | int | float | None:
+        """A contract number (or id, label, role) as the JSON writes it: NaN and infinity
+        as None."""
+        value: str | int | float | None = getattr(self, key)
+        return finite(value) if isinstance(value, float) else value
 
     def number(self, key: str) -> float | None:
         value = getattr(self, key)
@@ -164,6 +277,8 @@ class ConditionResult:
             else:
                 value = getattr(self, key)
                 out[key] = finite(value) if isinstance(value, float) else value
+        if self.confidence is not None:
+            out.update(self.confidence.fields())
         out.update(self.extra)
         return out
 
@@ -217,22 +332,64 @@ class ComparisonNote:
         }
 
 
-def freeze_json(
-    record: FreezeRecord, definition_sha256: Any, recipes: Any = None
-) -> dict[str, Any]:
-    out = {
-        "sha256": record.sha256,
-        "definition_sha256": definition_sha256,
-        "kind": record.kind,
-        "frozen_at": record.frozen_at,
-        "post_hoc": record.post_hoc,
-        "results_at_freeze": len(record.results_at_freeze),
-        "reason": record.reason,
-    }
-    if recipes is not None:
-        # condition -> frozen recipe sha256, or "recipes not frozen (format 1)"
-        out["recipes"] = recipes
-    return out
+@dataclass(frozen=True)
+class FreezeSummary:
+    """One freeze or amendment of a gate, as its result and history show it."""
+
+    kind: str  # "freeze" | "amend"
+    sha256: str  # of the whole record
+    frozen_sha256: str | None  # of the frozen definition alone
+    frozen_at: str
+    post_hoc: bool
+    reason: str | None
+    results_at_freeze: int
+    # condition -> frozen recipe sha256, or "recipes not frozen (format 1)"; None: not shown
+    recipes: Mapping[str, str] | str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        record: FreezeRecord,
+        frozen_sha256: str | None,
+        recipes: Mapping[str, str] | str | None = None,
+    ) -> FreezeSummary:
+        return cls(
+            record.kind,
+            record.sha256,
+            frozen_sha256,
+            record.frozen_at,
+            record.post_hoc,
+            record.reason,
+            len(record.results_at_freeze),
+            recipes,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The result's `freeze` object."""
+        out: dict[str, Any] = {
+            "sha256": self.sha256,
+            "definition_sha256": self.frozen_sha256,
+            "kind": self.kind,
+            "frozen_at": self.frozen_at,
+            "post_hoc": self.post_hoc,
+            "results_at_freeze": self.results_at_freeze,
+            "reason": self.reason,
+        }
+        if self.recipes is not None:
+            out["recipes"] = self.recipes if isinstance(self.recipes, str) else dict(self.recipes)
+        return out
+
+    def history_json(self) -> dict[str, Any]:
+        """One entry of the result's `amendments` (and `freeze --json`'s `history`)."""
+        return {
+            "kind": self.kind,
+            "sha256": self.sha256,
+            "frozen_sha256": self.frozen_sha256,
+            "frozen_at": self.frozen_at,
+            "post_hoc": self.post_hoc,
+            "reason": self.reason,
+            "results_at_freeze": self.results_at_freeze,
+        }
 
 
 def manual_json(decision: DecisionRecord) -> dict[str, Any]:
@@ -284,16 +441,16 @@ class GateResult:
     promoted: tuple[str, ...]
     incomplete: tuple[Incomplete, ...]
     rules: tuple[RuleView, ...]
-    freeze: Mapping[str, Any] | None  # freeze_json() of the current freeze
-    amendments: tuple[Mapping[str, Any], ...]  # gates.freeze.freeze_history_entry rows
+    freeze: FreezeSummary | None  # the current freeze
+    amendments: tuple[FreezeSummary, ...]  # every freeze and amendment, oldest first
     manual: tuple[DecisionRecord, ...]
     kendalls_w: float | None
     host_pairs: tuple[HostPair, ...]
     stability: tuple[LeaveOneOut, ...]
     decision: DecisionRecord | None = None
     published_comparison: tuple[ComparisonNote, ...] | None = None
-    # Verdict confidence and variance components (gates.confidence.GateConfidence.to_json).
-    confidence: Mapping[str, Any] | None = None
+    # Verdict confidence and variance components (gates.confidence.verdict_confidence).
+    confidence: GateConfidence | None = None
     # Results of the gate's stages left out because they trained a recipe other than the one
     # frozen now (gates.freeze.split_by_recipe); in the JSON only when there are any.
     not_counted: tuple[NotCounted, ...] = ()
@@ -330,8 +487,8 @@ class GateResult:
             "incomplete": [i.to_json() for i in self.incomplete],
             # extras
             "rules": [r.to_json() for r in self.rules],
-            "freeze": dict(self.freeze) if self.freeze is not None else None,
-            "amendments": [dict(a) for a in self.amendments],
+            "freeze": self.freeze.to_json() if self.freeze is not None else None,
+            "amendments": [a.history_json() for a in self.amendments],
             "manual": [manual_json(d) for d in self.manual],
             "agreement": {
                 "kendalls_w": finite(self.kendalls_w),
@@ -349,7 +506,7 @@ class GateResult:
         if self.published_comparison is not None:
             out["published_comparison"] = [c.to_json() for c in self.published_comparison]
         if self.confidence is not None:
-            out["confidence"] = dict(self.confidence)
+            out["confidence"] = self.confidence.to_json()
         if self.not_counted:
             out["not_counted"] = [n.to_json() for n in self.not_counted]
         return out

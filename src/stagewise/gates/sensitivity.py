@@ -15,10 +15,10 @@ from typing import Any
 
 from stagewise.analysis.sensitivity import DEFAULT_GRID, Sweep, sweep
 from stagewise.analysis.thresholds import within
-from stagewise.gates.evaluate import describe_rule, evaluate_gate, rule_targets
-from stagewise.gates.freeze import changes_since_freeze, require_frozen
+from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate, rule_targets
+from stagewise.gates.freeze import Candidates, frozen_as_written
 from stagewise.gates.registry import get_rule
-from stagewise.ledger import Ledger
+from stagewise.ledger import FreezeRecord, Ledger
 from stagewise.plan import build_plan
 from stagewise.study.model import Study
 
@@ -106,14 +106,33 @@ def sensitivity(
     study: Study, ledger: Ledger, gate_id: str, grid: Sequence[float] = DEFAULT_GRID
 ) -> SensitivityGrid:
     """Every threshold rule of the gate swept over `grid`."""
-    frozen_sha = None
-    if ledger.current_freeze(gate_id) is not None:
-        frozen_sha = require_frozen(study, ledger, gate_id).sha256
-    else:
-        changes_since_freeze(study, ledger, gate_id)  # validates the gate id
-    ev = evaluate_gate(
-        study, gate_id, ledger.runs(), build_plan(study, ledger).candidates, with_stability=False
-    )
+    record = ledger.current_freeze(gate_id)
+    candidates = build_plan(study, ledger).candidates
+    frozen_sha = frozen_sha256(study, gate_id, record, candidates, files_only=ledger.rebuilt)
+    ev = evaluate_gate(study, gate_id, ledger.runs(), candidates, with_stability=False)
+    return sensitivity_of(ev, frozen_sha, grid)
+
+
+def frozen_sha256(
+    study: Study,
+    gate_id: str,
+    record: FreezeRecord | None,
+    candidates: Candidates,
+    *,
+    files_only: bool = False,
+) -> str | None:
+    """The sha256 the grid is computed under: the current freeze's, provided the gate still
+    reads as frozen (FrozenRuleMismatch otherwise); None for a gate never frozen."""
+    if record is None:
+        return None
+    return frozen_as_written(study, gate_id, record, candidates, files_only=files_only).sha256
+
+
+def sensitivity_of(
+    ev: Evaluation, frozen_sha: str | None, grid: Sequence[float] = DEFAULT_GRID
+) -> SensitivityGrid:
+    """The grid of an evaluated gate (its stability need not have been computed)."""
+    study, gate_id = ev.study, ev.gate.gate_id
     labels = {c.condition_id: c.label for c in study.conditions}
     rows: list[SensitivityRow] = []
     for index, rule in enumerate(ev.gate.rules):

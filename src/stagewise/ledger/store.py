@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -368,14 +368,22 @@ class Ledger(RunsTable, GateRecords, JobsTable):
                 )
         return problems
 
-    def integrity_problems(self) -> list[str]:
-        """The chain's own links first, then every table row that disagrees with the chain."""
+    def integrity_problems(
+        self,
+        runs: Sequence[RunRecord] | None = None,
+        freezes: Sequence[FreezeRecord] | None = None,
+        decisions: Sequence[DecisionRecord] | None = None,
+    ) -> list[str]:
+        """The chain's own links first, then every table row that disagrees with the chain.
+
+        A caller that has just read the tables (`StudySnapshot.read`) passes those records, so
+        they are checked without reading the tables a second time."""
         problems = self.erased_chain_problems() + self.verify_chain()
         chain = integrity.commitments(
             (int(r[0]), str(r[1]), json.loads(r[2]))
             for r in self._conn.execute("SELECT seq, kind, payload FROM events ORDER BY seq")
         )
-        freezes = self.freezes()
+        freezes = self.freezes() if freezes is None else freezes
         for f in freezes:
             if sha256_text(f.canonical) != f.sha256:
                 problems.append(
@@ -384,9 +392,9 @@ class Ledger(RunsTable, GateRecords, JobsTable):
                 )
         problems += integrity.compare(
             chain,
-            map(run_row, self.runs()),
+            map(run_row, self.runs() if runs is None else runs),
             map(freeze_row, freezes),
-            map(decision_row, self.decisions()),
+            map(decision_row, self.decisions() if decisions is None else decisions),
         )
         return problems
 
@@ -400,10 +408,10 @@ class Ledger(RunsTable, GateRecords, JobsTable):
                 "from a backup or a bundle you trust"
             )
 
-    def require_intact(self) -> str:
+    def require_intact(self, problems: Sequence[str] | None = None) -> str:
         """Refuse to read a study whose chain is broken or whose tables disagree with it;
-        return the chain head otherwise."""
-        problems = self.integrity_problems()
+        return the chain head otherwise. `problems`: `integrity_problems()` already computed."""
+        problems = self.integrity_problems() if problems is None else problems
         if problems:
             more = f" (and {len(problems) - 1} more; `stagewise status` lists them)"
             raise LedgerError(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from stagewise.gates.decide import CONFIDENCE_COLUMNS as RECORD_CONFIDENCE_COLUMNS
-from stagewise.gates.results import GateResult
+from stagewise.gates.records import CONFIDENCE_COLUMNS as RECORD_CONFIDENCE_COLUMNS
+from stagewise.gates.results import INTERVAL_KEYS, GateResult
+from stagewise.gates.wording import DESCRIPTIVE
 from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table
 from stagewise.study.model import Gate
 
@@ -26,26 +27,29 @@ def confidence_table_of(gate: Gate, gate_result: GateResult | None) -> Table | N
     if gate_result is None or gate_result.confidence is None:
         return None
     conf = gate_result.confidence
-    result = gate_result.to_json()
     rows = []
-    for cond in result.get("conditions", []):
-        iv = cond.get("interval") or {}
-        row = {c: cond.get(c) for c in ("condition_id", "label", "verdict", "p_verdict")}
-        row["decisive"] = cond.get("decisive")
-        for key in ("mean", "mean_gap", "max_gap"):
-            pair = iv.get(key) or (None, None)
-            row[f"{key}_low"], row[f"{key}_high"] = pair
+    for cond in gate_result.conditions:
+        c = cond.confidence
+        row: dict[str, object] = {
+            "condition_id": cond.condition_id,
+            "label": cond.label,
+            "verdict": cond.verdict.value,
+            "p_verdict": c.p_verdict if c else None,
+            "decisive": c.decisive if c else None,
+        }
+        for key in INTERVAL_KEYS:
+            pair = c.interval.bounds(key) if c and c.interval else None
+            row[f"{key}_low"], row[f"{key}_high"] = pair or (None, None)
         rows.append(row)
-    level = conf["confidence"]
+    level = conf.confidence
     note = (
-        f"blocked bootstrap, host blocks resampled and seeds within hosts (seed {conf['seed']}); "
-        f"p_verdict = share of {conf['verdict_replicates']} replicates, with every rule "
+        f"blocked bootstrap, host blocks resampled and seeds within hosts (seed {conf.seed}); "
+        f"p_verdict = share of {conf.verdict_replicates} replicates, with every rule "
         f"re-applied, returning the observed verdict; decisive when >= {level:g}; "
-        f"{level:.0%} percentile intervals over {conf['replicates']} replicates; descriptive, "
-        "not a significance test"
+        f"{level:.0%} percentile intervals over {conf.replicates} replicates; {DESCRIPTIVE}"
     )
-    if conf.get("notes"):
-        note += "; " + "; ".join(conf["notes"])
+    if conf.notes:
+        note += "; " + "; ".join(conf.notes)
     return Table(
         f"confidence_{gate.gate_id}",
         f"Gate {gate.gate_id}: verdict confidence",
@@ -61,11 +65,13 @@ def variance_table_of(gate: Gate, gate_result: GateResult | None) -> Table | Non
     """Condition-by-host and within-host (seed) components of the gaps to the reference."""
     if gate_result is None or gate_result.confidence is None:
         return None
-    variance = gate_result.confidence.get("variance") or {}
-    scoped = [("pooled", variance.get("pooled"))]
-    scoped += list((variance.get("conditions") or {}).items())
+    conf = gate_result.confidence
+    scoped = [("pooled", conf.variance)]
+    scoped += [(c.condition_id, c.variance) for c in conf.conditions]
     rows = [
-        {"scope": scope, **{c: v.get(c) for c in VARIANCE_COLUMNS[1:]}} for scope, v in scoped if v
+        {"scope": scope, **{k: v.to_json().get(k) for k in VARIANCE_COLUMNS[1:]}}
+        for scope, v in scoped
+        if v is not None
     ]
     if not rows:
         return None

@@ -1,8 +1,7 @@
-"""Everything a report or bundle shows, gathered once from the study folder and its ledger."""
+"""Everything a report or bundle shows: a `StudySnapshot` (read once) and what the report adds."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -12,56 +11,95 @@ from stagewise.gates.budget import BudgetResult
 from stagewise.gates.results import GateResult
 from stagewise.gates.sensitivity import SensitivityGrid
 from stagewise.ledger import DecisionRecord, Event, FreezeRecord, Ledger, RunRecord
-from stagewise.plan import Plan, build_plan
-from stagewise.report import analyses
+from stagewise.plan import Plan
 from stagewise.report.published import PublishedTable, load_published_tables
-from stagewise.status import study_status
+from stagewise.snapshot import GateSnapshot, StudySnapshot
+from stagewise.status import status_of
 from stagewise.study.model import Gate, Study
 
 
 @dataclass
 class GateView:
-    gate: Gate
-    freezes: list[FreezeRecord]
-    decisions: list[DecisionRecord]  # every decision, withdrawn ones included
-    active: DecisionRecord | None
-    gate_result: GateResult | None  # when computable
+    """A gate as the report shows it: the snapshot's gate, the published tables shown beside
+    it and what is still missing, in words."""
+
+    snapshot: GateSnapshot
+    gate_result: GateResult | None  # when computable (and results exist)
     sensitivity_grid: SensitivityGrid | None
-    cells: list[dict[str, Any]]  # succeeded results of the gate's stages
     published: list[PublishedTable]
     pending: list[str] = field(default_factory=list)  # what is still missing, in words
+
+    @property
+    def gate(self) -> Gate:
+        return self.snapshot.gate
 
     @property
     def gate_id(self) -> str:
         return self.gate.gate_id
 
     @property
+    def freezes(self) -> tuple[FreezeRecord, ...]:
+        return self.snapshot.freezes
+
+    @property
+    def decisions(self) -> tuple[DecisionRecord, ...]:
+        """Every decision, withdrawn ones included."""
+        return self.snapshot.decisions
+
+    @property
+    def active(self) -> DecisionRecord | None:
+        return self.snapshot.active
+
+    @property
+    def cells(self) -> tuple[RunRecord, ...]:
+        """Succeeded results of the gate's stages, by host, seed and matrix order."""
+        return self.snapshot.cells
+
+    @property
     def current_freeze(self) -> FreezeRecord | None:
-        return self.freezes[-1] if self.freezes else None
-
-    @cached_property
-    def result(self) -> dict[str, Any] | None:
-        """The `stagewise gate --json` object of `gate_result` (what tables serialise)."""
-        return self.gate_result.to_json() if self.gate_result is not None else None
-
-    @cached_property
-    def sensitivity(self) -> dict[str, Any] | None:
-        """The `stagewise sensitivity --json` object of `sensitivity_grid`."""
-        return self.sensitivity_grid.to_json() if self.sensitivity_grid is not None else None
+        return self.snapshot.current_freeze
 
 
 @dataclass
 class ReportContext:
-    study: Study
-    plan: Plan
-    status: dict[str, Any]
-    runs: list[RunRecord]
-    events: list[Event]
-    chain_problems: list[str]
+    """Everything a report shows: a snapshot of the study, and what the report adds to it."""
+
+    snapshot: StudySnapshot
     gates: list[GateView]
-    budget_result: BudgetResult | None
-    budget_note: str
     published: list[PublishedTable]
+
+    @property
+    def study(self) -> Study:
+        return self.snapshot.study
+
+    @property
+    def plan(self) -> Plan:
+        return self.snapshot.plan
+
+    @property
+    def runs(self) -> tuple[RunRecord, ...]:
+        return self.snapshot.runs
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        return self.snapshot.events
+
+    @property
+    def chain_problems(self) -> tuple[str, ...]:
+        return self.snapshot.chain_problems
+
+    @property
+    def budget_result(self) -> BudgetResult | None:
+        return self.snapshot.budget
+
+    @property
+    def budget_note(self) -> str:
+        return self.snapshot.budget_note
+
+    @cached_property
+    def status(self) -> dict[str, Any]:
+        """The `stagewise status --json` object."""
+        return status_of(self.snapshot)
 
     def gate(self, gate_id: str) -> GateView:
         for view in self.gates:
@@ -86,88 +124,46 @@ class ReportContext:
         return self.budget_result.to_json() if self.budget_result is not None else None
 
 
-def gate_cells(study: Study, runs: Sequence[Any], gate: Gate) -> list[dict[str, Any]]:
-    out = []
-    for rec in runs:
-        if rec.stage in gate.stages and rec.status == "succeeded" and rec.val_bpb is not None:
-            out.append(
-                {
-                    "stage": rec.stage,
-                    "condition_id": rec.condition_id,
-                    "seed": rec.seed,
-                    "host": rec.host,
-                    "val_bpb": rec.val_bpb,
-                }
-            )
-    order = {cid: i for i, cid in enumerate(study.condition_ids)}
-    out.sort(key=lambda c: (c["host"], c["seed"], order.get(c["condition_id"], 10**9)))
-    return out
-
-
 def collect(study: Study, ledger: Ledger) -> ReportContext:
-    plan = build_plan(study, ledger)
-    runs = ledger.runs()
-    published = load_published_tables(study)
+    """The report's context of the study as its ledger holds it now."""
+    return report_context(StudySnapshot.read(study, ledger))
+
+
+def report_context(snap: StudySnapshot) -> ReportContext:
+    """What the report shows of a snapshot: each gate with what is still missing, in words."""
+    published = load_published_tables(snap.study)
     frozen_outside = outside_freezes(published)  # gates written down before their stages
-    covered = covered_stages(study, published)  # stages known from a published summary
+    covered = covered_stages(snap.study, published)  # stages known from a published summary
     views = []
-    for gate in study.gates.values():
-        cells = gate_cells(study, runs, gate)
-        freezes = ledger.freezes(gate.gate_id)
-        decisions = ledger.decisions(gate.gate_id)
-        active = ledger.active_decision(gate.gate_id)
+    for g in snap.gates:
         pending = []
         result, sensitivity = None, None
-        if cells:
-            result, why = analyses.gate_result_from_runs(
-                study,
-                runs,
-                gate.gate_id,
-                plan.candidates,  # the plan built once above, not again per gate
-                freeze=ledger.current_freeze(gate.gate_id),
-                history=freezes,
-            )
+        if g.cells:
+            result = g.result
             if result is None:
-                pending.append(f"analysis not available: {why}")
-            sensitivity, why = analyses.sensitivity_result(study, ledger, gate.gate_id)
-            if why:
-                pending.append(f"sensitivity not available: {why}")
-        if not freezes and gate.gate_id not in frozen_outside:
+                pending.append(f"analysis not available: {g.result_note}")
+            sensitivity = g.sensitivity
+            if g.sensitivity_note:
+                pending.append(f"sensitivity not available: {g.sensitivity_note}")
+        if not g.freezes and g.gate_id not in frozen_outside:
             pending.append("rule not frozen yet")
-        edited = analyses.changes_since_freeze(study, ledger, gate.gate_id)
-        if edited:
+        if g.changes_since_freeze:
             pending.append(
                 "study.toml differs from the frozen rule (stagewise gate refuses it until an "
-                "amendment is frozen): " + "; ".join(edited)
+                "amendment is frozen): " + "; ".join(g.changes_since_freeze)
             )
-        missing = [s for s in gate.stages if s not in covered]
-        if not cells and missing:
+        missing = [s for s in g.gate.stages if s not in covered]
+        if not g.cells and missing:
             pending.append(f"no results yet for {', '.join(missing)}")
-        if active is None:
+        if g.active is None:
             pending.append("no decision recorded")
         views.append(
             GateView(
-                gate=gate,
-                freezes=freezes,
-                decisions=decisions,
-                active=active,
+                snapshot=g,
                 gate_result=result,
                 sensitivity_grid=sensitivity,
-                cells=cells,
-                published=[p for p in published if p.gate == gate.gate_id],
+                published=[p for p in published if p.gate == g.gate_id],
                 pending=pending,
             )
         )
-    budget, budget_note = analyses.budget_result(study, ledger)
-    return ReportContext(
-        study=study,
-        plan=plan,
-        status=study_status(study, ledger),
-        runs=runs,
-        events=ledger.events(),
-        chain_problems=ledger.verify_chain(),
-        gates=views,
-        budget_result=budget,
-        budget_note=budget_note,
-        published=published,
-    )
+    return ReportContext(snapshot=snap, gates=views, published=published)

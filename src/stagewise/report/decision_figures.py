@@ -3,9 +3,9 @@ val_bpb in every host-seed cell with the condition's mean and interval."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
+from stagewise.gates.results import GateResult
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.figure_base import (
     GATE_COLOR,
@@ -13,7 +13,6 @@ from stagewise.report.figure_base import (
     PENDING_COLOR,
     STAGE_COLOR,
     FigureData,
-    as_dict,
     color,
     figure_data,
     figure_table,
@@ -66,10 +65,10 @@ def funnel_data(ctx: ReportContext) -> list[FigureData] | str:
             False,
         )
         for view in gate_after.get(st["stage"], []):
-            result = as_dict(view.result)
+            result = view.gate_result
             gid = view.gate_id
             if view.gate.kind == "confirm" and result is not None:
-                passed = [c for c in result.get("conditions", []) if c.get("verdict") == "pass"]
+                passed = [c for c in result.conditions if c.verdict.value == "pass"]
                 add(f"{gid}: passed", "gate", st["stage"], gid, len(passed), False, False)
             elif view.active is not None:
                 manual = bool(view.active.manual)
@@ -125,70 +124,55 @@ def funnel_data(ctx: ReportContext) -> list[FigureData] | str:
 # --------------------------------------------------------------------------- per gate
 
 
-def condition_intervals(result: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    """Each condition's interval of its mean val_bpb, where the gate result carries one.
-
-    Decision confidence (issue 13) adds `interval` per condition; a [low, high] pair or a
-    mapping with a `mean_val_bpb` pair (or `low`/`high`) is understood.
-    """
+def condition_intervals(result: GateResult | None) -> dict[str, tuple[float, float]]:
+    """Each condition's interval of its mean val_bpb, where the gate result carries one."""
     out: dict[str, tuple[float, float]] = {}
-    for cond in result.get("conditions", []):
-        value = cond.get("interval")
-        if isinstance(value, Mapping):
-            value = value.get("mean_val_bpb", value.get("mean", value))
-        if isinstance(value, Mapping):
-            value = [value.get("low"), value.get("high")]
-        if (
-            isinstance(value, list | tuple)
-            and len(value) == 2
-            and all(isinstance(v, int | float) for v in value)
-        ):
-            out[str(cond.get("condition_id"))] = (float(value[0]), float(value[1]))
+    for cond in result.conditions if result is not None else ():
+        iv = cond.confidence.interval if cond.confidence else None
+        if iv is not None and iv.mean is not None:
+            low, high = iv.mean
+            if low is not None and high is not None:
+                out[cond.condition_id] = (low, high)
     return out
 
 
-def interval_level(result: Mapping[str, Any]) -> float | None:
-    """The confidence level of the conditions' intervals (e.g. 0.9), when the result says."""
-    for cond in result.get("conditions", []):
-        value = cond.get("interval")
-        if isinstance(value, Mapping) and isinstance(value.get("confidence"), int | float):
-            return float(value["confidence"])
+def interval_level(result: GateResult | None) -> float | None:
+    """The confidence level of the conditions' intervals (e.g. 0.9), when the result has them."""
+    for cond in result.conditions if result is not None else ():
+        if cond.confidence and cond.confidence.interval:
+            return cond.confidence.interval.level
     return None
 
 
 def host_seed_rows(ctx: ReportContext, view: GateView) -> list[dict[str, Any]]:
     """One row per (condition, cell) of the gate, in matrix order, with where it is drawn."""
-    conds = [c for c in ctx.study.condition_ids if any(x["condition_id"] == c for x in view.cells)]
-    keys = sorted({(x["host"], x["seed"]) for x in view.cells})
+    conds = [c for c in ctx.study.condition_ids if any(x.condition_id == c for x in view.cells)]
+    keys = sorted({(x.host, x.seed) for x in view.cells})
     hosts = sorted({h for h, _ in keys})
-    result = as_dict(view.result) or {}
-    means = {
-        c["condition_id"]: c.get("mean_val_bpb")
-        for c in result.get("conditions", [])
-        if c.get("condition_id")
-    }
+    result = view.gate_result
+    means = {c.condition_id: c.shown("mean_val_bpb") for c in result.conditions} if result else {}
     intervals = condition_intervals(result)
     width = 0.6  # of one condition's slot, shared by its cells
     rows = []
     for x in view.cells:
-        k = keys.index((x["host"], x["seed"]))
-        cid = x["condition_id"]
+        k = keys.index((x.host, x.seed))
+        cid = x.condition_id
         low, high = intervals.get(cid, (None, None))
         rows.append(
             {
                 "gate": view.gate_id,
-                "stage": x["stage"],
+                "stage": x.stage,
                 "condition_id": cid,
                 "label": ctx.label(cid),
                 "reference": cid == ctx.study.reference,
                 "x": conds.index(cid),
                 "offset": (k - (len(keys) - 1) / 2) * width / max(1, len(keys)),
-                "host": x["host"],
-                "seed": x["seed"],
+                "host": x.host,
+                "seed": x.seed,
                 "cell": k,
                 "color": color(k),
-                "marker": MARKERS[hosts.index(x["host"]) % len(MARKERS)],
-                "val_bpb": x["val_bpb"],
+                "marker": MARKERS[hosts.index(x.host) % len(MARKERS)],
+                "val_bpb": x.val_bpb,
                 "mean_val_bpb": means.get(cid),
                 "interval_low": low,
                 "interval_high": high,
@@ -226,7 +210,7 @@ def host_seed_cells_data(ctx: ReportContext) -> list[FigureData] | str:
             continue
         rows = host_seed_rows(ctx, view)
         has_interval = any(r["interval_low"] is not None for r in rows)
-        level = interval_level(as_dict(view.result) or {})
+        level = interval_level(view.gate_result)
         what = f"its {level:.0%} interval" if level is not None else "its interval"
         has_ref = any(r["reference"] for r in rows)
         name = f"host_seed_cells_{view.gate_id}"

@@ -9,8 +9,7 @@ families in the report's order.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,19 +75,6 @@ def budget_label(ctx: ReportContext, stages: Sequence[str]) -> str:
     stage = ctx.study.stages[last]
     budget = getattr(stage, "budget", None)
     return str(budget) if budget is not None else format_duration(stage.budget_seconds)
-
-
-def as_dict(result: Any) -> dict[str, Any] | None:
-    """A gate/sensitivity/budget result as its JSON object (typed results serialise themselves)."""
-    if result is None:
-        return None
-    if isinstance(result, Mapping):
-        return dict(result)
-    to_json = getattr(result, "to_json", None)
-    if callable(to_json):
-        value = to_json()
-        return dict(json.loads(value) if isinstance(value, str) else value)
-    raise TypeError(f"not a result object: {type(result).__name__}")
 
 
 def as_number(value: Any) -> float | None:

@@ -15,17 +15,14 @@ from stagewise.analysis.published import (
     published_notes,
 )
 from stagewise.gates.freeze import recipes_summary
+from stagewise.html_parts import e
 from stagewise.report.context import GateView, ReportContext
-from stagewise.report.figure_base import as_dict
 from stagewise.report.figures import RenderedFigure
 from stagewise.report.html_blocks import (
-    CONFIDENCE_KEYS,
     KEY_GATE_COLUMNS,
     KEY_SENSITIVITY_COLUMNS,
     badge,
-    e,
     figures_in,
-    fmt_cell,
     fmt_param,
     render_figure,
     render_table,
@@ -96,10 +93,10 @@ def gate_freeze(view: GateView, outside: OutsideFreeze | None = None) -> str:
 def precision_note(ctx: ReportContext, view: GateView) -> str:
     """Where the recomputed numbers differ from a published table of the same gate, and why:
     said beside the numbers, as `stagewise gate` says it in the terminal."""
-    if view.result is None:
+    if view.gate_result is None:
         return ""
     diffs = compare_with_published(
-        ctx.study.root, view.gate.stages, view.result.get("conditions", [])
+        ctx.study.root, view.gate.stages, [c.to_json() for c in view.gate_result.conditions]
     )
     if not diffs:
         return ""
@@ -177,20 +174,15 @@ def gate_decisions(ctx: ReportContext, view: GateView) -> str:
 
 
 def gate_verdicts(view: GateView) -> str:
-    result = as_dict(view.result)
+    result = view.gate_result
     if result is None:
         return ""
-    conds = result.get("conditions", [])
-    summary = " ".join(
-        f"{badge(str(c.get('verdict')))}<b class='id'>{e(c.get('label'))}</b>" for c in conds
-    )
+    conds = result.conditions
+    summary = " ".join(f"{badge(c.verdict.value)}<b class='id'>{e(c.label)}</b>" for c in conds)
     items = "".join(
-        f"<li>{badge(str(c.get('verdict')))}<b class='id'>{e(c.get('label'))}</b> "
-        f"<span class='note'>({e(c.get('condition_id'))})</span><ul>"
-        + "".join(
-            f"<li>{e(r if not isinstance(r, dict) else r.get('text', r))}</li>"
-            for r in c.get("reasons", [])
-        )
+        f"<li>{badge(c.verdict.value)}<b class='id'>{e(c.label)}</b> "
+        f"<span class='note'>({e(c.condition_id)})</span><ul>"
+        + "".join(f"<li>{e(text)}</li>" for text in c.verdict.texts)
         + "</ul></li>"
         for c in conds
     )
@@ -201,12 +193,6 @@ def gate_verdicts(view: GateView) -> str:
             "no computed decision has been recorded for it yet.</p>"
         )
     return out
-
-
-def _interval(value: Any) -> str:
-    if isinstance(value, list | tuple) and len(value) == 2:
-        return "[" + ", ".join(fmt_cell(float(v))[0] for v in value) + "]"
-    return fmt_cell(value)[0]
 
 
 CONFIDENCE_SHOWN = (
@@ -223,7 +209,7 @@ CONFIDENCE_SHOWN = (
 
 def gate_confidence(view: GateView, tables: dict[str, Table] | None = None) -> str:
     """Per-condition decision confidence, where the gate result carries it (issue 13)."""
-    if view.result is None and view.published:
+    if view.gate_result is None and view.published:
         return (
             "<p class='note'>Verdict confidence and variance components need host-seed cells; "
             "this gate has only a published summary, so they cannot be computed here.</p>"
@@ -233,40 +219,8 @@ def gate_confidence(view: GateView, tables: dict[str, Table] | None = None) -> s
         return render_table(
             table, columns=list(CONFIDENCE_SHOWN), key_columns=list(CONFIDENCE_SHOWN)
         ) + render_table((tables or {}).get(f"variance_{view.gate_id}"))
-    result = as_dict(view.result)
-    conds = (result or {}).get("conditions", [])
-    if not any(k in c for c in conds for k in CONFIDENCE_KEYS):
-        return ""
-    rows = []
-    level = None
-    for c in conds:
-        interval = c.get("interval") if isinstance(c.get("interval"), dict) else {}
-        level = interval.get("confidence", level)
-        rows.append(
-            {
-                "label": c.get("label"),
-                "verdict": c.get("verdict"),
-                "p_verdict": c.get("p_verdict"),
-                "decisive": c.get("decisive"),
-                **{f"{k} interval": _interval(v) for k, v in interval.items() if k != "confidence"},
-            }
-        )
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    table = Table(
-        f"confidence_{view.gate_id}",
-        f"Gate {view.gate_id}: decision confidence"
-        + (f" ({float(level):.0%} intervals)" if isinstance(level, int | float) else ""),
-        columns,
-        rows,
-        note="p_verdict = share of resampled gates (hosts as blocks, seeds within hosts) giving "
-        "the same verdict; from stagewise gate --json",
-    )
-    return render_table(table).replace(
-        f"tables/confidence_{view.gate_id}.csv, tables/confidence_{view.gate_id}.json",
-        f"tables/gate_{view.gate_id}.json (conditions)",
-    )
+    # No confidence table: the gate result carries no verdict confidence to show.
+    return ""
 
 
 def render_gate(
@@ -294,7 +248,7 @@ def render_gate(
         out.append(f"<p class='note'>Results of its stages: {e(results)}.</p>")
     out.append(gate_decisions(ctx, view))
     out.extend(render_figure(f) for f in figures_in(figures, f"gate:{gate.gate_id}"))
-    if view.result is not None:
+    if view.gate_result is not None:
         shown = [
             "label",
             "role",

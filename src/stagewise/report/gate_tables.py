@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
 from stagewise.analysis.published import outside_freezes
 from stagewise.analysis.thresholds import threshold_text
 from stagewise.gates.results import CONDITION_KEYS, GateResult
+from stagewise.ledger import RunRecord
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table, flatten
 from stagewise.study.model import Gate, Study
@@ -93,22 +95,22 @@ def gate_table_of(gate: Gate, gate_result: GateResult | None) -> Table | None:
     """The analysis table of one gate: the condition rows of its `stagewise gate --json`."""
     if gate_result is None:
         return None
-    result = gate_result.to_json()
     rows = []
-    for cond in result.get("conditions", []):
-        row = {c: cond.get(c) for c in GATE_COLUMNS}
-        row["reasons"] = [
-            str(r) if not isinstance(r, dict) else flatten(r) for r in cond.get("reasons", [])
-        ]
+    for cond in gate_result.conditions:
+        row: dict[str, object] = {
+            c: cond.shown(c) for c in GATE_COLUMNS if c not in ("verdict", "reasons")
+        }
+        row["verdict"] = cond.verdict.value
+        row["reasons"] = list(cond.verdict.texts)
         rows.append(row)
-    cells = result.get("cells", [])
-    missing = result.get("incomplete", [])
     note = (
-        f"{len(cells)} host-seed cells; promoted: {', '.join(result.get('promoted', [])) or 'none'}"
+        f"{len(gate_result.cells)} host-seed cells; promoted: "
+        f"{', '.join(gate_result.promoted) or 'none'}"
     )
-    if missing:
+    if gate_result.incomplete:
         note += "; incomplete: " + ", ".join(
-            f"{m.get('condition_id')} (missing {flatten(m.get('missing'))})" for m in missing
+            f"{m.condition_id} (missing {flatten([c.to_dict() for c in m.missing])})"
+            for m in gate_result.incomplete
         )
     return Table(
         f"gate_{gate.gate_id}",
@@ -125,11 +127,21 @@ def cells_table(ctx: ReportContext, view: GateView) -> Table | None:
     return cells_table_of(ctx.study, view.gate, view.cells)
 
 
-def cells_table_of(study: Study, gate: Gate, cells: list[dict[str, Any]]) -> Table | None:
+def cells_table_of(study: Study, gate: Gate, cells: Sequence[RunRecord]) -> Table | None:
     if not cells:
         return None
     labels = {c.condition_id: c.label for c in study.conditions}
-    rows = [{**c, "label": labels.get(c["condition_id"], c["condition_id"])} for c in cells]
+    rows = [
+        {
+            "stage": c.stage,
+            "condition_id": c.condition_id,
+            "seed": c.seed,
+            "host": c.host,
+            "val_bpb": c.val_bpb,
+            "label": labels.get(c.condition_id, c.condition_id),
+        }
+        for c in cells
+    ]
     return Table(
         f"cells_{gate.gate_id}",
         f"Gate {gate.gate_id}: host-seed cell values",
@@ -239,9 +251,10 @@ def _diagnostic_note(raw: dict[str, Any], grid: list[float]) -> str:
 
 
 def sensitivity_table(view: GateView) -> Table | None:
-    sens = view.sensitivity
-    if not sens or not isinstance(sens.get("rows"), list) or not sens["rows"]:
+    typed = view.sensitivity_grid
+    if typed is None or not typed.rows:
         return None
+    sens = typed.to_json()  # the rows as `sensitivity --json` writes them: the contract
     grid = [float(g) for g in sens.get("grid", [])]
     grid_cols = [f"at {threshold_text(g)}" for g in grid]
     rows = []

@@ -20,15 +20,15 @@ from pathlib import Path
 
 from stagewise.analysis.published import GATE_RECORDS, RECORD_KINDS
 from stagewise.backtest.report import backtest_sections
+from stagewise.html_parts import e
 from stagewise.ledger import Ledger
 from stagewise.paths import safe_join
-from stagewise.report.context import ReportContext, collect
+from stagewise.report.context import ReportContext, report_context
 from stagewise.report.figures import RenderedFigure, render_figures
 from stagewise.report.gate_sections import section_gates
 from stagewise.report.html_blocks import (
     CSS,
     KEY_PLAN_COLUMNS,
-    e,
     figures_in,
     render_figure,
     render_table,
@@ -38,6 +38,7 @@ from stagewise.report.loss_curves import load_curves
 from stagewise.report.outcome_section import pending_items, section_outcome
 from stagewise.report.stage_status import stage_statuses
 from stagewise.report.tables import Table, all_tables
+from stagewise.snapshot import StudySnapshot
 from stagewise.study import load_study
 
 # --------------------------------------------------------------------------- study-wide sections
@@ -67,11 +68,11 @@ def section_curves(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> str
             "runs_without_curves",
             "Runs without a loss curve",
             ["stage", "label", "condition_id", "seed", "host", "source", "why"],
-            missing,
+            [m.row() for m in missing],
         )
         by_stage: dict[str, int] = {}
         for m in missing:
-            by_stage[m["stage"]] = by_stage.get(m["stage"], 0) + 1
+            by_stage[m.stage] = by_stage.get(m.stage, 0) + 1
         out += (
             "<p>Runs without a loss curve (imported results carry none): "
             + e(", ".join(f"{s}: {n}" for s, n in by_stage.items()))
@@ -232,7 +233,6 @@ def write_report(folder: Path, out: Path | None = None) -> ReportResult:
     """Render the report of the study in `folder` into `out` (default: folder/report)."""
     study = load_study(folder)
     with Ledger.open(study.root, create=False) as ledger:
-        ledger.require_intact()  # a report of an altered ledger would launder it
-        ctx = collect(study, ledger)
+        ctx = report_context(StudySnapshot.read_intact(study, ledger))
     # The default folder is the study's own: refused if `report` leads outside it (a link).
     return build(ctx, out if out is not None else safe_join(study.root, "report"))

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from stagewise.analysis.thresholds import threshold_text
+from stagewise.html_parts import e, png_src, table_html
 from stagewise.report.figures import RenderedFigure
 from stagewise.report.published import PUBLISHED_LABEL
 from stagewise.report.tables import Table
@@ -70,10 +69,6 @@ KEY_SENSITIVITY_COLUMNS = (
 KEY_PLAN_COLUMNS = ("stage", "budget", "seeds", "hosts", "candidate_count", "budgeted_gpu_hours")
 CONFIDENCE_KEYS = ("interval", "p_verdict", "decisive")
 FOLD_ROWS = 15  # longer tables start folded
-
-
-def e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def fmt_cell(value: Any) -> tuple[str, bool]:
@@ -195,7 +190,6 @@ def hash_cell(text: str) -> str:
 
 
 def _grid(table: Table, shown: Sequence[str]) -> str:
-    head = "".join(f"<th>{header(c)}</th>" for c in shown)
     body = []
     for row in table.rows:
         cells = []
@@ -211,12 +205,8 @@ def _grid(table: Table, shown: Sequence[str]) -> str:
                 cells.append(f"<td class=id>{e(text)}</td>")
             else:
                 cells.append(f"<td{' class=num' if numeric else ''}>{e(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (
-        f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>"
-        + "".join(body)
-        + "</tbody></table></div>"
-    )
+        body.append(cells)
+    return f"<div class='scroll'>{table_html([header(c) for c in shown], body)}</div>"
 
 
 def ids_unbroken(escaped: str, ids: Sequence[str]) -> str:
@@ -285,9 +275,8 @@ def render_figure(fig: RenderedFigure | None) -> str:
             f"<figure id='fig-{e(fig.name)}'><figcaption><b>{e(fig.title)}</b>: "
             f"<span class='badge pending'>not drawn</span> {e(fig.skipped or '')}</figcaption></figure>"
         )
-    data = base64.b64encode(fig.png.read_bytes()).decode("ascii")
     return (
-        f"<figure id='fig-{e(fig.name)}'><img alt='{e(fig.title)}' src='data:image/png;base64,{data}'>"
+        f"<figure id='fig-{e(fig.name)}'><img alt='{e(fig.title)}' src='{png_src(fig.png)}'>"
         f"<figcaption><b>{e(fig.title)}.</b> {e(fig.caption)} "
         f"<span class='note'>figures/{e(fig.name)}.png, .svg; drawn from "
         f"figures/{e(fig.name)}.csv, .json</span></figcaption></figure>"

@@ -147,12 +147,37 @@ def run_folder(ctx: ReportContext, key: RunKey) -> Path:
     return run_out_dir(ctx.study.root, key.stage, key.condition_id, key.seed, key.host)
 
 
+@dataclass(frozen=True)
+class MissingCurve:
+    """A succeeded run without a loss curve, and why."""
+
+    stage: str
+    condition_id: str
+    label: str
+    seed: int
+    host: str
+    source: str
+    why: str
+
+    def row(self) -> dict[str, str | int]:
+        """The run's row of the report's table of runs without a curve."""
+        return {
+            "stage": self.stage,
+            "condition_id": self.condition_id,
+            "label": self.label,
+            "seed": self.seed,
+            "host": self.host,
+            "source": self.source,
+            "why": self.why,
+        }
+
+
 # The last context's curves: the figure and the report's list of runs without a curve read the
 # same files once (a 12-hour run logs ~10^5 steps).
-_CURVES_OF: list[tuple[ReportContext, tuple[dict[RunKey, LossCurve], list[dict[str, Any]]]]] = []
+_CURVES_OF: list[tuple[ReportContext, tuple[dict[RunKey, LossCurve], list[MissingCurve]]]] = []
 
 
-def load_curves(ctx: ReportContext) -> tuple[dict[RunKey, LossCurve], list[dict[str, Any]]]:
+def load_curves(ctx: ReportContext) -> tuple[dict[RunKey, LossCurve], list[MissingCurve]]:
     """The loss curve of every succeeded run, and the runs that have none (with why)."""
     if _CURVES_OF and _CURVES_OF[0][0] is ctx:
         return _CURVES_OF[0][1]
@@ -161,9 +186,9 @@ def load_curves(ctx: ReportContext) -> tuple[dict[RunKey, LossCurve], list[dict[
     return result
 
 
-def _load_curves(ctx: ReportContext) -> tuple[dict[RunKey, LossCurve], list[dict[str, Any]]]:
+def _load_curves(ctx: ReportContext) -> tuple[dict[RunKey, LossCurve], list[MissingCurve]]:
     curves: dict[RunKey, LossCurve] = {}
-    missing: list[dict[str, Any]] = []
+    missing: list[MissingCurve] = []
     for rec in ctx.runs:
         if rec.status != "succeeded":
             continue
@@ -210,16 +235,14 @@ def _load_curves(ctx: ReportContext) -> tuple[dict[RunKey, LossCurve], list[dict
             continue
         imported = (rec.source or "").startswith("import")
         missing.append(
-            {
-                "stage": rec.stage,
-                "condition_id": rec.condition_id,
-                "label": ctx.label(rec.condition_id),
-                "seed": rec.seed,
-                "host": rec.host,
-                "source": rec.source or "",
-                "why": "imported without a loss curve"
-                if imported
-                else f"no {LOSS_LOG} in its run folder",
-            }
+            MissingCurve(
+                rec.stage,
+                rec.condition_id,
+                ctx.label(rec.condition_id),
+                rec.seed,
+                rec.host,
+                rec.source or "",
+                "imported without a loss curve" if imported else f"no {LOSS_LOG} in its run folder",
+            )
         )
     return curves, missing

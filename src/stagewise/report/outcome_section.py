@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stagewise.analysis.published import outside_freezes, published_hours, published_notes
+from stagewise.html_parts import e
 from stagewise.report.context import GateView, ReportContext
-from stagewise.report.figure_base import as_dict, budget_label
+from stagewise.report.figure_base import budget_label
 from stagewise.report.figures import RenderedFigure
 from stagewise.report.html_blocks import (
-    e,
     figures_in,
     fmt_param,
     hours_text,
@@ -98,7 +98,7 @@ def decided_gate(ctx: ReportContext) -> GateView | None:
 
 def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[str]]:
     if view is None:
-        analysed = [v.gate_id for v in ctx.gates if v.result is not None]
+        analysed = [v.gate_id for v in ctx.gates if v.gate_result is not None]
         return (
             "No gate has been decided yet"
             + (
@@ -112,7 +112,8 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
     where = (
         f"gate {gate.gate_id} ({gate.kind}, {gate_budget(ctx, view)}: {' + '.join(gate.stages)})"
     )
-    result = as_dict(view.result)
+    # The condition rows as `gate --json` writes them (labels, verdicts, roles).
+    result = view.gate_result.to_json() if view.gate_result is not None else None
     assert view.active is not None
     if view.active.manual or result is None:
         promoted = [ctx.label(c) for c in view.active.promoted]
@@ -217,7 +218,7 @@ def _findings(view: GateView, row: dict[str, Any]) -> list[str]:
 
 
 def outcome_budget(ctx: ReportContext) -> str:
-    budget = as_dict(ctx.budget)
+    budget = ctx.budget
     unit = hours_unit_of(ctx)
     if not budget:
         total = ctx.plan_dict.get("total_budgeted_gpu_hours")
@@ -358,10 +359,13 @@ def section_outcome(ctx: ReportContext, figures: Sequence[RenderedFigure]) -> st
         more.append(
             "<li>Pending: nothing; every gate has its decision. " + e(out.results) + "</li>"
         )
+    replayed = outside_freezes(ctx.published)
     frozen = (
         "Frozen rules: "
         + "; ".join(
-            f"{e(g)} <span class='hash' title='{e(h)}'>{e(h[:16])}…</span>" for g, h in out.hashes
+            f"{e(g)} <span class='hash' title='{e(h)}'>{e(h[:16])}…</span>"
+            + (" (this replay's freeze)" if g in replayed else "")
+            for g, h in out.hashes
         )
         + ". "
         if out.hashes

@@ -10,7 +10,6 @@ from stagewise.ledger import RunKey
 from stagewise.report.context import ReportContext
 from stagewise.report.figure_base import (
     FigureData,
-    as_dict,
     as_number,
     budget_label,
     condition_style,
@@ -44,7 +43,7 @@ BUDGET_FIGURE_COLUMNS = (
 @figure_data("budget")
 def budget_data(ctx: ReportContext) -> list[FigureData] | str:
     """GPU-hours per stage (budget result, else the plan) and the counterfactuals."""
-    budget = as_dict(ctx.budget) or {}
+    budget = ctx.budget or {}
     stages = budget.get("stages") or [
         {"stage": s["stage"], "budgeted_gpu_hours": s["budgeted_gpu_hours"]}
         for s in ctx.plan_dict["stages"]

@@ -15,7 +15,6 @@ from stagewise.budget_units import format_duration
 from stagewise.report.context import ReportContext
 from stagewise.report.figure_base import (
     FigureData,
-    as_dict,
     budget_label,
     color,
     condition_style,
@@ -61,20 +60,20 @@ def gate_series(ctx: ReportContext) -> list[Series]:
     series: list[Series] = []
     recomputed = set()
     for view in ctx.gates:
-        result = as_dict(view.result)
+        result = view.gate_result
         if result is None:
             continue
         recomputed.add(view.gate_id)
         mean, params, tokens = {}, {}, {}
-        for cond in result.get("conditions", []):
-            cid = cond.get("condition_id")
-            if cond.get("mean_val_bpb") is None or cid is None:
+        for cond in result.conditions:
+            m, p, t = (cond.number(k) for k in ("mean_val_bpb", "params_M", "tokens_M"))
+            if m is None or not math.isfinite(m):
                 continue
-            mean[cid] = float(cond["mean_val_bpb"])
-            if cond.get("params_M") is not None:
-                params[cid] = float(cond["params_M"])
-            if cond.get("tokens_M") is not None:
-                tokens[cid] = float(cond["tokens_M"])
+            mean[cond.condition_id] = m
+            if p is not None and math.isfinite(p):
+                params[cond.condition_id] = p
+            if t is not None and math.isfinite(t):
+                tokens[cond.condition_id] = t
         tokens_from = ""
         if not tokens:
             # Imported results may carry no token count while the publication prints it for

@@ -9,6 +9,7 @@ from stagewise.executors.command import missing_data
 from stagewise.executors.stage import Reporter, run_stage
 from stagewise.ledger import Ledger
 from stagewise.plan import build_plan
+from stagewise.snapshot import StudySnapshot
 from stagewise.study.model import Study
 from stagewise.walk.dry_run import dry_run_walk
 from stagewise.walk.progress import WalkReporter, gate_line
@@ -77,9 +78,10 @@ def run_study(
                 problem = unfrozen(study, ledger, gate)
                 if problem is not None:
                     raise FrozenRuleMismatch(problem)
-                analysis = result_from_runs(
-                    study, gate.gate_id, ledger.runs(), build_plan(study, ledger).candidates
-                )
+                # The ledger as it stands after the gates applied above; the analysis is
+                # read-only and without its freeze, as the driver has always shown it.
+                snap = StudySnapshot.read(study, ledger)
+                analysis = result_from_runs(study, gate.gate_id, snap.runs, snap.plan.candidates)
                 walk.awaiting_decision = analysis.to_json()
                 tell(gate_line(analysis).replace("gate ", "analysis of gate ", 1))
                 walk.outcome = "waiting"
