@@ -354,6 +354,13 @@ def _commands(study: Study, condition: Condition) -> dict[str, tuple[str, ...]]:
     return {owner: tuple(substitute(t, values)) for owner, t in templates.items()}
 
 
+def _portable_argv(study: Study, argv: Iterable[str]) -> tuple[str, ...]:
+    """An argv as a recipe holds it: an absolute path becomes study-relative or
+    `<outside the study>/name` (its program's sha256 identifies it), so that where this machine
+    keeps a trainer never changes the recipe and no machine path reaches a bundle."""
+    return tuple(portable_path(study, element) for element in argv)
+
+
 class RecipeResolver:
     """Resolves recipes of one study; what every condition shares is computed once."""
 
@@ -369,10 +376,11 @@ class RecipeResolver:
 
     def recipe(self, condition: Condition) -> Recipe:
         study = self.study
-        commands = _commands(study, condition)
+        resolved = _commands(study, condition)
         programs: dict[str, str | None] = {}
-        for argv in commands.values():
+        for argv in resolved.values():
             programs.update(_program_files(study, argv))
+        commands = {owner: _portable_argv(study, argv) for owner, argv in resolved.items()}
         runner = {k: v for k, v in study.runner.items() if k not in EXECUTOR_KEYS}
         for key in PATH_KEYS:
             if key in runner:

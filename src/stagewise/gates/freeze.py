@@ -270,6 +270,30 @@ def study_part(recipe: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+MASKED_PATH = "<path>/"  # how a bundle shows an absolute path of the study files (ledger/masking)
+
+
+def _as_masked(frozen: Any, shown: Any) -> Any:
+    """`frozen` with each path the bundled study files show masked (`<path>/name`) put in that
+    form where its file name agrees: a bundle cannot show where the machine kept a file, only
+    its name, so a masked path is compared by name (the frozen recipe's own hash, checked
+    against the chain, still covers the full value)."""
+    if isinstance(frozen, dict) and isinstance(shown, dict):
+        return {k: _as_masked(v, shown.get(k)) for k, v in frozen.items()}
+    if isinstance(frozen, list | tuple) and isinstance(shown, list | tuple):
+        if len(frozen) != len(shown):
+            return list(frozen)
+        return [_as_masked(f, c) for f, c in zip(frozen, shown, strict=True)]
+    if (
+        isinstance(frozen, str)
+        and isinstance(shown, str)
+        and shown.startswith(MASKED_PATH)
+        and frozen.replace("\\", "/").rsplit("/", 1)[-1] == shown[len(MASKED_PATH) :]
+    ):
+        return shown
+    return frozen
+
+
 def recipe_edits(
     study: Study, record: FreezeRecord, now: dict[str, list[str] | None], *, files_only: bool
 ) -> list[str]:
@@ -286,8 +310,8 @@ def recipe_edits(
     resolved = RecipeResolver(study).recipes(c for c in study.condition_ids if c in wanted)
     current = {cid: r.to_json() for cid, r in resolved.items()}
     if files_only:
-        frozen = {cid: study_part(r) for cid, r in frozen.items()}
         current = {cid: study_part(r) for cid, r in current.items()}
+        frozen = {cid: _as_masked(study_part(r), current.get(cid)) for cid, r in frozen.items()}
     edits = describe_recipe_changes(frozen, current, study)
     if not edits and not files_only:
         hashes = (parse(record).get("frozen") or {}).get("recipes") or {}
