@@ -230,7 +230,8 @@ def grace_seconds(
     return floor + float(startup)
 
 
-def _seconds_between(start: str | None, end: str | None) -> float | None:
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one ISO timestamp to another; None when either is missing or unreadable."""
     if not start or not end:
         return None
     try:
@@ -251,7 +252,7 @@ def measured_overhead(study: Study, runs: Iterable[Any]) -> float | None:
         if r.status != "succeeded" or r.stage not in study.stages:
             continue
         budget = study.stages[r.stage].budget_seconds
-        wall = _seconds_between(r.started_at, r.finished_at)
+        wall = seconds_between(r.started_at, r.finished_at)
         if budget <= 0 or wall is None or wall <= 0:
             continue
         over = max(0.0, wall - budget)

@@ -43,27 +43,15 @@ from stagewise.executors.command import (
     substitute,
 )
 from stagewise.ledger import canonical_json, sha256_text
+from stagewise.study.load import TEMPLATE_NAMES
 from stagewise.study.model import Condition, Study
 
 RECIPE_FORMAT = "stagewise-recipe/1"
 # Names a command template fills per run (seed, budget, folders, host) or per machine (python,
-# the study's absolute path): a recipe keeps them as written.
-RUN_LEVEL_NAMES = frozenset(
-    {
-        "seed",
-        "time_budget",
-        "budget_seconds",
-        "token_budget",
-        "step_budget",
-        "out",
-        "out_dir",
-        "summary",
-        "stage",
-        "host",
-        "study",
-        "python",
-    }
-)
+# the study's absolute path): a recipe keeps them as written. They are every template name but
+# the condition's own, which a recipe fills in.
+CONDITION_NAMES = frozenset({"condition_id", "label", "role"})
+RUN_LEVEL_NAMES = TEMPLATE_NAMES - CONDITION_NAMES
 # What val_bpb means when stagewise's own runner computes it (data/metric.py, data/tokenizer.py).
 OWN_METRIC = (
     "bits per byte of the validation shard over eval_tokens tokens (stagewise.data.metric: "

@@ -78,6 +78,16 @@ def slurm_env() -> dict[str, str]:
     return dict(os.environ)
 
 
+def _slurm_call(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str] | None:
+    """Run one Slurm command, its output captured as text; None when it could not run or timed out."""
+    try:
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, env=slurm_env()
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 def squeue(
     job_ids: Iterable[str], timeout: float = SLURM_CALL_TIMEOUT
 ) -> dict[str, JobView] | None:
@@ -89,15 +99,8 @@ def squeue(
     ids = sorted({j.split("_")[0] for j in job_ids})
     if not ids:
         return {}
-    try:
-        proc = subprocess.run(
-            ["squeue", "-h", "-j", ",".join(ids), "-o", "%i|%T|%r|%N"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=slurm_env(),
-        )
-    except (OSError, subprocess.TimeoutExpired):
+    proc = _slurm_call(["squeue", "-h", "-j", ",".join(ids), "-o", "%i|%T|%r|%N"], timeout)
+    if proc is None:
         return None
     if proc.returncode != 0:
         # squeue refuses ids it no longer knows ("Invalid job id specified") when every job
@@ -139,17 +142,8 @@ def expand_array_id(job_id: str) -> list[str]:
 
 def scontrol_show(job_id: str, timeout: float = SLURM_CALL_TIMEOUT) -> JobView | None:
     """A job that left the queue, as `scontrol show job` still knows it; None when not."""
-    try:
-        proc = subprocess.run(
-            ["scontrol", "-o", "show", "job", job_id],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=slurm_env(),
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if proc.returncode != 0 or not proc.stdout.strip():
+    proc = _slurm_call(["scontrol", "-o", "show", "job", job_id], timeout)
+    if proc is None or proc.returncode != 0 or not proc.stdout.strip():
         return None
     return parse_scontrol(job_id, proc.stdout)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from stagewise.budget_units import format_eta
 from stagewise.executors.base import ExecutorEvent, RunOutcome
+from stagewise.executors.command import seconds_between
 from stagewise.executors.stage import NullReporter, Reporter, StageState
 from stagewise.gates.results import GateResult
 from stagewise.plan import StagePlan
@@ -67,7 +67,7 @@ class WalkReporter:
     def _add_record(self, r: Any) -> None:
         if r.status != "succeeded" or r.training_seconds is None:
             return
-        wall = _seconds_between(r.started_at, r.finished_at)
+        wall = seconds_between(r.started_at, r.finished_at)
         if wall is not None:
             self._add((r.stage, r.seed, r.host, r.condition_id), wall, float(r.training_seconds))
 
@@ -195,17 +195,6 @@ class WalkReporter:
             f"walk: stage {index} of {total} ({name}), ETA stage {format_eta(self.stage_eta(), 'unknown')}, "
             f"overall {format_eta(self.overall_eta(), 'unknown')}"
         )
-
-
-def _seconds_between(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    try:
-        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (b - a).total_seconds()
 
 
 def gate_line(result: GateResult) -> str:
