@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,18 @@ def run_cli(
             f"stagewise {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _empty_doctor_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reads or writes the user's ~/.cache/stagewise/doctor.json (freeze reads it)."""
+    old = os.environ.get("STAGEWISE_CACHE")
+    os.environ["STAGEWISE_CACHE"] = str(tmp_path_factory.mktemp("doctor-cache"))
+    yield
+    if old is None:
+        os.environ.pop("STAGEWISE_CACHE", None)
+    else:
+        os.environ["STAGEWISE_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,12 @@ def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.smoke
-def test_doctor_passes_and_measures_on_this_machine(sample_data: Path) -> None:  # noqa: F811
+def test_doctor_passes_and_measures_on_this_machine(
+    sample_data: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STAGEWISE_CACHE", str(tmp_path / "cache"))
     proc = run_cli("doctor", "--json", "--data", sample_data, "--steps", "6")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)  # stdout is the JSON only: the run's output is kept out
@@ -50,6 +55,11 @@ def test_doctor_passes_and_measures_on_this_machine(sample_data: Path) -> None: 
     assert smoke["tokens_per_second"] > 0 and smoke["steps_in_5_minutes"] > 0
     assert 0 < smoke["val_bpb"] < 20 and smoke["eval_batch_size"] >= 1
     assert smoke["executor"] == "local warm worker" and smoke["startup_seconds"] > 0
+    # The measurement is kept in the user cache for `freeze` (no --study given).
+    kept = json.loads((tmp_path / "cache" / "doctor.json").read_text())
+    assert kept["seconds_per_step"] == smoke["seconds_per_step"] > 0
+    assert kept["total_batch_size"] == smoke["total_batch_size"] > 0
+    assert kept["device"] == smoke["device"] and kept["measured_at"].endswith("+00:00")
     versions = {row["package"]: row for row in report["versions"]}
     assert versions["torch"]["installed"] == torch.__version__
     assert {"torch", "typer", "numpy", "pandas"} <= set(versions)
@@ -136,3 +146,32 @@ def test_a_version_outside_the_tested_set_is_flagged_with_the_fix() -> None:
     missing = {k: v for k, v in pins.items() if k != "numpy"}
     check, _ = check_versions(missing)
     assert check.status == "WARN" and "(not in the tested set)" in check.detail
+
+
+def test_a_study_given_keeps_the_measurement_in_its_folder(tmp_path: Path) -> None:
+    """`doctor --study DIR` keeps the smoke run's seconds per step in DIR/doctor.json, which
+    `freeze` reads before the user cache; nothing measured, nothing kept."""
+    from stagewise.doctor import record_rate
+    from stagewise.gates.doctor_rate import read_rate
+    from tests.conftest import write_study
+
+    smoke = {
+        "device": "cpu",
+        "depth": 2,
+        "aspect_ratio": 32,
+        "sequence_len": 128,
+        "device_batch_size": 16,
+        "total_batch_size": 2048,
+        "seconds_per_step": 0.05,
+        "measured_at": "2026-01-02T03:04:05+00:00",
+    }
+    study = write_study(tmp_path / "s")
+    assert record_rate(smoke, study) == study / "doctor.json"
+    found = read_rate(study)
+    assert found is not None and found[1] == study / "doctor.json"
+    assert found[0].seconds_per_step == 0.05 and found[0].total_batch_size == 2048
+    assert record_rate(None, study) is None
+    assert record_rate({**smoke, "seconds_per_step": None}, study) is None
+    proc = run_cli("doctor", "--study", tmp_path / "nowhere", "--no-smoke")
+    assert proc.returncode != 0 and "no study.toml there" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr

@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -359,6 +360,11 @@ def smoke_training(
         "device": kind,
         "depth": cfg.depth,
         "aspect_ratio": cfg.aspect_ratio,
+        "sequence_len": cfg.sequence_len,
+        "device_batch_size": cfg.device_batch_size,
+        "total_batch_size": cfg.total_batch_size,
+        "seconds_per_step": per_step,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "num_params": summary.get("num_params"),
         "steps": summary["num_steps"],
         "untimed_steps": summary.get("untimed_steps"),
@@ -429,4 +435,13 @@ def run_doctor(
     return report
 
 
-__all__ = ["Check", "Report", "run_doctor", "smoke_argv", "smoke_config"]
+def record_rate(smoke: dict[str, Any] | None, study_root: Path | None = None) -> Path | None:
+    """Keep the smoke run's seconds per step for `freeze` (gates/doctor_rate.py): in the study
+    folder when given, else the user cache. Its path, or None when nothing was measured."""
+    from stagewise.gates.doctor_rate import DoctorRate, write_rate
+
+    rate = DoctorRate.from_json(smoke) if smoke else None
+    return write_rate(rate, study_root) if rate is not None else None
+
+
+__all__ = ["Check", "Report", "record_rate", "run_doctor", "smoke_argv", "smoke_config"]

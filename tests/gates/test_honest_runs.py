@@ -11,10 +11,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from stagewise.analysis.run_checks import check_run, time_split
 from stagewise.executors.base import RunTask
 from stagewise.executors.command import grace_seconds, measured_overhead
 from stagewise.executors.process import classify
+from stagewise.gates.throughput import short_budgets
 from stagewise.ledger import Ledger, RunKey
 from stagewise.study import load_study
 from tests.conftest import run_cli, write_study
@@ -165,6 +168,70 @@ def test_freeze_warns_when_a_budget_is_expected_to_train_too_few_steps(tmp_path:
     assert short[("s1", "c_a")]["source"] == "this condition's runs"
     # c_b and c_c have the same total batch: the study's median tokens/s applies to them.
     assert short[("s1", "c_b")]["source"] == "the study's median tokens/s"
+
+
+def _doctor_json(folder: Path, seconds_per_step: float, total_batch_size: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "doctor.json").write_text(
+        json.dumps(
+            {
+                "seconds_per_step": seconds_per_step,
+                "device": "cpu",
+                "total_batch_size": total_batch_size,
+                "sequence_len": 128,
+                "device_batch_size": 16,
+                "depth": 2,
+                "aspect_ratio": 32,
+                "measured_at": "2026-01-02T03:04:05+00:00",
+            }
+        )
+    )
+
+
+def test_freeze_without_measured_runs_estimates_from_doctors_measurement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_study(tmp_path / "s")  # s1: a 4 s budget, 4096 tokens per step
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("STAGEWISE_CACHE", str(cache))
+    # Neither runs nor doctor: no estimate, no warning.
+    first = json.loads(run_cli("freeze", folder, "g1", "--json", check=True).stdout)
+    assert first["short_budgets"] == []
+    # Doctor (user cache) trained 2048 tokens per step at 0.25 s: the study's 4096 tokens per
+    # step take ~0.5 s, so s1's 4 s budget trains ~8 steps (< min_steps = 20).
+    _doctor_json(cache, 0.25, 2048)
+    folder = write_study(tmp_path / "s2")
+    proc = run_cli("freeze", folder, "g1", check=True)
+    assert "doctor's measurement" in proc.stdout and "rough" in proc.stdout
+    folder = write_study(tmp_path / "s3")
+    out = json.loads(run_cli("freeze", folder, "g1", "--json", check=True).stdout)
+    short = {(s["stage"], s["condition_id"]): s for s in out["short_budgets"]}
+    assert short[("s1", "c_a")]["expected_steps"] in (7, 8)
+    source = short[("s1", "c_a")]["source"]
+    assert "doctor's measurement" in source and str(cache / "doctor.json") in source
+    assert "2026-01-02T03:04:05+00:00" in source and "rough" in source
+
+
+def test_the_studys_doctor_json_comes_before_the_cache_and_runs_before_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_study(tmp_path / "s")
+    monkeypatch.setenv("STAGEWISE_CACHE", str(tmp_path / "cache"))
+    study = load_study(folder)
+    _doctor_json(tmp_path / "cache", 4 / 5.5, 4096)  # the cache says ~5 steps in 4 s
+    _doctor_json(folder, 4 / 3.5, 4096)  # the study's own file says ~3 steps
+    with Ledger.open(study.root, create=True) as ledger:
+        short = {s.condition_id: s for s in short_budgets(study, ledger, "g1")}
+    assert short["c_a"].expected_steps == 3 and str(folder) in short["c_a"].source
+    # A measured run of the study: doctor's measurement is not used any more.
+    (tmp_path / "r.csv").write_text(
+        "stage,condition_id,seed,host,val_bpb,training_seconds,num_steps\n"
+        "s1,c_a,1,block-a,2.0,4.0,4\n"
+    )
+    run_cli("import", folder, tmp_path / "r.csv", check=True)
+    with Ledger.open(study.root) as ledger:
+        sources = {s.source for s in short_budgets(study, ledger, "g1")}
+    assert sources and not any("doctor" in s for s in sources)
 
 
 def test_timeout_cause_is_the_same_everywhere_and_names_the_setting(tmp_path: Path) -> None:

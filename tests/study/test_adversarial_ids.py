@@ -182,6 +182,8 @@ def test_safe_join_never_leaves_its_root(tmp_path: Path, parts: list[str]) -> No
 @example(position="gate", bad="../../../gpwn_outside")
 @example(position="condition", bad="/some/dir")
 @example(position="host", bad="x/..")
+@example(position="study.name", bad=" lead")
+@example(position="condition", bad="c_b ")
 def test_load_refuses_the_id_naming_file_and_key(position: str, bad: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = write(Path(tmp) / "study", place(position, bad))

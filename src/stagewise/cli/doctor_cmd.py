@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from stagewise.cli.common import console, emit_json
+from stagewise.errors import StudyError
 
 
 def doctor(
@@ -41,9 +42,14 @@ def doctor(
             "and report the queue wait, the node and the device instead."
         ),
     ] = None,
-    study: Annotated[Path, typer.Option(help="The study folder whose --host is checked.")] = Path(
-        "."
-    ),
+    study: Annotated[
+        Path | None,
+        typer.Option(
+            help="The study folder whose --host is checked (default .); without --host, the "
+            "smoke run's seconds per step go to its doctor.json (else the user cache's) for "
+            "`freeze` to estimate steps with."
+        ),
+    ] = None,
     timeout: Annotated[
         float, typer.Option(help="With --host: longest wait for the smoke job (seconds).")
     ] = 600.0,
@@ -52,15 +58,17 @@ def doctor(
 
     Prints tokens/s, MFU (where the GPU's peak is known), peak memory and the steps a 5-minute
     budget would train. Exit code 1 when a check fails."""
-    from stagewise.doctor import run_doctor
+    from stagewise.doctor import record_rate, run_doctor
 
     if host is not None:
         from stagewise.doctor_slurm import slurm_doctor
         from stagewise.study import load_study
 
-        report = slurm_doctor(load_study(study), host, timeout=timeout)
+        report = slurm_doctor(load_study(study or Path(".")), host, timeout=timeout)
         _show(report, as_json)
         return
+    if study is not None and not (study / "study.toml").is_file():
+        raise StudyError(f"--study {study}: no study.toml there (give a study folder)")
     size = {
         k: v
         for k, v in (
@@ -73,6 +81,14 @@ def doctor(
     report = run_doctor(
         data=data, device=device, size=size, steps=steps, compile_check=compile_check, smoke=smoke
     )
+    try:
+        kept = record_rate(report.smoke, study.resolve() if study is not None else None)
+    except OSError as exc:  # a read-only cache must not fail the checks
+        kept = None
+        if not as_json:
+            console.print(f"note: could not keep the measurement: {exc}", markup=False)
+    if kept is not None and not as_json:
+        console.print(f"measured seconds per step kept in {kept} (for `freeze`)", markup=False)
     _show(report, as_json)
 
 

@@ -4,8 +4,11 @@
 steps than `[runner] min_steps`: once frozen, a budget that is too short gives `too_short` runs
 that are ranked all the same. The seconds per step of a condition come from its own finished
 runs (training seconds over timed steps); a condition not run yet takes the study's median
-tokens per second at its total batch size. Before any run of the study finished there is no
-measurement and no warning (`stagewise doctor` measures a machine's tokens/s).
+tokens per second at its total batch size. Before any run of the study finished, the seconds
+per step that `stagewise doctor` measured (gates/doctor_rate.py: the study's doctor.json, else
+the user cache's) stand in, scaled by tokens per step relative to the config doctor trained: a
+rough estimate (another model size or device trains at another rate), and the warning says so.
+With neither, no warning.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stagewise.analysis.run_checks import RunLike, summary_of
+from stagewise.gates.doctor_rate import DoctorRate, read_rate
 from stagewise.ledger import Ledger
 from stagewise.plan import build_plan
 from stagewise.study.model import Study
@@ -28,7 +32,7 @@ class ShortBudget:
     budget_seconds: float
     expected_steps: int
     min_steps: int
-    source: str  # "this condition's runs" | "the study's median tokens/s"
+    source: str  # "this condition's runs" | "the study's median tokens/s" | doctor's measurement
 
     def text(self) -> str:
         return (
@@ -86,6 +90,7 @@ def short_budgets(study: Study, ledger: Ledger, gate_id: str) -> list[ShortBudge
         if cid in study.condition_ids and (tokens := _batch_tokens(study, cid)) is not None
     ]
     study_rate = statistics.median(tokens_per_s) if tokens_per_s else None
+    doctor = _doctor_source(study) if not per_step else None
     plan = build_plan(study, ledger)
     out: list[ShortBudget] = []
     for stage_id in study.gates[gate_id].stages:
@@ -98,11 +103,32 @@ def short_budgets(study: Study, ledger: Ledger, gate_id: str) -> list[ShortBudge
                 steps, source = budget / per_step[cid], "this condition's runs"
             elif study_rate is not None and (tokens := _batch_tokens(study, cid)) is not None:
                 steps, source = budget * study_rate / tokens, "the study's median tokens/s"
+            elif doctor is not None and (tokens := _batch_tokens(study, cid)) is not None:
+                rate, source = doctor
+                steps = budget / (rate.seconds_per_step * tokens / rate.total_batch_size)
             else:
                 continue
             if steps < minimum:
                 out.append(ShortBudget(stage_id, cid, budget, int(steps), minimum, source))
     return out
+
+
+def _doctor_source(study: Study) -> tuple[DoctorRate, str] | None:
+    """Doctor's measurement and the words that name it, when the study has no measured run."""
+    found = read_rate(study.root)
+    if found is None:
+        return None
+    rate, path = found
+    model = (
+        f", depth {rate.depth}/aspect {rate.aspect_ratio}"
+        if rate.depth is not None and rate.aspect_ratio is not None
+        else ""
+    )
+    return rate, (
+        f"doctor's measurement in {path} on {rate.device}{model} at {rate.measured_at}: "
+        f"{rate.seconds_per_step:.3g}s per step of {rate.total_batch_size} tokens, scaled by "
+        "tokens per step; rough, the study has no measured run yet"
+    )
 
 
 __all__ = ["ShortBudget", "seconds_per_step", "short_budgets"]

@@ -74,7 +74,10 @@ def _build(root: Path, ctx: TomlContext, raw: dict[str, Any]) -> Study:
     ctx.known_keys("", raw, TOP_KEYS)
     study = _table(ctx, raw, "study", required=True)
     ctx.known_keys("study.", study, STUDY_KEYS)
-    name = ctx.safe_id("study.name", non_empty_str(ctx, "study.name", study.get("name")))
+    # The id rule sees the name as written: a name with surrounding spaces is refused like any
+    # other unsafe id (as [stages.<id>], [gates.<id>], [hosts.<id>] are), never silently trimmed.
+    non_empty_str(ctx, "study.name", study.get("name"))
+    name = ctx.safe_id("study.name", study["name"])
     matrix_file = non_empty_str(ctx, "study.matrix", study.get("matrix"))
     metric = non_empty_str(ctx, "study.metric", study.get("metric", "val_bpb"))
     if metric not in METRICS:

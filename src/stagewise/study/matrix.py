@@ -57,7 +57,8 @@ def _condition(where: str, row: dict[str, Any]) -> Condition:
         value = row.get(key)
         if value is None or not str(value).strip():
             raise StudyError(f"{where}: {key} is empty; every condition needs a {key}")
-    cid = str(row["condition_id"]).strip()
+    # Checked as written, not trimmed: " c_b" is refused like any other unsafe id.
+    cid = str(row["condition_id"])
     problem = id_problem(cid)
     if problem is not None:
         raise StudyError(f"{where}: condition_id: {problem}")
