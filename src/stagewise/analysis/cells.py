@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 
-class ResultLike(Protocol):
-    """What the analysis needs from a run record (the ledger's RunRecord satisfies it)."""
+class RunKeyLike(Protocol):
+    """Which cell a run record fills, its status and training time (the ledger's RunRecord
+    satisfies it); the analysis's protocols add what each of them reads beyond this."""
 
     @property
     def stage(self) -> str: ...
@@ -24,13 +25,17 @@ class ResultLike(Protocol):
     def seed(self) -> int: ...
     @property
     def host(self) -> str: ...
-
     @property
     def status(self) -> str: ...
     @property
-    def val_bpb(self) -> float | None: ...
-    @property
     def training_seconds(self) -> float | None: ...
+
+
+class ResultLike(RunKeyLike, Protocol):
+    """What the analysis needs from a run record (the ledger's RunRecord satisfies it)."""
+
+    @property
+    def val_bpb(self) -> float | None: ...
     @property
     def total_tokens_M(self) -> float | None: ...
     @property

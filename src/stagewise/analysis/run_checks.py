@@ -21,25 +21,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stagewise.analysis.cells import RunKeyLike
+
 OVERSHOOT_FRACTION = 0.10  # training beyond budget x 1.10 is flagged over_budget
 FLAGS = ("too_short", "over_budget", "slow_eval")
 
 
-class RunLike(Protocol):
+class RunLike(RunKeyLike, Protocol):
     """What the checks need from a run record (the ledger's RunRecord satisfies it)."""
 
-    @property
-    def stage(self) -> str: ...
-    @property
-    def condition_id(self) -> str: ...
-    @property
-    def seed(self) -> int: ...
-    @property
-    def host(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def training_seconds(self) -> float | None: ...
     @property
     def total_seconds(self) -> float | None: ...
     @property

@@ -352,35 +352,24 @@ def build_table(
     else:
         paired = False
     censored = {(r.condition_id, r.host, r.seed) for r in rows if r.censored_after is not None}
+    run_ids: tuple[tuple[tuple[Seed, ...], ...], ...] = ()
     if paired:
         levels = tuple(Level(b, dense[li], True) for li, b in enumerate(budgets))
-        return CurvesTable(
-            source,
-            tuple(rows),
-            conditions,
-            budgets,
-            hosts,
-            seeds,
-            levels,
-            unit=unit,
-            metric=metric,
-            curve_kind=curve_kind,
-            paired=True,
-            censored_runs=len(censored),
-        )
-    # Unpaired: each (condition, host) keeps its own runs, in slots shared by every level.
-    ids: list[list[list[Seed]]] = [[[] for _ in hosts] for _ in conditions]
-    has_run = np.isfinite(dense).any(axis=0)  # [c, h, s]
-    for ci in range(len(conditions)):
-        for hi in range(len(hosts)):
-            ids[ci][hi] = [seeds[si] for si in np.flatnonzero(has_run[ci, hi])]
-    slots = max(1, max(len(x) for per in ids for x in per))
-    packed = np.full((len(budgets), len(conditions), len(hosts), slots), np.nan)
-    for ci in range(len(conditions)):
-        for hi in range(len(hosts)):
-            cols = [s_index[s] for s in ids[ci][hi]]
-            packed[:, ci, hi, : len(cols)] = dense[:, ci, hi, cols]
-    levels = tuple(Level(b, packed[li], False) for li, b in enumerate(budgets))
+    else:
+        # Unpaired: each (condition, host) keeps its own runs, in slots shared by every level.
+        ids: list[list[list[Seed]]] = [[[] for _ in hosts] for _ in conditions]
+        has_run = np.isfinite(dense).any(axis=0)  # [c, h, s]
+        for ci in range(len(conditions)):
+            for hi in range(len(hosts)):
+                ids[ci][hi] = [seeds[si] for si in np.flatnonzero(has_run[ci, hi])]
+        slots = max(1, max(len(x) for per in ids for x in per))
+        packed = np.full((len(budgets), len(conditions), len(hosts), slots), np.nan)
+        for ci in range(len(conditions)):
+            for hi in range(len(hosts)):
+                cols = [s_index[s] for s in ids[ci][hi]]
+                packed[:, ci, hi, : len(cols)] = dense[:, ci, hi, cols]
+        levels = tuple(Level(b, packed[li], False) for li, b in enumerate(budgets))
+        run_ids = tuple(tuple(tuple(x) for x in per) for per in ids)
     return CurvesTable(
         source,
         tuple(rows),
@@ -392,8 +381,8 @@ def build_table(
         unit=unit,
         metric=metric,
         curve_kind=curve_kind,
-        paired=False,
-        run_ids=tuple(tuple(tuple(x) for x in per) for per in ids),
+        paired=paired,
+        run_ids=run_ids,
         censored_runs=len(censored),
     )
 
