@@ -194,13 +194,7 @@ def end_outcome(
     the traceback submitit saved when the job's Python failed; `cancelled` our own reason when
     the driver cancelled it (Ctrl-C), which makes the run interrupted, not failed.
     """
-    state = view.state if view is not None else "UNKNOWN"
-    where = f"Slurm job {job_id} {state}"
-    if view is not None and view.reason:
-        where += f" ({view.reason})"
-    if view is not None and view.node:
-        where += f" on {view.node}"
-    log_note = f"; job log {job_log}" if job_log else ""
+    state, where, log_note = _job_where(job_id, view, job_log)
     common: dict[str, Any] = dict(
         key=task.key,
         log_path=task.log_path,
@@ -238,6 +232,16 @@ def with_job_state(
     retry): TIMEOUT -> timeout, OUT_OF_MEMORY -> oom, NODE_FAIL/PREEMPTED -> lost, CANCELLED ->
     killed. The run's own words stay at the end of the cause.
     """
+    state, where, log_note = _job_where(job_id, view, job_log)
+    if state in END_STATES and state not in ("COMPLETED", "FAILED"):
+        kind, meaning = END_STATES[state]
+        cause = f"{kind}: {meaning}; {where}{log_note} (the run: {outcome.cause})"
+        return dataclasses.replace(outcome, failure=kind, cause=cause)
+    return dataclasses.replace(outcome, cause=f"{outcome.cause}; {where}{log_note}")
+
+
+def _job_where(job_id: str, view: JobView | None, job_log: str | None) -> tuple[str, str, str]:
+    """The job's last state, `Slurm job 123 STATE (reason) on node` and `; job log PATH` ("")."""
     state = view.state if view is not None else "UNKNOWN"
     where = f"Slurm job {job_id} {state}"
     if view is not None and view.reason:
@@ -245,11 +249,7 @@ def with_job_state(
     if view is not None and view.node:
         where += f" on {view.node}"
     log_note = f"; job log {job_log}" if job_log else ""
-    if state in END_STATES and state not in ("COMPLETED", "FAILED"):
-        kind, meaning = END_STATES[state]
-        cause = f"{kind}: {meaning}; {where}{log_note} (the run: {outcome.cause})"
-        return dataclasses.replace(outcome, failure=kind, cause=cause)
-    return dataclasses.replace(outcome, cause=f"{outcome.cause}; {where}{log_note}")
+    return state, where, log_note
 
 
 def _last_line(text: str) -> str:
