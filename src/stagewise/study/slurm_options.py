@@ -94,6 +94,14 @@ def _integer(ctx: TomlContext, key: str, value: Any, low: int, high: int) -> int
     return int(value)
 
 
+def _positive(ctx: TomlContext, key: str, value: Any) -> float:
+    """A positive number (memory in GB, minutes of queue wait)."""
+    problem = bounds.number_problem(value, low=0, high=1e6)
+    if problem is not None or value <= 0:
+        raise ctx.fail(key, problem or f"expected a positive number, but got {value!r}")
+    return float(value)
+
+
 def _minutes(ctx: TomlContext, key: str, value: Any) -> int:
     """Whole minutes (rounded up) from an integer of minutes or a string like '90m', '2h'."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -159,13 +167,7 @@ def parse_slurm_options(ctx: TomlContext, host: str, table: dict[str, Any]) -> S
             ctx, f"{key}.cpus_per_task", table["cpus_per_task"], 1, 4096
         )
     if "mem_gb" in table:
-        problem = bounds.number_problem(table["mem_gb"], low=0, high=1e6)
-        if problem is not None or table["mem_gb"] <= 0:
-            raise ctx.fail(
-                f"{key}.mem_gb",
-                problem or f"expected a positive number, but got {table['mem_gb']!r}",
-            )
-        values["mem_gb"] = float(table["mem_gb"])
+        values["mem_gb"] = _positive(ctx, f"{key}.mem_gb", table["mem_gb"])
     if "time_limit" in table:
         values["time_limit_minutes"] = _minutes(ctx, f"{key}.time_limit", table["time_limit"])
     if "array_parallelism" in table:
@@ -184,14 +186,9 @@ def parse_slurm_options(ctx: TomlContext, host: str, table: dict[str, Any]) -> S
             ctx, f"{key}.runs_per_job", table["runs_per_job"], 1, MAX_RUNS_PER_JOB
         )
     if "queue_wait_minutes" in table:
-        wait = table["queue_wait_minutes"]
-        problem = bounds.number_problem(wait, low=0, high=1e6)
-        if problem is not None or wait <= 0:
-            raise ctx.fail(
-                f"{key}.queue_wait_minutes",
-                problem or f"expected a positive number, but got {wait!r}",
-            )
-        values["queue_wait_minutes"] = float(wait)
+        values["queue_wait_minutes"] = _positive(
+            ctx, f"{key}.queue_wait_minutes", table["queue_wait_minutes"]
+        )
     return SlurmOptions(**values)
 
 
