@@ -40,6 +40,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "stagewise.words",  # counts and small figures as a person reads them
             "stagewise.examples",  # shipped example data (no code above this layer)
             "stagewise.tested_set",  # the tested versions (constraints.txt, package data)
+            "stagewise.json_types",  # the types of what is written as JSON
         ),
     ),
     ("study", ("stagewise.study",)),

@@ -64,7 +64,7 @@ def test_the_report_context_reads_once(synthetic: Path, counts: Counts) -> None:
     with Ledger.open(study.root, create=False) as ledger:
         ctx = collect(study, ledger)
     # Everything below is derived from the snapshot: no further plan, no further read.
-    assert ctx.status["stages"] and ctx.budget is not None
+    assert ctx.stage_runs and ctx.budget_result is not None
     for view in ctx.gates:
         _ = view.snapshot.changes_since_freeze, view.gate_result, view.sensitivity_grid
     assert (counts.plans, counts.runs) == (1, 1)

@@ -127,3 +127,13 @@ def format_budget(budget: Budget) -> str:
     if budget.unit == "steps":
         return f"{budget.amount:.0f}steps"
     return format_count(budget.amount) + "tok"
+
+
+def round_hours(value: float | None) -> float | None:
+    """Hours as the tool writes them: nine decimals.
+
+    Sums such as 0.2 + 2 + ... + 72 carry binary noise (169.20000000000002); nine decimals is
+    far below a second of GPU time and prints the hours as a person would write them. Every
+    writer of hours (plan, budget, report) rounds through here, so they agree to the digit.
+    """
+    return None if value is None else round(value, 9)

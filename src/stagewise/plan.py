@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stagewise.budget_units import round_hours
 from stagewise.study.model import Gate, Stage, Study
 
 
@@ -71,11 +72,6 @@ def resolve_candidates(
                 None if chosen is None else tuple(sorted(chosen, key=lambda c: order.get(c, 10**9)))
             )
     return out
-
-
-def _round(value: float | None) -> float | None:
-    # Sums of hours like 0.2 + 2 + ... carry float noise; 9 decimals is far below a second.
-    return None if value is None else round(value, 9)
 
 
 @dataclass(frozen=True)
@@ -138,8 +134,8 @@ class StagePlan:
             "candidates": list(self.candidates) if self.candidates is not None else None,
             "candidate_count": self.candidate_count,
             "decision_manual": self.decision.manual if self.decision else None,
-            "budgeted_gpu_hours": _round(self.budgeted_gpu_hours),
-            "estimated_gpu_hours": _round(self.estimated_gpu_hours),
+            "budgeted_gpu_hours": round_hours(self.budgeted_gpu_hours),
+            "estimated_gpu_hours": round_hours(self.estimated_gpu_hours),
             "runs": [
                 {"condition_id": k.condition_id, "seed": k.seed, "host": k.host} for k in self.runs
             ],
@@ -187,15 +183,18 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         """The object of `stagewise plan --json`."""
-        total = self.total_budgeted_gpu_hours
         return {
             "study": self.study.name,
             "stages": [sp.to_json() for sp in self.stages],
-            "total_budgeted_gpu_hours": _round(total)
-            if total is not None
-            else self._why_no_total(),
-            "known_budgeted_gpu_hours": _round(self.known_budgeted_gpu_hours),
+            "total_budgeted_gpu_hours": self.total_shown,
+            "known_budgeted_gpu_hours": round_hours(self.known_budgeted_gpu_hours),
         }
+
+    @property
+    def total_shown(self) -> float | str | None:
+        """The total as `plan --json` writes it: rounded hours, or why there is none yet."""
+        total = self.total_budgeted_gpu_hours
+        return round_hours(total) if total is not None else self._why_no_total()
 
     def _why_no_total(self) -> str:
         """ "unknown" when a stage counts tokens or steps (no hours before it runs), else

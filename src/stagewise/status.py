@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from stagewise.analysis.run_checks import check_runs, flag_counts, flagged
@@ -72,26 +73,52 @@ def study_status(study: Study, ledger: Ledger) -> dict[str, Any]:
     return status_of(StudySnapshot.read(study, ledger), jobs=job_rows(ledger))
 
 
+@dataclass(frozen=True)
+class StageRuns:
+    """How many runs of a stage are in each state (`status --json`'s `runs` of the stage)."""
+
+    stage: str
+    candidate_source: str  # where its candidates come from, in words
+    planned_runs: int | None  # None while its feeding gate is undecided
+    runs: Mapping[str, int]  # every RUN_STATES key; planned runs without a row are pending
+
+    def count(self, state: str) -> int:
+        return self.runs.get(state, 0)
+
+    @property
+    def recorded(self) -> int:
+        """Runs with a ledger row that is not pending."""
+        return sum(v for k, v in self.runs.items() if k != "pending")
+
+
+def stage_runs(snap: StudySnapshot) -> tuple[StageRuns, ...]:
+    """Each planned stage's runs by state, in plan order."""
+    by_stage: dict[str, Counter[str]] = {}
+    for rec in snap.runs:
+        by_stage.setdefault(rec.stage, Counter())[rec.status] += 1
+    out = []
+    for sp in snap.plan.stages:
+        counts = by_stage.get(sp.stage.stage_id, Counter())
+        planned = len(sp.runs) if sp.known else None
+        # Planned runs with no ledger row yet are pending too.
+        pending_extra = max(0, (planned or 0) - sum(counts.values()))
+        runs = {state: counts.get(state, 0) for state in RUN_STATES}
+        runs["pending"] += pending_extra
+        out.append(StageRuns(sp.stage.stage_id, sp.stage.candidates.describe(), planned, runs))
+    return tuple(out)
+
+
 def status_of(snap: StudySnapshot, jobs: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The `stagewise status --json` object of a snapshot (no gate is evaluated for it);
     `jobs`: the cluster jobs carrying runs (`job_status.job_rows`)."""
     study, plan, records = snap.study, snap.plan, snap.runs
     retrying = _retrying(snap, records)
     waiting = _waiting(snap)
-    by_stage: dict[str, Counter[str]] = {}
-    for rec in records:
-        by_stage.setdefault(rec.stage, Counter())[rec.status] += 1
     budgets = {sid: st.budget_seconds for sid, st in study.stages.items()}
     checks = check_runs(records, budgets, study.min_steps)
     stages = []
-    for sp in plan.stages:
-        counts = by_stage.get(sp.stage.stage_id, Counter())
-        planned = len(sp.runs) if sp.known else None
-        recorded = sum(counts.values())
-        # Planned runs with no ledger row yet are pending too.
-        pending_extra = max(0, (planned or 0) - recorded)
-        runs = {state: counts.get(state, 0) for state in RUN_STATES}
-        runs["pending"] += pending_extra
+    for sp, counted in zip(plan.stages, stage_runs(snap), strict=True):
+        planned, runs = counted.planned_runs, dict(counted.runs)
         host_kinds = sorted({study.hosts[h].executor for h in sp.stage.hosts})
         stages.append(
             {

@@ -16,6 +16,7 @@ from itertools import combinations
 import numpy as np
 
 from stagewise.analysis.cells import Cell
+from stagewise.json_types import JsonObject
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class HostPair:
     kendall_tau: float | None
     spearman_rho: float | None
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JsonObject:
         return {
             "host_a": self.host_a,
             "host_b": self.host_b,
@@ -113,7 +114,7 @@ class LeaveOneOut:
     selected: tuple[str, ...]
     changed: bool
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JsonObject:
         return {
             "host": self.cell.host,
             "seed": self.cell.seed,

@@ -22,7 +22,7 @@ import getpass
 import os
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,7 @@ class Scrubber:
             return withheld(sha256_text(canonical_json(shown)))
         return shown
 
-    def committed_record(self, record: dict[str, Any]) -> dict[str, Any]:
+    def committed_record(self, record: Mapping[str, object]) -> dict[str, object]:
         return {k: self.committed(v) for k, v in record.items()}
 
     def names_in(self, text: str) -> bool:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from stagewise.analysis.confidence import DEFAULT_CONFIDENCE
 from stagewise.analysis.sensitivity import DEFAULT_GRID, parse_grid
+from stagewise.budget_units import round_hours
 from stagewise.cli.common import (
     SeedAlias,
     console,
@@ -205,30 +206,30 @@ def sensitivity(
         if gate not in study.gates:
             raise StudyError(f"unknown gate {gate!r}; gates: {', '.join(study.gates)}")
         ledger.require_intact()
-        obj = compute_sensitivity(study, ledger, gate, values).to_json()
+        grid_result = compute_sensitivity(study, ledger, gate, values)
     if json_:
-        emit_json(obj)
+        emit_json(grid_result.to_json())
         return
     console = _out()
-    grid_text = " ".join(f"{t:.3f}" for t in obj["grid"])
+    grid_text = " ".join(f"{t:.3f}" for t in grid_result.grid)
     table = Table(title=f"{gate}: threshold sensitivity (grid {grid_text}; + pass, x fail)")
     for col in ("condition", "statistic", "observed", "declared", "grid", "note"):
         table.add_column(col)
-    for r in obj["rows"]:
+    for r in grid_result.rows:
         marks = "".join(
-            "+" if g["verdict"] == "pass" else "x" if g["verdict"] == "fail" else "?"
-            for g in r["grid"]
+            "+" if v == "pass" else "x" if v == "fail" else "?" for v in r.sweep.verdicts
         )
-        declared = f"<= {r['declared_threshold']:g}: {r['verdict_at_declared_threshold']}"
-        if r["role"] != "declared":
+        declared = f"<= {r.declared_threshold:g}: {r.verdict_at_declared_threshold}"
+        role = "declared" if r.declared else "diagnostic"
+        if not r.declared:
             declared += " (diagnostic only)"
         table.add_row(
-            r["label"],
-            f"{r['statistic'].replace('_to_reference', '')} ({r['role']})",
-            fmt(r["observed"]),
+            r.label,
+            f"{r.statistic.replace('_to_reference', '')} ({role})",
+            fmt(r.observed),
             declared,
             marks,
-            r["note"],
+            r.sweep.note(),
         )
     console.print(table)
 
@@ -236,13 +237,13 @@ def sensitivity(
 def budget(folder: StudyDir, json_: JsonFlag = False) -> None:
     """Budgeted and recorded GPU-hours per stage, totals and promotion counterfactuals."""
     with open_study(folder) as (study, ledger):
-        obj = compute_budget(study, ledger).to_json()
+        result = compute_budget(study, ledger)
     if json_:
-        emit_json(obj)
+        emit_json(result.to_json())
         return
     console = _out()
-    unit = obj["hours_unit"]
-    table = Table(title=f"{obj['study']}: {unit}")
+    unit = result.hours_unit
+    table = Table(title=f"{result.study}: {unit}")
     cols: tuple[str, ...] = (
         "stage",
         "candidates",
@@ -255,17 +256,19 @@ def budget(folder: StudyDir, json_: JsonFlag = False) -> None:
     cols += ("training", "evaluation", "start-up", "wall")
     for col in cols:
         table.add_column(col, justify="left" if col == "stage" else "right")
-    for s, split in zip(obj["stages"], obj["recorded_split"], strict=True):
+    # Hours as `budget --json` writes them (rounded), so the two never disagree.
+    h = round_hours
+    for s, split in zip(result.stages, result.splits, strict=True):
         table.add_row(
-            s["stage"],
-            fmt_count(s["candidates"]),
-            str(s["seeds"]),
-            str(s["hosts"]),
-            f"{s['budget_hours']:g}",
-            small(s["budgeted_gpu_hours"], 1),
-            small(s["recorded_gpu_hours"]),
-            *(small(split[k]) for k in ("training_hours", "eval_hours", "startup_hours")),
-            small(split["wall_hours"]),
+            s.stage,
+            fmt_count(s.candidates),
+            str(s.seeds),
+            str(s.hosts),
+            f"{s.budget_hours:g}",
+            small(h(s.budgeted_gpu_hours), 1),
+            small(h(s.recorded_gpu_hours)),
+            *(small(h(v)) for v in (split.training_hours, split.eval_hours, split.startup_hours)),
+            small(h(split.wall_hours)),
         )
     table.add_row(
         "total",
@@ -273,8 +276,8 @@ def budget(folder: StudyDir, json_: JsonFlag = False) -> None:
         "",
         "",
         "",
-        small(obj["total_budgeted_gpu_hours"], 1),
-        small(obj["total_recorded_gpu_hours"]),
+        small(h(result.total_budgeted_gpu_hours), 1),
+        small(h(result.total_recorded_gpu_hours)),
     )
     console.print(table)
     console.print(
@@ -282,12 +285,12 @@ def budget(folder: StudyDir, json_: JsonFlag = False) -> None:
         f"the rest of their time went ({unit})",
         markup=False,
     )
-    cf = Table(title=f"counterfactuals through the final gate ({obj['final_gate']})")
+    cf = Table(title=f"counterfactuals through the final gate ({result.final_gate})")
     for col in ("scenario", unit, "added vs executed"):
         cf.add_column(col, justify="left" if col == "scenario" else "right")
-    for c in obj["counterfactuals"]:
+    for c in result.counterfactuals:
         cf.add_row(
-            c["scenario"], small(c["confirmation_gpu_hours"], 1), small(c["added_vs_executed"], 1)
+            c.scenario, small(h(c.confirmation_gpu_hours), 1), small(h(c.added_vs_executed), 1)
         )
     console.print(cf)
 

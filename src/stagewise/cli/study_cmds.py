@@ -224,39 +224,38 @@ def _seeds_for(
             seed=seed,
         )
         labels = {c.condition_id: c.label for c in study.conditions}
-    obj = result.to_json()
     if as_json:
-        emit_json(obj)
+        emit_json(result.to_json())
         return
     out = console if console.is_terminal else Console(highlight=False, width=160)
     out.print(
         f"seeds for {gate} (confidence {confidence:g}, power {power:g}), variance from "
-        f"{obj['from']}; planned: {obj['planned_hosts']} hosts x "
-        f"{obj['planned_seeds_per_host']} seeds per host"
+        f"{result.from_gate}; planned: {result.planned_hosts} hosts x "
+        f"{result.planned_seeds_per_host} seeds per host"
     )
     table = Table(title=f"{gate}: seeds per host to decide each frozen threshold")
     cols = ("condition", "rule", "threshold", "observed gap", "sigma_d", "seeds/host", "hosts")
     for col in (*cols, "achievable", "note"):
         table.add_column(col, justify="left" if col in ("condition", "rule", "note") else "right")
-    for r in obj["rows"]:
+    for r in result.rows:
         extra = (
-            f"P(correct selection) with the plan {r['p_correct_selection']:.3f}; "
-            if r["p_correct_selection"] is not None
+            f"P(correct selection) with the plan {r.p_correct_selection:.3f}; "
+            if r.p_correct_selection is not None
             else ""
         )
         table.add_row(
-            labels.get(r["condition_id"], r["condition_id"]),
-            r["rule"],
-            "-" if r["threshold"] is None else f"{r['threshold']:g}",
-            fmt(r["observed_gap"]),
-            fmt(r["sigma_d"]),
-            "-" if r["seeds_per_host"] is None else str(r["seeds_per_host"]),
-            "-" if r["hosts"] is None else str(r["hosts"]),
-            "yes" if r["achievable"] else "no",
-            extra + r["note"],
+            labels.get(r.condition_id, r.condition_id),
+            r.rule,
+            "-" if r.threshold is None else f"{r.threshold:g}",
+            fmt(r.observed_gap),
+            fmt(r.sigma_d),
+            "-" if r.seeds_per_host is None else str(r.seeds_per_host),
+            "-" if r.hosts is None else str(r.hosts),
+            "yes" if r.achievable else "no",
+            extra + r.note,
         )
     out.print(table)
-    for note in obj["notes"]:
+    for note in result.notes:
         out.print(f"note: {note}", markup=False)
 
 

@@ -15,15 +15,11 @@ from stagewise.analysis.budget import (
     total,
 )
 from stagewise.analysis.run_checks import summary_of, time_split
+from stagewise.budget_units import round_hours
+from stagewise.json_types import JsonObject
 from stagewise.ledger import Ledger, RunRecord
 from stagewise.plan import Plan, build_plan
 from stagewise.study.model import Gate, Study
-
-
-def _r(value: float | None) -> float | None:
-    # Sums such as 0.2 + 2 + ... + 72 carry binary noise (169.20000000000002); nine decimals
-    # is far below a second of GPU time and prints the hours as a person would write them.
-    return None if value is None else round(value, 9)
 
 
 def final_gate(study: Study) -> Gate | None:
@@ -35,14 +31,14 @@ def final_gate(study: Study) -> Gate | None:
     return gates[-1] if gates else None
 
 
-def counterfactual_json(cf: Counterfactual) -> dict[str, Any]:
+def counterfactual_json(cf: Counterfactual) -> JsonObject:
     return {
         "gate": cf.gate,
         "scenario": cf.scenario,
         "candidates": cf.candidates,
         "through_stages": list(cf.through_stages),
-        "confirmation_gpu_hours": _r(cf.confirmation_gpu_hours),
-        "added_vs_executed": _r(cf.added_vs_executed),
+        "confirmation_gpu_hours": round_hours(cf.confirmation_gpu_hours),
+        "added_vs_executed": round_hours(cf.added_vs_executed),
     }
 
 
@@ -58,10 +54,10 @@ class RecordedSplit:
 
     def to_json(self) -> dict[str, float | None]:
         return {
-            "training_hours": _r(self.training_hours),
-            "eval_hours": _r(self.eval_hours),
-            "startup_hours": _r(self.startup_hours),
-            "wall_hours": _r(self.wall_hours),
+            "training_hours": round_hours(self.training_hours),
+            "eval_hours": round_hours(self.eval_hours),
+            "startup_hours": round_hours(self.startup_hours),
+            "wall_hours": round_hours(self.wall_hours),
         }
 
 
@@ -100,7 +96,7 @@ def hours_unit(study: Study, runs: Sequence[Any]) -> str:
     return "CPU-hours" if on_cpu else "GPU-hours"
 
 
-def stage_json(sb: StageBudget) -> dict[str, Any]:
+def stage_json(sb: StageBudget) -> JsonObject:
     return {
         "stage": sb.stage,
         "candidates": sb.candidates,
@@ -108,8 +104,8 @@ def stage_json(sb: StageBudget) -> dict[str, Any]:
         "hosts": sb.hosts,
         "budget_seconds": sb.budget_seconds,
         "budget_hours": sb.budget_hours,
-        "budgeted_gpu_hours": _r(sb.budgeted_gpu_hours),
-        "recorded_gpu_hours": _r(sb.recorded_gpu_hours),
+        "budgeted_gpu_hours": round_hours(sb.budgeted_gpu_hours),
+        "recorded_gpu_hours": round_hours(sb.recorded_gpu_hours),
         "runs_recorded": sb.runs_recorded,
     }
 
@@ -134,12 +130,12 @@ class BudgetResult:
     def executed(self) -> Counterfactual | None:
         return next((c for c in self.counterfactuals if c.gate is None), None)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "study": self.study,
             "stages": [stage_json(s) for s in self.stages],
-            "total_budgeted_gpu_hours": _r(self.total_budgeted_gpu_hours),
-            "total_recorded_gpu_hours": _r(self.total_recorded_gpu_hours),
+            "total_budgeted_gpu_hours": round_hours(self.total_budgeted_gpu_hours),
+            "total_recorded_gpu_hours": round_hours(self.total_recorded_gpu_hours),
             "final_gate": self.final_gate,
             "counterfactuals": [counterfactual_json(cf) for cf in self.counterfactuals],
             "hours_unit": self.hours_unit,

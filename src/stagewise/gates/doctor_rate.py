@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from stagewise.json_types import JsonObject
+
 FILE_NAME = "doctor.json"
 CACHE_ENV = "STAGEWISE_CACHE"
 
@@ -32,7 +34,7 @@ class DoctorRate:
     aspect_ratio: int | None
     measured_at: str  # UTC, ISO 8601
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return asdict(self)
 
     @classmethod

@@ -13,7 +13,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from stagewise.analysis.run_checks import RunCheck
 from stagewise.gates.results import (
@@ -26,6 +25,7 @@ from stagewise.gates.results import (
     finite,
 )
 from stagewise.gates.wording import PRECISION_NOTE, promoted_set_changes
+from stagewise.json_types import JsonObject
 from stagewise.paths import safe_join
 
 __all__ = [
@@ -70,7 +70,7 @@ class GateRecord:
     def flagged(self) -> tuple[RunCheck, ...]:
         return tuple(c for c in self.checks if c.flags)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         """The `stagewise gate --json` object: the result's JSON, then what this call did."""
         return {
             **self.result.to_json(),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
 
 from stagewise.analysis.agreement import HostPair, LeaveOneOut
 from stagewise.analysis.cells import Cell
@@ -23,6 +22,7 @@ from stagewise.analysis.confidence import Interval
 from stagewise.analysis.stats import ConditionNumbers
 from stagewise.analysis.variance import VarianceComponents
 from stagewise.gates.wording import BOOTSTRAP_METHOD
+from stagewise.json_types import JsonObject, JsonValue
 from stagewise.ledger import DecisionRecord, FreezeRecord
 
 # What a reason can be about: a rule's outcome, or why no rule's outcome applies.
@@ -142,8 +142,8 @@ class Intervals:
         value: Bounds | None = getattr(self, key)
         return value
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"confidence": self.level}
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {"confidence": self.level}
         for key in INTERVAL_KEYS:
             pair = self.bounds(key)
             out[key] = None if pair is None else list(pair)
@@ -167,9 +167,9 @@ class ConditionConfidence:
         """A condition the bootstrap did not see: null interval, p_verdict and decisive."""
         return cls(condition_id, "", None, None, None, None, None)
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> JsonObject:
         """The keys added to the condition's entry in the gate JSON."""
-        out: dict[str, Any] = {
+        out: JsonObject = {
             "interval": self.interval.to_json() if self.interval is not None else None,
             "p_verdict": self.p_verdict,
             "decisive": self.decisive,
@@ -197,7 +197,7 @@ class GateConfidence:
     def condition(self, condition_id: str) -> ConditionConfidence | None:
         return next((c for c in self.conditions if c.condition_id == condition_id), None)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "confidence": self.confidence,
             "seed": self.seed,
@@ -232,7 +232,7 @@ class ConditionResult(ConditionNumbers):
     role: str
     verdict: Verdict
     confidence: ConditionConfidence | None = None  # with a confidence level (gates.confidence)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, JsonValue] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         clash = set(self.extra) & set(CONDITION_KEYS)
@@ -253,7 +253,7 @@ class ConditionResult(ConditionNumbers):
         pooled = {f.name: getattr(numbers, f.name) for f in fields(ConditionNumbers)}
         return cls(**pooled, condition_id=condition_id, label=label, role=role, verdict=verdict)
 
-    def with_extra(self, **more: Any) -> ConditionResult:
+    def with_extra(self, **more: JsonValue) -> ConditionResult:
         """A copy with more optional fields (existing extra keys are kept, in order)."""
         return replace(self, extra={**self.extra, **more})
 
@@ -267,8 +267,8 @@ class ConditionResult(ConditionNumbers):
         value = getattr(self, key)
         return None if value is None else float(value)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {}
         for key in CONDITION_KEYS:
             if key == "verdict":
                 out[key] = self.verdict.value
@@ -290,9 +290,9 @@ class RuleView:
     rule: str
     description: str
     reason: str | None
-    raw: Mapping[str, Any]
+    raw: Mapping[str, JsonValue]  # the rule's own settings in study.toml (k, threshold)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "rule": self.rule,
             "description": self.description,
@@ -306,7 +306,7 @@ class Incomplete:
     condition_id: str
     missing: tuple[Cell, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"condition_id": self.condition_id, "missing": [c.to_dict() for c in self.missing]}
 
 
@@ -321,7 +321,7 @@ class ComparisonNote:
     published: str
     abs_diff: float
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "table": self.table,
             "label": self.label,
@@ -364,9 +364,9 @@ class FreezeSummary:
             recipes,
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         """The result's `freeze` object."""
-        out: dict[str, Any] = {
+        out: JsonObject = {
             "sha256": self.sha256,
             "definition_sha256": self.frozen_sha256,
             "kind": self.kind,
@@ -379,7 +379,7 @@ class FreezeSummary:
             out["recipes"] = self.recipes if isinstance(self.recipes, str) else dict(self.recipes)
         return out
 
-    def history_json(self) -> dict[str, Any]:
+    def history_json(self) -> JsonObject:
         """One entry of the result's `amendments` (and `freeze --json`'s `history`)."""
         return {
             "kind": self.kind,
@@ -392,7 +392,7 @@ class FreezeSummary:
         }
 
 
-def manual_json(decision: DecisionRecord) -> dict[str, Any]:
+def manual_json(decision: DecisionRecord) -> JsonObject:
     return {
         "promoted": list(decision.promoted),
         "reason": decision.reason,
@@ -412,7 +412,7 @@ class NotCounted:
     recipe_sha256: str
     why: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "run": self.run,
             "condition_id": self.condition_id,
@@ -470,11 +470,11 @@ class GateResult:
     def stability_changed(self) -> int:
         return sum(1 for s in self.stability if s.changed)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         """The `stagewise gate --json` object (its first keys are the contract)."""
         n = len(self.stability)
         changed = self.stability_changed
-        out: dict[str, Any] = {
+        out: JsonObject = {
             "gate": self.gate,
             "kind": self.kind,
             "frozen_sha256": self.frozen_sha256,

@@ -34,6 +34,7 @@ from stagewise.gates.confidence import DEFAULT_SEED, check_confidence, check_see
 from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate, rule_targets
 from stagewise.gates.registry import get_rule
 from stagewise.gates.results import finite
+from stagewise.json_types import JsonObject
 from stagewise.ledger import Ledger
 from stagewise.plan import build_plan
 from stagewise.study.model import Gate, Study
@@ -76,7 +77,7 @@ class SeedRow:
             return True
         return cells is not None and cells > planned
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         a = self.advice
         return {
             "gate": self.gate,
@@ -117,7 +118,7 @@ class SeedPlan:
     def short(self) -> tuple[SeedRow, ...]:
         return tuple(r for r in self.rows if r.short_of_plan)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "gate": self.gate,
             "from": self.from_gate,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from stagewise.analysis.sensitivity import DEFAULT_GRID, Sweep, sweep
 from stagewise.analysis.thresholds import within
 from stagewise.gates.evaluate import Evaluation, describe_rule, evaluate_gate, rule_targets
 from stagewise.gates.freeze import Candidates, frozen_as_written
 from stagewise.gates.registry import get_rule
+from stagewise.json_types import JsonObject
 from stagewise.ledger import FreezeRecord, Ledger
 from stagewise.plan import build_plan
 from stagewise.study.model import Study
@@ -54,7 +54,7 @@ class SensitivityRow:
     def declared_verdict(self) -> str | None:
         return self.verdict_at_declared_threshold if self.declared else "diagnostic only"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "rule_index": self.rule_index,
             "rule": self.rule,
@@ -91,7 +91,7 @@ class SensitivityGrid:
     def declared_rows(self) -> tuple[SensitivityRow, ...]:
         return tuple(r for r in self.rows if r.declared)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "gate": self.gate,
             "kind": self.kind,

@@ -16,10 +16,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from stagewise.analysis.run_checks import RunLike, summary_of
 from stagewise.gates.doctor_rate import DoctorRate, read_rate
+from stagewise.json_types import JsonObject
 from stagewise.ledger import Ledger
 from stagewise.plan import build_plan
 from stagewise.study.model import Study
@@ -42,7 +42,7 @@ class ShortBudget:
             "flagged too_short: raise the budget or lower total_batch_size"
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "stage": self.stage,
             "condition_id": self.condition_id,

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 from stagewise.analysis.published import covered_stages, outside_freezes
-from stagewise.gates.budget import BudgetResult
+from stagewise.gates.budget import BudgetResult, hours_unit
 from stagewise.gates.results import GateResult
 from stagewise.gates.sensitivity import SensitivityGrid
 from stagewise.ledger import DecisionRecord, Event, FreezeRecord, Ledger, RunRecord
 from stagewise.plan import Plan
 from stagewise.report.published import PublishedTable, load_published_tables
 from stagewise.snapshot import GateSnapshot, StudySnapshot
-from stagewise.status import status_of
+from stagewise.status import StageRuns, stage_runs
 from stagewise.study.model import Gate, Study
 
 
@@ -97,9 +96,9 @@ class ReportContext:
         return self.snapshot.budget_note
 
     @cached_property
-    def status(self) -> dict[str, Any]:
-        """The `stagewise status --json` object."""
-        return status_of(self.snapshot)
+    def stage_runs(self) -> tuple[StageRuns, ...]:
+        """Each planned stage's runs by state (the stages of `stagewise status --json`)."""
+        return stage_runs(self.snapshot)
 
     def gate(self, gate_id: str) -> GateView:
         for view in self.gates:
@@ -113,15 +112,12 @@ class ReportContext:
         except KeyError:
             return condition_id
 
-    @cached_property
-    def plan_dict(self) -> dict[str, Any]:
-        """The `stagewise plan --json` object."""
-        return self.plan.to_json()
-
-    @cached_property
-    def budget(self) -> dict[str, Any] | None:
-        """The `stagewise budget --json` object of `budget_result`."""
-        return self.budget_result.to_json() if self.budget_result is not None else None
+    @property
+    def hours_unit(self) -> str:
+        """ "CPU-hours" for a study whose runs ran on CPU, else "GPU-hours" (gates.budget)."""
+        if self.budget_result is not None:
+            return self.budget_result.hours_unit
+        return hours_unit(self.study, self.runs)
 
 
 def collect(study: Study, ledger: Ledger) -> ReportContext:

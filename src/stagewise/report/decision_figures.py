@@ -3,8 +3,6 @@ val_bpb in every host-seed cell with the condition's mean and interval."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from stagewise.gates.results import GateResult
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.figure_base import (
@@ -17,6 +15,7 @@ from stagewise.report.figure_base import (
     figure_data,
     figure_table,
 )
+from stagewise.report.table_model import Row
 
 # --------------------------------------------------------------------------- funnel
 
@@ -27,7 +26,7 @@ def funnel_data(ctx: ReportContext) -> list[FigureData] | str:
     gate_after: dict[str, list[GateView]] = {}
     for view in ctx.gates:
         gate_after.setdefault(view.gate.stages[-1], []).append(view)
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
 
     def add(
         bar: str, kind: str, stage: str, gate: str, count: int, pending: bool, manual: bool
@@ -53,37 +52,37 @@ def funnel_data(ctx: ReportContext) -> list[FigureData] | str:
             }
         )
 
-    for st in ctx.plan_dict["stages"]:
-        pending = st["candidates"] is None
+    for sp in ctx.plan.stages:
+        stage_id = sp.stage.stage_id
         add(
-            f"{st['stage']} ({st['budget']})",
+            f"{stage_id} ({sp.stage.budget})",
             "stage",
-            st["stage"],
+            stage_id,
             "",
-            st["candidate_count"] or 0,
-            pending,
+            sp.candidate_count or 0,
+            not sp.known,
             False,
         )
-        for view in gate_after.get(st["stage"], []):
+        for view in gate_after.get(stage_id, []):
             result = view.gate_result
             gid = view.gate_id
             if view.gate.kind == "confirm" and result is not None:
                 passed = [c for c in result.conditions if c.verdict.value == "pass"]
-                add(f"{gid}: passed", "gate", st["stage"], gid, len(passed), False, False)
+                add(f"{gid}: passed", "gate", stage_id, gid, len(passed), False, False)
             elif view.active is not None:
                 manual = bool(view.active.manual)
                 tag = " (manual)" if manual else ""
                 add(
                     f"{gid}: promoted{tag}",
                     "gate",
-                    st["stage"],
+                    stage_id,
                     gid,
                     len(view.active.promoted),
                     False,
                     manual,
                 )
             else:
-                add(f"{gid}: pending", "gate", st["stage"], gid, 0, True, False)
+                add(f"{gid}: pending", "gate", stage_id, gid, 0, True, False)
     if not rows:
         return "no stages"
     columns = [
@@ -144,7 +143,7 @@ def interval_level(result: GateResult | None) -> float | None:
     return None
 
 
-def host_seed_rows(ctx: ReportContext, view: GateView) -> list[dict[str, Any]]:
+def host_seed_rows(ctx: ReportContext, view: GateView) -> list[Row]:
     """One row per (condition, cell) of the gate, in matrix order, with where it is drawn."""
     conds = [c for c in ctx.study.condition_ids if any(x.condition_id == c for x in view.cells)]
     keys = sorted({(x.host, x.seed) for x in view.cells})

@@ -9,7 +9,7 @@ families in the report's order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +87,7 @@ def as_number(value: Any) -> float | None:
 
 
 def figure_table(
-    name: str, title: str, columns: Sequence[str], rows: list[dict[str, Any]]
+    name: str, title: str, columns: Sequence[str], rows: Sequence[Mapping[str, object]]
 ) -> Table:
     """The table of one figure's numbers, written beside it as figures/<name>.csv and .json."""
     return Table(name, title, list(columns), rows, note=f"the numbers drawn in figures/{name}.png")

@@ -11,7 +11,7 @@ starts.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -182,6 +182,21 @@ def _spread(fig: Any, labels: list[Any], tries: int = 30) -> None:
             return
 
 
+def _num(row: Mapping[str, object], key: str) -> float:
+    """A number of a figure's row (the figure's own data put it there: a bug otherwise)."""
+    value = row[key]
+    if not isinstance(value, int | float):
+        raise TypeError(f"figure row {key!r}: expected a number, but got {value!r}")
+    return float(value)
+
+
+def _int(row: Mapping[str, object], key: str) -> int:
+    value = row[key]
+    if not isinstance(value, int):
+        raise TypeError(f"figure row {key!r}: expected an integer, but got {value!r}")
+    return value
+
+
 def _wrap(text: str, width: int) -> str:
     """Wrapped at spaces only: an id such as `ref-d2` or `d1/ar96` is never broken."""
     return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
@@ -213,11 +228,13 @@ def draw_funnel(data: FigureData) -> Figure:
             edgecolor="#333333" if row["pending"] else "none",
             height=0.75,
         )
-        texts.append(ax.text(row["count"] + 0.1, y, row["text"], va="center", fontsize=TEXT_PT))
+        texts.append(
+            ax.text(_num(row, "count") + 0.1, y, row["text"], va="center", fontsize=TEXT_PT)
+        )
     ax.set_yticks(ys, [r["bar"] for r in rows], fontsize=TEXT_PT)
     ax.set_xlabel("candidates (number of conditions)")
     _integer_axis(ax.xaxis)
-    ax.set_xlim(0, max((r["count"] for r in rows), default=1) + 0.5)
+    ax.set_xlim(0, max((_num(r, "count") for r in rows), default=1) + 0.5)
     # Over the figure, not the axes: the bar names push the axes right.
     fig.suptitle(_wrap(data.title, 52), fontsize=11)
     _fit_right(fig, ax, texts)
@@ -242,7 +259,7 @@ def draw_gap_trajectory(data: FigureData) -> Figure:
             label=first["label"],
         )
         for r in mine:
-            ticks[r["x"]] = r["tick"]
+            ticks[_int(r, "x")] = str(r["tick"])
             ax.plot(
                 r["x"],
                 r["gap_from_best"],
@@ -266,12 +283,12 @@ def draw_gap_trajectory(data: FigureData) -> Figure:
 def draw_host_seed_cells(data: FigureData) -> Figure:
     plt = _plt()
     rows = data.table.rows
-    labels: dict[int, tuple[str, bool]] = {r["x"]: (r["label"], r["reference"]) for r in rows}
+    labels = {_int(r, "x"): (str(r["label"]), bool(r["reference"])) for r in rows}
     fig, ax = plt.subplots(figsize=(FIG_WIDTH, 4.4), layout="constrained", dpi=DPI)
-    for cell in sorted({r["cell"] for r in rows}):
+    for cell in sorted({_int(r, "cell") for r in rows}):
         mine = [r for r in rows if r["cell"] == cell]
         ax.plot(
-            [r["x"] + r["offset"] for r in mine],
+            [_num(r, "x") + _num(r, "offset") for r in mine],
             [r["val_bpb"] for r in mine],
             linestyle="none",
             marker=mine[0]["marker"],
@@ -403,7 +420,7 @@ def draw_budget(data: FigureData) -> Figure:
             ax2.text(r["total_gpu_hours"], y, f" {r['total_gpu_hours']:.4g}", va="center")
             for y, r in zip(ys, counter, strict=True)
         ]
-        ax2.set_yticks(ys, [_wrap(r["label"], 28) for r in counter], fontsize=TEXT_PT)
+        ax2.set_yticks(ys, [_wrap(str(r["label"]), 28) for r in counter], fontsize=TEXT_PT)
         ax2.set_xlabel(f"{unit} of the final confirmation")
         ax2.set_title("Continue-all counterfactuals")
         _legend_below(fig, ax2, ncol=2)
@@ -426,7 +443,7 @@ def draw_learning_curves(data: FigureData) -> Figure:
             mine = [r for r in rows if r["condition_id"] == cid and r["axis"] == axis]
             if not mine:
                 continue
-            xs = [r["x"] * scale[axis] for r in mine]
+            xs = [_num(r, "x") * scale[axis] for r in mine]
             first = mine[0]
             ax.plot(
                 xs,
@@ -436,7 +453,7 @@ def draw_learning_curves(data: FigureData) -> Figure:
                 linewidth=1.3,
                 label=f"{first['label']} ({first['cells']} cells)",
             )
-            if first["cells"] > 1:
+            if _num(first, "cells") > 1:
                 ax.fill_between(
                     xs,
                     [r["low_loss"] for r in mine],

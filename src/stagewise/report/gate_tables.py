@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import Any
 
 from stagewise.analysis.published import outside_freezes
 from stagewise.analysis.thresholds import threshold_text
-from stagewise.gates.results import CONDITION_KEYS, GateResult
+from stagewise.gates.results import CONDITION_KEYS, GateResult, finite
+from stagewise.gates.sensitivity import SensitivityRow
 from stagewise.ledger import RunRecord
 from stagewise.report.context import GateView, ReportContext
-from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table, flatten
+from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Row, Table, flatten
 from stagewise.study.model import Gate, Study
 
 GATE_COLUMNS = CONDITION_KEYS  # the gate table is the gate JSON's condition rows
@@ -151,28 +151,24 @@ def cells_table_of(study: Study, gate: Gate, cells: Sequence[RunRecord]) -> Tabl
     )
 
 
-def agreement_rows(gate_id: str, gate_result: GateResult) -> list[dict[str, Any]]:
+def agreement_rows(gate_id: str, gate_result: GateResult) -> list[Row]:
     """Kendall's W, host-pair tau/rho and leave-one-cell-out stability of one gate."""
-    result = gate_result.to_json()
-    rows: list[dict[str, Any]] = []
-    ag = result.get("agreement") or {}
-    if "kendalls_w" in ag:
-        rows.append(
-            {
-                "gate": gate_id,
-                "measure": "Kendall's W over cells",
-                "between": "all cells",
-                "value": ag["kendalls_w"],
-            }
-        )
-    for pair in ag.get("hosts", []):
-        between = f"{pair.get('host_a')} vs {pair.get('host_b')} (mean ranks)"
+    rows: list[Row] = [
+        {
+            "gate": gate_id,
+            "measure": "Kendall's W over cells",
+            "between": "all cells",
+            "value": finite(gate_result.kendalls_w),
+        }
+    ]
+    for pair in gate_result.host_pairs:
+        between = f"{pair.host_a} vs {pair.host_b} (mean ranks)"
         rows.append(
             {
                 "gate": gate_id,
                 "measure": "Kendall tau",
                 "between": between,
-                "value": pair.get("kendall_tau"),
+                "value": pair.kendall_tau,
             }
         )
         rows.append(
@@ -180,18 +176,18 @@ def agreement_rows(gate_id: str, gate_result: GateResult) -> list[dict[str, Any]
                 "gate": gate_id,
                 "measure": "Spearman rho",
                 "between": between,
-                "value": pair.get("spearman_rho"),
+                "value": pair.spearman_rho,
             }
         )
-    st = result.get("stability") or {}
-    if st.get("cells_left_out"):
+    left_out = len(gate_result.stability)
+    if left_out:
+        unchanged = left_out - gate_result.stability_changed
         rows.append(
             {
                 "gate": gate_id,
                 "measure": "leave-one-cell-out: promoted set unchanged (fraction)",
-                "between": f"{st['cells_left_out'] - st.get('changed', 0)} of "
-                f"{st['cells_left_out']} cells left out",
-                "value": st.get("unchanged_fraction"),
+                "between": f"{unchanged} of {left_out} cells left out",
+                "value": unchanged / left_out,
             }
         )
     return rows
@@ -234,17 +230,17 @@ SENSITIVITY_COLUMNS = (
 DIAGNOSTIC_WORDS = {"pass": "within", "fail": "over"}  # the statistic against t; no verdict
 
 
-def _step(grid: list[float]) -> float | None:
+def _step(grid: Sequence[float]) -> float | None:
     steps = {round(b - a, 9) for a, b in pairwise(grid)}
     return steps.pop() if len(steps) == 1 else None
 
 
-def _diagnostic_note(raw: dict[str, Any], grid: list[float]) -> str:
-    observed = raw.get("observed")
-    if not isinstance(observed, int | float):
+def _diagnostic_note(row: SensitivityRow, grid: Sequence[float]) -> str:
+    observed = row.observed
+    if observed is None:
         return "diagnostic: no value"
-    first = raw.get("smallest_passing_threshold")
-    if isinstance(first, int | float):
+    first = row.sweep.smallest_passing
+    if first is not None:
         return f"diagnostic: {observed:.6f} is within every grid value from {threshold_text(first)}"
     last = f" through {threshold_text(grid[-1])}" if grid else ""
     return f"diagnostic: {observed:.6f} is over every grid value{last}"
@@ -254,22 +250,21 @@ def sensitivity_table(view: GateView) -> Table | None:
     typed = view.sensitivity_grid
     if typed is None or not typed.rows:
         return None
-    sens = typed.to_json()  # the rows as `sensitivity --json` writes them: the contract
-    grid = [float(g) for g in sens.get("grid", [])]
+    grid = [float(g) for g in typed.grid]
     grid_cols = [f"at {threshold_text(g)}" for g in grid]
-    rows = []
-    for raw in sens["rows"]:
-        row = {c: raw.get(c) for c in SENSITIVITY_COLUMNS}
-        diagnostic = raw.get("role") == "diagnostic"
-        for col, point in zip(grid_cols, raw.get("grid", []), strict=False):
-            verdict = point.get("verdict")
+    rows: list[Row] = []
+    for typed_row in typed.rows:
+        # The columns as `sensitivity --json` writes them (the contract), typed before.
+        as_json = typed_row.to_json()
+        row: Row = {c: as_json.get(c) for c in SENSITIVITY_COLUMNS}
+        for col, verdict in zip(grid_cols, typed_row.sweep.verdicts, strict=False):
             # A diagnostic twin has no declared threshold, so no verdict: only where its
             # statistic stands against each grid value.
-            row[col] = DIAGNOSTIC_WORDS.get(verdict, verdict) if diagnostic else verdict
-        if diagnostic:
+            row[col] = verdict if typed_row.declared else DIAGNOSTIC_WORDS.get(verdict, verdict)
+        if not typed_row.declared:
             row["declared_threshold"] = None
             row["declared_verdict"] = "diagnostic only"
-            row["note"] = _diagnostic_note(raw, grid)
+            row["note"] = _diagnostic_note(typed_row, grid)
         rows.append(row)
     step = _step(grid)
     return Table(

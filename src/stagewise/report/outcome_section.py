@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from stagewise.analysis.published import outside_freezes, published_hours, published_notes
+from stagewise.budget_units import round_hours
+from stagewise.gates.results import ConditionResult
 from stagewise.html_parts import e
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.figure_base import budget_label
@@ -16,7 +17,6 @@ from stagewise.report.html_blocks import (
     figures_in,
     fmt_param,
     hours_text,
-    hours_unit_of,
     ids_unbroken,
     render_figure,
     skipped_figure,
@@ -30,10 +30,7 @@ def pending_items(ctx: ReportContext) -> list[str]:
         if st.state == PUBLISHED_ONLY:
             continue  # only a published summary exists; shown as such, nothing to wait for
         if st.planned is None:
-            source = next(
-                (s["candidate_source"] for s in ctx.status["stages"] if s["stage"] == st.stage),
-                "",
-            )
+            source = next((s.candidate_source for s in ctx.stage_runs if s.stage == st.stage), "")
             items.append(f"stage {st.stage}: candidates pending ({source})")
         elif st.pending or st.failed:
             items.append(
@@ -112,8 +109,7 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
     where = (
         f"gate {gate.gate_id} ({gate.kind}, {gate_budget(ctx, view)}: {' + '.join(gate.stages)})"
     )
-    # The condition rows as `gate --json` writes them (labels, verdicts, roles).
-    result = view.gate_result.to_json() if view.gate_result is not None else None
+    result = view.gate_result
     assert view.active is not None
     if view.active.manual or result is None:
         promoted = [ctx.label(c) for c in view.active.promoted]
@@ -122,14 +118,14 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
             f"tool ({view.active.reason or 'no reason given'}).",
             [],
         )
-    conds = result.get("conditions", [])
-    good = [c for c in conds if c.get("verdict") in ("pass", "promote")]
-    bad = [c for c in conds if c.get("verdict") in ("fail", "stop")]
+    conds = list(result.conditions)
+    good = [c for c in conds if c.verdict.value in ("pass", "promote")]
+    bad = [c for c in conds if c.verdict.value in ("fail", "stop")]
     # The reference losing a confirm rule is a finding about the recipes, not a failure of a
     # run: said as what the rule found ("ref was not first in every cell").
-    ref_bad = [c for c in bad if c["condition_id"] == ctx.study.reference]
+    ref_bad = [c for c in bad if c.condition_id == ctx.study.reference]
     bad = [c for c in bad if c not in ref_bad]
-    untested = [c for c in conds if c.get("verdict") == "untested"]
+    untested = [c for c in conds if c.verdict.value == "untested"]
     incomplete = [c for c in conds if c not in good + bad + ref_bad + untested]
     yes, no = ("passed", "failed") if gate.kind == "confirm" else ("promoted", "stopped")
     freeze = view.current_freeze
@@ -143,10 +139,10 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
     elif outside is not None:
         rule = f"its rule written down outside the tool on {outside.written_on}"
 
-    def labels(rows: list[dict[str, Any]]) -> str:
-        return _names([str(c.get("label")) for c in rows])
+    def labels(rows: list[ConditionResult]) -> str:
+        return _names([c.label for c in rows])
 
-    def were(rows: list[dict[str, Any]]) -> str:
+    def were(rows: list[ConditionResult]) -> str:
         return "was" if len(rows) == 1 else "were"
 
     lead = (
@@ -168,9 +164,7 @@ def outcome_lead(ctx: ReportContext, view: GateView | None) -> tuple[str, list[s
         + "."
     )
     stopped = [
-        f"{c.get('label')} {no}: "
-        + "; ".join(_rules_for(view, c["condition_id"], c.get("role", "")))
-        for c in bad
+        f"{c.label} {no}: " + "; ".join(_rules_for(view, c.condition_id, c.role)) for c in bad
     ]
     stopped += ["; ".join(_findings(view, c)) for c in ref_bad]
     return lead, stopped
@@ -186,45 +180,41 @@ FINDINGS = {
 }
 
 
-def _findings(view: GateView, row: dict[str, Any]) -> list[str]:
+def _findings(view: GateView, cond: ConditionResult) -> list[str]:
     """What each rule that did not hold for this condition found, as a sentence."""
-    label = str(row.get("label"))
+    label = cond.label
     out: list[str] = []
-    result = view.gate_result
-    if result is not None:
-        try:
-            verdict = result.condition(row["condition_id"]).verdict
-        except KeyError:
-            verdict = None
-        for reason in verdict.reasons if verdict is not None else ():
-            if reason.kind != "rule" or reason.holds is not False or reason.rule is None:
-                continue
-            params: dict[str, Any] = {}
-            if reason.rule_index is not None and reason.rule_index < len(view.gate.rules):
-                params = dict(view.gate.rules[reason.rule_index].params)
-            template = FINDINGS.get(reason.rule, "{label} did not meet " + reason.rule)
-            threshold = params.get("threshold")
-            text = template.format(
-                label=label,
-                threshold=f"{threshold:g}" if isinstance(threshold, int | float) else "its",
-            )
-            # The rule's measurement only ("rank 1 in 3/4 cells"): after its description and
-            # without the declared reason the text carries at its end.
-            found = reason.text.rsplit(": ", 1)[-1]
-            if reason.declared and found.endswith(f" ({reason.declared})"):
-                found = found[: -len(f" ({reason.declared})")]
-            out.append(f"{text} ({found})")
+    for reason in cond.verdict.reasons:
+        if reason.kind != "rule" or reason.holds is not False or reason.rule is None:
+            continue
+        threshold: object = None
+        if reason.rule_index is not None and reason.rule_index < len(view.gate.rules):
+            threshold = view.gate.rules[reason.rule_index].params.get("threshold")
+        template = FINDINGS.get(reason.rule, "{label} did not meet " + reason.rule)
+        text = template.format(
+            label=label,
+            threshold=f"{threshold:g}" if isinstance(threshold, int | float) else "its",
+        )
+        # The rule's measurement only ("rank 1 in 3/4 cells"): after its description and
+        # without the declared reason the text carries at its end.
+        found = reason.text.rsplit(": ", 1)[-1]
+        if reason.declared and found.endswith(f" ({reason.declared})"):
+            found = found[: -len(f" ({reason.declared})")]
+        out.append(f"{text} ({found})")
     return out or [f"{label} did not meet the gate's rules"]
 
 
 def outcome_budget(ctx: ReportContext) -> str:
-    budget = ctx.budget
-    unit = hours_unit_of(ctx)
-    if not budget:
-        total = ctx.plan_dict.get("total_budgeted_gpu_hours")
-        return f"{unit}: {hours_text(total)} budgeted by the plan so far; no budget accounting yet."
-    recorded = budget.get("total_recorded_gpu_hours")
-    budgeted = budget.get("total_budgeted_gpu_hours")
+    budget = ctx.budget_result
+    unit = ctx.hours_unit
+    if budget is None:
+        return (
+            f"{unit}: {hours_text(ctx.plan.total_shown)} budgeted by the plan so far; no "
+            "budget accounting yet."
+        )
+    # Hours as `budget --json` writes them (rounded), so the sentence and the table agree.
+    recorded = round_hours(budget.total_recorded_gpu_hours)
+    budgeted = round_hours(budget.total_budgeted_gpu_hours)
     stated = [h for h in published_hours(ctx.published) if h.scope == "all stages"]
     if budgeted is None:
         planned = (
@@ -249,30 +239,29 @@ def outcome_budget(ctx: ReportContext) -> str:
         )
     else:
         text = f"{unit}: no training time recorded yet; {planned}"
-    if isinstance(budgeted, int | float) and budgeted < 1:
+    if budgeted is not None and budgeted < 1:
         # a CPU demo spends minutes: say it in minutes too
-        minutes = [f"{60 * v:.3g}" for v in (recorded, budgeted) if isinstance(v, int | float)]
+        minutes = [f"{60 * v:.3g}" for v in (recorded, budgeted) if v is not None]
         text += f" (= {' and '.join(minutes)} minutes)"
     text += "."
-    counter = budget.get("counterfactuals") or []
-    executed = next((c for c in counter if c.get("gate") is None), None)
-    alts = [c for c in counter if c.get("gate") is not None]
-    if executed is not None and alts and executed.get("candidates") is not None:
-        stages = ", ".join(executed.get("through_stages") or [])
+    executed = budget.executed
+    alts = [c for c in budget.counterfactuals if c.gate is not None]
+    if executed is not None and alts and executed.candidates is not None:
+        stages = ", ".join(executed.through_stages)
         text += (
             f" The final confirmation ({stages}) costs "
-            f"{hours_text(executed['confirmation_gpu_hours'])} {unit} with "
-            f"{executed.get('candidates')} candidates; continuing all "
+            f"{hours_text(round_hours(executed.confirmation_gpu_hours))} {unit} with "
+            f"{executed.candidates} candidates; continuing all "
             + "; all ".join(
-                f"{c.get('candidates')} of {c.get('gate')} would cost "
-                f"{hours_text(c.get('confirmation_gpu_hours'))}"
+                f"{c.candidates} of {c.gate} would cost "
+                f"{hours_text(round_hours(c.confirmation_gpu_hours))}"
                 + (
-                    f" (+{hours_text(c.get('added_vs_executed'))})"
-                    if isinstance(c.get("added_vs_executed"), int | float)
+                    f" (+{hours_text(round_hours(c.added_vs_executed))})"
+                    if c.added_vs_executed is not None
                     else ""
                 )
                 for c in alts
-                if c.get("candidates") is not None
+                if c.candidates is not None
             )
             + ". "
             + COUNTERFACTUAL_CAVEAT
@@ -291,7 +280,7 @@ def outcome(ctx: ReportContext) -> Outcome:
     earlier_text = ""
     if view is not None:
         before = ctx.gates[: ctx.gates.index(view)]
-        counts = {s["stage"]: s["candidate_count"] for s in ctx.plan_dict["stages"]}
+        counts = {sp.stage.stage_id: sp.candidate_count for sp in ctx.plan.stages}
         decided = [(v, v.active) for v in before if v.active is not None]
         if decided:
             earlier_text = (

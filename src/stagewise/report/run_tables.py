@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from stagewise.analysis.budget import Counterfactual
 from stagewise.analysis.published import as_float, published_hours
 from stagewise.analysis.run_checks import check_run, check_runs, flagged, time_split
+from stagewise.budget_units import round_hours
+from stagewise.gates.budget import BudgetResult, counterfactual_json, stage_json
 from stagewise.ledger.schema import SUMMARY_FIELDS
 from stagewise.report.context import ReportContext
-from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table
+from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Row, Table
 from stagewise.words import small
 
 TIMING_COLUMNS = ("startup_seconds", "eval_seconds")
@@ -60,24 +63,21 @@ COUNTERFACTUAL_COLUMNS = (
 
 
 def budget_tables(ctx: ReportContext) -> list[Table]:
-    budget = ctx.budget
-    if not budget:
+    budget = ctx.budget_result
+    if budget is None:
         return []
     sources = [*STUDY_SOURCES, RUNS_SOURCE, "decisions/decisions.json"]
-    unit = str(budget.get("hours_unit") or "GPU-hours")
+    unit = budget.hours_unit
+    # The rows are the `budget --json` objects (hours rounded as written there), by column.
     stages = Table(
         "budget",
         f"Budget: budgeted and recorded {unit} per stage",
         list(BUDGET_COLUMNS),
         [
-            {c: {**r, **split}.get(c) for c in BUDGET_COLUMNS}
-            for r, split in zip(
-                budget.get("stages", []),
-                budget.get("recorded_split") or [{}] * len(budget.get("stages", [])),
-                strict=True,
-            )
+            {c: {**stage_json(st), **split.to_json()}.get(c) for c in BUDGET_COLUMNS}
+            for st, split in zip(budget.stages, budget.splits, strict=True)
         ],
-        note=budget_note(ctx, budget, unit),
+        note=budget_note(ctx, budget),
         sources=sources,
         command="stagewise budget STUDY --json",
     )
@@ -85,13 +85,16 @@ def budget_tables(ctx: ReportContext) -> list[Table]:
         "accounting for continuations that were never run, not evidence that the candidates "
         "left out would have lost"
     )
-    matched = _published_match(ctx, budget.get("counterfactuals", []))
+    matched = _published_match(ctx, budget.counterfactuals)
     counter = Table(
         "budget_counterfactuals",
         "Budget counterfactuals: continue all candidates of a gate to the final confirmation",
         list(COUNTERFACTUAL_COLUMNS),
-        [{c: r.get(c) for c in COUNTERFACTUAL_COLUMNS} for r in budget.get("counterfactuals", [])],
-        note=f"final gate: {budget.get('final_gate')}; {unit} of its stages in each scenario; "
+        [
+            {c: counterfactual_json(cf).get(c) for c in COUNTERFACTUAL_COLUMNS}
+            for cf in budget.counterfactuals
+        ],
+        note=f"final gate: {budget.final_gate}; {unit} of its stages in each scenario; "
         + caveat
         + (f"; {matched}" if matched else ""),
         sources=sources,
@@ -100,10 +103,11 @@ def budget_tables(ctx: ReportContext) -> list[Table]:
     return [stages, counter] if counter.rows else [stages]
 
 
-def budget_note(ctx: ReportContext, budget: dict[str, Any], unit: str) -> str:
+def budget_note(ctx: ReportContext, budget: BudgetResult) -> str:
     """Budgeted and recorded totals in words (no raw None): what was recorded, or why not."""
-    budgeted = budget.get("total_budgeted_gpu_hours")
-    recorded = budget.get("total_recorded_gpu_hours")
+    budgeted = round_hours(budget.total_budgeted_gpu_hours)
+    recorded = round_hours(budget.total_recorded_gpu_hours)
+    unit = budget.hours_unit
     text = f"total budgeted {unit}: {_hours(budgeted)} (candidates x seeds x hosts x budget); "
     if recorded:
         text += (
@@ -121,28 +125,31 @@ def budget_note(ctx: ReportContext, budget: dict[str, Any], unit: str) -> str:
     return text
 
 
-def _published_match(ctx: ReportContext, rows: Sequence[dict[str, Any]]) -> str:
+def _published_match(ctx: ReportContext, rows: Sequence[Counterfactual]) -> str:
     """Which counterfactual rows a published budget table prints, and which it does not."""
     pub = next((p for p in ctx.published if p.kind == "budget"), None)
     if pub is None:
         return ""
     printed = {as_float(r.get("confirmation_gpu_hours")) for r in pub.rows}
-    ours = [r for r in rows if r.get("gate")]
-    same = [r for r in ours if r.get("confirmation_gpu_hours") in printed]
-    other = [r for r in ours if r.get("confirmation_gpu_hours") not in printed]
+    ours = [
+        (r.gate, hours, r)
+        for r in rows
+        if r.gate and (hours := round_hours(r.confirmation_gpu_hours)) is not None
+    ]
+    same = [(gate, hours) for gate, hours, _ in ours if hours in printed]
+    other = [(gate, hours, r) for gate, hours, r in ours if hours not in printed]
     parts = []
     if same:
         parts.append(
             "the published budget table prints the "
-            + ", ".join(f"{r['gate']} row ({r['confirmation_gpu_hours']:g})" for r in same)
+            + ", ".join(f"{gate} row ({hours:g})" for gate, hours in same)
         )
     if other:
         parts.append(
             "it does not print the "
             + ", ".join(
-                f"{r['gate']} row ({r['confirmation_gpu_hours']:g}, "
-                f"+{r.get('added_vs_executed', 0):g})"
-                for r in other
+                f"{gate} row ({hours:g}, +{round_hours(r.added_vs_executed) or 0:g})"
+                for gate, hours, r in other
             )
         )
     return "; ".join(parts)
@@ -154,7 +161,7 @@ def _hours(value: Any) -> str:
     return small(value, 4) if value < 1 else f"{value:g}"
 
 
-def run_row(rec: Any, study: Any = None) -> dict[str, Any]:
+def run_row(rec: Any, study: Any = None) -> Row:
     """One run as the report and the bundle show it (`study`: for its flags)."""
     row = {c: getattr(rec, c) for c in RUN_COLUMNS if c not in TIMING_COLUMNS and c != "flags"}
     split = time_split(rec)

@@ -50,11 +50,9 @@ def stage_statuses(ctx: ReportContext) -> list[StageStatus]:
     """Every stage of the study, in study order."""
     covered = covered_stages(ctx.study, ctx.published)
     out = []
-    for st in ctx.status["stages"]:
-        runs = st["runs"]
-        recorded = sum(v for k, v in runs.items() if k != "pending")
-        name = st["stage"]
-        if recorded:
+    for st in ctx.stage_runs:
+        name = st.stage
+        if st.recorded:
             state = CELLS
         elif name in covered:
             state = PUBLISHED_ONLY
@@ -64,10 +62,10 @@ def stage_statuses(ctx: ReportContext) -> list[StageStatus]:
             StageStatus(
                 name,
                 state,
-                st["planned_runs"],
-                int(runs.get("succeeded", 0)),
-                int(runs.get("failed", 0)),
-                int(runs.get("pending", 0)),
+                st.planned_runs,
+                st.count("succeeded"),
+                st.count("failed"),
+                st.count("pending"),
                 tuple(covered.get(name, ())),
             )
         )

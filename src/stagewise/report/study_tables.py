@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from stagewise.analysis.published import (
     GATE_RECORDS,
     NOTES,
@@ -11,19 +9,17 @@ from stagewise.analysis.published import (
     RECORDED_HOURS,
     published_notes,
 )
-from stagewise.gates.budget import hours_unit
+from stagewise.budget_units import round_hours
 from stagewise.report.context import ReportContext
 from stagewise.report.published import PUBLISHED_LABEL, PublishedTable
 from stagewise.report.stage_status import CELLS, PUBLISHED_ONLY, by_stage, stage_statuses
-from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table
+from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Row, Table
 
 
 def summary_table(ctx: ReportContext) -> Table:
     study = ctx.study
-    st = ctx.status
-    runs = [s["runs"] for s in st["stages"]]
     statuses = stage_statuses(ctx)
-    rows: list[dict[str, Any]] = [
+    rows: list[Row] = [
         {"item": "study", "value": study.name},
         {"item": "description", "value": str(study.raw.get("study", {}).get("description", ""))},
         {"item": "reference", "value": f"{ctx.label(study.reference)} ({study.reference})"},
@@ -32,8 +28,8 @@ def summary_table(ctx: ReportContext) -> Table:
         {"item": "host blocks", "value": ", ".join(study.hosts)},
         {"item": "stages", "value": len(study.stages)},
         {"item": "gates", "value": len(study.gates)},
-        {"item": "runs succeeded", "value": sum(r["succeeded"] for r in runs)},
-        {"item": "runs failed", "value": sum(r["failed"] for r in runs)},
+        {"item": "runs succeeded", "value": sum(s.count("succeeded") for s in ctx.stage_runs)},
+        {"item": "runs failed", "value": sum(s.count("failed") for s in ctx.stage_runs)},
         {
             "item": "planned runs without a result",
             "value": sum(s.pending for s in statuses if s.state != PUBLISHED_ONLY),
@@ -42,7 +38,7 @@ def summary_table(ctx: ReportContext) -> Table:
             "item": "runs known from a published summary only",
             "value": sum(s.pending for s in statuses if s.state == PUBLISHED_ONLY),
         },
-        *({"item": f"stage {s.stage}", "value": s.words().split(": ", 1)[1]} for s in statuses),
+        *(Row(item=f"stage {s.stage}", value=s.words().split(": ", 1)[1]) for s in statuses),
         {"item": "ledger events", "value": len(ctx.events)},
         {
             "item": "event chain",
@@ -62,7 +58,7 @@ def matrix_table(ctx: ReportContext) -> Table:
                 params.append(key)
     rows = []
     for cond in ctx.study.conditions:
-        row: dict[str, Any] = {
+        row: Row = {
             "condition_id": cond.condition_id,
             "label": cond.label,
             "role": cond.role,
@@ -81,37 +77,37 @@ def matrix_table(ctx: ReportContext) -> Table:
 
 
 def plan_table(ctx: ReportContext) -> Table:
-    rows = []
-    for st in ctx.plan_dict["stages"]:
-        cands = st["candidates"]
+    rows: list[Row] = []
+    for sp in ctx.plan.stages:
+        stage = sp.stage
         rows.append(
             {
-                "stage": st["stage"],
-                "budget": st["budget"],
-                "budget_seconds": st["budget_seconds"],
-                "seeds": st["seeds"],
-                "hosts": st["hosts"],
-                "candidate_source": st["candidate_source"],
-                "status": st["status"],
-                "candidates": cands if cands is not None else "pending",
-                "candidate_count": st["candidate_count"],
-                "manual_decision": st["decision_manual"],
-                "runs": len(st["runs"]) if cands is not None else None,
-                "budgeted_gpu_hours": st["budgeted_gpu_hours"],
+                "stage": stage.stage_id,
+                "budget": str(stage.budget),
+                "budget_seconds": stage.budget_seconds,
+                "seeds": list(stage.seeds),
+                "hosts": list(stage.hosts),
+                "candidate_source": stage.candidates.describe(),
+                "status": sp.status,
+                "candidates": list(sp.candidates) if sp.candidates is not None else "pending",
+                "candidate_count": sp.candidate_count,
+                "manual_decision": sp.decision.manual if sp.decision else None,
+                "runs": len(sp.runs) if sp.known else None,
+                "budgeted_gpu_hours": round_hours(sp.budgeted_gpu_hours),
             }
         )
-    total = ctx.plan_dict["total_budgeted_gpu_hours"]
+    total = ctx.plan.total_shown
     return Table(
         "plan",
         "Plan: budgets, seeds, hosts and runs per stage",
         list(rows[0]) if rows else ["stage"],
         rows,
-        note=f"total budgeted {hours_unit(ctx.study, list(ctx.runs))}: "
+        note=f"total budgeted {ctx.hours_unit}: "
         f"{total if total is not None else 'not known yet'} (candidates x seeds x hosts x budget)"
         + "".join(
-            f"; {st['stage']}: {text}"
-            for st in ctx.plan_dict["stages"]
-            for text in published_notes(ctx.published, f"seed:{st['stage']}")
+            f"; {sp.stage.stage_id}: {text}"
+            for sp in ctx.plan.stages
+            for text in published_notes(ctx.published, f"seed:{sp.stage.stage_id}")
         ),
         sources=[*STUDY_SOURCES, "decisions/decisions.json"],
         command="stagewise plan STUDY --json",

@@ -10,11 +10,17 @@ import csv
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stagewise.paths import safe_join
+
+# One row of a table or of a figure's data: column -> value. A value is shown, never computed
+# with here (csv_value and json_value write any of them), so `object`, not `Any`: a reader
+# that needs a number from a row has to check it is one.
+Row = dict[str, object]
 
 # Files of the audit bundle that most tables' numbers come from.
 RUNS_SOURCE = "results/runs.csv"
@@ -26,7 +32,7 @@ class Table:
     name: str  # file stem under tables/
     title: str
     columns: list[str]
-    rows: list[dict[str, Any]]
+    rows: Sequence[Mapping[str, object]]
     note: str = ""
     sources: list[str] = field(default_factory=list)
     command: str = ""

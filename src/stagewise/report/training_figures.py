@@ -4,8 +4,9 @@ would have cost), and each stage's smoothed train loss per condition."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+from stagewise.budget_units import round_hours
+from stagewise.gates.budget import counterfactual_json
 from stagewise.ledger import RunKey
 from stagewise.report.context import ReportContext
 from stagewise.report.figure_base import (
@@ -25,6 +26,7 @@ from stagewise.report.loss_curves import (
     smooth,
 )
 from stagewise.report.published import PUBLISHED_LABEL
+from stagewise.report.table_model import Row
 
 # --------------------------------------------------------------------------- budget
 
@@ -43,24 +45,33 @@ BUDGET_FIGURE_COLUMNS = (
 @figure_data("budget")
 def budget_data(ctx: ReportContext) -> list[FigureData] | str:
     """GPU-hours per stage (budget result, else the plan) and the counterfactuals."""
-    budget = ctx.budget or {}
-    stages = budget.get("stages") or [
-        {"stage": s["stage"], "budgeted_gpu_hours": s["budgeted_gpu_hours"]}
-        for s in ctx.plan_dict["stages"]
-    ]
+    budget = ctx.budget_result
+    # (stage, budgeted, recorded) hours as `budget --json` (else `plan --json`) writes them.
+    stages: list[tuple[str, float | None, float | None]] = (
+        [
+            (sb.stage, round_hours(sb.budgeted_gpu_hours), round_hours(sb.recorded_gpu_hours))
+            for sb in budget.stages
+        ]
+        if budget is not None and budget.stages
+        else [
+            (sp.stage.stage_id, round_hours(sp.budgeted_gpu_hours), None) for sp in ctx.plan.stages
+        ]
+    )
     if not stages:
         return "no stages"
-    rows: list[dict[str, Any]] = [
+    rows: list[Row] = [
         {
             "panel": "stage",
-            "label": s["stage"],
-            "budgeted_gpu_hours": as_number(s.get("budgeted_gpu_hours")),
-            "recorded_gpu_hours": as_number(s.get("recorded_gpu_hours")),
+            "label": stage,
+            "budgeted_gpu_hours": as_number(budgeted),
+            "recorded_gpu_hours": as_number(recorded),
             "published": False,
         }
-        for s in stages
+        for stage, budgeted, recorded in stages
     ]
-    counter = [(c, False) for c in budget.get("counterfactuals") or []]
+    counter: list[tuple[Mapping[str, object], bool]] = [
+        (counterfactual_json(c), False) for c in (budget.counterfactuals if budget else ())
+    ]
     if not counter:
         pub = next((p for p in ctx.published if p.kind == "budget"), None)
         if pub is not None:
@@ -130,9 +141,9 @@ CURVE_COLUMNS = (
 
 def learning_curve_rows(
     ctx: ReportContext, stage: str, curves: Mapping[RunKey, LossCurve]
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     """Smoothed train loss per condition of one stage, mean over cells with a min-max band."""
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     for axis in CURVE_AXES:
         for cid in ctx.study.condition_ids:
             cells = [
@@ -176,7 +187,7 @@ def learning_curves_data(ctx: ReportContext) -> list[FigureData] | str:
         if not rows:
             continue
         name = f"learning_curves_{stage}"
-        cells = {r["cells"] for r in rows}
+        cells = {n for r in rows if isinstance(n := r["cells"], int)}
         out.append(
             FigureData(
                 name,
