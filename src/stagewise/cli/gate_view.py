@@ -10,7 +10,7 @@ from rich.table import Table
 
 from stagewise.cli.common import fmt, fmt_count
 from stagewise.gates.results import ConditionResult, GateConfidence, GateResult
-from stagewise.gates.wording import PRECISION_NOTE, promoted_set_changes
+from stagewise.gates.wording import PRECISION_NOTE, confidence_method, promoted_set_changes
 
 
 def _p_verdict(c: ConditionResult) -> str:
@@ -101,12 +101,8 @@ def print_gate(console: Console, r: GateResult) -> None:
 
 def _confidence_lines(console: Console, r: GateResult, conf: GateConfidence) -> None:
     level = conf.confidence
-    console.print(
-        f"verdict confidence: {conf.verdict_replicates} blocked-bootstrap replicates "
-        f"(seed {conf.seed}) with every rule re-applied; decisive = p_verdict >= {level:g}; "
-        f"{level:.0%} intervals:",
-        markup=False,
-    )
+    method = confidence_method(conf.seed, conf.verdict_replicates, conf.replicates, level)
+    console.print(f"verdict confidence: {method}; intervals:", markup=False)
     for c in r.conditions:
         iv = c.confidence.interval if c.confidence else None
         # The reference's gaps to itself are zero by construction: only its mean is shown.

@@ -24,7 +24,12 @@ from stagewise.gates.results import (
     GateResult,
     finite,
 )
-from stagewise.gates.wording import PRECISION_NOTE, promoted_set_changes
+from stagewise.gates.wording import (
+    PRECISION_NOTE,
+    confidence_method,
+    promoted_set_changes,
+    sentence,
+)
 from stagewise.json_types import JsonObject
 from stagewise.paths import safe_join
 
@@ -132,11 +137,10 @@ def confidence_markdown(result: GateResult, conf: GateConfidence) -> list[str]:
     lines = [
         "## Verdict confidence",
         "",
-        f"Blocked bootstrap (host blocks resampled, seeds within hosts; seed {conf.seed}): "
-        f"{conf.verdict_replicates} replicates with every rule of the gate re-applied; "
-        f"`p_verdict` is the share returning the observed verdict, decisive when >= {level:g}. "
-        f"Intervals are {level:.0%} percentile intervals over {conf.replicates} replicates. "
-        "Descriptive, not a significance test (docs/confidence.md).",
+        sentence(
+            confidence_method(conf.seed, conf.verdict_replicates, conf.replicates, level)
+            + " (docs/confidence.md)"
+        ),
         "",
         "| condition | verdict | p_verdict | decisive | mean | mean gap to ref | max gap to ref |",
         "|---|---|---|---|---|---|---|",

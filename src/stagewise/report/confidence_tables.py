@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from stagewise.gates.records import CONFIDENCE_COLUMNS as RECORD_CONFIDENCE_COLUMNS
 from stagewise.gates.results import INTERVAL_KEYS, GateResult
-from stagewise.gates.wording import DESCRIPTIVE
+from stagewise.gates.wording import confidence_method
 from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table
 from stagewise.study.model import Gate
 
@@ -42,12 +42,7 @@ def confidence_table_of(gate: Gate, gate_result: GateResult | None) -> Table | N
             row[f"{key}_low"], row[f"{key}_high"] = pair or (None, None)
         rows.append(row)
     level = conf.confidence
-    note = (
-        f"blocked bootstrap, host blocks resampled and seeds within hosts (seed {conf.seed}); "
-        f"p_verdict = share of {conf.verdict_replicates} replicates, with every rule "
-        f"re-applied, returning the observed verdict; decisive when >= {level:g}; "
-        f"{level:.0%} percentile intervals over {conf.replicates} replicates; {DESCRIPTIVE}"
-    )
+    note = confidence_method(conf.seed, conf.verdict_replicates, conf.replicates, level)
     if conf.notes:
         note += "; " + "; ".join(conf.notes)
     return Table(
