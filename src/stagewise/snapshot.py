@@ -19,7 +19,7 @@ the MLflow export and the study driver all take a snapshot.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from stagewise.analysis.cells import ResultLike
@@ -220,6 +220,8 @@ class StudySnapshot:
     chain_problems: tuple[str, ...]  # the event chain's own links
     integrity_problems: tuple[str, ...]  # the links, then every table row against the chain
     rebuilt: bool = False  # the ledger was rebuilt from a bundle (verify)
+    # sha256 -> canonical text of every resolved recipe the ledger holds (the bundle's recipes/)
+    recipe_texts: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, study: Study, ledger: Ledger) -> StudySnapshot:
@@ -239,6 +241,7 @@ class StudySnapshot:
             chain_problems=tuple(ledger.verify_chain()),
             integrity_problems=tuple(ledger.integrity_problems(runs, freezes, decisions)),
             rebuilt=ledger.rebuilt,
+            recipe_texts=ledger.recipe_texts(),
         )
 
     @classmethod

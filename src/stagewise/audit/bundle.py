@@ -11,7 +11,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,7 +219,7 @@ def _freeze_records(ctx: ReportContext) -> dict[str, Any]:
     return out
 
 
-def bundled_recipes(texts: dict[str, str]) -> dict[str, Any]:
+def bundled_recipes(texts: Mapping[str, str]) -> dict[str, Any]:
     """The recipes/recipes.json object: sha256 -> resolved recipe, from the ledger's texts."""
     return {"recipes": {sha: json.loads(text) for sha, text in sorted(texts.items())}}
 
@@ -362,7 +362,6 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
     with Ledger.open(study.root, create=False) as ledger:
         # A bundle of a ledger whose chain or tables were altered would launder the alteration.
         snap = StudySnapshot.read_intact(study, ledger)
-        recipe_texts = ledger.recipe_texts()
     ctx = report_context(snap)
     head = snap.head
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -370,7 +369,7 @@ def write_bundle(folder: Path, out: Path) -> BundleResult:
     out = _partial(final)
     out.mkdir()
     try:
-        result = _write_into(study, folder, ctx, head, recipe_texts, out)
+        result = _write_into(study, folder, ctx, head, snap.recipe_texts, out)
         _publish(out, final)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
@@ -384,7 +383,7 @@ def _write_into(
     folder: Path,
     ctx: ReportContext,
     head: str,
-    recipe_texts: dict[str, str],
+    recipe_texts: Mapping[str, str],
     out: Path,
 ) -> BundleResult:
     scrub = Scrubber([study.root, folder], ids=study_ids(study))

@@ -157,16 +157,6 @@ def hours_text(value: Any) -> str:
     return fmt_hours(value)
 
 
-def hours_unit_of(ctx: Any) -> str:
-    """ "CPU-hours" for a study whose runs ran on CPU, else "GPU-hours" (gates.budget)."""
-    budget = ctx.budget if isinstance(ctx.budget, dict) else None
-    if budget and isinstance(budget.get("hours_unit"), str):
-        return str(budget["hours_unit"])
-    from stagewise.gates.budget import hours_unit
-
-    return hours_unit(ctx.study, list(ctx.runs))
-
-
 BADGE_COLUMNS = ("verdict", "decision", "status", "declared_verdict")
 BADGES = {"pass", "fail", "promote", "stop", "incomplete", "untested", "pending"}
 
