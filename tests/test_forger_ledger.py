@@ -201,6 +201,10 @@ def test_i7_the_backup_follows_each_write_and_never_shrinks(p06: Path, tmp_path:
         with sqlite3.connect(study / "ledger.sqlite.bak") as bak:
             assert bak.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 12
             assert bak.execute("SELECT MAX(seq) FROM events").fetchone()[0] == ledger._last()[0]
+            # One self-contained file: restored by copying it back, no -wal/-shm beside it.
+            assert bak.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        ledger.log_event("note", "after a read of the backup", {})
+    assert sorted(p.name for p in study.glob("ledger.sqlite.bak*")) == ["ledger.sqlite.bak"]
     # A ledger cut short (events deleted, head file too) never overwrites the longer backup.
     shrunk = _copy(p06, tmp_path, "shrunk")
     before = (shrunk / "ledger.sqlite.bak").read_bytes()

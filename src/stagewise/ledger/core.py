@@ -219,8 +219,15 @@ class LedgerCore:
             dst = sqlite3.connect(tmp)
             try:
                 self._conn.backup(dst)
+                # The copy of a WAL ledger is a WAL database, and every reader of it (the next
+                # backup's check above) would leave -wal and -shm files beside it. In rollback
+                # mode the backup is one self-contained file, restored by copying it back.
+                dst.execute("PRAGMA journal_mode = DELETE")
             finally:
                 dst.close()
+            # What an older backup left beside it belongs to that file, never to this one.
+            for stale in ("-wal", "-shm"):
+                target.with_name(target.name + stale).unlink(missing_ok=True)
             os.replace(tmp, target)
         except (OSError, sqlite3.Error):
             # The record itself is committed; a missing backup must not undo or hide that.
