@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from stagewise.budget_units import format_duration
 from stagewise.report.context import ReportContext
@@ -77,7 +76,7 @@ def budget_label(ctx: ReportContext, stages: Sequence[str]) -> str:
     return str(budget) if budget is not None else format_duration(stage.budget_seconds)
 
 
-def as_number(value: Any) -> float | None:
+def as_number(value: object) -> float | None:
     """A number from a result or config value (a numeric string too); None for bools and text."""
     if isinstance(value, bool) or value is None:
         return None

@@ -4,7 +4,6 @@ confidence, host-seed figure, sensitivity and tables."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from stagewise.analysis.published import (
     GATE_RECORDS,
@@ -16,6 +15,7 @@ from stagewise.analysis.published import (
 )
 from stagewise.gates.freeze import recipes_summary
 from stagewise.html_parts import e
+from stagewise.ledger import DecisionRecord
 from stagewise.report.context import GateView, ReportContext
 from stagewise.report.figures import RenderedFigure
 from stagewise.report.html_blocks import (
@@ -31,12 +31,13 @@ from stagewise.report.html_blocks import (
 from stagewise.report.outcome_section import gate_budget
 from stagewise.report.stage_status import gate_results_words
 from stagewise.report.tables import GATE_COLUMNS, Table
+from stagewise.study.model import Rule
 from stagewise.words import plural
 
 GATE_RECORDS_FILE = f"{PUBLISHED_DIR}/{GATE_RECORDS}.csv"
 
 
-def _rule_text(rule: Any) -> str:
+def _rule_text(rule: Rule) -> str:
     params = ", ".join(f"{k} = {fmt_param(k, v)}" for k, v in sorted(rule.params.items()))
     target = []
     if rule.conditions:
@@ -135,7 +136,7 @@ def gate_recipes(view: GateView) -> str:
     return out
 
 
-def _decided_when(decision: Any, outside: OutsideFreeze | None) -> str:
+def _decided_when(decision: DecisionRecord, outside: OutsideFreeze | None) -> str:
     """When a decision was taken, and when it was recorded here, where the two differ."""
     if outside is None or not outside.decided_on:
         return str(decision.decided_at)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from stagewise.analysis.thresholds import threshold_text
 from stagewise.html_parts import e, png_src, table_html
@@ -71,7 +70,7 @@ CONFIDENCE_KEYS = ("interval", "p_verdict", "decisive")
 FOLD_ROWS = 15  # longer tables start folded
 
 
-def fmt_cell(value: Any) -> tuple[str, bool]:
+def fmt_cell(value: object) -> tuple[str, bool]:
     """Display text of a cell and whether it is numeric (right-aligned)."""
     if value is None or value == "":
         return "", False
@@ -111,7 +110,7 @@ COLUMN_DECIMALS: tuple[tuple[str, int], ...] = (
 SCIENTIFIC = ("var_",)  # variances: two significant digits (1.9e-7, not 0.0)
 
 
-def column_format(column: str, value: Any) -> str | None:
+def column_format(column: str, value: object) -> str | None:
     """The display text of a float in a column with a fixed precision (None: the default)."""
     if not isinstance(value, float) or isinstance(value, bool) or not math.isfinite(value):
         return None
@@ -135,24 +134,24 @@ def fmt_small(value: float) -> str:
     return f"{value:.2g}"
 
 
-def fmt_threshold(value: Any) -> str:
+def fmt_threshold(value: object) -> str:
     """A threshold at three decimals at least (0.010, 0.025), more when it has them."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     return threshold_text(value)
 
 
-def fmt_param(key: str, value: Any) -> str:
+def fmt_param(key: str, value: object) -> str:
     """A rule parameter as written in the report (thresholds at fixed decimals)."""
     return fmt_threshold(value) if key == "threshold" else str(value)
 
 
-def fmt_hours(value: Any) -> str:
+def fmt_hours(value: object) -> str:
     """Hours at four significant digits (169.2, 432, 0.03159); "not known yet" for None."""
     return f"{float(value):.4g}" if isinstance(value, int | float) else "not known yet"
 
 
-def hours_text(value: Any) -> str:
+def hours_text(value: object) -> str:
     """Hours in a sentence: four significant digits, never "None" or "?"."""
     return fmt_hours(value)
 

@@ -10,9 +10,11 @@ from stagewise.analysis.published import as_float, published_hours
 from stagewise.analysis.run_checks import check_run, check_runs, flagged, time_split
 from stagewise.budget_units import round_hours
 from stagewise.gates.budget import BudgetResult, counterfactual_json, stage_json
+from stagewise.ledger import RunRecord
 from stagewise.ledger.schema import SUMMARY_FIELDS
 from stagewise.report.context import ReportContext
 from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Row, Table
+from stagewise.study.model import Study
 from stagewise.words import small
 
 TIMING_COLUMNS = ("startup_seconds", "eval_seconds")
@@ -155,13 +157,13 @@ def _published_match(ctx: ReportContext, rows: Sequence[Counterfactual]) -> str:
     return "; ".join(parts)
 
 
-def _hours(value: Any) -> str:
+def _hours(value: object) -> str:
     if not isinstance(value, int | float):
         return "not known yet (a stage's candidates wait for a gate)"
     return small(value, 4) if value < 1 else f"{value:g}"
 
 
-def run_row(rec: Any, study: Any = None) -> Row:
+def run_row(rec: RunRecord, study: Study | None = None) -> Row:
     """One run as the report and the bundle show it (`study`: for its flags)."""
     row = {c: getattr(rec, c) for c in RUN_COLUMNS if c not in TIMING_COLUMNS and c != "flags"}
     split = time_split(rec)

@@ -65,7 +65,7 @@ class Table:
         return [csv_path, json_path]
 
 
-def csv_value(value: Any) -> str:
+def csv_value(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
