@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,9 @@ from typing import Any
 
 import pytest
 
+from stagewise.executors.recovery import recover_stale
+from stagewise.ledger import Ledger, RunKey
+from stagewise.study import load_study
 from tests.conftest import TINY_RUNNER
 from tests.executors.conftest import FAKE_COMMAND, journal, run_cli, runs, with_ledger
 
@@ -190,6 +194,44 @@ def test_sigkill_of_the_driver_then_resume_runs_everything_exactly_once(
     assert starts(study) == ends(study) == Counter({k: 1 for k in table})  # exactly once
     assert {j["job_id"] for j in jobs(study)} == submitted  # not one job more
     assert [j for j in jobs(study) if not j["ended"]] == []
+
+
+def test_jobs_a_lost_driver_never_recorded_are_cancelled_before_its_runs_are_put_back(
+    tmp_path: Path, slurm: Any
+) -> None:
+    """The window between sbatch accepting an array and its ids reaching the ledger: a driver
+    killed there leaves a job no ledger row leads to. The rerun must not run beside it."""
+    study_dir = fake_slurm_study(tmp_path / "s", {"c0": SUMMARY, "c1": SUMMARY})
+    script = (
+        "#!/bin/bash\n#SBATCH --partition=blk-a\n#SBATCH --time=10\n"
+        "#SBATCH --output=/dev/null\n#SBATCH --array=0-1\nsleep 300\n"
+    )
+    # As submitit submits: a script inside the stage's job folder (the orphan), and the same
+    # job from elsewhere (another study's, never touched).
+    ours = study_dir / "slurm" / "s1" / "block-a" / ".submission_file_lost.sh"
+    theirs = tmp_path / "other" / "slurm" / "s1" / "block-a" / ".submission_file_other.sh"
+    for path in (ours, theirs):
+        path.parent.mkdir(parents=True)
+        path.write_text(script)
+    orphan = slurm.run("sbatch", "--parsable", str(ours)).stdout.strip()
+    other = slurm.run("sbatch", "--parsable", str(theirs)).stdout.strip()
+    # The driver died while writing the array's ids down: c1's task reached the ledger (it is
+    # followed by the next `stagewise run`), c0's did not.
+    lost, followed = RunKey("s1", "c0", 1, "block-a"), RunKey("s1", "c1", 1, "block-a")
+    dead = f"{socket.gethostname()}:999999999:1"
+    study = load_study(study_dir)
+    with Ledger.open(study_dir) as ledger:
+        ledger.ensure_runs([lost, followed])
+        assert ledger.claim(lost, dead) and ledger.claim(followed, dead)
+        ledger.record_job(followed, 1, "slurm", f"{orphan}_1")
+        put_back, adopted = recover_stale(ledger, "me", study)
+        still = ledger.run(followed)
+    assert put_back == [str(lost)] and adopted == []
+    assert still is not None and still.status == "running"  # left to its job
+    queued = set(slurm.run("squeue", "-h", "-r", "-o", "%i").stdout.split())  # task by task
+    assert f"{orphan}_0" not in queued  # the unrecorded task was cancelled before the rerun
+    assert f"{orphan}_1" in queued  # the recorded one is not an orphan
+    assert {f"{other}_0", f"{other}_1"} <= queued  # another folder's jobs are left alone
 
 
 # --------------------------------------------------------------------------- faults

@@ -8,7 +8,11 @@ rerun from scratch, so nothing finished is repeated and nothing unfinished is lo
 A run carried by a cluster job (Slurm) did not die with its driver: the ledger holds its job id
 (`jobs` table). `reattach_stale` passes such runs of the stage being run to the new driver,
 which follows the same jobs (`Executor.reattach`); `recover_stale` leaves those of other
-stages alone, for the `stagewise run` of their own stage to re-attach.
+stages alone, for the `stagewise run` of their own stage to re-attach. A Slurm run put back
+without a job on record may still have one: the driver can die after sbatch accepted the array
+and before the ids reached the ledger. Before such a run is put back, the jobs queued from its
+stage's job folder that the ledger does not know are cancelled (and waited for), so the rerun
+never runs beside its orphan.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from stagewise.errors import ExecutorError
 from stagewise.executors.ownership import owner_alive
+from stagewise.executors.slurm_support import cancel_jobs, job_folder, unrecorded_jobs
 from stagewise.ledger import Ledger, RunKey
 from stagewise.ledger.records import JobRecord
 from stagewise.paths import run_out_dir
@@ -82,6 +87,32 @@ def reattach_stale(
     return taken
 
 
+def _cancel_orphans(
+    ledger: Ledger, study: Study | None, key: RunKey, checked: set[tuple[str, str]]
+) -> None:
+    """Cancel the jobs a lost driver submitted for the run's stage and block but never recorded
+    (once per stage and block). Without an answer from squeue nothing can be checked: the run is
+    put back as before (a Slurm that does not answer refuses the rerun's submission too)."""
+    if study is None or key.host not in study.hosts or study.hosts[key.host].executor != "slurm":
+        return
+    if (key.stage, key.host) in checked:
+        return
+    checked.add((key.stage, key.host))
+    folder = job_folder(study.root, key.stage, key.host)
+    if not folder.is_dir():
+        return  # nothing was ever submitted from here
+    recorded = {job.job_id for job in ledger.jobs(stage=key.stage)}
+    orphans = unrecorded_jobs(folder, recorded)
+    if orphans:
+        left = cancel_jobs(orphans)
+        if left:
+            raise ExecutorError(
+                f"{key}: Slurm jobs {', '.join(left)} were submitted by a lost driver but never "
+                "recorded, and are still queued after scancel; cancel them (`scancel "
+                f"{' '.join(left)}`) and rerun"
+            )
+
+
 def recover_stale(
     ledger: Ledger, me: str, study: Study | None = None
 ) -> tuple[list[str], list[str]]:
@@ -91,12 +122,14 @@ def recover_stale(
     """
     recovered: list[str] = []
     adopted: list[str] = []
+    checked: set[tuple[str, str]] = set()
     for key, owner in sorted(ledger.running_owners().items()):
         if owner == me:
             continue
         _gone(owner, key)
         if _open_job(ledger, study, key) is not None:
             continue  # its job still runs: the `stagewise run` of its stage re-attaches to it
+        _cancel_orphans(ledger, study, key, checked)
         summary = finished_result(study, key) if study is not None else None
         if summary is not None:
             ledger.finish(

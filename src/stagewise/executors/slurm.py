@@ -58,8 +58,10 @@ from stagewise.executors.ray_support import LogTail, RayRun, follow_log
 from stagewise.executors.slurm_checks import check_slurm, measured, test_submission
 from stagewise.executors.slurm_support import (
     SLURM_CALL_TIMEOUT,
+    SLURM_FOLDER,
     JobView,
     end_outcome,
+    job_folder,
     job_name,
     packs,
     partition_nodes,
@@ -87,7 +89,6 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 from stagewise.executors.slurm_job import PackedRuns
 
-SLURM_FOLDER = "slurm"  # <study>/slurm/<stage>/<host>/: submitit's job files and logs
 MAX_ARRAY_TASKS = 1000  # Slurm's default MaxArraySize is 1001 (indices 0..1000)
 STATE_REFRESH_SECONDS = 2.0  # how often squeue is asked (one call for all the driver's jobs)
 FILE_SCAN_SECONDS = 0.5  # how often the runs' logs and outcome files are looked at
@@ -233,7 +234,7 @@ class SlurmExecutor(Executor):
 
     # ------------------------------------------------------------------ submitting
     def _job_folder(self, task: RunTask) -> Path:
-        return self.folder / task.key.stage / task.key.host
+        return job_folder(self.study.root, task.key.stage, task.key.host)
 
     def _flush(self) -> list[ExecutorEvent]:
         events: list[ExecutorEvent] = []

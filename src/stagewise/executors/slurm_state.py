@@ -5,16 +5,19 @@ state. These read it from `squeue` for jobs in the queue and from `scontrol show
 that has just left it (Slurm keeps it there for MinJobAge seconds), each call bounded by a
 timeout; `end_outcome` and `with_job_state` turn a job's final state into the failure kind the
 driver's retry policy reads (TIMEOUT -> timeout, OUT_OF_MEMORY -> oom, NODE_FAIL and PREEMPTED
--> lost, a user's scancel -> killed). Pure apart from the two subprocess calls.
+-> lost, a user's scancel -> killed); `unrecorded_jobs` and `cancel_jobs` find and end the jobs
+a killed driver submitted but never recorded. Pure apart from the calls to Slurm.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import os
 import re
 import subprocess
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +110,48 @@ def squeue(
         # asked for has left the queue: that is an empty queue, not a failure.
         return {} if "Invalid job id" in proc.stderr else None
     return parse_squeue(proc.stdout)
+
+
+def unrecorded_jobs(
+    folder: Path, recorded: Iterable[str], timeout: float = SLURM_CALL_TIMEOUT
+) -> list[str] | None:
+    """This user's queued jobs submitted from `folder` whose ids the ledger does not hold.
+
+    A driver killed after sbatch accepted an array but before the job ids reached the ledger
+    leaves jobs that no ledger row leads to (orphans): their runs are put back and would run a
+    second time beside them. They are found by where they were submitted from: submitit hands
+    sbatch a script inside the stage's job folder (`<study>/slurm/<stage>/<host>/`), and squeue
+    keeps that path as the job's command (`%o`), so jobs of another study or stage never match.
+    Array tasks are listed one by one (`-r`). None when squeue could not be asked.
+    """
+    user = os.environ.get("USER") or getpass.getuser()
+    proc = _slurm_call(["squeue", "-h", "-r", "-u", user, "-o", "%i|%o"], timeout)
+    if proc is None or proc.returncode != 0:
+        return None
+    # The path as submitit gave it, and resolved (a study reached through a link).
+    inside = tuple({str(folder) + os.sep, str(folder.resolve()) + os.sep})
+    known = set(recorded)
+    out = []
+    for line in proc.stdout.splitlines():
+        job_id, _, command = line.strip().partition("|")
+        if job_id and command.startswith(inside) and job_id not in known:
+            out.append(job_id)
+    return sorted(out)
+
+
+def cancel_jobs(job_ids: Sequence[str], wait_seconds: float = 30.0) -> list[str]:
+    """scancel `job_ids` and wait (bounded) until they have left the queue; the ids still
+    queued when the wait ends (an answer from squeue that never came counts as queued)."""
+    if not job_ids:
+        return []
+    _slurm_call(["scancel", *job_ids], SLURM_CALL_TIMEOUT)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        views = squeue(job_ids)
+        left = sorted(job_ids) if views is None else sorted(j for j in job_ids if j in views)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.5)
 
 
 def parse_squeue(text: str) -> dict[str, JobView]:
@@ -275,6 +320,7 @@ __all__ = [
     "LIVE_STATES",
     "SLURM_CALL_TIMEOUT",
     "JobView",
+    "cancel_jobs",
     "end_outcome",
     "expand_array_id",
     "parse_scontrol",
@@ -282,5 +328,6 @@ __all__ = [
     "scontrol_show",
     "squeue",
     "tail_text",
+    "unrecorded_jobs",
     "with_job_state",
 ]

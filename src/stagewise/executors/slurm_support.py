@@ -28,6 +28,7 @@ from stagewise.executors.slurm_state import (
     LIVE_STATES,
     SLURM_CALL_TIMEOUT,
     JobView,
+    cancel_jobs,
     end_outcome,
     expand_array_id,
     parse_scontrol,
@@ -35,12 +36,14 @@ from stagewise.executors.slurm_state import (
     scontrol_show,
     squeue,
     tail_text,
+    unrecorded_jobs,
     with_job_state,
 )
 from stagewise.ledger.records import RunKey
 from stagewise.study.slurm_options import SlurmOptions
 
 OUTCOME_FILE = "slurm-outcome.attempt{attempt}.json"
+SLURM_FOLDER = "slurm"  # <study>/slurm/<stage>/<host>/: submitit's job files and logs
 DEFAULT_OVERHEAD_SECONDS = 180.0  # start-up, eval and checkpoint of a run, until one is measured
 MARGIN_FRACTION = 0.25  # a job's time limit: its runs' time plus a quarter
 MIN_MARGIN_SECONDS = 120.0
@@ -241,17 +244,25 @@ def shared_folder_problem(folder: Path, nodes: Sequence[str]) -> str | None:
     return None
 
 
+def job_folder(root: Path, stage: str, host: str) -> Path:
+    """Where the jobs of one stage on one host block are submitted from (submitit's files)."""
+    return root / SLURM_FOLDER / stage / host
+
+
 __all__ = [
     "END_STATES",
     "LIVE_STATES",
     "OUTCOME_FILE",
     "SIGNAL_DELAY_SECONDS",
     "SLURM_CALL_TIMEOUT",
+    "SLURM_FOLDER",
     "JobView",
     "Measured",
+    "cancel_jobs",
     "end_outcome",
     "expand_array_id",
     "filesystem_type",
+    "job_folder",
     "job_name",
     "outcome_from_json",
     "outcome_path",
@@ -269,6 +280,7 @@ __all__ = [
     "submitit_parameters",
     "tail_text",
     "time_limit_minutes",
+    "unrecorded_jobs",
     "with_job_state",
     "write_outcome",
 ]
