@@ -10,7 +10,7 @@ from rich.table import Table
 
 from stagewise.cli.common import fmt, fmt_count
 from stagewise.gates.results import ConditionResult, GateConfidence, GateResult
-from stagewise.gates.wording import PRECISION_NOTE, confidence_method, promoted_set_changes
+from stagewise.gates.wording import PRECISION_NOTE, promoted_set_changes
 
 
 def _p_verdict(c: ConditionResult) -> str:
@@ -100,9 +100,7 @@ def print_gate(console: Console, r: GateResult) -> None:
 
 
 def _confidence_lines(console: Console, r: GateResult, conf: GateConfidence) -> None:
-    level = conf.confidence
-    method = confidence_method(conf.seed, conf.verdict_replicates, conf.replicates, level)
-    console.print(f"verdict confidence: {method}; intervals:", markup=False)
+    console.print(f"verdict confidence: {conf.method_sentence}; intervals:", markup=False)
     for c in r.conditions:
         iv = c.confidence.interval if c.confidence else None
         # The reference's gaps to itself are zero by construction: only its mean is shown.

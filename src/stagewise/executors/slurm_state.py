@@ -124,8 +124,7 @@ def unrecorded_jobs(
     keeps that path as the job's command (`%o`), so jobs of another study or stage never match.
     Array tasks are listed one by one (`-r`). None when squeue could not be asked.
     """
-    user = os.environ.get("USER") or getpass.getuser()
-    proc = _slurm_call(["squeue", "-h", "-r", "-u", user, "-o", "%i|%o"], timeout)
+    proc = _slurm_call(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%o"], timeout)
     if proc is None or proc.returncode != 0:
         return None
     # The path as submitit gave it, and resolved (a study reached through a link).

@@ -26,7 +26,6 @@ from stagewise.gates.results import (
 )
 from stagewise.gates.wording import (
     PRECISION_NOTE,
-    confidence_method,
     promoted_set_changes,
     sentence,
 )
@@ -133,14 +132,10 @@ def _pair(v: Bounds | None) -> str:
 
 def confidence_markdown(result: GateResult, conf: GateConfidence) -> list[str]:
     """The record's verdict-confidence section."""
-    level = conf.confidence
     lines = [
         "## Verdict confidence",
         "",
-        sentence(
-            confidence_method(conf.seed, conf.verdict_replicates, conf.replicates, level)
-            + " (docs/confidence.md)"
-        ),
+        sentence(conf.method_sentence + " (docs/confidence.md)"),
         "",
         "| condition | verdict | p_verdict | decisive | mean | mean gap to ref | max gap to ref |",
         "|---|---|---|---|---|---|---|",

@@ -21,7 +21,7 @@ from stagewise.analysis.cells import Cell
 from stagewise.analysis.confidence import Interval
 from stagewise.analysis.stats import ConditionNumbers
 from stagewise.analysis.variance import VarianceComponents
-from stagewise.gates.wording import BOOTSTRAP_METHOD
+from stagewise.gates.wording import BOOTSTRAP_METHOD, confidence_method
 from stagewise.json_types import JsonObject, JsonValue
 from stagewise.ledger import DecisionRecord, FreezeRecord
 
@@ -196,6 +196,13 @@ class GateConfidence:
 
     def condition(self, condition_id: str) -> ConditionConfidence | None:
         return next((c for c in self.conditions if c.condition_id == condition_id), None)
+
+    @property
+    def method_sentence(self) -> str:
+        """How these numbers were computed, as every rendering prints it (gates.wording)."""
+        return confidence_method(
+            self.seed, self.verdict_replicates, self.replicates, self.confidence
+        )
 
     def to_json(self) -> JsonObject:
         return {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from stagewise.gates.records import CONFIDENCE_COLUMNS as RECORD_CONFIDENCE_COLUMNS
 from stagewise.gates.results import INTERVAL_KEYS, GateResult
-from stagewise.gates.wording import confidence_method
 from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Table
 from stagewise.study.model import Gate
 
@@ -41,8 +40,7 @@ def confidence_table_of(gate: Gate, gate_result: GateResult | None) -> Table | N
             pair = c.interval.bounds(key) if c and c.interval else None
             row[f"{key}_low"], row[f"{key}_high"] = pair or (None, None)
         rows.append(row)
-    level = conf.confidence
-    note = confidence_method(conf.seed, conf.verdict_replicates, conf.replicates, level)
+    note = conf.method_sentence
     if conf.notes:
         note += "; " + "; ".join(conf.notes)
     return Table(

@@ -11,7 +11,7 @@ from stagewise.gates.results import CONDITION_KEYS, GateResult, finite
 from stagewise.gates.sensitivity import SensitivityRow
 from stagewise.ledger import RunRecord
 from stagewise.report.context import GateView, ReportContext
-from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Row, Table, flatten
+from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Row, Table, flatten, pick
 from stagewise.study.model import Gate, Study
 
 GATE_COLUMNS = CONDITION_KEYS  # the gate table is the gate JSON's condition rows
@@ -255,8 +255,7 @@ def sensitivity_table(view: GateView) -> Table | None:
     rows: list[Row] = []
     for typed_row in typed.rows:
         # The columns as `sensitivity --json` writes them (the contract), typed before.
-        as_json = typed_row.to_json()
-        row: Row = {c: as_json.get(c) for c in SENSITIVITY_COLUMNS}
+        row = pick(typed_row.to_json(), SENSITIVITY_COLUMNS)
         for col, verdict in zip(grid_cols, typed_row.sweep.verdicts, strict=False):
             # A diagnostic twin has no declared threshold, so no verdict: only where its
             # statistic stands against each grid value.

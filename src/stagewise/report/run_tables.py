@@ -13,7 +13,7 @@ from stagewise.gates.budget import BudgetResult, counterfactual_json, stage_json
 from stagewise.ledger import RunRecord
 from stagewise.ledger.schema import SUMMARY_FIELDS
 from stagewise.report.context import ReportContext
-from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Row, Table
+from stagewise.report.table_model import RUNS_SOURCE, STUDY_SOURCES, Row, Table, pick
 from stagewise.study.model import Study
 from stagewise.words import small
 
@@ -76,7 +76,7 @@ def budget_tables(ctx: ReportContext) -> list[Table]:
         f"Budget: budgeted and recorded {unit} per stage",
         list(BUDGET_COLUMNS),
         [
-            {c: {**stage_json(st), **split.to_json()}.get(c) for c in BUDGET_COLUMNS}
+            pick({**stage_json(st), **split.to_json()}, BUDGET_COLUMNS)
             for st, split in zip(budget.stages, budget.splits, strict=True)
         ],
         note=budget_note(ctx, budget),
@@ -92,10 +92,7 @@ def budget_tables(ctx: ReportContext) -> list[Table]:
         "budget_counterfactuals",
         "Budget counterfactuals: continue all candidates of a gate to the final confirmation",
         list(COUNTERFACTUAL_COLUMNS),
-        [
-            {c: counterfactual_json(cf).get(c) for c in COUNTERFACTUAL_COLUMNS}
-            for cf in budget.counterfactuals
-        ],
+        [pick(counterfactual_json(cf), COUNTERFACTUAL_COLUMNS) for cf in budget.counterfactuals],
         note=f"final gate: {budget.final_gate}; {unit} of its stages in each scenario; "
         + caveat
         + (f"; {matched}" if matched else ""),

@@ -22,6 +22,12 @@ from stagewise.paths import safe_join
 # that needs a number from a row has to check it is one.
 Row = dict[str, object]
 
+
+def pick(row: Mapping[str, object], columns: Sequence[str]) -> Row:
+    """The row's values of `columns`, in their order (None where it has none)."""
+    return {c: row.get(c) for c in columns}
+
+
 # Files of the audit bundle that most tables' numbers come from.
 RUNS_SOURCE = "results/runs.csv"
 STUDY_SOURCES = ["study/study.toml", "study/matrix"]
